@@ -1,0 +1,1 @@
+//! In-process Bus adapter: task queues and event broadcast on tokio channels.

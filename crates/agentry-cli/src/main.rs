@@ -1,0 +1,3 @@
+//! The `agentry` binary.
+
+fn main() {}

@@ -1,0 +1,52 @@
+//! Agentry's domain model and its ports.
+//!
+//! This crate holds what every other crate agrees on: the workflow state of the
+//! seed (`WorkflowState`, `WorkflowStatus`), the engine's durable records
+//! (checkpoints, events, the scheduler cursor), agent roles, the classified
+//! [`Error`], and the ports (traits) that adapters implement: [`Store`],
+//! [`Bus`], [`LlmProvider`], [`Tracker`], [`Wiki`], [`CodeHost`], [`Sandbox`]
+//! and [`NodeRunner`].
+//!
+//! Key design decision: this crate does no I/O and depends on no I/O crate
+//! (no sqlx, reqwest, tokio). Ports are `async_trait` object-safe traits so
+//! the app crates can pick adapters at run time from configuration, and the
+//! engine and agents only ever see `Arc<dyn Port>`.
+
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod llm;
+pub mod node;
+pub mod path;
+pub mod ports;
+pub mod state;
+pub mod store;
+
+pub use error::{Error, ErrorClass, Result};
+pub use event::{Event, EventKind, StoredEvent};
+pub use ids::{IdempotencyKey, RequestId, TaskId, WorkflowId};
+pub use llm::{
+    ChatMessage, ChatRequest, ChatResponse, ChatRole, LlmProvider, OutputSchema, RequestMeta,
+    ToolCall, ToolDefinition, Usage,
+};
+pub use node::{NoProgress, NodeContext, NodeOutput, NodeRunner, Progress, ProgressSink};
+pub use path::RepoPath;
+pub use ports::bus::{Bus, Delivery, DeliveryAck, TaskMessage};
+pub use ports::codehost::{
+    CodeHost, CommitInfo, CommitRequest, FileChange, MergeRequest, MergeRequestState,
+    MergeRequestUpdate, NewMergeRequest, Repository, TestResultLink,
+};
+pub use ports::sandbox::{ProjectKind, Sandbox, SandboxLimits, TestRun, TestRunRequest};
+pub use ports::tracker::{
+    Attachment, Comment, Issue, IssueKind, IssueLink, NewAttachment, NewComment, NewIssue,
+    NewIssueLink, Project, Tracker,
+};
+pub use ports::wiki::{NewPage, Page, PageUpdate, PageVersion, Space, Wiki};
+pub use state::{
+    AgentOutputWrite, AgentRole, StateDelta, UsageRecord, WorkflowErrorEntry, WorkflowState, WorkflowStatus,
+};
+pub use store::{
+    fold_state, Advance, AgentOutputRecord, Checkpoint, CommitOutcome, Cursor, NewWorkflow,
+    Page as ListPage, Store, TaskCommit,
+    Transition, WorkflowQuery, WorkflowRecord,
+};

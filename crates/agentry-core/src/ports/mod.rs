@@ -1,0 +1,7 @@
+//! The ports that adapters implement, one module each.
+
+pub mod bus;
+pub mod codehost;
+pub mod sandbox;
+pub mod tracker;
+pub mod wiki;

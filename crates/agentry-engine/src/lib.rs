@@ -1,0 +1,1 @@
+//! Workflow engine: graph definitions, super-step scheduler, retries, approvals.

@@ -1,0 +1,1 @@
+//! Local Tracker, Wiki and git CodeHost adapters (the embedded defaults).

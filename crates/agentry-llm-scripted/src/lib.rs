@@ -1,0 +1,1 @@
+//! Scripted LlmProvider: replays a script of responses per role, visit and turn.

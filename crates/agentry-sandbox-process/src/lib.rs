@@ -1,0 +1,1 @@
+//! Sandbox adapter: tests in a fresh checkout, in a limited subprocess.

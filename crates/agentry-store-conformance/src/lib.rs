@@ -1,0 +1,1 @@
+//! The Store port's conformance suite, run by every store adapter.

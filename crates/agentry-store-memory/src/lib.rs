@@ -1,0 +1,1 @@
+//! In-memory Store adapter (tests and benchmarks).

@@ -1,0 +1,1 @@
+//! SQLite Store adapter (sqlx, WAL) with embedded migrations.
