@@ -92,9 +92,7 @@ impl Error {
         match self {
             Error::Transient(_) | Error::Timeout { .. } => ErrorClass::Transient,
             Error::RateLimited { .. } => ErrorClass::RateLimited,
-            Error::Permanent(_) | Error::Conflict(_) | Error::Cancelled(_) => {
-                ErrorClass::Permanent
-            }
+            Error::Permanent(_) | Error::Conflict(_) | Error::Cancelled(_) => ErrorClass::Permanent,
             Error::InvalidInput(_) | Error::NotFound(_) => ErrorClass::InvalidInput,
         }
     }

@@ -128,7 +128,10 @@ mod tests {
             node: "developer".into(),
             attempt: 1,
         };
-        let b = TaskId { attempt: 3, ..a.clone() };
+        let b = TaskId {
+            attempt: 3,
+            ..a.clone()
+        };
         assert_eq!(a.idempotency_key(), b.idempotency_key());
         assert_eq!(
             a.idempotency_key().child("story:1").as_str(),

@@ -43,10 +43,10 @@ pub use ports::tracker::{
 };
 pub use ports::wiki::{NewPage, Page, PageUpdate, PageVersion, Space, Wiki};
 pub use state::{
-    AgentOutputWrite, AgentRole, StateDelta, UsageRecord, WorkflowErrorEntry, WorkflowState, WorkflowStatus,
+    AgentOutputWrite, AgentRole, StateDelta, UsageRecord, WorkflowErrorEntry, WorkflowState,
+    WorkflowStatus,
 };
 pub use store::{
     fold_state, Advance, AgentOutputRecord, Checkpoint, CommitOutcome, Cursor, NewWorkflow,
-    Page as ListPage, Store, TaskCommit,
-    Transition, WorkflowQuery, WorkflowRecord,
+    Page as ListPage, Store, TaskCommit, Transition, WorkflowQuery, WorkflowRecord,
 };

@@ -1,1 +1,421 @@
-//! In-memory Store adapter (tests and benchmarks).
+//! In-memory [`Store`] adapter, for tests and benchmarks.
+//!
+//! It implements exactly the semantics of the `Store` port (guarded commits,
+//! duplicate detection, a store-wide event outbox, newest-first listings), so
+//! the engine's tests and benchmark exercise the same commit protocol as the
+//! SQLite and PostgreSQL stores, minus the I/O.
+//!
+//! Key design decision: all data lives in ONE struct behind ONE
+//! `parking_lot::Mutex`, taken for the whole of each operation and never held
+//! across an `.await` (no method awaits while holding it). One lock makes every
+//! operation trivially atomic, which is the property the commit protocol
+//! relies on; the critical sections are short (clones and inserts), so
+//! contention stays low even under the engine benchmark.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use agentry_core::{
+    AgentOutputRecord, Checkpoint, CommitOutcome, Error, Event, ListPage, NewWorkflow, Result,
+    StateDelta, Store, StoredEvent, TaskCommit, Transition, WorkflowId, WorkflowQuery,
+    WorkflowRecord, WorkflowStatus,
+};
+use async_trait::async_trait;
+use chrono::Utc;
+use parking_lot::Mutex;
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Default page size of [`Store::list_workflows`] when the query says 0.
+const DEFAULT_LIMIT: u32 = 50;
+/// Largest page size of [`Store::list_workflows`].
+const MAX_LIMIT: u32 = 500;
+
+/// A [`Store`] that keeps everything in memory. Cheap to create; cloning is
+/// not offered, share it as `Arc<MemoryStore>`.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    workflows: HashMap<WorkflowId, WorkflowData>,
+    /// Ids in creation (id) order, for newest-first listings.
+    order: BTreeSet<WorkflowId>,
+    by_request: HashMap<String, WorkflowId>,
+    /// Every stored event; `events[i].seq == i + 1`.
+    events: Vec<StoredEvent>,
+    /// Seqs of events not yet published.
+    unpublished: BTreeSet<u64>,
+}
+
+struct WorkflowData {
+    record: WorkflowRecord,
+    checkpoints: Vec<Checkpoint>,
+    /// `(step, node)` of every task checkpoint, for duplicate detection.
+    task_keys: HashSet<(u64, String)>,
+    outputs: Vec<AgentOutputRecord>,
+    context: BTreeMap<String, Value>,
+    /// Seqs of this workflow's events.
+    event_seqs: Vec<u64>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Rough size in bytes of the stored data (workflow rows, checkpoints,
+    /// agent outputs, shared context and events, measured as their compact
+    /// JSON length). Walks everything: call it once, after a benchmark, not
+    /// on a hot path.
+    pub fn approx_bytes(&self) -> u64 {
+        fn json_len<T: serde::Serialize>(v: &T) -> u64 {
+            serde_json::to_vec(v).map(|b| b.len() as u64).unwrap_or(0)
+        }
+        let inner = self.inner.lock();
+        let mut total = 0u64;
+        for data in inner.workflows.values() {
+            total += json_len(&data.record);
+            total += data.checkpoints.iter().map(json_len).sum::<u64>();
+            total += data.outputs.iter().map(json_len).sum::<u64>();
+            total += json_len(&data.context);
+        }
+        total += inner.events.iter().map(json_len).sum::<u64>();
+        total
+    }
+}
+
+impl Inner {
+    fn workflow_mut(&mut self, id: WorkflowId) -> Result<&mut WorkflowData> {
+        self.workflows
+            .get_mut(&id)
+            .ok_or_else(|| Error::not_found(format!("workflow {id}")))
+    }
+
+    fn workflow(&self, id: WorkflowId) -> Result<&WorkflowData> {
+        self.workflows
+            .get(&id)
+            .ok_or_else(|| Error::not_found(format!("workflow {id}")))
+    }
+
+    /// Appends events to the outbox with fresh store-wide seqs.
+    fn push_events(&mut self, id: WorkflowId, events: Vec<Event>) {
+        let mut seqs = Vec::with_capacity(events.len());
+        for event in events {
+            let seq = self.events.len() as u64 + 1;
+            self.events.push(StoredEvent {
+                seq,
+                published: false,
+                event,
+            });
+            self.unpublished.insert(seq);
+            seqs.push(seq);
+        }
+        if let Some(data) = self.workflows.get_mut(&id) {
+            data.event_seqs.extend(seqs);
+        }
+    }
+}
+
+impl WorkflowData {
+    /// Writes the seed tables (`agent_outputs` rows, `shared_context`
+    /// upserts) for a delta.
+    fn write_seed_tables(&mut self, step: u64, delta: &StateDelta) {
+        let now = Utc::now();
+        for out in &delta.agent_outputs {
+            self.outputs.push(AgentOutputRecord {
+                id: Uuid::now_v7(),
+                workflow_id: self.record.id,
+                agent_name: out.agent_name.clone(),
+                output_type: out.output_type.clone(),
+                content: out.content.clone(),
+                step,
+                created_at: now,
+            });
+        }
+        for (k, v) in &delta.shared_context {
+            self.context.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn health(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn create_workflow(&self, new: NewWorkflow) -> Result<WorkflowRecord> {
+        if new.requirements.trim().is_empty() {
+            return Err(Error::invalid("the requirement is empty"));
+        }
+        let mut inner = self.inner.lock();
+        if let Some(id) = inner.by_request.get(&new.request_id) {
+            return Ok(inner.workflow(*id)?.record.clone());
+        }
+        if inner.workflows.contains_key(&new.id) {
+            return Err(Error::Conflict(format!(
+                "workflow {} already exists",
+                new.id
+            )));
+        }
+        let now = Utc::now();
+        let record = WorkflowRecord {
+            id: new.id,
+            request_id: new.request_id.clone(),
+            requirements: new.requirements,
+            status: WorkflowStatus::Pending,
+            workflow_name: new.workflow_name,
+            definition: new.definition,
+            options: new.options,
+            tenant: new.tenant,
+            cursor: Default::default(),
+            current_step: String::new(),
+            created_at: now,
+            updated_at: now,
+        };
+        inner.by_request.insert(new.request_id, new.id);
+        inner.order.insert(new.id);
+        inner.workflows.insert(
+            new.id,
+            WorkflowData {
+                record: record.clone(),
+                checkpoints: Vec::new(),
+                task_keys: HashSet::new(),
+                outputs: Vec::new(),
+                context: BTreeMap::new(),
+                event_seqs: Vec::new(),
+            },
+        );
+        Ok(record)
+    }
+
+    async fn get_workflow(&self, id: WorkflowId) -> Result<WorkflowRecord> {
+        Ok(self.inner.lock().workflow(id)?.record.clone())
+    }
+
+    async fn find_by_request_id(&self, request_id: &str) -> Result<Option<WorkflowRecord>> {
+        let inner = self.inner.lock();
+        Ok(inner
+            .by_request
+            .get(request_id)
+            .and_then(|id| inner.workflows.get(id))
+            .map(|d| d.record.clone()))
+    }
+
+    async fn list_workflows(&self, query: WorkflowQuery) -> Result<ListPage<WorkflowRecord>> {
+        let limit = match query.limit {
+            0 => DEFAULT_LIMIT,
+            n => n.min(MAX_LIMIT),
+        } as usize;
+        let inner = self.inner.lock();
+        let ids: Box<dyn Iterator<Item = &WorkflowId>> = match query.before {
+            Some(before) => Box::new(inner.order.range(..before).rev()),
+            None => Box::new(inner.order.iter().rev()),
+        };
+        let mut items = Vec::new();
+        let mut more = false;
+        for id in ids {
+            let Some(data) = inner.workflows.get(id) else {
+                continue;
+            };
+            let r = &data.record;
+            if query.status.is_some_and(|s| s != r.status) {
+                continue;
+            }
+            if query.tenant.is_some() && query.tenant != r.tenant {
+                continue;
+            }
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            items.push(r.clone());
+        }
+        let next = if more {
+            items.last().map(|r: &WorkflowRecord| r.id)
+        } else {
+            None
+        };
+        Ok(ListPage { items, next })
+    }
+
+    async fn commit_task(&self, commit: TaskCommit) -> Result<CommitOutcome> {
+        let TaskCommit {
+            task,
+            delta,
+            events,
+            advance,
+        } = commit;
+        let mut inner = self.inner.lock();
+        let data = inner.workflow_mut(task.workflow_id)?;
+        if data.task_keys.contains(&(task.step, task.node.clone())) {
+            return Ok(CommitOutcome::Duplicate);
+        }
+        let record = &data.record;
+        if record.status != WorkflowStatus::Running || record.cursor.step != task.step {
+            return Ok(CommitOutcome::Stale {
+                status: record.status,
+                step: record.cursor.step,
+            });
+        }
+        let now = Utc::now();
+        data.write_seed_tables(task.step, &delta);
+        let seq = data.checkpoints.len() as u64 + 1;
+        let (cursor, status, current_step) = match advance {
+            Some(a) => {
+                data.record.cursor = a.cursor.clone();
+                data.record.status = a.status;
+                data.record.current_step = a.current_step.clone();
+                (Some(a.cursor), a.status, a.current_step)
+            }
+            None => (None, data.record.status, data.record.current_step.clone()),
+        };
+        data.record.updated_at = now;
+        data.task_keys.insert((task.step, task.node.clone()));
+        data.checkpoints.push(Checkpoint {
+            workflow_id: task.workflow_id,
+            seq,
+            step: task.step,
+            node: Some(task.node),
+            attempt: Some(task.attempt),
+            delta,
+            cursor,
+            status,
+            current_step,
+            note: String::new(),
+            created_at: now,
+        });
+        inner.push_events(task.workflow_id, events);
+        Ok(CommitOutcome::Committed { seq })
+    }
+
+    async fn transition(&self, id: WorkflowId, t: Transition) -> Result<WorkflowRecord> {
+        let mut inner = self.inner.lock();
+        let data = inner.workflow_mut(id)?;
+        let record = &data.record;
+        let status_ok = t.expected_status.contains(&record.status);
+        let step_ok = t.expected_step.is_none_or(|s| s == record.cursor.step);
+        if !status_ok || !step_ok {
+            let expected: Vec<&str> = t.expected_status.iter().map(|s| s.as_str()).collect();
+            let step_note = match t.expected_step {
+                Some(s) if !step_ok => {
+                    format!(" at step {} (expected step {s})", record.cursor.step)
+                }
+                _ => String::new(),
+            };
+            return Err(Error::Conflict(format!(
+                "workflow {id} is {}{step_note}, expected {}",
+                record.status,
+                expected.join(" or ")
+            )));
+        }
+        let now = Utc::now();
+        // The checkpoint belongs to the step the workflow was at.
+        let step = data.record.cursor.step;
+        data.write_seed_tables(step, &t.delta);
+        data.record.status = t.status;
+        if let Some(cursor) = &t.cursor {
+            data.record.cursor = cursor.clone();
+        }
+        if let Some(cs) = &t.current_step {
+            data.record.current_step = cs.clone();
+        }
+        data.record.updated_at = now;
+        let seq = data.checkpoints.len() as u64 + 1;
+        data.checkpoints.push(Checkpoint {
+            workflow_id: id,
+            seq,
+            step,
+            node: None,
+            attempt: None,
+            delta: t.delta,
+            cursor: t.cursor,
+            status: t.status,
+            current_step: data.record.current_step.clone(),
+            note: t.note,
+            created_at: now,
+        });
+        let record = data.record.clone();
+        inner.push_events(id, t.events);
+        Ok(record)
+    }
+
+    async fn checkpoints(&self, id: WorkflowId) -> Result<Vec<Checkpoint>> {
+        Ok(self.inner.lock().workflow(id)?.checkpoints.clone())
+    }
+
+    async fn agent_outputs(&self, id: WorkflowId) -> Result<Vec<AgentOutputRecord>> {
+        Ok(self.inner.lock().workflow(id)?.outputs.clone())
+    }
+
+    async fn shared_context(&self, id: WorkflowId) -> Result<BTreeMap<String, Value>> {
+        Ok(self.inner.lock().workflow(id)?.context.clone())
+    }
+
+    async fn events(
+        &self,
+        workflow: Option<WorkflowId>,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>> {
+        let limit = if limit == 0 {
+            usize::MAX
+        } else {
+            limit as usize
+        };
+        let inner = self.inner.lock();
+        match workflow {
+            Some(id) => {
+                let data = inner.workflow(id)?;
+                Ok(data
+                    .event_seqs
+                    .iter()
+                    .filter(|s| **s > after)
+                    .take(limit)
+                    .filter_map(|s| inner.events.get((*s - 1) as usize).cloned())
+                    .collect())
+            }
+            None => Ok(inner
+                .events
+                .iter()
+                .skip(after.min(inner.events.len() as u64) as usize)
+                .take(limit)
+                .cloned()
+                .collect()),
+        }
+    }
+
+    async fn unpublished_events(&self, limit: u32) -> Result<Vec<StoredEvent>> {
+        let limit = if limit == 0 {
+            usize::MAX
+        } else {
+            limit as usize
+        };
+        let inner = self.inner.lock();
+        Ok(inner
+            .unpublished
+            .iter()
+            .take(limit)
+            .filter_map(|s| inner.events.get((*s - 1) as usize).cloned())
+            .collect())
+    }
+
+    async fn mark_published(&self, seqs: &[u64]) -> Result<()> {
+        let mut inner = self.inner.lock();
+        for seq in seqs {
+            if inner.unpublished.remove(seq) {
+                if let Some(e) = inner.events.get_mut((*seq - 1) as usize) {
+                    e.published = true;
+                }
+            }
+        }
+        Ok(())
+    }
+}

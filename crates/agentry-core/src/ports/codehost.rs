@@ -155,8 +155,12 @@ pub trait CodeHost: Send + Sync + 'static {
     /// Commits several files at once (idempotent by key).
     async fn commit_files(&self, request: CommitRequest) -> Result<CommitInfo>;
     /// A file's content on a branch (None when absent).
-    async fn read_file(&self, repository: &str, branch: &str, path: &RepoPath)
-        -> Result<Option<String>>;
+    async fn read_file(
+        &self,
+        repository: &str,
+        branch: &str,
+        path: &RepoPath,
+    ) -> Result<Option<String>>;
     /// Paths of all files on a branch, sorted.
     async fn list_files(&self, repository: &str, branch: &str) -> Result<Vec<String>>;
     /// Commits on a branch, newest first.

@@ -1,0 +1,109 @@
+"""The engine benchmark's workload on LangGraph, for a same-machine comparison.
+
+Shape (identical to `agentry bench engine`): 7 node runs per workflow,
+business -> developer -> qa -> developer -> qa -> technical_writer -> devops,
+each node writing ~2 KB into the state's agent outputs, a checkpoint after
+every step (LangGraph's SqliteSaver, WAL, SQLite's default synchronous=FULL),
+nodes doing nothing but an optional sleep.
+
+Usage: python3 bench/langgraph_shape.py --workflows 200 [--latency-ms 0]
+Needs: pip install langgraph langgraph-checkpoint-sqlite
+Prints one JSON line with the same field names as the Agentry benchmark.
+"""
+import argparse
+import json
+import operator
+import os
+import resource
+import sqlite3
+import statistics
+import tempfile
+import time
+from typing import Annotated, TypedDict
+
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.graph import END, StateGraph
+
+PAYLOAD = "x" * 2000
+
+
+class State(TypedDict):
+    requirements: str
+    agent_outputs: Annotated[dict, operator.or_]
+    qa_rounds: int
+
+
+def make_node(name, latency_s):
+    def node(state: State):
+        if latency_s:
+            time.sleep(latency_s)
+        update = {"agent_outputs": {f"{name}.{state.get('qa_rounds', 0)}": {"text": PAYLOAD}}}
+        if name == "qa":
+            update["qa_rounds"] = state.get("qa_rounds", 0) + 1
+        return update
+
+    return node
+
+
+def build(latency_s, saver):
+    g = StateGraph(State)
+    for n in ["business", "developer", "qa", "technical_writer", "devops"]:
+        g.add_node(n, make_node(n, latency_s))
+    g.set_entry_point("business")
+    g.add_edge("business", "developer")
+    g.add_edge("developer", "qa")
+    g.add_conditional_edges(
+        "qa", lambda s: "developer" if s["qa_rounds"] < 2 else "technical_writer"
+    )
+    g.add_edge("technical_writer", "devops")
+    g.add_edge("devops", END)
+    return g.compile(checkpointer=saver)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--workflows", type=int, default=200)
+    p.add_argument("--latency-ms", type=float, default=0.0)
+    args = p.parse_args()
+    tmp = tempfile.mkdtemp()
+    path = os.path.join(tmp, "lg.db")
+    conn = sqlite3.connect(path, check_same_thread=False)
+    saver = SqliteSaver(conn)
+    saver.setup()
+    mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    sync = conn.execute("PRAGMA synchronous").fetchone()[0]
+    app = build(args.latency_ms / 1000.0, saver)
+    latencies = []
+    steps = 0
+    t0 = time.perf_counter()
+    for i in range(args.workflows):
+        s = time.perf_counter()
+        out = app.invoke(
+            {"requirements": "bench", "agent_outputs": {}, "qa_rounds": 0},
+            {"configurable": {"thread_id": f"wf-{i}"}},
+        )
+        latencies.append((time.perf_counter() - s) * 1000)
+        steps += len(out["agent_outputs"])
+    wall = time.perf_counter() - t0
+    node_time = args.latency_ms / 1000.0 * steps
+    size = sum(os.path.getsize(os.path.join(tmp, f)) for f in os.listdir(tmp))
+    latencies.sort()
+    print(json.dumps({
+        "engine": "langgraph",
+        "journal_mode": mode,
+        "synchronous": {0: "off", 1: "normal", 2: "full", 3: "extra"}.get(sync, sync),
+        "workflows": args.workflows,
+        "steps": steps,
+        "wall_s": round(wall, 3),
+        "workflows_per_s": round(args.workflows / wall, 1),
+        "steps_per_s": round(steps / wall, 1),
+        "overhead_us_per_step": round((wall - node_time) / steps * 1e6, 1),
+        "p50_ms": round(statistics.median(latencies), 2),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "store_bytes_per_workflow": size // args.workflows,
+    }))
+
+
+if __name__ == "__main__":
+    main()

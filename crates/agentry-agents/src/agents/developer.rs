@@ -1,0 +1,285 @@
+//! Developer: design + code -> one commit per round on the workflow's
+//! branch, a merge request on the first round; on a QA failure, a fix.
+
+use std::collections::BTreeMap;
+
+use agentry_core::{
+    CommitRequest, Error, FileChange, NewMergeRequest, RepoPath, Result, StateDelta, WorkflowState,
+};
+use serde_json::{json, Value};
+
+use crate::agents::business::analysis_context;
+use crate::agents::{comment_on_epics, move_stories, output};
+use crate::context::{self, compact, head, MergeRequestRecord, ProjectContext, QaFailure};
+use crate::output::{FileSpec, Implementation};
+use crate::runner::AgentEnv;
+
+/// Largest QA test file shown to the developer.
+const TEST_FILE_LIMIT: usize = 8 * 1024;
+
+/// Runs the developer.
+pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
+    let state = &env.ctx.state;
+    let project = context::project(state)?;
+    let host = &env.deps.code_host;
+    let repo = host
+        .ensure_repository(&project.repository, &project.name)
+        .await?;
+    if project.target_branch != repo.default_branch {
+        host.ensure_branch(&repo.name, &project.target_branch, &repo.default_branch)
+            .await?;
+    }
+    host.ensure_branch(&repo.name, &project.branch, &project.target_branch)
+        .await?;
+    let files_now = if env.ctx.visit > 0 {
+        host.list_files(&repo.name, &project.branch).await?
+    } else {
+        Vec::new()
+    };
+    let user = user_message(state, &project, env.ctx.visit, &files_now)?;
+
+    let mut tools = env.toolbox(Some(&repo.name), Some(&project.branch), Some(&project.key));
+    let mut conversation = env.conversation();
+    let (implementation, _) = conversation
+        .run::<Implementation>(env.system_prompt()?, user, &mut tools)
+        .await?;
+    let usage = conversation.into_usage();
+
+    // Staged files first; the final answer wins on the same path.
+    let mut changes: BTreeMap<RepoPath, Option<String>> = tools.staged().clone();
+    for file in &implementation.files {
+        changes.insert(RepoPath::parse(&file.path)?, Some(file.content.clone()));
+    }
+    if changes.is_empty() {
+        return Err(Error::permanent(
+            "developer returned no files and staged none; nothing to commit",
+        ));
+    }
+    let committed_files: Vec<FileSpec> = changes
+        .iter()
+        .filter_map(|(p, c)| {
+            c.as_ref().map(|c| FileSpec {
+                path: p.to_string(),
+                content: c.clone(),
+            })
+        })
+        .collect();
+    env.ctx.report("committing", None);
+    let commit = host
+        .commit_files(CommitRequest {
+            repository: repo.name.clone(),
+            branch: project.branch.clone(),
+            files: changes
+                .into_iter()
+                .map(|(path, content)| FileChange { path, content })
+                .collect(),
+            message: implementation.commit_message.clone(),
+            author: "Agentry Developer".into(),
+            idempotency_key: env.key().child("commit"),
+        })
+        .await?;
+
+    let existing: Option<MergeRequestRecord> = context::shared(state, context::DEVELOPER_MR)?;
+    let merge_request = match existing {
+        Some(mr) => mr,
+        None => {
+            let summary = context::output(state, "business_analyst.analysis")
+                .and_then(|a| a["summary"].as_str())
+                .unwrap_or(&implementation.summary);
+            let title = head(summary.lines().next().unwrap_or(summary), 120);
+            let mr = host
+                .create_merge_request(NewMergeRequest {
+                    repository: repo.name.clone(),
+                    source_branch: project.branch.clone(),
+                    target_branch: project.target_branch.clone(),
+                    title,
+                    description: format!("{}\n\n{}", implementation.summary, implementation.design),
+                    idempotency_key: env.key().child("merge_request"),
+                })
+                .await?;
+            MergeRequestRecord {
+                repository: mr.repository,
+                id: mr.id,
+                state: serde_json::to_value(mr.state)?
+                    .as_str()
+                    .unwrap_or("opened")
+                    .to_string(),
+            }
+        }
+    };
+
+    let epics = context::epics(state)?;
+    if env.ctx.visit == 0 {
+        move_stories(env.deps.tracker.as_ref(), &epics, "In Progress").await?;
+    }
+    let short: String = commit.sha.chars().take(8).collect();
+    comment_on_epics(
+        env,
+        &epics,
+        "comment:round",
+        &format!("round {}: {short} {}", env.round(), implementation.summary),
+    )
+    .await?;
+
+    let mut commits: Vec<String> =
+        context::shared(state, context::DEVELOPER_COMMITS)?.unwrap_or_default();
+    if !commits.contains(&commit.sha) {
+        commits.push(commit.sha.clone());
+    }
+    let mut recorded = serde_json::to_value(&implementation)?;
+    recorded["files"] = serde_json::to_value(&committed_files)?;
+    recorded["commit"] = json!(commit.sha);
+    recorded["round"] = json!(env.round());
+    Ok(StateDelta {
+        agent_outputs: vec![output("developer", "implementation", &recorded)?],
+        shared_context: BTreeMap::from([
+            (context::DEVELOPER_BRANCH.to_string(), json!(project.branch)),
+            (context::DEVELOPER_COMMITS.to_string(), json!(commits)),
+            (
+                context::DEVELOPER_MR.to_string(),
+                serde_json::to_value(&merge_request)?,
+            ),
+        ]),
+        gitlab_repos: vec![repo.name],
+        usage,
+        ..StateDelta::default()
+    })
+}
+
+/// The developer's user message: requirement, scope and stories; on a later
+/// visit also QA's failure output, the acceptance tests that failed, and the
+/// files now on the branch.
+pub(crate) fn user_message(
+    state: &WorkflowState,
+    project: &ProjectContext,
+    visit: u32,
+    files_now: &[String],
+) -> Result<String> {
+    let mut m = format!("## Requirement\n{}\n\n", state.requirements.trim());
+    m.push_str(&analysis_context(state));
+    m.push_str(&format!(
+        "\n## Repository\n`{}`, branch `{}`\n",
+        project.repository, project.branch
+    ));
+    if visit == 0 {
+        m.push_str("\nImplement the stories. Include unit tests under `tests/`. Return the Implementation JSON.");
+        return Ok(m);
+    }
+    m.push_str(&format!(
+        "\n## Round {}: QA's acceptance tests FAILED on your last commit\n",
+        visit + 1
+    ));
+    match context::shared::<QaFailure>(state, context::QA_FAILURE)? {
+        Some(f) => {
+            let code = f
+                .exit_code
+                .map_or_else(|| "none (killed)".to_string(), |c| c.to_string());
+            m.push_str(&format!(
+                "Command: `{}`\nExit code: {code}\n\n### stdout (tail)\n```\n{}\n```\n\n### stderr (tail)\n```\n{}\n```\n",
+                f.command, f.stdout_tail, f.stderr_tail
+            ));
+        }
+        None => m.push_str("(QA recorded no failure output.)\n"),
+    }
+    let tests: Vec<FileSpec> = context::shared(state, context::QA_TEST_FILES)?.unwrap_or_default();
+    if !tests.is_empty() {
+        m.push_str(
+            "\n### QA's acceptance tests (not in the repository; they are added at test time)\n",
+        );
+        for t in &tests {
+            m.push_str(&format!(
+                "`{}`:\n```\n{}\n```\n",
+                t.path,
+                head(&t.content, TEST_FILE_LIMIT)
+            ));
+        }
+    }
+    m.push_str(&format!(
+        "\n## Files on the branch now\n{}\n",
+        compact(&files_now)
+    ));
+    m.push_str(
+        "\nRead the files you need with `read_file`, fix the CODE (not QA's tests), and return the \
+         Implementation JSON with the full content of every file you change.",
+    );
+    Ok(m)
+}
+
+/// QA failure record for the shared context.
+pub(crate) fn failure_value(
+    command: &[String],
+    exit_code: Option<i32>,
+    stdout: &str,
+    stderr: &str,
+) -> Value {
+    json!(QaFailure {
+        command: command.join(" "),
+        exit_code,
+        stdout_tail: context::tail(stdout, 4000),
+        stderr_tail: context::tail(stderr, 4000),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::Kit;
+    use agentry_core::{AgentRole, StateDelta};
+
+    fn check(visit: u32, qa_failed: bool, must: &[&str], must_not: &[&str]) {
+        let kit = Kit::new();
+        let mut state = kit.state_after_business();
+        if qa_failed {
+            state.apply(&StateDelta {
+                shared_context: BTreeMap::from([
+                    ("qa.failure".to_string(), failure_value(
+                        &["python3".into(), "-m".into(), "unittest".into()],
+                        Some(1),
+                        "",
+                        "FAIL: test_resolve_returns_original (tests.acceptance.test_api)\nAssertionError: 'https://b.example' != 'https://a.example'",
+                    )),
+                    ("qa.test_files".to_string(), json!([{"path": "tests/acceptance/test_api.py", "content": "class T: pass"}])),
+                ]),
+                ..StateDelta::default()
+            });
+        }
+        let project = context::project(&state).unwrap();
+        let files = vec!["shortener/core.py".to_string()];
+        let msg = user_message(&state, &project, visit, &files).unwrap();
+        for m in must {
+            assert!(msg.contains(m), "missing `{m}` in:\n{msg}");
+        }
+        for m in must_not {
+            assert!(!msg.contains(m), "unexpected `{m}` in:\n{msg}");
+        }
+        let _ = AgentRole::Developer;
+    }
+
+    #[test]
+    fn second_visit_prompt_carries_qa_failure_and_files() {
+        check(
+            1,
+            true,
+            &[
+                "Round 2: QA's acceptance tests FAILED",
+                "Command: `python3 -m unittest`",
+                "Exit code: 1",
+                "AssertionError: 'https://b.example' != 'https://a.example'",
+                "`tests/acceptance/test_api.py`",
+                "[\"shortener/core.py\"]",
+                "Demo requirement",
+            ],
+            &[],
+        );
+    }
+
+    #[test]
+    fn first_visit_prompt_has_no_failure_section() {
+        check(
+            0,
+            false,
+            &["Demo requirement", "Implement the stories", "story one"],
+            &["FAILED", "Exit code"],
+        );
+    }
+}

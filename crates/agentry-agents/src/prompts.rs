@@ -1,0 +1,61 @@
+//! System prompts: one Markdown file per role under `prompts/`, embedded in
+//! the binary and overridable from a directory (`<dir>/<role>.md`).
+
+use std::path::Path;
+
+use agentry_core::{AgentRole, Error, Result};
+
+/// The bundled prompt of a role.
+pub fn bundled(role: AgentRole) -> &'static str {
+    match role {
+        AgentRole::BusinessAnalyst => include_str!("../prompts/business_analyst.md"),
+        AgentRole::Developer => include_str!("../prompts/developer.md"),
+        AgentRole::Qa => include_str!("../prompts/qa.md"),
+        AgentRole::TechnicalWriter => include_str!("../prompts/technical_writer.md"),
+        AgentRole::Devops => include_str!("../prompts/devops.md"),
+    }
+}
+
+/// The prompt of a role: `<dir>/<role>.md` when `dir` is set and holds
+/// one, else the bundled one. An unreadable override is a permanent error.
+pub fn load(role: AgentRole, dir: Option<&Path>) -> Result<String> {
+    if let Some(dir) = dir {
+        let path = dir.join(format!("{}.md", role.as_str()));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => return Ok(text),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(Error::permanent(format!(
+                    "cannot read prompt {}: {error}",
+                    path.display()
+                )))
+            }
+        }
+    }
+    Ok(bundled(role).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_win_and_missing_ones_fall_back() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("qa.md"), "custom QA prompt").unwrap();
+        assert_eq!(
+            load(AgentRole::Qa, Some(dir.path())).unwrap(),
+            "custom QA prompt"
+        );
+        assert_eq!(
+            load(AgentRole::Developer, Some(dir.path())).unwrap(),
+            bundled(AgentRole::Developer)
+        );
+        for role in AgentRole::ALL {
+            assert!(
+                bundled(role).contains("JSON"),
+                "{role} prompt names its JSON answer"
+            );
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! [`AgentNodeRunner`]: the engine's [`NodeRunner`] for agent nodes; it
+//! picks the agent by `ctx.role` and hands it the ports.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use agentry_core::{
+    AgentRole, CodeHost, Error, IdempotencyKey, LlmProvider, NodeContext, NodeOutput, NodeRunner,
+    Result, Sandbox, SandboxLimits, Tracker, Wiki,
+};
+use async_trait::async_trait;
+use serde_json::Value;
+use tracing::{info, Instrument};
+
+use crate::agents;
+use crate::conversation::Conversation;
+use crate::prompts;
+use crate::tools::{ToolEnv, Toolbox};
+
+/// The ports the agents use.
+#[derive(Clone)]
+pub struct AgentDeps {
+    /// Default LLM.
+    pub llm: Arc<dyn LlmProvider>,
+    /// Per-role overrides (a cheaper model for the writer, say).
+    pub llm_by_role: HashMap<AgentRole, Arc<dyn LlmProvider>>,
+    /// Issue tracker.
+    pub tracker: Arc<dyn Tracker>,
+    /// Wiki.
+    pub wiki: Arc<dyn Wiki>,
+    /// Code host.
+    pub code_host: Arc<dyn CodeHost>,
+    /// Test sandbox.
+    pub sandbox: Arc<dyn Sandbox>,
+}
+
+/// Agent settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    /// Most LLM answers with tool calls per node run (default 8).
+    pub max_tool_rounds: u32,
+    /// Limits of QA's test runs.
+    pub sandbox_limits: SandboxLimits,
+    /// Directory with `<role>.md` files overriding the bundled prompts.
+    pub prompts_dir: Option<PathBuf>,
+    /// Tracker project key used when a run's options name none; when unset
+    /// too, the business analyst's proposal is used.
+    pub default_project_key: Option<String>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            max_tool_rounds: 8,
+            sandbox_limits: SandboxLimits::default(),
+            prompts_dir: None,
+            default_project_key: None,
+        }
+    }
+}
+
+/// Runs agent nodes: dispatches on `ctx.role` to one of the five agents.
+#[derive(Clone)]
+pub struct AgentNodeRunner {
+    deps: AgentDeps,
+    config: AgentConfig,
+}
+
+impl AgentNodeRunner {
+    /// A runner over these ports.
+    pub fn new(deps: AgentDeps, config: AgentConfig) -> Self {
+        AgentNodeRunner { deps, config }
+    }
+}
+
+#[async_trait]
+impl NodeRunner for AgentNodeRunner {
+    async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
+        let role = ctx.role.ok_or_else(|| {
+            Error::permanent(format!(
+                "node `{}` has no agent role; the agent runner only runs agent nodes",
+                ctx.task.node
+            ))
+        })?;
+        let span = tracing::info_span!("agent", workflow_id = %ctx.task.workflow_id,
+            step = ctx.task.step, node = %ctx.task.node, role = %role, visit = ctx.visit,
+            request_id = ctx.request_id.as_deref().unwrap_or(""));
+        let env = AgentEnv {
+            ctx: &ctx,
+            deps: &self.deps,
+            config: &self.config,
+            role,
+        };
+        async {
+            info!("Agent started.");
+            let delta = match role {
+                AgentRole::BusinessAnalyst => agents::business::run(&env).await,
+                AgentRole::Developer => agents::developer::run(&env).await,
+                AgentRole::Qa => agents::qa::run(&env).await,
+                AgentRole::TechnicalWriter => agents::writer::run(&env).await,
+                AgentRole::Devops => agents::devops::run(&env).await,
+            }?;
+            info!("Agent finished.");
+            Ok(NodeOutput {
+                delta,
+                events: Vec::new(),
+            })
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// What an agent gets for one node run.
+pub(crate) struct AgentEnv<'a> {
+    pub ctx: &'a NodeContext,
+    pub deps: &'a AgentDeps,
+    pub config: &'a AgentConfig,
+    pub role: AgentRole,
+}
+
+impl AgentEnv<'_> {
+    /// The role's LLM.
+    pub fn llm(&self) -> Arc<dyn LlmProvider> {
+        self.deps
+            .llm_by_role
+            .get(&self.role)
+            .cloned()
+            .unwrap_or_else(|| self.deps.llm.clone())
+    }
+
+    /// The role's system prompt.
+    pub fn system_prompt(&self) -> Result<String> {
+        prompts::load(self.role, self.config.prompts_dir.as_deref())
+    }
+
+    /// A conversation for this node run.
+    pub fn conversation(&self) -> Conversation<'_> {
+        Conversation::new(self.ctx, self.role, self.llm(), self.config.max_tool_rounds)
+    }
+
+    /// The task's idempotency key.
+    pub fn key(&self) -> IdempotencyKey {
+        self.ctx.task.idempotency_key()
+    }
+
+    /// The role's toolbox.
+    pub fn toolbox(
+        &self,
+        repository: Option<&str>,
+        branch: Option<&str>,
+        project: Option<&str>,
+    ) -> Toolbox {
+        Toolbox::new(
+            self.role,
+            ToolEnv {
+                tracker: self.deps.tracker.clone(),
+                wiki: self.deps.wiki.clone(),
+                code_host: self.deps.code_host.clone(),
+                repository: repository.map(str::to_owned),
+                branch: branch.map(str::to_owned),
+                project: project.map(str::to_owned),
+                space: project.map(str::to_owned),
+            },
+        )
+    }
+
+    /// A non-empty string option of the run (`project_key`, ...).
+    pub fn option(&self, name: &str) -> Option<String> {
+        self.ctx
+            .options
+            .get(name)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    }
+
+    /// The QA round of this visit (1-based).
+    pub fn round(&self) -> u32 {
+        self.ctx.visit + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{answer, test_run, tool_call, Kit};
+    use agentry_core::ChatRole;
+    use serde_json::json;
+
+    fn qa_answer() -> String {
+        json!({"test_plan": "plan", "focus": ["resolve"],
+            "test_files": [{"path": "tests/acceptance/test_api.py", "content": "import unittest\n"}]})
+        .to_string()
+    }
+
+    #[tokio::test]
+    async fn qa_cannot_write_to_the_repository() {
+        let kit = Kit::new();
+        kit.llm.push_all(vec![
+            tool_call(
+                "write_file",
+                json!({"path": "shortener/core.py", "content": "hacked"}),
+            ),
+            answer(&qa_answer()),
+        ]);
+        let out = kit.runner().run(kit.ctx(AgentRole::Qa, 0)).await.unwrap();
+        let tool_msg = kit.llm.requests()[1]
+            .messages
+            .iter()
+            .find(|m| m.role == ChatRole::Tool)
+            .cloned()
+            .unwrap();
+        assert!(
+            tool_msg
+                .content
+                .starts_with("error: tool `write_file` is not available to the qa agent"),
+            "{}",
+            tool_msg.content
+        );
+        assert!(
+            kit.code_host.commits.lock().unwrap().is_empty(),
+            "QA committed something"
+        );
+        let overlay = &kit.sandbox.requests.lock().unwrap()[0].overlay;
+        assert_eq!(overlay.len(), 1);
+        assert_eq!(overlay[0].0.as_str(), "tests/acceptance/test_api.py");
+        assert_eq!(out.delta.shared_context["qa.passed"], json!(true));
+        assert_eq!(out.delta.shared_context["qa.failure"], json!(null));
+    }
+
+    #[tokio::test]
+    async fn a_failing_suite_is_an_output_not_an_error() {
+        let kit = Kit::new();
+        *kit.sandbox.result.lock().unwrap() = Ok(test_run(false));
+        kit.llm.push_all(vec![answer(&qa_answer())]);
+        let out = kit.runner().run(kit.ctx(AgentRole::Qa, 1)).await.unwrap();
+        let ctx = &out.delta.shared_context;
+        assert_eq!(ctx["qa.passed"], json!(false));
+        assert_eq!(ctx["qa.round"], json!(2));
+        assert_eq!(ctx["qa.failure"]["exit_code"], json!(1));
+        assert_eq!(
+            ctx["qa.failure"]["stderr_tail"],
+            json!("FAILED (failures=1)")
+        );
+        assert_eq!(
+            ctx["qa.test_files"][0]["path"],
+            json!("tests/acceptance/test_api.py")
+        );
+        let run = out
+            .delta
+            .agent_outputs
+            .iter()
+            .find(|o| o.output_type == "test_run")
+            .unwrap();
+        assert_eq!(
+            (run.content["round"].clone(), run.content["passed"].clone()),
+            (json!(2), json!(false))
+        );
+        let issues = kit.tracker.issues.lock().unwrap();
+        assert_eq!(issues.len(), 1);
+        assert_eq!(issues[0].1.kind, agentry_core::IssueKind::Bug);
+        assert_eq!(out.delta.jira_tickets, vec![issues[0].1.key.clone()]);
+        assert_eq!(
+            kit.progress
+                .messages()
+                .iter()
+                .filter(|m| *m == "running tests")
+                .count(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn no_runner_detected_is_permanent() {
+        let kit = Kit::new();
+        *kit.sandbox.result.lock().unwrap() = Err(Error::invalid("no project detected"));
+        kit.llm.push_all(vec![answer(&qa_answer())]);
+        let err = kit
+            .runner()
+            .run(kit.ctx(AgentRole::Qa, 0))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            Error::permanent("qa cannot run the tests: no project detected")
+        );
+    }
+
+    #[tokio::test]
+    async fn developer_commits_staged_and_answered_files_once() {
+        let kit = Kit::new();
+        kit.llm.push_all(vec![
+            tool_call("write_file", json!({"path": "app/a.py", "content": "staged"})),
+            tool_call("write_file", json!({"path": "app/b.py", "content": "staged b"})),
+            answer(&json!({"summary": "s", "design": "d", "language": "python", "commit_message": "feat: a",
+                "files": [{"path": "app/a.py", "content": "final"}]}).to_string()),
+        ]);
+        let out = kit
+            .runner()
+            .run(kit.ctx(AgentRole::Developer, 0))
+            .await
+            .unwrap();
+        let commits = kit.code_host.commits.lock().unwrap().clone();
+        assert_eq!(commits.len(), 1);
+        let files: Vec<(String, Option<String>)> = commits[0]
+            .1
+            .files
+            .iter()
+            .map(|f| (f.path.to_string(), f.content.clone()))
+            .collect();
+        assert_eq!(
+            files,
+            vec![
+                ("app/a.py".into(), Some("final".into())),
+                ("app/b.py".into(), Some("staged b".into()))
+            ]
+        );
+        assert_eq!(commits[0].1.author, "Agentry Developer");
+        assert_eq!(
+            out.delta.shared_context["developer.commits"],
+            json!([commits[0].0])
+        );
+        assert_eq!(
+            out.delta.shared_context["developer.merge_request"]["id"],
+            json!(1)
+        );
+        assert_eq!(out.delta.gitlab_repos, vec!["demo".to_string()]);
+        assert_eq!(out.delta.usage.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn an_escaping_path_in_the_answer_gets_a_repair_round() {
+        let kit = Kit::new();
+        let imp = |path: &str| {
+            json!({"summary": "s", "design": "d", "language": "python", "commit_message": "m",
+            "files": [{"path": path, "content": "x"}]})
+            .to_string()
+        };
+        kit.llm.push_all(vec![
+            answer(&imp("../outside.py")),
+            answer(&imp("inside.py")),
+        ]);
+        kit.runner()
+            .run(kit.ctx(AgentRole::Developer, 0))
+            .await
+            .unwrap();
+        let repair = kit.llm.requests()[1]
+            .messages
+            .last()
+            .unwrap()
+            .content
+            .clone();
+        assert!(repair.contains("/files/0/path: invalid input: path `../outside.py` rejected: `..` leaves the repository"), "{repair}");
+        let commits = kit.code_host.commits.lock().unwrap();
+        assert_eq!(commits[0].1.files[0].path.as_str(), "inside.py");
+    }
+
+    #[tokio::test]
+    async fn nodes_without_a_role_and_agents_without_a_project_fail_permanently() {
+        let kit = Kit::new();
+        let mut ctx = kit.ctx(AgentRole::Qa, 0);
+        ctx.role = None;
+        let err = kit.runner().run(ctx).await.unwrap_err();
+        assert!(err.to_string().contains("has no agent role"), "{err}");
+        let empty =
+            agentry_core::WorkflowState::initial(kit.workflow_id, "r", "req", chrono::Utc::now());
+        let err = kit
+            .runner()
+            .run(kit.ctx_with(AgentRole::Devops, 0, empty))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            Error::permanent(
+                "shared_context `project` is missing: the business analyst must run first"
+            )
+        );
+    }
+}
+
+#[cfg(test)]
+mod option_tests {
+    use super::*;
+    use crate::testkit::{answer, FakeLlm, Kit, NoWiki};
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn run_options_override_the_analysts_proposal_and_roles_get_their_own_llm() {
+        let kit = Kit::new();
+        let analyst_llm = Arc::new(FakeLlm::default());
+        analyst_llm.push_all(vec![answer(
+            &json!({"summary": "s", "project_key": "PROPOSED", "project_name": "Demo", "repository": "proposed",
+                "epics": [{"title": "e", "description": "d", "stories": [
+                    {"title": "t", "description": "As a user...", "acceptance_criteria": ["a"], "tasks": ["x"]}]}]})
+            .to_string(),
+        )]);
+        let runner = AgentNodeRunner::new(
+            AgentDeps {
+                llm: kit.llm.clone(),
+                llm_by_role: HashMap::from([(
+                    AgentRole::BusinessAnalyst,
+                    analyst_llm.clone() as Arc<dyn LlmProvider>,
+                )]),
+                tracker: kit.tracker.clone(),
+                wiki: Arc::new(NoWiki),
+                code_host: kit.code_host.clone(),
+                sandbox: kit.sandbox.clone(),
+            },
+            AgentConfig::default(),
+        );
+        let mut ctx = kit.ctx(AgentRole::BusinessAnalyst, 0);
+        ctx.options =
+            json!({"project_key": "OPT", "repository": "custom-repo", "target_branch": "develop"});
+        let out = runner.run(ctx).await.unwrap();
+        assert_eq!(
+            out.delta.shared_context["project"],
+            json!({"key": "OPT", "name": "Demo", "repository": "custom-repo", "space": "OPT",
+                "branch": "agentry/custom-repo", "target_branch": "develop"})
+        );
+        assert!(analyst_llm.requests()[0].messages[1]
+            .content
+            .contains("Use project_key `OPT`"));
+        assert!(
+            kit.llm.requests().is_empty(),
+            "the default LLM was used instead of the role's"
+        );
+        // epic, story, task
+        assert_eq!(out.delta.jira_tickets, vec!["OPT-1", "OPT-2", "OPT-3"]);
+        assert_eq!(
+            out.delta.shared_context["business.epics"][0]["stories"][0]["key"],
+            json!("OPT-2")
+        );
+        assert_eq!(
+            out.delta.agent_outputs[0].content["project_key"],
+            json!("OPT")
+        );
+    }
+}

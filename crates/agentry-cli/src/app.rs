@@ -1,0 +1,266 @@
+//! Wiring: configuration -> adapters -> engine.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+
+use agentry_agents::{AgentConfig, AgentDeps, AgentNodeRunner};
+use agentry_bus_inproc::InprocBus;
+use agentry_core::{CodeHost, LlmProvider, SandboxLimits, Store, Tracker, Wiki, WorkflowRecord};
+use agentry_engine::{Engine, EngineConfig, WorkflowDefinition};
+use agentry_integrations_local::LocalIntegrations;
+use agentry_llm_scripted::ScriptedProvider;
+use agentry_sandbox_process::ProcessSandbox;
+use agentry_store_sqlite::SqliteStore;
+
+use crate::cli::LlmArgs;
+use crate::config::Config;
+
+/// The embedded deployment: every adapter of one data directory.
+pub struct App {
+    /// Effective configuration.
+    pub config: Config,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// The store.
+    pub store: Arc<SqliteStore>,
+    /// The tracker.
+    pub tracker: Arc<dyn Tracker>,
+    /// The wiki.
+    pub wiki: Arc<dyn Wiki>,
+    /// The code host.
+    pub code_host: Arc<dyn CodeHost>,
+    sandbox: Arc<ProcessSandbox>,
+}
+
+/// Name of the database file inside the data directory.
+pub const DB_FILE: &str = "agentry.db";
+
+impl App {
+    /// Opens (creating if needed) the data directory and its adapters.
+    pub async fn open(cli_data_dir: Option<&Path>, config: Config) -> Result<App> {
+        let data_dir = cli_data_dir
+            .map(Path::to_path_buf)
+            .or_else(|| config.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(".agentry"));
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        let data_dir = data_dir
+            .canonicalize()
+            .with_context(|| format!("cannot resolve data directory {}", data_dir.display()))?;
+        let db_path = data_dir.join(DB_FILE);
+        let store = SqliteStore::open(&db_path, sqlite_options(&config.store.synchronous)?)
+            .await
+            .with_context(|| format!("cannot open the store {}", db_path.display()))?;
+        let local = LocalIntegrations::open(&db_path, &data_dir)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the local integrations in {}",
+                    data_dir.display()
+                )
+            })?;
+        let sandbox = ProcessSandbox::new(agentry_sandbox_process::SandboxConfig::default());
+        Ok(App {
+            tracker: local.tracker(),
+            wiki: local.wiki(),
+            code_host: local.code_host(),
+            sandbox: Arc::new(sandbox),
+            store: Arc::new(store),
+            config,
+            data_dir,
+        })
+    }
+
+    /// The store as the port.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// Sandbox limits from the configuration.
+    fn sandbox_limits(&self) -> SandboxLimits {
+        SandboxLimits {
+            wall_time: Duration::from_secs(self.config.sandbox.wall_time_s),
+            memory_bytes: self.config.sandbox.memory_mb * 1024 * 1024,
+            network: self.config.sandbox.network,
+            ..SandboxLimits::default()
+        }
+    }
+
+    /// An engine whose agents use `llm`, with in-process workers started.
+    pub async fn engine(&self, llm: Arc<dyn LlmProvider>) -> Result<Engine> {
+        let runner = AgentNodeRunner::new(
+            AgentDeps {
+                llm,
+                llm_by_role: HashMap::new(),
+                tracker: self.tracker.clone(),
+                wiki: self.wiki.clone(),
+                code_host: self.code_host.clone(),
+                sandbox: self.sandbox.clone(),
+            },
+            AgentConfig {
+                sandbox_limits: self.sandbox_limits(),
+                default_project_key: self.config.project.key.clone(),
+                ..AgentConfig::default()
+            },
+        );
+        let engine = Engine::new(
+            self.store(),
+            Arc::new(InprocBus::new()),
+            Arc::new(runner),
+            EngineConfig::default(),
+        );
+        let queues = agentry_core::AgentRole::ALL
+            .iter()
+            .map(|r| r.as_str().to_string())
+            .collect();
+        engine
+            .start_workers(queues, self.config.engine.workers)
+            .await;
+        Ok(engine)
+    }
+
+    /// A workflow by id text, with a clear error for a malformed or unknown id.
+    pub async fn workflow(&self, id: &str) -> Result<WorkflowRecord> {
+        let id = id.parse().map_err(|e| anyhow!("{e}"))?;
+        self.store
+            .get_workflow(id)
+            .await
+            .map_err(|e| anyhow!("{e}"))
+    }
+
+    /// Loads a workflow definition: the given file, else the configured one,
+    /// else the bundled SDLC graph.
+    pub fn definition(&self, file: Option<&Path>) -> Result<WorkflowDefinition> {
+        match file.or(self.config.workflow.file.as_deref()) {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read workflow file {}", path.display()))?;
+                WorkflowDefinition::parse(&text, &path.display().to_string())
+                    .map_err(|e| anyhow!("{e}"))
+            }
+            None => WorkflowDefinition::default_sdlc().map_err(|e| anyhow!("{e}")),
+        }
+    }
+}
+
+fn sqlite_options(synchronous: &str) -> Result<agentry_store_sqlite::SqliteStoreOptions> {
+    let sync = match synchronous {
+        "full" => agentry_store_sqlite::Synchronous::Full,
+        "normal" => agentry_store_sqlite::Synchronous::Normal,
+        other => bail!("unknown SQLite synchronous mode `{other}` (expected `full` or `normal`)"),
+    };
+    Ok(agentry_store_sqlite::SqliteStoreOptions {
+        synchronous: sync,
+        ..Default::default()
+    })
+}
+
+/// The LLM choice of a run, stored in the workflow's options so that
+/// `resume` uses the same provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmChoice {
+    /// `scripted` or `demo`.
+    pub provider: String,
+    /// Script file (scripted only).
+    pub script: Option<PathBuf>,
+    /// Simulated latency.
+    pub latency_ms: u64,
+}
+
+impl LlmChoice {
+    /// Resolves flags, then the workflow's stored choice, then the config.
+    pub fn resolve(args: &LlmArgs, stored: Option<&Value>, config: &Config) -> Result<LlmChoice> {
+        let stored_llm = stored.and_then(|o| o.get("llm"));
+        let stored_str = |k: &str| {
+            stored_llm
+                .and_then(|l| l.get(k))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        let script = args
+            .llm_script
+            .clone()
+            .or_else(|| stored_str("script").map(PathBuf::from))
+            .or_else(|| config.llm.script.clone());
+        let provider = args
+            .llm
+            .clone()
+            .or_else(|| args.llm_script.as_ref().map(|_| "scripted".to_string()))
+            .or_else(|| stored_str("provider"))
+            .or_else(|| config.llm.provider.clone())
+            .or_else(|| script.as_ref().map(|_| "scripted".to_string()))
+            .ok_or_else(|| {
+                anyhow!(
+                    "no LLM provider configured: pass --llm-script FILE (a scripted session), \
+                     set llm.provider in the config file, or try `agentry demo`"
+                )
+            })?;
+        let latency_ms = args
+            .llm_latency_ms
+            .or_else(|| {
+                stored_llm
+                    .and_then(|l| l.get("latency_ms"))
+                    .and_then(Value::as_u64)
+            })
+            .or(config.llm.latency_ms)
+            .unwrap_or(0);
+        match provider.as_str() {
+            "demo" => Ok(LlmChoice {
+                provider,
+                script: None,
+                latency_ms,
+            }),
+            "scripted" => {
+                let script = script.ok_or_else(|| {
+                    anyhow!("the scripted LLM provider needs a script: pass --llm-script FILE")
+                })?;
+                let script = script
+                    .canonicalize()
+                    .with_context(|| format!("cannot read LLM script {}", script.display()))?;
+                Ok(LlmChoice {
+                    provider,
+                    script: Some(script),
+                    latency_ms,
+                })
+            }
+            other => {
+                bail!("unknown LLM provider `{other}` (this build knows `scripted` and `demo`)")
+            }
+        }
+    }
+
+    /// Builds the provider.
+    pub fn provider(&self) -> Result<Arc<dyn LlmProvider>> {
+        let provider = match (&*self.provider, &self.script) {
+            ("demo", _) => {
+                ScriptedProvider::from_toml_str(agentry_agents::demo::DEMO_SESSION, "demo")
+                    .map_err(|e| anyhow!("bundled demo session: {e}"))?
+            }
+            (_, Some(path)) => ScriptedProvider::from_file(path)
+                .map_err(|e| anyhow!("LLM script {}: {e}", path.display()))?,
+            _ => bail!("the scripted LLM provider needs a script"),
+        };
+        Ok(Arc::new(
+            provider.with_latency(Duration::from_millis(self.latency_ms)),
+        ))
+    }
+
+    /// The JSON stored in the workflow's options.
+    pub fn to_options(&self) -> Value {
+        json!({
+            "provider": self.provider,
+            "script": self.script.as_ref().map(|p| p.display().to_string()),
+            "latency_ms": self.latency_ms,
+        })
+    }
+}
+
+/// The process environment as a map (for config overrides).
+pub fn env_map() -> BTreeMap<String, String> {
+    std::env::vars().collect()
+}

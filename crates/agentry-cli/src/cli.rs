@@ -1,0 +1,223 @@
+//! Command-line interface definition.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Agentry: a crew of LLM agents that turns a requirement into tickets, wiki
+/// pages, code, tests that really ran, CI config and a merge request.
+#[derive(Debug, Parser)]
+#[command(name = "agentry", version, about, long_about = None)]
+pub struct Cli {
+    /// Data directory (SQLite store, git repositories, wiki pages).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Configuration file (TOML); every key can also be set as AGENTRY_<KEY>
+    /// (nested keys with `__`, e.g. AGENTRY_SANDBOX__WALL_TIME_S).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a requirement end to end.
+    Run(RunArgs),
+    /// Run the bundled demo (a Python URL shortener) on its scripted session, offline.
+    Demo(DemoArgs),
+    /// Inspect workflows.
+    #[command(subcommand)]
+    Workflows(WorkflowsCommand),
+    /// Resume a workflow from its last checkpoint (after a crash, a failure or an approval).
+    Resume(ResumeArgs),
+    /// Approve a workflow waiting for a human, then continue running it.
+    Approve(ApproveArgs),
+    /// Reject a workflow waiting for a human.
+    Reject(RejectArgs),
+    /// Cancel a workflow.
+    Cancel(CancelArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// LLM options shared by the commands that run agents.
+#[derive(Debug, Clone, Default, Args)]
+pub struct LlmArgs {
+    /// LLM provider: `scripted` (with --llm-script) or `demo` (the bundled demo session).
+    #[arg(long, value_name = "NAME")]
+    pub llm: Option<String>,
+    /// Script file for the scripted provider (implies --llm scripted).
+    #[arg(long, value_name = "FILE")]
+    pub llm_script: Option<PathBuf>,
+    /// Simulated latency per LLM call (slows a run down, e.g. to watch it or kill it).
+    #[arg(long, value_name = "MS")]
+    pub llm_latency_ms: Option<u64>,
+}
+
+/// `agentry run`
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The requirement text (or use --file).
+    #[arg(value_name = "REQUIREMENT", conflicts_with = "file")]
+    pub requirement: Option<String>,
+    /// Read the requirement from a file.
+    #[arg(long, short = 'f', value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Workflow definition file (default: the bundled SDLC graph).
+    #[arg(long, value_name = "FILE")]
+    pub workflow: Option<PathBuf>,
+    /// Tracker project key and wiki space (default: the analyst's proposal).
+    #[arg(long, value_name = "KEY")]
+    pub project_key: Option<String>,
+    /// Repository name (default: the analyst's proposal).
+    #[arg(long, value_name = "NAME")]
+    pub repository: Option<String>,
+    /// Request id (idempotency: running the same request id again returns the same workflow).
+    #[arg(long, value_name = "ID")]
+    pub request_id: Option<String>,
+    /// Submit only; do not run (use `agentry resume ID` later).
+    #[arg(long)]
+    pub detach: bool,
+    /// LLM options.
+    #[command(flatten)]
+    pub llm: LlmArgs,
+}
+
+/// `agentry demo`
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Simulated latency per LLM call.
+    #[arg(long, value_name = "MS")]
+    pub llm_latency_ms: Option<u64>,
+    /// Workflow definition file (default: the bundled SDLC graph).
+    #[arg(long, value_name = "FILE")]
+    pub workflow: Option<PathBuf>,
+}
+
+/// `agentry workflows ...`
+#[derive(Debug, Subcommand)]
+pub enum WorkflowsCommand {
+    /// List workflows, newest first.
+    List(ListArgs),
+    /// Show a workflow's state and artifacts.
+    Show(IdArg),
+    /// Show a workflow's history (or its state at one step).
+    History(HistoryArgs),
+}
+
+/// `workflows list`
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only this status.
+    #[arg(long, value_name = "STATUS")]
+    pub status: Option<String>,
+    /// At most this many.
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+}
+
+/// A workflow id argument.
+#[derive(Debug, Args)]
+pub struct IdArg {
+    /// Workflow id.
+    pub id: String,
+}
+
+/// `workflows history`
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Workflow id.
+    pub id: String,
+    /// Print the full state at the end of this step instead of the list.
+    #[arg(long, value_name = "N")]
+    pub step: Option<u64>,
+}
+
+/// `agentry resume`
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// Workflow id.
+    pub id: String,
+    /// LLM options (default: those the workflow started with).
+    #[command(flatten)]
+    pub llm: LlmArgs,
+}
+
+/// `agentry approve`
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// Workflow id.
+    pub id: String,
+    /// Note recorded in the history.
+    #[arg(long, default_value = "approved from the CLI")]
+    pub note: String,
+    /// Approve only; do not continue running here.
+    #[arg(long)]
+    pub no_run: bool,
+    /// LLM options (default: those the workflow started with).
+    #[command(flatten)]
+    pub llm: LlmArgs,
+}
+
+/// `agentry reject`
+#[derive(Debug, Args)]
+pub struct RejectArgs {
+    /// Workflow id.
+    pub id: String,
+    /// Why (recorded in the workflow's errors).
+    #[arg(long)]
+    pub reason: String,
+}
+
+/// `agentry cancel`
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// Workflow id.
+    pub id: String,
+    /// Why.
+    #[arg(long, default_value = "cancelled from the CLI")]
+    pub reason: String,
+}
+
+/// `agentry bench ...`
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// The engine alone: N workflows of 7 node runs, nodes doing nothing but an optional sleep.
+    Engine(BenchEngineArgs),
+}
+
+/// Store choice for the benchmark.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum BenchStore {
+    /// In-memory store.
+    Memory,
+    /// SQLite file in a temporary directory (or --data-dir).
+    Sqlite,
+}
+
+/// `bench engine`
+#[derive(Debug, Args)]
+pub struct BenchEngineArgs {
+    /// Store.
+    #[arg(long, value_enum, default_value = "sqlite")]
+    pub store: BenchStore,
+    /// Workflows to run.
+    #[arg(long, default_value_t = 1000)]
+    pub workflows: usize,
+    /// Workflows in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Sleep inside every node, milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub llm_latency_ms: u64,
+    /// SQLite synchronous mode (`full` or `normal`).
+    #[arg(long, default_value = "full")]
+    pub synchronous: String,
+}

@@ -1,0 +1,408 @@
+//! Command handlers.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+
+use agentry_core::{Checkpoint, Store, WorkflowId, WorkflowQuery, WorkflowRecord, WorkflowStatus};
+use agentry_engine::{Engine, Submission};
+
+use crate::app::{env_map, App, LlmChoice};
+use crate::cli::{
+    ApproveArgs, BenchCommand, BenchEngineArgs, BenchStore, Cli, Command, DemoArgs, HistoryArgs,
+    ListArgs, LlmArgs, ResumeArgs, RunArgs, WorkflowsCommand,
+};
+use crate::config::Config;
+use crate::progress::ProgressDisplay;
+use crate::summary;
+
+/// Runs one command; the exit code says how the workflow ended.
+pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let config = Config::load(cli.config.as_deref(), &env_map())?;
+    if let Command::Bench(BenchCommand::Engine(args)) = &cli.command {
+        return bench_engine(args, cli.data_dir.as_deref()).await;
+    }
+    let app = App::open(cli.data_dir.as_deref(), config).await?;
+    let json = cli.json;
+    match cli.command {
+        Command::Run(args) => run(&app, args, json).await,
+        Command::Demo(args) => demo(&app, args, json).await,
+        Command::Workflows(WorkflowsCommand::List(args)) => list(&app, args, json).await,
+        Command::Workflows(WorkflowsCommand::Show(args)) => show(&app, &args.id, json).await,
+        Command::Workflows(WorkflowsCommand::History(args)) => history(&app, args, json).await,
+        Command::Resume(args) => resume(&app, args, json).await,
+        Command::Approve(args) => approve(&app, args, json).await,
+        Command::Reject(args) => {
+            let record = app.workflow(&args.id).await?;
+            let engine = control_engine(&app).await?;
+            let record = engine
+                .reject(record.id, &args.reason)
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            print_status(&record, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cancel(args) => {
+            let record = app.workflow(&args.id).await?;
+            let engine = control_engine(&app).await?;
+            let record = engine
+                .cancel(record.id, &args.reason)
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            print_status(&record, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(_) => unreachable_bench(),
+    }
+}
+
+fn unreachable_bench() -> Result<ExitCode> {
+    bail!("internal error: bench is dispatched before the data directory is opened")
+}
+
+async fn run(app: &App, args: RunArgs, json: bool) -> Result<ExitCode> {
+    let requirement = match (&args.requirement, &args.file) {
+        (Some(text), None) => text.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read requirement file {}", path.display()))?,
+        (None, None) => {
+            bail!("give a requirement: `agentry run \"...\"` or `agentry run --file FILE`")
+        }
+        (Some(_), Some(_)) => bail!("give the requirement as text or with --file, not both"),
+    };
+    if requirement.trim().is_empty() {
+        bail!("the requirement is empty: describe the software you want built");
+    }
+    let definition = app.definition(args.workflow.as_deref())?;
+    let choice = LlmChoice::resolve(&args.llm, None, &app.config)?;
+    let options = json!({
+        "llm": choice.to_options(),
+        "project_key": args.project_key.clone().or_else(|| app.config.project.key.clone()),
+        "repository": args.repository.clone().or_else(|| app.config.project.repository.clone()),
+    });
+    let engine = app.engine(choice.provider()?).await?;
+    let record = engine
+        .submit(Submission {
+            requirements: requirement,
+            request_id: args.request_id.clone(),
+            definition,
+            options,
+            tenant: None,
+        })
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    eprintln!("workflow {}", record.id);
+    if args.detach {
+        print_status(&record, json);
+        return Ok(ExitCode::SUCCESS);
+    }
+    drive(app, &engine, record.id, json).await
+}
+
+async fn demo(app: &App, args: DemoArgs, json: bool) -> Result<ExitCode> {
+    let run_args = RunArgs {
+        requirement: Some(agentry_agents::demo::DEMO_REQUIREMENT.to_string()),
+        file: None,
+        workflow: args.workflow,
+        project_key: None,
+        repository: None,
+        request_id: None,
+        detach: false,
+        llm: LlmArgs {
+            llm: Some("demo".into()),
+            llm_script: None,
+            llm_latency_ms: args.llm_latency_ms,
+        },
+    };
+    run(app, run_args, json).await
+}
+
+async fn resume(app: &App, args: ResumeArgs, json: bool) -> Result<ExitCode> {
+    let record = app.workflow(&args.id).await?;
+    let engine = engine_for(app, &record, &args.llm).await?;
+    drive(app, &engine, record.id, json).await
+}
+
+async fn approve(app: &App, args: ApproveArgs, json: bool) -> Result<ExitCode> {
+    let record = app.workflow(&args.id).await?;
+    let engine = engine_for(app, &record, &args.llm).await?;
+    let record = engine
+        .approve(record.id, &args.note)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    if args.no_run {
+        print_status(&record, json);
+        return Ok(ExitCode::SUCCESS);
+    }
+    drive(app, &engine, record.id, json).await
+}
+
+/// An engine for a stored workflow, with the LLM it started with unless
+/// flags override it.
+async fn engine_for(app: &App, record: &WorkflowRecord, llm: &LlmArgs) -> Result<Engine> {
+    let choice = LlmChoice::resolve(llm, Some(&record.options), &app.config)?;
+    app.engine(choice.provider()?).await
+}
+
+/// An engine for control actions that run no agent (cancel, reject).
+async fn control_engine(app: &App) -> Result<Engine> {
+    let choice = LlmChoice {
+        provider: "demo".into(),
+        script: None,
+        latency_ms: 0,
+    };
+    app.engine(choice.provider()?).await
+}
+
+/// Runs (or resumes) a workflow with live progress, then prints the summary.
+async fn drive(app: &App, engine: &Engine, id: WorkflowId, json: bool) -> Result<ExitCode> {
+    let display = ProgressDisplay::new(false);
+    let follower = tokio::spawn(display.follow(id, engine.subscribe()));
+    let result = engine.run(id).await;
+    // Let the display drain the final events, but never wait long for it.
+    let _ = tokio::time::timeout(Duration::from_secs(2), follower).await;
+    let record = result.map_err(|e| anyhow!("{e}"))?;
+    let summary = summary::summarize(app, id).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!("\n{}", summary::render(&summary));
+    }
+    Ok(exit_code(record.status))
+}
+
+fn exit_code(status: WorkflowStatus) -> ExitCode {
+    match status {
+        WorkflowStatus::Completed | WorkflowStatus::AwaitingApproval => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    }
+}
+
+fn print_status(record: &WorkflowRecord, json: bool) {
+    if json {
+        println!(
+            "{}",
+            json!({"id": record.id, "status": record.status, "current_step": record.current_step})
+        );
+    } else {
+        println!("workflow {}: {}", record.id, record.status);
+    }
+}
+
+async fn list(app: &App, args: ListArgs, json: bool) -> Result<ExitCode> {
+    let status = match &args.status {
+        Some(s) => Some(s.parse::<WorkflowStatus>().map_err(|e| anyhow!("{e}"))?),
+        None => None,
+    };
+    let page = app
+        .store
+        .list_workflows(WorkflowQuery {
+            status,
+            tenant: None,
+            limit: args.limit,
+            before: None,
+        })
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    if json {
+        let items: Vec<Value> = page
+            .items
+            .iter()
+            .map(|w| {
+                json!({
+                    "id": w.id, "request_id": w.request_id, "status": w.status,
+                    "current_step": w.current_step, "workflow": w.workflow_name,
+                    "requirements": first_line(&w.requirements),
+                    "created_at": w.created_at, "updated_at": w.updated_at,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&items)?);
+    } else {
+        for w in &page.items {
+            println!(
+                "{}  {:<17}  {:<24}  {}",
+                w.id,
+                w.status.as_str(),
+                w.current_step,
+                first_line(&w.requirements)
+            );
+        }
+        if page.items.is_empty() {
+            println!("no workflows");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn first_line(text: &str) -> String {
+    let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let line = line.trim().trim_start_matches('#').trim();
+    if line.chars().count() > 60 {
+        format!("{}...", line.chars().take(57).collect::<String>())
+    } else {
+        line.to_string()
+    }
+}
+
+async fn show(app: &App, id: &str, json: bool) -> Result<ExitCode> {
+    let record = app.workflow(id).await?;
+    let state = app
+        .store
+        .state_at(record.id, None)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let summary = summary::summarize(app, record.id).await?;
+    if json {
+        let mut value = serde_json::to_value(&state)?;
+        if let Value::Object(map) = &mut value {
+            map.insert("workflow".into(), json!(record.workflow_name));
+            map.insert("pending".into(), json!(record.cursor.pending));
+            map.insert("artifacts".into(), serde_json::to_value(&summary)?);
+        }
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!("requirement: {}", first_line(&state.requirements));
+        println!("current step: {} (step {})", state.current_step, state.step);
+        println!("{}", summary::render(&summary));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn history(app: &App, args: HistoryArgs, json: bool) -> Result<ExitCode> {
+    let record = app.workflow(&args.id).await?;
+    if let Some(step) = args.step {
+        let state = app
+            .store
+            .state_at(record.id, Some(step))
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        println!("{}", serde_json::to_string_pretty(&state)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let checkpoints = app
+        .store
+        .checkpoints(record.id)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    if json {
+        let items: Vec<Value> = checkpoints.iter().map(history_entry).collect();
+        println!("{}", serde_json::to_string_pretty(&items)?);
+    } else {
+        for cp in &checkpoints {
+            let entry = history_entry(cp);
+            println!(
+                "#{:<3} step {:<3} {:<18} {:<18} {}",
+                cp.seq,
+                cp.step,
+                cp.node.as_deref().unwrap_or("(control)"),
+                cp.status.as_str(),
+                entry["changes"].as_str().unwrap_or("")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn history_entry(cp: &Checkpoint) -> Value {
+    let d = &cp.delta;
+    let mut changes: Vec<String> = Vec::new();
+    for o in &d.agent_outputs {
+        changes.push(format!("output {}", o.state_key()));
+    }
+    for k in d.shared_context.keys() {
+        changes.push(format!("context {k}"));
+    }
+    if !d.jira_tickets.is_empty() {
+        changes.push(format!("tickets {}", d.jira_tickets.join(",")));
+    }
+    if !d.confluence_pages.is_empty() {
+        changes.push(format!("{} pages", d.confluence_pages.len()));
+    }
+    for e in &d.errors {
+        changes.push(format!("error: {}", e.message));
+    }
+    if !cp.note.is_empty() {
+        changes.push(cp.note.clone());
+    }
+    json!({
+        "seq": cp.seq, "step": cp.step, "node": cp.node, "attempt": cp.attempt,
+        "status": cp.status, "current_step": cp.current_step, "note": cp.note,
+        "pending": cp.cursor.as_ref().map(|c| c.pending.clone()),
+        "changes": changes.join("; "), "created_at": cp.created_at,
+    })
+}
+
+async fn bench_engine(args: &BenchEngineArgs, data_dir: Option<&Path>) -> Result<ExitCode> {
+    if args.workflows == 0 || args.concurrency == 0 {
+        bail!("--workflows and --concurrency must be at least 1");
+    }
+    let cfg = agentry_engine::bench::BenchConfig {
+        workflows: args.workflows,
+        concurrency: args.concurrency,
+        node_latency: Duration::from_millis(args.llm_latency_ms),
+    };
+    let report = match args.store {
+        BenchStore::Memory => {
+            let store = Arc::new(agentry_store_memory::MemoryStore::new());
+            let size_store = store.clone();
+            let dyn_store: Arc<dyn Store> = store;
+            agentry_engine::bench::bench_engine(dyn_store, cfg, move || size_store.approx_bytes())
+                .await
+        }
+        BenchStore::Sqlite => {
+            let tmp;
+            let dir = match data_dir {
+                Some(d) => d.to_path_buf(),
+                None => {
+                    tmp = tempfile::tempdir().context("cannot create a temporary directory")?;
+                    tmp.path().to_path_buf()
+                }
+            };
+            std::fs::create_dir_all(&dir)?;
+            let path = dir.join(format!("bench-{}.db", uuid::Uuid::new_v4().simple()));
+            let sync = match args.synchronous.as_str() {
+                "full" => agentry_store_sqlite::Synchronous::Full,
+                "normal" => agentry_store_sqlite::Synchronous::Normal,
+                other => bail!("--synchronous `{other}`: expected `full` or `normal`"),
+            };
+            let store = Arc::new(
+                agentry_store_sqlite::SqliteStore::open(
+                    &path,
+                    agentry_store_sqlite::SqliteStoreOptions {
+                        synchronous: sync,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| anyhow!("{e}"))?,
+            );
+            let size_store = store.clone();
+            let dyn_store: Arc<dyn Store> = store;
+            agentry_engine::bench::bench_engine(dyn_store, cfg, move || {
+                size_store.file_size_bytes()
+            })
+            .await
+        }
+    }
+    .map_err(|e| anyhow!("{e}"))?;
+    let mut value = serde_json::to_value(&report)?;
+    if let Value::Object(map) = &mut value {
+        map.insert(
+            "store".into(),
+            json!(match args.store {
+                BenchStore::Memory => "memory",
+                BenchStore::Sqlite => "sqlite",
+            }),
+        );
+        if matches!(args.store, BenchStore::Sqlite) {
+            map.insert("synchronous".into(), json!(args.synchronous));
+        }
+    }
+    println!("{}", serde_json::to_string(&value)?);
+    Ok(ExitCode::SUCCESS)
+}

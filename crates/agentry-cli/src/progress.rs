@@ -1,0 +1,149 @@
+//! Live progress: one line per node run (spinner, elapsed time, what the
+//! agent is doing), fed by the engine's event stream. On a terminal it draws
+//! bars; otherwise (CI, pipes) it prints one plain line per event.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use agentry_core::{Event, EventKind, WorkflowId};
+
+/// Draws progress for one workflow until its run ends or the stream closes.
+pub struct ProgressDisplay {
+    multi: MultiProgress,
+    bars: HashMap<(u64, String), ProgressBar>,
+    started: Instant,
+    fancy: bool,
+    quiet: bool,
+}
+
+impl ProgressDisplay {
+    /// A display on stderr. `quiet` prints nothing at all.
+    pub fn new(quiet: bool) -> Self {
+        let fancy = std::io::stderr().is_terminal() && !quiet;
+        let target = if fancy {
+            ProgressDrawTarget::stderr_with_hz(10)
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        ProgressDisplay {
+            multi: MultiProgress::with_draw_target(target),
+            bars: HashMap::new(),
+            started: Instant::now(),
+            fancy,
+            quiet,
+        }
+    }
+
+    /// Consumes events of `workflow` until a run-ending event arrives.
+    pub async fn follow(mut self, workflow: WorkflowId, events: impl Stream<Item = Event>) {
+        let mut events = std::pin::pin!(events);
+        while let Some(event) = events.next().await {
+            if event.workflow_id != workflow {
+                continue;
+            }
+            let ends = event.kind.ends_run();
+            self.on_event(&event);
+            if ends {
+                break;
+            }
+        }
+        for bar in self.bars.values() {
+            if !bar.is_finished() {
+                bar.abandon();
+            }
+        }
+    }
+
+    fn line(&self, text: &str) {
+        if self.quiet {
+            return;
+        }
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let text = format!("[{elapsed:7.2}s] {text}");
+        if self.fancy {
+            self.multi.suspend(|| eprintln!("{text}"));
+        } else {
+            eprintln!("{text}");
+        }
+    }
+
+    fn bar(&mut self, step: u64, node: &str) -> ProgressBar {
+        let key = (step, node.to_string());
+        if let Some(bar) = self.bars.get(&key) {
+            return bar.clone();
+        }
+        let bar = self.multi.add(ProgressBar::new_spinner());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner:.cyan} {prefix:<24.bold} [{elapsed:>4}] {wide_msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.set_prefix(format!("step {step} {node}"));
+        bar.enable_steady_tick(Duration::from_millis(120));
+        self.bars.insert(key, bar.clone());
+        bar
+    }
+
+    fn on_event(&mut self, event: &Event) {
+        let node = event.node.clone().unwrap_or_default();
+        let step = event.step.unwrap_or(0);
+        let p = &event.payload;
+        match event.kind {
+            EventKind::WorkflowStarted => self.line(&format!("workflow {} started", event.workflow_id)),
+            EventKind::WorkflowResumed => self.line(&format!("workflow {} resumed", event.workflow_id)),
+            EventKind::TaskAssigned => {
+                let bar = self.bar(step, &node);
+                bar.set_message("queued");
+                if !self.fancy {
+                    self.line(&format!("step {step} {node}: started"));
+                }
+            }
+            EventKind::AgentProgress => {
+                let msg = p.get("message").and_then(|m| m.as_str()).unwrap_or("");
+                let bar = self.bar(step, &node);
+                bar.set_message(msg.to_string());
+                if !self.fancy {
+                    self.line(&format!("step {step} {node}: {msg}"));
+                }
+            }
+            EventKind::TaskFailed => {
+                let error = p.get("error").and_then(|m| m.as_str()).unwrap_or("failed");
+                let retry = p.get("will_retry").and_then(|m| m.as_bool()).unwrap_or(false);
+                let text = format!(
+                    "step {step} {node}: attempt {} failed: {error}{}",
+                    event.attempt.unwrap_or(1),
+                    if retry { " (retrying)" } else { "" }
+                );
+                self.line(&text);
+                if !retry {
+                    self.bar(step, &node).abandon_with_message(format!("✖ {error}"));
+                }
+            }
+            EventKind::TaskCompleted => {
+                let bar = self.bar(step, &node);
+                let elapsed = bar.elapsed();
+                bar.finish_with_message(format!("✔ done in {:.1}s", elapsed.as_secs_f64()));
+                if !self.fancy {
+                    self.line(&format!("step {step} {node}: done in {:.1}s", elapsed.as_secs_f64()));
+                }
+            }
+            EventKind::WorkflowAwaitingApproval => self.line(&format!(
+                "workflow {} is waiting for approval: `agentry approve {}` or `agentry reject {} --reason ...`",
+                event.workflow_id, event.workflow_id, event.workflow_id
+            )),
+            EventKind::WorkflowCompleted => self.line("workflow completed"),
+            EventKind::WorkflowFailed => {
+                let error = p.get("error").and_then(|m| m.as_str()).unwrap_or("");
+                self.line(&format!("workflow failed: {error}"));
+            }
+            EventKind::WorkflowCancelled => self.line("workflow cancelled"),
+            EventKind::WorkflowRejected => self.line("workflow rejected"),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! The end-of-run summary: every artifact a workflow made, read back from the
+//! tracker, wiki, code host and store (never from memory), so it shows what
+//! really exists.
+
+use std::collections::BTreeMap;
+
+use anyhow::{anyhow, Result};
+use serde::Serialize;
+use serde_json::Value;
+
+use agentry_core::{
+    MergeRequest, UsageRecord, WorkflowErrorEntry, WorkflowId, WorkflowState, WorkflowStatus,
+};
+
+use crate::app::App;
+
+/// What a workflow produced.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    /// Workflow id.
+    pub id: WorkflowId,
+    /// Status.
+    pub status: WorkflowStatus,
+    /// Request id.
+    pub request_id: String,
+    /// Current (or last) step.
+    pub current_step: String,
+    /// Tracker issues.
+    pub tickets: Vec<Ticket>,
+    /// Wiki pages.
+    pub pages: Vec<PageSummary>,
+    /// The repository.
+    pub repository: Option<RepositorySummary>,
+    /// Test runs, in order.
+    pub test_runs: Vec<TestRunSummary>,
+    /// Tokens per agent.
+    pub usage: BTreeMap<String, UsageRecord>,
+    /// Total tokens.
+    pub total_tokens: u64,
+    /// Errors recorded.
+    pub errors: Vec<WorkflowErrorEntry>,
+}
+
+/// A tracker issue.
+#[derive(Debug, Serialize)]
+pub struct Ticket {
+    /// Key.
+    pub key: String,
+    /// `epic`, `story`, `task`, `bug`.
+    pub kind: String,
+    /// Title.
+    pub title: String,
+    /// Status.
+    pub status: String,
+    /// Parent key.
+    pub parent: Option<String>,
+}
+
+/// A wiki page.
+#[derive(Debug, Serialize)]
+pub struct PageSummary {
+    /// Id.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Parent page id.
+    pub parent_id: Option<String>,
+    /// Version.
+    pub version: u32,
+    /// Space.
+    pub space: String,
+}
+
+/// A commit.
+#[derive(Debug, Serialize)]
+pub struct CommitSummary {
+    /// SHA.
+    pub sha: String,
+    /// Title.
+    pub title: String,
+    /// Author.
+    pub author: String,
+}
+
+/// The repository.
+#[derive(Debug, Serialize)]
+pub struct RepositorySummary {
+    /// Name.
+    pub name: String,
+    /// Local path (clone URL).
+    pub path: String,
+    /// Working branch.
+    pub branch: String,
+    /// Commits on the branch, newest first.
+    pub commits: Vec<CommitSummary>,
+    /// Files on the branch.
+    pub files: Vec<String>,
+    /// The merge request.
+    pub merge_request: Option<MergeRequest>,
+}
+
+/// One test run.
+#[derive(Debug, Serialize)]
+pub struct TestRunSummary {
+    /// QA round (1-based).
+    pub round: u64,
+    /// Exit code (None when killed).
+    pub exit_code: Option<i64>,
+    /// Passed.
+    pub passed: bool,
+    /// Tests passed, when the runner said.
+    pub tests_passed: Option<u64>,
+    /// Tests failed, when the runner said.
+    pub tests_failed: Option<u64>,
+    /// Command.
+    pub command: Vec<String>,
+    /// Wall time.
+    pub duration_ms: Option<u64>,
+    /// Commit tested.
+    pub commit: Option<String>,
+}
+
+/// Reads everything back.
+pub async fn summarize(app: &App, id: WorkflowId) -> Result<Summary> {
+    let store = app.store();
+    let state = store.state_at(id, None).await.map_err(|e| anyhow!("{e}"))?;
+
+    let mut tickets = Vec::new();
+    for key in &state.jira_tickets {
+        let issue = app
+            .tracker
+            .get_issue(key)
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        tickets.push(Ticket {
+            key: issue.key,
+            kind: issue.kind.as_str().to_string(),
+            title: issue.title,
+            status: issue.status,
+            parent: issue.parent,
+        });
+    }
+
+    let mut pages = Vec::new();
+    for page_id in &state.confluence_pages {
+        let page = app
+            .wiki
+            .get_page(page_id)
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        pages.push(PageSummary {
+            id: page.id,
+            title: page.title,
+            parent_id: page.parent_id,
+            version: page.version,
+            space: page.space,
+        });
+    }
+
+    let repository = repository_summary(app, &state).await?;
+
+    let outputs = store.agent_outputs(id).await.map_err(|e| anyhow!("{e}"))?;
+    let test_runs = outputs
+        .iter()
+        .filter(|o| o.output_type == "test_run")
+        .map(|o| test_run_summary(&o.content))
+        .collect();
+
+    let total_tokens = state.usage.values().map(UsageRecord::total_tokens).sum();
+    Ok(Summary {
+        id,
+        status: state.status,
+        request_id: state.request_id.clone(),
+        current_step: state.current_step.clone(),
+        tickets,
+        pages,
+        repository,
+        test_runs,
+        usage: state.usage.clone(),
+        total_tokens,
+        errors: state.errors.clone(),
+    })
+}
+
+fn ctx_str(state: &WorkflowState, path: &str) -> Option<String> {
+    state
+        .lookup(&format!("context.{path}"))
+        .and_then(|v| v.as_str().map(str::to_string))
+}
+
+async fn repository_summary(app: &App, state: &WorkflowState) -> Result<Option<RepositorySummary>> {
+    let Some(name) =
+        ctx_str(state, "project.repository").or_else(|| state.gitlab_repos.first().cloned())
+    else {
+        return Ok(None);
+    };
+    let repo = match app.code_host.get_repository(&name).await {
+        Ok(repo) => repo,
+        Err(agentry_core::Error::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(anyhow!("{e}")),
+    };
+    let branch = ctx_str(state, "developer.branch")
+        .or_else(|| ctx_str(state, "project.branch"))
+        .unwrap_or_else(|| repo.default_branch.clone());
+    let commits = app
+        .code_host
+        .commits(&name, &branch)
+        .await
+        .map_err(|e| anyhow!("{e}"))?
+        .into_iter()
+        .map(|c| CommitSummary {
+            sha: c.sha,
+            title: c.title,
+            author: c.author,
+        })
+        .collect();
+    let files = app
+        .code_host
+        .list_files(&name, &branch)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let mr_id = state
+        .lookup("context.developer.merge_request.id")
+        .and_then(|v| v.as_u64());
+    let merge_request = match mr_id {
+        Some(mr) => Some(
+            app.code_host
+                .get_merge_request(&name, mr)
+                .await
+                .map_err(|e| anyhow!("{e}"))?,
+        ),
+        None => None,
+    };
+    Ok(Some(RepositorySummary {
+        name,
+        path: repo.clone_url,
+        branch,
+        commits,
+        files,
+        merge_request,
+    }))
+}
+
+fn test_run_summary(content: &Value) -> TestRunSummary {
+    let u = |k: &str| content.get(k).and_then(Value::as_u64);
+    TestRunSummary {
+        round: u("round").unwrap_or(0),
+        exit_code: content.get("exit_code").and_then(Value::as_i64),
+        passed: content
+            .get("passed")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        tests_passed: u("tests_passed"),
+        tests_failed: u("tests_failed"),
+        command: content
+            .get("command")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        duration_ms: u("duration_ms"),
+        commit: content
+            .get("commit")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    }
+}
+
+/// Human-readable rendering.
+pub fn render(summary: &Summary) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "workflow {}: {}", summary.id, summary.status);
+    if !summary.tickets.is_empty() {
+        let _ = writeln!(out, "\ntickets:");
+        for t in &summary.tickets {
+            let _ = writeln!(
+                out,
+                "  {:<10} {:<6} [{}] {}",
+                t.key, t.kind, t.status, t.title
+            );
+        }
+    }
+    if !summary.pages.is_empty() {
+        let _ = writeln!(out, "\nwiki pages:");
+        for p in &summary.pages {
+            let indent = if p.parent_id.is_some() { "    " } else { "  " };
+            let _ = writeln!(out, "{indent}{} (v{}, id {})", p.title, p.version, p.id);
+        }
+    }
+    if let Some(repo) = &summary.repository {
+        let _ = writeln!(out, "\nrepository: {} ({})", repo.name, repo.path);
+        let _ = writeln!(
+            out,
+            "  branch {} with {} commits:",
+            repo.branch,
+            repo.commits.len()
+        );
+        for c in &repo.commits {
+            let _ = writeln!(out, "    {} {}", c.sha.get(..10).unwrap_or(&c.sha), c.title);
+        }
+        if let Some(mr) = &repo.merge_request {
+            let _ = writeln!(
+                out,
+                "  merge request !{} {} -> {} [{:?}]{}",
+                mr.id,
+                mr.source_branch,
+                mr.target_branch,
+                mr.state,
+                mr.test_result
+                    .as_ref()
+                    .map(|t| format!(", tests: {}", if t.passed { "passed" } else { "failed" }))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    if !summary.test_runs.is_empty() {
+        let _ = writeln!(out, "\ntest runs:");
+        for r in &summary.test_runs {
+            let _ = writeln!(
+                out,
+                "  round {}: {} (exit {}{})",
+                r.round,
+                if r.passed { "passed" } else { "FAILED" },
+                r.exit_code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "killed".into()),
+                match (r.tests_passed, r.tests_failed) {
+                    (Some(p), Some(f)) => format!(", {p} passed, {f} failed"),
+                    _ => String::new(),
+                }
+            );
+        }
+    }
+    if !summary.usage.is_empty() {
+        let _ = writeln!(out, "\ntoken usage:");
+        for (agent, u) in &summary.usage {
+            let _ = writeln!(
+                out,
+                "  {:<18} {:>3} calls {:>7} tokens ({} in, {} out)",
+                agent,
+                u.calls,
+                u.total_tokens(),
+                u.prompt_tokens,
+                u.completion_tokens
+            );
+        }
+        let _ = writeln!(out, "  {:<18} {:>17} tokens", "total", summary.total_tokens);
+    }
+    if !summary.errors.is_empty() {
+        let _ = writeln!(out, "\nerrors:");
+        for e in &summary.errors {
+            let _ = writeln!(
+                out,
+                "  step {} {}: [{}] {}",
+                e.step,
+                e.node.as_deref().unwrap_or("-"),
+                e.class,
+                e.message
+            );
+        }
+    }
+    out
+}

@@ -1,0 +1,1553 @@
+//! The scheduler: starting (= resuming) workflows, workers that run node
+//! tasks and commit them, approvals, cancellation, and the outbox relay.
+//!
+//! The commit protocol (see `agentry_core::store`): a worker runs one node
+//! task, then commits its delta, its events and, when it is the last task of
+//! its super-step, the next cursor, in ONE `Store::commit_task`; only then
+//! does it dispatch the next tasks and acknowledge the delivery. Events reach
+//! the bus only through the outbox relay, so a published event always
+//! describes committed state.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agentry_core::{
+    Advance, Bus, Checkpoint, CommitOutcome, Cursor, Delivery, Error, ErrorClass, Event, EventKind,
+    NewWorkflow, NodeContext, NodeOutput, NodeRunner, Progress, ProgressSink, RequestId, Result,
+    StateDelta, Store, TaskCommit, TaskId, TaskMessage, Transition, WorkflowErrorEntry, WorkflowId,
+    WorkflowRecord, WorkflowState, WorkflowStatus,
+};
+use chrono::Utc;
+use futures::stream::{BoxStream, StreamExt};
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::definition::{NodeDef, WorkflowDefinition};
+use crate::routing::{assigned_events, route, Routed};
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// How often `run` re-reads the workflow as a backstop to bus events
+    /// (notices a cancel made by another process).
+    pub poll_interval: Duration,
+    /// If a running workflow's step has not moved for this long, `run`
+    /// checks whether a finished step was left un-advanced (a process died
+    /// between a sibling's commit and the advance) and applies the advance.
+    pub stall_check_after: Duration,
+    /// Per-attempt timeout of nodes that set none.
+    pub default_node_timeout: Duration,
+    /// Events the outbox relay moves per batch.
+    pub relay_batch: u32,
+    /// How often the relay looks at the outbox without being woken (events
+    /// committed by other processes).
+    pub relay_interval: Duration,
+    /// Store attempts for one commit on transient store errors.
+    pub commit_attempts: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            poll_interval: Duration::from_millis(500),
+            stall_check_after: Duration::from_secs(5),
+            default_node_timeout: Duration::from_secs(3600),
+            relay_batch: 1024,
+            relay_interval: Duration::from_secs(1),
+            commit_attempts: 3,
+        }
+    }
+}
+
+/// What [`Engine::submit`] needs.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// Requirement text (non-empty).
+    pub requirements: String,
+    /// Caller's request id; a second submit with the same id returns the
+    /// first workflow. None: a fresh one.
+    pub request_id: Option<String>,
+    /// The graph to run (its source text is snapshotted in the store).
+    pub definition: WorkflowDefinition,
+    /// Per-run options, free-form JSON (passed to nodes).
+    pub options: Value,
+    /// Owning tenant.
+    pub tenant: Option<String>,
+}
+
+/// Counters of the task path, for the benchmark and metrics.
+#[derive(Debug, Default)]
+pub struct EngineMetrics {
+    tasks_committed: AtomicU64,
+    task_ns: AtomicU64,
+    node_ns: AtomicU64,
+    attempts_failed: AtomicU64,
+}
+
+/// A snapshot of [`EngineMetrics`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MetricsSnapshot {
+    /// Tasks whose commit this process made.
+    pub tasks_committed: u64,
+    /// Sum over those tasks of the time from dequeue to ack, in ns.
+    pub task_ns: u64,
+    /// Sum over those tasks of the time inside `NodeRunner::run` (all
+    /// attempts), in ns.
+    pub node_ns: u64,
+    /// Failed node attempts (retried or not).
+    pub attempts_failed: u64,
+}
+
+impl EngineMetrics {
+    /// Current values.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
+            tasks_committed: self.tasks_committed.load(Ordering::Relaxed),
+            task_ns: self.task_ns.load(Ordering::Relaxed),
+            node_ns: self.node_ns.load(Ordering::Relaxed),
+            attempts_failed: self.attempts_failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The workflow engine. Cheap to clone (an `Arc` inside).
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+/// Per-workflow cache: the parsed graph and the state at the start of the
+/// current step.
+struct WfCache {
+    def: Arc<WorkflowDefinition>,
+    start_state: Option<(u64, Arc<WorkflowState>)>,
+}
+
+type Waiters = Arc<Mutex<HashMap<WorkflowId, Arc<Notify>>>>;
+
+struct Inner {
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    runner: Arc<dyn NodeRunner>,
+    config: EngineConfig,
+    /// Parsed definitions by source text (many workflows share one).
+    defs: Mutex<HashMap<String, Arc<WorkflowDefinition>>>,
+    cache: Mutex<HashMap<WorkflowId, WfCache>>,
+    cancels: Mutex<HashMap<WorkflowId, CancellationToken>>,
+    waiters: Waiters,
+    /// Tasks dispatched by this process and not yet settled here.
+    inflight: Mutex<HashSet<(WorkflowId, u64, String)>>,
+    relay_wake: Arc<Notify>,
+    progress_tx: Mutex<Option<mpsc::UnboundedSender<Event>>>,
+    background_started: AtomicBool,
+    shutdown: CancellationToken,
+    metrics: EngineMetrics,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Running workers. Dropping the handle detaches them (they run until the
+/// runtime stops); [`WorkerHandle::shutdown`] stops them gracefully and
+/// [`WorkerHandle::abort`] kills them like a dead process (their unsettled
+/// deliveries go back to the queue).
+pub struct WorkerHandle {
+    tasks: Vec<JoinHandle<()>>,
+    stop: CancellationToken,
+}
+
+impl WorkerHandle {
+    /// Stops taking deliveries, lets the ones in hand finish, and waits.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+    }
+
+    /// Kills the workers now (tasks in flight are dropped unsettled).
+    pub fn abort(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+
+    /// Number of worker tasks.
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Whether there are no worker tasks.
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+}
+
+/// How to settle a delivery.
+enum Settle {
+    Ack,
+    Requeue,
+    DeadLetter,
+}
+
+/// Publishes `agent.progress` events on the bus (never stored).
+struct BusProgress {
+    tx: Option<mpsc::UnboundedSender<Event>>,
+    request_id: Option<String>,
+}
+
+impl ProgressSink for BusProgress {
+    fn report(&self, progress: Progress) {
+        if let Some(tx) = &self.tx {
+            let event = Event::task(
+                EventKind::AgentProgress,
+                &progress.task,
+                json!({ "message": progress.message, "fraction": progress.fraction }),
+            )
+            .with_request_id(self.request_id.clone());
+            let _ = tx.send(event);
+        }
+    }
+}
+
+fn conflict_is_benign(error: &Error) -> bool {
+    matches!(error, Error::Conflict(_))
+}
+
+/// The state at the START of `record`'s current step, folded from
+/// checkpoints: every checkpoint of earlier steps plus control actions of
+/// this step.
+fn fold_step_start(record: &WorkflowRecord, checkpoints: &[Checkpoint]) -> WorkflowState {
+    let step = record.cursor.step;
+    let mut st = WorkflowState::initial(
+        record.id,
+        record.request_id.clone(),
+        record.requirements.clone(),
+        record.created_at,
+    );
+    for cp in checkpoints {
+        if cp.step < step || (cp.step == step && cp.node.is_none()) {
+            st.apply(&cp.delta);
+            st.updated_at = cp.created_at;
+        }
+    }
+    st.step = step;
+    st.status = WorkflowStatus::Running;
+    st.current_step = record.current_step.clone();
+    st
+}
+
+/// Task checkpoints of `step`, by node.
+fn task_checkpoints_at(checkpoints: &[Checkpoint], step: u64) -> BTreeMap<&str, &Checkpoint> {
+    checkpoints
+        .iter()
+        .filter(|c| c.step == step)
+        .filter_map(|c| c.node.as_deref().map(|n| (n, c)))
+        .collect()
+}
+
+impl Engine {
+    /// An engine over the given adapters. Background tasks (outbox relay,
+    /// event router, progress publisher) start on first use, inside the
+    /// caller's Tokio runtime.
+    pub fn new(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        runner: Arc<dyn NodeRunner>,
+        config: EngineConfig,
+    ) -> Self {
+        Engine {
+            inner: Arc::new(Inner {
+                store,
+                bus,
+                runner,
+                config,
+                defs: Mutex::new(HashMap::new()),
+                cache: Mutex::new(HashMap::new()),
+                cancels: Mutex::new(HashMap::new()),
+                waiters: Arc::new(Mutex::new(HashMap::new())),
+                inflight: Mutex::new(HashSet::new()),
+                relay_wake: Arc::new(Notify::new()),
+                progress_tx: Mutex::new(None),
+                background_started: AtomicBool::new(false),
+                shutdown: CancellationToken::new(),
+                metrics: EngineMetrics::default(),
+            }),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The bus.
+    pub fn bus(&self) -> &Arc<dyn Bus> {
+        &self.inner.bus
+    }
+
+    /// Task-path counters.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.inner.metrics.snapshot()
+    }
+
+    /// Every agent-role queue name, for workers that serve all roles
+    /// (embedded mode).
+    pub fn all_queues() -> Vec<String> {
+        agentry_core::AgentRole::ALL
+            .iter()
+            .map(|r| r.as_str().to_string())
+            .collect()
+    }
+
+    /// Live events from the bus (committed events via the outbox relay,
+    /// plus `agent.task.failed` attempts and `agent.progress`).
+    pub fn subscribe(&self) -> BoxStream<'static, Event> {
+        self.inner.bus.subscribe()
+    }
+
+    /// Creates a workflow in `pending` status (idempotent by request id).
+    /// It does not run; call [`Engine::run`].
+    pub async fn submit(&self, sub: Submission) -> Result<WorkflowRecord> {
+        self.ensure_background();
+        let request_id = sub
+            .request_id
+            .filter(|r| !r.trim().is_empty())
+            .unwrap_or_else(|| RequestId::generate().0);
+        let def = Arc::new(sub.definition);
+        let record = self
+            .inner
+            .store
+            .create_workflow(NewWorkflow {
+                id: WorkflowId::new(),
+                request_id,
+                requirements: sub.requirements,
+                workflow_name: def.name.clone(),
+                definition: def.source().to_string(),
+                options: sub.options,
+                tenant: sub.tenant,
+            })
+            .await?;
+        if record.definition == def.source() {
+            self.inner
+                .defs
+                .lock()
+                .entry(record.definition.clone())
+                .or_insert_with(|| def.clone());
+        }
+        info!(workflow_id = %record.id, request_id = %record.request_id, "Workflow submitted.");
+        Ok(record)
+    }
+
+    /// Drives a workflow until it is terminal or awaiting approval, and
+    /// returns its record. This is also resume: a `pending` workflow starts
+    /// from its empty checkpoint, a `failed` or `cancelled` one continues
+    /// from its last checkpoint (a failed node runs again), a `running` one
+    /// (after a crash) gets its missing tasks dispatched and any finished but
+    /// un-advanced step advanced. Needs workers ([`Engine::start_workers`]),
+    /// here or in another process.
+    pub async fn run(&self, id: WorkflowId) -> Result<WorkflowRecord> {
+        self.ensure_background();
+        let record = self.inner.store.get_workflow(id).await?;
+        let span = info_span!("workflow", workflow_id = %id, request_id = %record.request_id);
+        self.run_inner(record).instrument(span).await
+    }
+
+    async fn run_inner(&self, record: WorkflowRecord) -> Result<WorkflowRecord> {
+        let id = record.id;
+        let notify = self.waiter(id);
+        let result = self.drive(record, &notify).await;
+        {
+            // Another `run` of the same workflow in this process may share
+            // the waiter (map + ours = 2 references when we are the last).
+            let mut waiters = self.inner.waiters.lock();
+            if Arc::strong_count(&notify) <= 2 {
+                waiters.remove(&id);
+            }
+        }
+        if let Ok(r) = &result {
+            if r.status != WorkflowStatus::Running {
+                self.forget(id);
+            }
+        }
+        result
+    }
+
+    async fn drive(&self, mut record: WorkflowRecord, notify: &Notify) -> Result<WorkflowRecord> {
+        let id = record.id;
+        let mut fresh = false;
+        loop {
+            let attempt = match record.status {
+                WorkflowStatus::Pending => {
+                    fresh = true;
+                    self.start(&record).await
+                }
+                WorkflowStatus::Failed | WorkflowStatus::Cancelled => self.resume(&record).await,
+                WorkflowStatus::Running => break,
+                _ => return Ok(record),
+            };
+            match attempt {
+                Ok(r) => {
+                    record = r;
+                    break;
+                }
+                // Someone else moved it; look again.
+                Err(e) if conflict_is_benign(&e) => {
+                    fresh = false;
+                    record = self.inner.store.get_workflow(id).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if record.status != WorkflowStatus::Running {
+            return Ok(record);
+        }
+        if fresh {
+            let def = self.definition_for(&record)?;
+            self.dispatch_nodes(&record, &def, &record.cursor.pending)
+                .await;
+        } else {
+            self.kick(&record, true).await?;
+        }
+        let mut last_step = record.cursor.step;
+        let mut last_change = Instant::now();
+        loop {
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let r = self.inner.store.get_workflow(id).await?;
+            if r.status != WorkflowStatus::Running {
+                info!(status = %r.status, step = r.cursor.step, "Workflow run ended.");
+                return Ok(r);
+            }
+            if r.cursor.step != last_step {
+                last_step = r.cursor.step;
+                last_change = Instant::now();
+            } else if last_change.elapsed() >= self.inner.config.stall_check_after {
+                debug!(
+                    step = last_step,
+                    "No progress for a while; checking for an un-advanced step."
+                );
+                if let Err(error) = self.kick(&r, false).await {
+                    warn!(%error, "Stall check failed.");
+                }
+                last_change = Instant::now();
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(self.inner.config.poll_interval) => {}
+            }
+        }
+    }
+
+    /// Pending -> Running at step 0 with the start nodes.
+    async fn start(&self, record: &WorkflowRecord) -> Result<WorkflowRecord> {
+        let def = self.definition_for(record)?;
+        let cursor = Cursor {
+            step: 0,
+            pending: def.start.clone(),
+            ..Cursor::default()
+        };
+        let rid = Some(record.request_id.as_str());
+        let mut events = vec![Event::workflow(
+            EventKind::WorkflowStarted,
+            record.id,
+            json!({ "workflow": def.name, "start": def.start }),
+        )
+        .with_request_id(rid.map(String::from))];
+        events.extend(assigned_events(&cursor, record.id, rid));
+        let r = self
+            .inner
+            .store
+            .transition(
+                record.id,
+                Transition {
+                    expected_status: vec![WorkflowStatus::Pending],
+                    expected_step: Some(0),
+                    status: WorkflowStatus::Running,
+                    current_step: Some(cursor.pending.join("+")),
+                    cursor: Some(cursor),
+                    delta: StateDelta::default(),
+                    events,
+                    note: "started".into(),
+                },
+            )
+            .await?;
+        self.inner.relay_wake.notify_one();
+        // The state at the start of step 0 is the initial state: cache it so
+        // the first task needs no checkpoint read.
+        let mut st = WorkflowState::initial(
+            r.id,
+            r.request_id.clone(),
+            r.requirements.clone(),
+            r.created_at,
+        );
+        st.status = WorkflowStatus::Running;
+        st.current_step = r.current_step.clone();
+        self.set_start_state(r.id, &def, 0, Arc::new(st));
+        info!("Workflow started.");
+        Ok(r)
+    }
+
+    /// Failed / Cancelled -> Running from the last checkpoint.
+    async fn resume(&self, record: &WorkflowRecord) -> Result<WorkflowRecord> {
+        let def = self.definition_for(record)?;
+        let mut cursor = record.cursor.clone();
+        let never_started = cursor.step == 0 && cursor.pending.is_empty();
+        if never_started {
+            cursor.pending = def.start.clone();
+        } else if record.status == WorkflowStatus::Failed {
+            // An explicit resume of a failure is a human's go-ahead: the
+            // pending nodes may run past their max_visits once.
+            cursor.approved.extend(cursor.pending.iter().cloned());
+        }
+        let rid = Some(record.request_id.as_str());
+        let mut events = vec![Event::workflow(
+            EventKind::WorkflowResumed,
+            record.id,
+            json!({ "from": record.status, "step": cursor.step, "pending": cursor.pending }),
+        )
+        .with_request_id(rid.map(String::from))];
+        events.extend(assigned_events(&cursor, record.id, rid));
+        self.invalidate_state(record.id);
+        let r = self
+            .inner
+            .store
+            .transition(
+                record.id,
+                Transition {
+                    expected_status: vec![record.status],
+                    expected_step: Some(record.cursor.step),
+                    status: WorkflowStatus::Running,
+                    current_step: Some(cursor.pending.join("+")),
+                    cursor: Some(cursor),
+                    delta: StateDelta::default(),
+                    events,
+                    note: format!("resumed from {}", record.status),
+                },
+            )
+            .await?;
+        self.inner.relay_wake.notify_one();
+        info!(from = %record.status, step = r.cursor.step, "Workflow resumed.");
+        Ok(r)
+    }
+
+    /// Approves the pending nodes of a workflow awaiting approval:
+    /// `awaiting_approval -> running`. Does not run it; call [`Engine::run`].
+    pub async fn approve(&self, id: WorkflowId, note: &str) -> Result<WorkflowRecord> {
+        self.ensure_background();
+        let record = self.inner.store.get_workflow(id).await?;
+        if record.status != WorkflowStatus::AwaitingApproval {
+            return Err(Error::Conflict(format!(
+                "workflow {id} is {}, not awaiting approval",
+                record.status
+            )));
+        }
+        let mut cursor = record.cursor.clone();
+        cursor.approved.extend(cursor.pending.iter().cloned());
+        let rid = Some(record.request_id.as_str());
+        let mut events = vec![Event::workflow(
+            EventKind::WorkflowApproved,
+            id,
+            json!({ "approved": cursor.pending, "note": note }),
+        )
+        .with_request_id(rid.map(String::from))];
+        events.extend(assigned_events(&cursor, id, rid));
+        let r = self
+            .inner
+            .store
+            .transition(
+                id,
+                Transition {
+                    expected_status: vec![WorkflowStatus::AwaitingApproval],
+                    expected_step: Some(record.cursor.step),
+                    status: WorkflowStatus::Running,
+                    current_step: None,
+                    cursor: Some(cursor),
+                    delta: StateDelta::default(),
+                    events,
+                    note: if note.is_empty() {
+                        "approved".into()
+                    } else {
+                        format!("approved: {note}")
+                    },
+                },
+            )
+            .await?;
+        self.inner.relay_wake.notify_one();
+        info!(workflow_id = %id, "Workflow approved.");
+        Ok(r)
+    }
+
+    /// Rejects a workflow awaiting approval: `awaiting_approval -> rejected`,
+    /// with the reason recorded in its errors.
+    pub async fn reject(&self, id: WorkflowId, reason: &str) -> Result<WorkflowRecord> {
+        self.ensure_background();
+        let record = self.inner.store.get_workflow(id).await?;
+        if record.status != WorkflowStatus::AwaitingApproval {
+            return Err(Error::Conflict(format!(
+                "workflow {id} is {}, not awaiting approval",
+                record.status
+            )));
+        }
+        let message = format!("rejected: {reason}");
+        let r = self
+            .inner
+            .store
+            .transition(
+                id,
+                Transition {
+                    expected_status: vec![WorkflowStatus::AwaitingApproval],
+                    expected_step: Some(record.cursor.step),
+                    status: WorkflowStatus::Rejected,
+                    current_step: None,
+                    cursor: None,
+                    delta: StateDelta {
+                        errors: vec![WorkflowErrorEntry {
+                            step: record.cursor.step,
+                            node: None,
+                            attempt: 0,
+                            class: ErrorClass::Permanent,
+                            message: message.clone(),
+                            at: Utc::now(),
+                        }],
+                        ..StateDelta::default()
+                    },
+                    events: vec![Event::workflow(
+                        EventKind::WorkflowRejected,
+                        id,
+                        json!({ "reason": reason, "pending": record.cursor.pending }),
+                    )
+                    .with_request_id(Some(record.request_id.clone()))],
+                    note: message,
+                },
+            )
+            .await?;
+        self.inner.relay_wake.notify_one();
+        self.wake(id);
+        self.forget(id);
+        info!(workflow_id = %id, "Workflow rejected.");
+        Ok(r)
+    }
+
+    /// Cancels a non-terminal workflow and aborts its node tasks running in
+    /// this process. Workers elsewhere notice when their commit comes back
+    /// stale; a `run` elsewhere notices by its poll.
+    pub async fn cancel(&self, id: WorkflowId, reason: &str) -> Result<WorkflowRecord> {
+        self.ensure_background();
+        let record = self.inner.store.get_workflow(id).await?;
+        let r = self
+            .inner
+            .store
+            .transition(
+                id,
+                Transition {
+                    expected_status: vec![
+                        WorkflowStatus::Pending,
+                        WorkflowStatus::Running,
+                        WorkflowStatus::AwaitingApproval,
+                    ],
+                    expected_step: None,
+                    status: WorkflowStatus::Cancelled,
+                    current_step: None,
+                    cursor: None,
+                    delta: StateDelta::default(),
+                    events: vec![Event::workflow(
+                        EventKind::WorkflowCancelled,
+                        id,
+                        json!({ "reason": reason, "step": record.cursor.step }),
+                    )
+                    .with_request_id(Some(record.request_id.clone()))],
+                    note: format!("cancelled: {reason}"),
+                },
+            )
+            .await?;
+        if let Some(token) = self.inner.cancels.lock().remove(&id) {
+            token.cancel();
+        }
+        self.inner.relay_wake.notify_one();
+        self.wake(id);
+        self.forget(id);
+        info!(workflow_id = %id, reason, "Workflow cancelled.");
+        Ok(r)
+    }
+
+    /// Starts `concurrency` worker tasks, each a competing consumer of the
+    /// named queues (agent role names; see [`Engine::all_queues`]).
+    pub async fn start_workers(&self, queues: Vec<String>, concurrency: usize) -> WorkerHandle {
+        self.ensure_background();
+        let stop = CancellationToken::new();
+        let mut tasks = Vec::new();
+        for worker in 0..concurrency.max(1) {
+            let engine = self.clone();
+            let queues = queues.clone();
+            let stop = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut stream = match engine.inner.bus.consume(&queues).await {
+                    Ok(s) => s,
+                    Err(error) => {
+                        warn!(%error, worker, "Worker cannot consume; it stops.");
+                        return;
+                    }
+                };
+                loop {
+                    let next = tokio::select! {
+                        _ = stop.cancelled() => break,
+                        n = stream.next() => n,
+                    };
+                    match next {
+                        None => break,
+                        Some(Err(error)) => {
+                            warn!(%error, worker, "Delivery failed.");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        Some(Ok(delivery)) => engine.handle_delivery(delivery).await,
+                    }
+                }
+            }));
+        }
+        WorkerHandle { tasks, stop }
+    }
+
+    // ---------------------------------------------------------------- worker
+
+    async fn handle_delivery(&self, delivery: Delivery) {
+        let started = Instant::now();
+        let Delivery {
+            message,
+            redelivered,
+            ack,
+        } = delivery;
+        let task = message.task.clone();
+        let span = info_span!(
+            "task",
+            workflow_id = %task.workflow_id,
+            step = task.step,
+            node = %task.node,
+            attempt = task.attempt,
+            request_id = message.request_id.as_deref().unwrap_or(""),
+        );
+        let (settle, node_ns, committed) = self
+            .process(&message, redelivered)
+            .instrument(span.clone())
+            .await;
+        let key = (task.workflow_id, task.step, task.node.clone());
+        let settled = match settle {
+            Settle::Ack => ack.ack().await,
+            Settle::Requeue => ack.nack(true).await,
+            Settle::DeadLetter => ack.nack(false).await,
+        };
+        if !matches!(settle, Settle::Requeue) {
+            self.inner.inflight.lock().remove(&key);
+        }
+        if let Err(error) = settled {
+            let _g = span.enter();
+            warn!(%error, "Settling the delivery failed; it may be redelivered.");
+        }
+        if committed {
+            let m = &self.inner.metrics;
+            m.tasks_committed.fetch_add(1, Ordering::Relaxed);
+            m.task_ns
+                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            m.node_ns.fetch_add(node_ns, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs one task to its commit. Returns how to settle the delivery, the
+    /// time spent in the node, and whether this call committed the task.
+    async fn process(&self, message: &TaskMessage, redelivered: bool) -> (Settle, u64, bool) {
+        let task = &message.task;
+        let id = task.workflow_id;
+        let record = match self.inner.store.get_workflow(id).await {
+            Ok(r) => r,
+            Err(Error::NotFound(_)) => {
+                warn!("Task for an unknown workflow; dead-lettered.");
+                return (Settle::DeadLetter, 0, false);
+            }
+            Err(error) if error.class().is_retryable() => {
+                warn!(%error, "Store unavailable; task requeued.");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return (Settle::Requeue, 0, false);
+            }
+            Err(error) => {
+                warn!(%error, "Cannot load the workflow; task dead-lettered.");
+                return (Settle::DeadLetter, 0, false);
+            }
+        };
+        if record.status != WorkflowStatus::Running
+            || record.cursor.step != task.step
+            || !record.cursor.pending.contains(&task.node)
+        {
+            debug!(status = %record.status, at_step = record.cursor.step, "Stale task; dropped.");
+            if redelivered {
+                // A worker died after committing (or not) but before acking:
+                // make sure what should follow was dispatched.
+                if let Err(error) = self.kick(&record, true).await {
+                    warn!(%error, "Recovery after a redelivery failed.");
+                }
+            }
+            return (Settle::Ack, 0, false);
+        }
+        if redelivered {
+            match self.inner.store.checkpoints(id).await {
+                Ok(cps)
+                    if task_checkpoints_at(&cps, task.step).contains_key(task.node.as_str()) =>
+                {
+                    debug!("Redelivered task was already committed.");
+                    if let Err(error) = self.kick(&record, true).await {
+                        warn!(%error, "Recovery after a redelivery failed.");
+                    }
+                    return (Settle::Ack, 0, false);
+                }
+                _ => {}
+            }
+        }
+        let def = match self.definition_for(&record) {
+            Ok(d) => d,
+            Err(error) => {
+                self.fail_task(&record, task, task.attempt, &error).await;
+                return (Settle::Ack, 0, false);
+            }
+        };
+        let Some(node) = def.node(&task.node).cloned() else {
+            let error = Error::permanent(format!(
+                "node `{}` is not in the workflow definition",
+                task.node
+            ));
+            self.fail_task(&record, task, task.attempt, &error).await;
+            return (Settle::Ack, 0, false);
+        };
+        let state = match self.step_start_state(&record, &def).await {
+            Ok(s) => s,
+            Err(error) => {
+                warn!(%error, "Cannot load the workflow state; task requeued.");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return (Settle::Requeue, 0, false);
+            }
+        };
+        let token = self.cancel_token(id);
+        let (output, attempt, node_ns) = match self
+            .run_attempts(&record, &node, task, message, &state, &token)
+            .await
+        {
+            AttemptsOutcome::Done {
+                output,
+                attempt,
+                node_ns,
+            } => (output, attempt, node_ns),
+            AttemptsOutcome::Cancelled { node_ns } => {
+                info!("Node aborted: the workflow was cancelled.");
+                return (Settle::Ack, node_ns, false);
+            }
+            AttemptsOutcome::Failed {
+                error,
+                attempt,
+                node_ns,
+            } => {
+                self.fail_task(&record, task, attempt, &error).await;
+                return (Settle::Ack, node_ns, false);
+            }
+        };
+        let settle = self
+            .commit_success(&record, &def, task, attempt, output, &state, node_ns)
+            .await;
+        let committed = matches!(settle, (Settle::Ack, true));
+        (settle.0, node_ns, committed)
+    }
+
+    async fn run_attempts(
+        &self,
+        record: &WorkflowRecord,
+        node: &NodeDef,
+        task: &TaskId,
+        message: &TaskMessage,
+        state: &Arc<WorkflowState>,
+        token: &CancellationToken,
+    ) -> AttemptsOutcome {
+        let limit = node
+            .timeout
+            .unwrap_or(self.inner.config.default_node_timeout);
+        let visit = record.cursor.visits.get(&task.node).copied().unwrap_or(0);
+        let progress: Arc<dyn ProgressSink> = Arc::new(BusProgress {
+            tx: self.inner.progress_tx.lock().clone(),
+            request_id: message.request_id.clone(),
+        });
+        let mut attempt = task.attempt.max(1);
+        let mut node_ns = 0u64;
+        loop {
+            let this = TaskId {
+                attempt,
+                ..task.clone()
+            };
+            let ctx = NodeContext {
+                task: this.clone(),
+                role: Some(node.role),
+                settings: node.settings.clone(),
+                visit,
+                state: state.clone(),
+                options: record.options.clone(),
+                request_id: message.request_id.clone(),
+                progress: progress.clone(),
+            };
+            let t0 = Instant::now();
+            let result = tokio::select! {
+                biased;
+                _ = token.cancelled() => None,
+                r = tokio::time::timeout(limit, self.inner.runner.run(ctx)) => Some(match r {
+                    Ok(r) => r,
+                    Err(_) => Err(Error::Timeout { what: format!("node `{}`", task.node), after: limit }),
+                }),
+            };
+            node_ns += t0.elapsed().as_nanos() as u64;
+            let error = match result {
+                None => return AttemptsOutcome::Cancelled { node_ns },
+                Some(Ok(output)) => {
+                    return AttemptsOutcome::Done {
+                        output,
+                        attempt,
+                        node_ns,
+                    }
+                }
+                Some(Err(error)) => error,
+            };
+            self.inner
+                .metrics
+                .attempts_failed
+                .fetch_add(1, Ordering::Relaxed);
+            let class = error.class();
+            let will_retry = class.is_retryable() && attempt < node.retry.max_attempts;
+            warn!(%error, %class, attempt, will_retry, "Node attempt failed.");
+            let event = Event::task(
+                EventKind::TaskFailed,
+                &this,
+                json!({ "error": error.to_string(), "class": class, "will_retry": will_retry, "attempt": attempt }),
+            )
+            .with_request_id(message.request_id.clone());
+            if let Err(error) = self.inner.bus.publish(&[event]).await {
+                debug!(%error, "Could not publish agent.task.failed.");
+            }
+            if !will_retry {
+                return AttemptsOutcome::Failed {
+                    error,
+                    attempt,
+                    node_ns,
+                };
+            }
+            let mut delay = node.retry.delay(attempt);
+            if let Some(after) = error.retry_after() {
+                delay = delay.max(after);
+            }
+            tokio::select! {
+                biased;
+                _ = token.cancelled() => return AttemptsOutcome::Cancelled { node_ns },
+                _ = tokio::time::sleep(delay) => {}
+            }
+            attempt += 1;
+        }
+    }
+
+    /// Builds and commits a successful task (advancing the cursor when it is
+    /// the last of its step), then dispatches what follows. Returns the
+    /// settle decision and whether this call committed.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_success(
+        &self,
+        record: &WorkflowRecord,
+        def: &Arc<WorkflowDefinition>,
+        task: &TaskId,
+        attempt: u32,
+        output: NodeOutput,
+        start_state: &Arc<WorkflowState>,
+        node_ns: u64,
+    ) -> (Settle, bool) {
+        let id = record.id;
+        let step = task.step;
+        let this = TaskId {
+            attempt,
+            ..task.clone()
+        };
+        let rid = Some(record.request_id.clone());
+        let NodeOutput {
+            mut delta,
+            mut events,
+        } = output;
+        for e in &mut events {
+            if e.request_id.is_none() {
+                e.request_id = rid.clone();
+            }
+        }
+        events.push(
+            Event::task(
+                EventKind::TaskCompleted,
+                &this,
+                json!({ "duration_ms": node_ns / 1_000_000, "visit": record.cursor.visits.get(&task.node).copied().unwrap_or(0) }),
+            )
+            .with_request_id(rid.clone()),
+        );
+        if !delta.shared_context.is_empty() {
+            let keys: Vec<&String> = delta.shared_context.keys().collect();
+            events.push(
+                Event::task(EventKind::ContextUpdated, &this, json!({ "keys": keys }))
+                    .with_request_id(rid.clone()),
+            );
+        }
+
+        // Is this the last task of the step? With one pending node, yes;
+        // with fan-out, ask the store which siblings committed.
+        let pending = &record.cursor.pending;
+        let mut sibling_deltas: Vec<StateDelta> = Vec::new();
+        let is_last = if pending.len() <= 1 {
+            true
+        } else {
+            match self.inner.store.checkpoints(id).await {
+                Ok(cps) => {
+                    let done = task_checkpoints_at(&cps, step);
+                    let all = pending
+                        .iter()
+                        .all(|p| p == &task.node || done.contains_key(p.as_str()));
+                    if all {
+                        sibling_deltas = cps
+                            .iter()
+                            .filter(|c| c.step == step && c.node.is_some())
+                            .map(|c| c.delta.clone())
+                            .collect();
+                    }
+                    all
+                }
+                Err(error) => {
+                    warn!(%error, "Cannot read sibling checkpoints; committing without advancing.");
+                    false
+                }
+            }
+        };
+        let mut advance = None;
+        let mut next_state = None;
+        if is_last {
+            let mut merged = (**start_state).clone();
+            for d in &sibling_deltas {
+                merged.apply(d);
+            }
+            merged.apply(&delta);
+            let routed = route(def, &record.cursor, &merged, id, Some(&record.request_id));
+            let Routed {
+                cursor,
+                status,
+                current_step,
+                errors,
+                events: route_events,
+            } = routed;
+            merged.apply(&StateDelta {
+                errors: errors.clone(),
+                ..StateDelta::default()
+            });
+            delta.errors.extend(errors);
+            events.extend(route_events);
+            merged.step = cursor.step;
+            merged.status = status;
+            merged.current_step = current_step.clone();
+            next_state = Some(merged);
+            advance = Some(Advance {
+                cursor,
+                status,
+                current_step,
+            });
+        }
+        let commit = TaskCommit {
+            task: this,
+            delta,
+            events,
+            advance: advance.clone(),
+        };
+        let outcome = match self.commit_with_retry(commit).await {
+            Ok(o) => o,
+            Err(error) if error.class().is_retryable() => {
+                warn!(%error, "Commit failed; task requeued.");
+                return (Settle::Requeue, false);
+            }
+            Err(error) => {
+                warn!(%error, "Commit failed permanently; task dead-lettered.");
+                return (Settle::DeadLetter, false);
+            }
+        };
+        match outcome {
+            CommitOutcome::Committed { seq } => {
+                debug!(seq, advanced = advance.is_some(), "Task committed.");
+                self.inner.relay_wake.notify_one();
+                match (advance, next_state) {
+                    (Some(adv), Some(state)) => {
+                        self.after_advance(
+                            id,
+                            def,
+                            adv.status,
+                            &adv.cursor,
+                            &record.request_id,
+                            state,
+                        )
+                        .await
+                    }
+                    _ => {
+                        // Fan-out: a sibling may have committed meanwhile
+                        // without seeing us; whoever commits last advances.
+                        if let Ok(r) = self.inner.store.get_workflow(id).await {
+                            if let Err(error) = self.kick(&r, false).await {
+                                warn!(%error, "Advance check after a sibling commit failed.");
+                            }
+                        }
+                    }
+                }
+                (Settle::Ack, true)
+            }
+            CommitOutcome::Duplicate => {
+                debug!("Task was already committed (duplicate); dropped.");
+                (Settle::Ack, false)
+            }
+            CommitOutcome::Stale { status, step } => {
+                debug!(%status, at_step = step, "Workflow moved on (stale commit); dropped.");
+                (Settle::Ack, false)
+            }
+        }
+    }
+
+    async fn commit_with_retry(&self, commit: TaskCommit) -> Result<CommitOutcome> {
+        let attempts = self.inner.config.commit_attempts.max(1);
+        let mut n = 1;
+        loop {
+            match self.inner.store.commit_task(commit.clone()).await {
+                Ok(o) => return Ok(o),
+                Err(error) if error.class().is_retryable() && n < attempts => {
+                    warn!(%error, attempt = n, "Commit failed; retrying.");
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(n))).await;
+                    n += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// After a committed advance: cache the next step's start state, dispatch
+    /// its tasks, or wake `run` when the run ended.
+    async fn after_advance(
+        &self,
+        id: WorkflowId,
+        def: &Arc<WorkflowDefinition>,
+        status: WorkflowStatus,
+        cursor: &Cursor,
+        request_id: &str,
+        next_state: WorkflowState,
+    ) {
+        if status == WorkflowStatus::Running {
+            self.set_start_state(id, def, cursor.step, Arc::new(next_state));
+            let rec_like = (id, cursor.step, request_id);
+            self.dispatch_pending(rec_like, def, &cursor.pending).await;
+        } else {
+            info!(%status, "Workflow run ended.");
+            self.wake(id);
+            self.forget(id);
+        }
+    }
+
+    /// Fails the workflow because a node failed (no retry left): a guarded
+    /// transition recording the error. No task checkpoint is written, so a
+    /// resume runs the node again.
+    async fn fail_task(&self, record: &WorkflowRecord, task: &TaskId, attempt: u32, error: &Error) {
+        let message = error.to_string();
+        let class = error.class();
+        warn!(%error, %class, attempt, "Node failed; failing the workflow.");
+        let t = Transition {
+            expected_status: vec![WorkflowStatus::Running],
+            expected_step: Some(task.step),
+            status: WorkflowStatus::Failed,
+            current_step: Some(task.node.clone()),
+            cursor: None,
+            delta: StateDelta {
+                errors: vec![WorkflowErrorEntry {
+                    step: task.step,
+                    node: Some(task.node.clone()),
+                    attempt,
+                    class,
+                    message: message.clone(),
+                    at: Utc::now(),
+                }],
+                ..StateDelta::default()
+            },
+            events: vec![{
+                let mut e = Event::task(
+                    EventKind::WorkflowFailed,
+                    &TaskId {
+                        attempt,
+                        ..task.clone()
+                    },
+                    json!({ "error": message, "class": class, "node": task.node, "attempt": attempt }),
+                );
+                e.request_id = Some(record.request_id.clone());
+                e
+            }],
+            note: format!("node `{}` failed: {message}", task.node),
+        };
+        match self.inner.store.transition(record.id, t).await {
+            Ok(_) => {
+                self.inner.relay_wake.notify_one();
+                self.wake(record.id);
+                self.forget(record.id);
+            }
+            Err(e) if conflict_is_benign(&e) => {
+                debug!(error = %e, "Workflow already moved on; failure not recorded.")
+            }
+            Err(e) => warn!(error = %e, "Could not record the node failure."),
+        }
+    }
+
+    /// Makes sure a running workflow progresses: if every pending node of
+    /// the current step has a task checkpoint but the cursor did not move (a
+    /// crash between commits), computes the advance and applies it with a
+    /// guarded transition; otherwise, when `dispatch_missing`, dispatches the
+    /// pending nodes that have no checkpoint yet.
+    async fn kick(&self, record: &WorkflowRecord, dispatch_missing: bool) -> Result<()> {
+        if record.status != WorkflowStatus::Running {
+            return Ok(());
+        }
+        let def = self.definition_for(record)?;
+        let cps = self.inner.store.checkpoints(record.id).await?;
+        let step = record.cursor.step;
+        let done = task_checkpoints_at(&cps, step);
+        let missing: Vec<String> = record
+            .cursor
+            .pending
+            .iter()
+            .filter(|p| !done.contains_key(p.as_str()))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            let mut state = fold_step_start(record, &cps);
+            for p in &record.cursor.pending {
+                if let Some(cp) = done.get(p.as_str()) {
+                    state.apply(&cp.delta);
+                }
+            }
+            let routed = route(
+                &def,
+                &record.cursor,
+                &state,
+                record.id,
+                Some(&record.request_id),
+            );
+            let errors = routed.errors.clone();
+            let result = self
+                .inner
+                .store
+                .transition(
+                    record.id,
+                    Transition {
+                        expected_status: vec![WorkflowStatus::Running],
+                        expected_step: Some(step),
+                        status: routed.status,
+                        cursor: Some(routed.cursor.clone()),
+                        current_step: Some(routed.current_step.clone()),
+                        delta: StateDelta {
+                            errors: errors.clone(),
+                            ..StateDelta::default()
+                        },
+                        events: routed.events,
+                        note: format!("advanced after step {step}"),
+                    },
+                )
+                .await;
+            match result {
+                Ok(r) => {
+                    info!(step, status = %r.status, "Applied an advance no task carried.");
+                    self.inner.relay_wake.notify_one();
+                    state.apply(&StateDelta {
+                        errors,
+                        ..StateDelta::default()
+                    });
+                    state.step = r.cursor.step;
+                    state.status = r.status;
+                    state.current_step = r.current_step.clone();
+                    self.after_advance(r.id, &def, r.status, &r.cursor, &r.request_id, state)
+                        .await;
+                }
+                Err(e) if conflict_is_benign(&e) => {
+                    debug!(error = %e, "Someone else advanced the step.")
+                }
+                Err(e) => return Err(e),
+            }
+        } else if dispatch_missing {
+            self.dispatch_pending((record.id, step, &record.request_id), &def, &missing)
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn dispatch_nodes(
+        &self,
+        record: &WorkflowRecord,
+        def: &WorkflowDefinition,
+        nodes: &[String],
+    ) {
+        self.dispatch_pending(
+            (record.id, record.cursor.step, &record.request_id),
+            def,
+            nodes,
+        )
+        .await;
+    }
+
+    /// Puts a task on the bus for each node, unless this process already has
+    /// it in flight.
+    async fn dispatch_pending(
+        &self,
+        at: (WorkflowId, u64, &str),
+        def: &WorkflowDefinition,
+        nodes: &[String],
+    ) {
+        let (id, step, request_id) = at;
+        for n in nodes {
+            let Some(node) = def.node(n) else {
+                warn!(node = %n, "Pending node is not in the definition; not dispatched.");
+                continue;
+            };
+            if !self.inner.inflight.lock().insert((id, step, n.clone())) {
+                continue;
+            }
+            let msg = TaskMessage {
+                task: TaskId {
+                    workflow_id: id,
+                    step,
+                    node: n.clone(),
+                    attempt: 1,
+                },
+                queue: node.role.as_str().to_string(),
+                request_id: Some(request_id.to_string()),
+                tags: node.tags.clone(),
+                enqueued_at: Utc::now(),
+            };
+            if let Err(error) = self.inner.bus.dispatch(msg).await {
+                warn!(%error, node = %n, "Dispatch failed; the run's recovery will retry.");
+                self.inner.inflight.lock().remove(&(id, step, n.clone()));
+            }
+        }
+    }
+
+    // ----------------------------------------------------------- caches etc.
+
+    fn definition_for(&self, record: &WorkflowRecord) -> Result<Arc<WorkflowDefinition>> {
+        if let Some(c) = self.inner.cache.lock().get(&record.id) {
+            return Ok(c.def.clone());
+        }
+        let cached = self.inner.defs.lock().get(&record.definition).cloned();
+        let def = match cached {
+            Some(d) => d,
+            None => {
+                let file = format!(
+                    "{} (snapshot of workflow {})",
+                    record.workflow_name, record.id
+                );
+                let d = Arc::new(WorkflowDefinition::parse(&record.definition, &file)?);
+                self.inner
+                    .defs
+                    .lock()
+                    .insert(record.definition.clone(), d.clone());
+                d
+            }
+        };
+        self.inner
+            .cache
+            .lock()
+            .entry(record.id)
+            .or_insert_with(|| WfCache {
+                def: def.clone(),
+                start_state: None,
+            });
+        Ok(def)
+    }
+
+    fn set_start_state(
+        &self,
+        id: WorkflowId,
+        def: &Arc<WorkflowDefinition>,
+        step: u64,
+        state: Arc<WorkflowState>,
+    ) {
+        let mut cache = self.inner.cache.lock();
+        let entry = cache.entry(id).or_insert_with(|| WfCache {
+            def: def.clone(),
+            start_state: None,
+        });
+        entry.start_state = Some((step, state));
+    }
+
+    fn invalidate_state(&self, id: WorkflowId) {
+        if let Some(c) = self.inner.cache.lock().get_mut(&id) {
+            c.start_state = None;
+        }
+    }
+
+    /// The state at the start of the record's current step: cached, or
+    /// folded from the checkpoints.
+    async fn step_start_state(
+        &self,
+        record: &WorkflowRecord,
+        def: &Arc<WorkflowDefinition>,
+    ) -> Result<Arc<WorkflowState>> {
+        let step = record.cursor.step;
+        if let Some(c) = self.inner.cache.lock().get(&record.id) {
+            if let Some((s, st)) = &c.start_state {
+                if *s == step {
+                    return Ok(st.clone());
+                }
+            }
+        }
+        let cps = self.inner.store.checkpoints(record.id).await?;
+        let st = Arc::new(fold_step_start(record, &cps));
+        self.set_start_state(record.id, def, step, st.clone());
+        Ok(st)
+    }
+
+    fn cancel_token(&self, id: WorkflowId) -> CancellationToken {
+        self.inner.cancels.lock().entry(id).or_default().clone()
+    }
+
+    fn waiter(&self, id: WorkflowId) -> Arc<Notify> {
+        self.inner.waiters.lock().entry(id).or_default().clone()
+    }
+
+    fn wake(&self, id: WorkflowId) {
+        if let Some(n) = self.inner.waiters.lock().get(&id) {
+            n.notify_waiters();
+        }
+    }
+
+    /// Drops per-workflow caches once a run ended.
+    fn forget(&self, id: WorkflowId) {
+        self.inner.cache.lock().remove(&id);
+        self.inner.cancels.lock().remove(&id);
+        self.inner.inflight.lock().retain(|(w, _, _)| *w != id);
+    }
+
+    /// Starts the outbox relay, the event router (wakes `run` on events that
+    /// end a run, including ones from other processes) and the progress
+    /// publisher, once.
+    fn ensure_background(&self) {
+        if self.inner.background_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let store = self.inner.store.clone();
+        let bus = self.inner.bus.clone();
+        let wake = self.inner.relay_wake.clone();
+        let shutdown = self.inner.shutdown.clone();
+        let batch = self.inner.config.relay_batch.max(1);
+        let interval = self.inner.config.relay_interval;
+        tokio::spawn(relay_loop(
+            store,
+            bus.clone(),
+            wake,
+            shutdown.clone(),
+            batch,
+            interval,
+        ));
+
+        let waiters = self.inner.waiters.clone();
+        let mut events = bus.subscribe();
+        let sd = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let ev = tokio::select! {
+                    _ = sd.cancelled() => return,
+                    ev = events.next() => ev,
+                };
+                let Some(ev) = ev else { return };
+                if ev.kind.ends_run() {
+                    if let Some(n) = waiters.lock().get(&ev.workflow_id) {
+                        n.notify_waiters();
+                    }
+                }
+            }
+        });
+
+        let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+        *self.inner.progress_tx.lock() = Some(tx);
+        tokio::spawn(async move {
+            loop {
+                let ev = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    ev = rx.recv() => ev,
+                };
+                let Some(ev) = ev else { return };
+                if let Err(error) = bus.publish(&[ev]).await {
+                    debug!(%error, "Could not publish progress.");
+                }
+            }
+        });
+    }
+}
+
+enum AttemptsOutcome {
+    Done {
+        output: NodeOutput,
+        attempt: u32,
+        node_ns: u64,
+    },
+    Cancelled {
+        node_ns: u64,
+    },
+    Failed {
+        error: Error,
+        attempt: u32,
+        node_ns: u64,
+    },
+}
+
+/// The outbox relay: moves committed events from the store to the bus, in
+/// batches, when woken after a commit (and every `interval` for events other
+/// processes committed).
+async fn relay_loop(
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+    batch: u32,
+    interval: Duration,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(interval) => {}
+        }
+        loop {
+            let stored = match store.unpublished_events(batch).await {
+                Ok(e) => e,
+                Err(error) => {
+                    warn!(%error, "Outbox relay cannot read the outbox.");
+                    break;
+                }
+            };
+            if stored.is_empty() {
+                break;
+            }
+            let full = stored.len() as u32 >= batch;
+            let seqs: Vec<u64> = stored.iter().map(|s| s.seq).collect();
+            let events: Vec<Event> = stored.into_iter().map(|s| s.event).collect();
+            if let Err(error) = bus.publish(&events).await {
+                warn!(%error, "Outbox relay cannot publish; will retry.");
+                break;
+            }
+            if let Err(error) = store.mark_published(&seqs).await {
+                warn!(%error, "Outbox relay cannot mark events published; they may be published twice.");
+                break;
+            }
+            if !full {
+                break;
+            }
+        }
+    }
+}

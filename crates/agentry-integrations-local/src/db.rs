@@ -1,0 +1,296 @@
+//! The shared SQLite pool, this crate's own schema, and sqlx error mapping.
+
+use std::future::Future;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use agentry_core::{Error, Result};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
+
+/// How long SQLite waits on a lock held by another writer before failing.
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The ceiling for one whole database operation (acquire + statements).
+pub(crate) const DB_OP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// This crate's schema, one entry per version. Every statement is
+/// `CREATE ... IF NOT EXISTS`, so re-applying a version is harmless.
+const SCHEMA: &[(i64, &[&str])] = &[(
+    1,
+    &[
+        "CREATE TABLE IF NOT EXISTS tracker_projects (
+            key        TEXT PRIMARY KEY NOT NULL,
+            name       TEXT NOT NULL,
+            next_seq   INTEGER NOT NULL DEFAULT 1,
+            created_at TEXT NOT NULL
+        )",
+        "CREATE TABLE IF NOT EXISTS tracker_issues (
+            key         TEXT PRIMARY KEY NOT NULL,
+            project     TEXT NOT NULL,
+            seq         INTEGER NOT NULL,
+            kind        TEXT NOT NULL,
+            title       TEXT NOT NULL,
+            description TEXT NOT NULL,
+            status      TEXT NOT NULL,
+            parent      TEXT,
+            labels      TEXT NOT NULL,
+            created_at  TEXT NOT NULL,
+            updated_at  TEXT NOT NULL,
+            UNIQUE (project, seq)
+        )",
+        "CREATE TABLE IF NOT EXISTS tracker_links (
+            id         INTEGER PRIMARY KEY AUTOINCREMENT,
+            from_key   TEXT NOT NULL,
+            to_key     TEXT NOT NULL,
+            kind       TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            UNIQUE (from_key, to_key, kind)
+        )",
+        "CREATE INDEX IF NOT EXISTS tracker_links_to ON tracker_links (to_key)",
+        "CREATE TABLE IF NOT EXISTS tracker_comments (
+            id         INTEGER PRIMARY KEY AUTOINCREMENT,
+            issue      TEXT NOT NULL,
+            body       TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )",
+        "CREATE INDEX IF NOT EXISTS tracker_comments_issue ON tracker_comments (issue, id)",
+        "CREATE TABLE IF NOT EXISTS tracker_attachments (
+            id         INTEGER PRIMARY KEY AUTOINCREMENT,
+            issue      TEXT NOT NULL,
+            filename   TEXT NOT NULL,
+            media_type TEXT NOT NULL,
+            content    BLOB NOT NULL,
+            size       INTEGER NOT NULL,
+            created_at TEXT NOT NULL
+        )",
+        "CREATE INDEX IF NOT EXISTS tracker_attachments_issue ON tracker_attachments (issue, id)",
+        "CREATE TABLE IF NOT EXISTS tracker_idempotency (
+            entity     TEXT NOT NULL,
+            key        TEXT NOT NULL,
+            entity_id  TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (entity, key)
+        )",
+        "CREATE TABLE IF NOT EXISTS wiki_spaces (
+            key        TEXT PRIMARY KEY NOT NULL,
+            name       TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )",
+        "CREATE TABLE IF NOT EXISTS wiki_pages (
+            id         INTEGER PRIMARY KEY AUTOINCREMENT,
+            space      TEXT NOT NULL,
+            title      TEXT NOT NULL COLLATE NOCASE,
+            parent_id  INTEGER,
+            body       TEXT NOT NULL,
+            version    INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            UNIQUE (space, title)
+        )",
+        "CREATE TABLE IF NOT EXISTS wiki_page_versions (
+            page_id         INTEGER NOT NULL,
+            version         INTEGER NOT NULL,
+            title           TEXT NOT NULL,
+            body            TEXT NOT NULL,
+            idempotency_key TEXT NOT NULL,
+            created_at      TEXT NOT NULL,
+            PRIMARY KEY (page_id, version)
+        )",
+        "CREATE TABLE IF NOT EXISTS wiki_idempotency (
+            key        TEXT PRIMARY KEY NOT NULL,
+            page_id    INTEGER NOT NULL,
+            version    INTEGER NOT NULL,
+            created_at TEXT NOT NULL
+        )",
+        "CREATE TABLE IF NOT EXISTS code_repositories (
+            name           TEXT PRIMARY KEY NOT NULL,
+            description    TEXT NOT NULL,
+            default_branch TEXT NOT NULL,
+            created_at     TEXT NOT NULL
+        )",
+        "CREATE TABLE IF NOT EXISTS code_merge_requests (
+            repository      TEXT NOT NULL,
+            id              INTEGER NOT NULL,
+            source_branch   TEXT NOT NULL,
+            target_branch   TEXT NOT NULL,
+            title           TEXT NOT NULL,
+            description     TEXT NOT NULL,
+            state           TEXT NOT NULL,
+            test_result     TEXT,
+            merge_commit    TEXT,
+            idempotency_key TEXT NOT NULL UNIQUE,
+            created_at      TEXT NOT NULL,
+            updated_at      TEXT NOT NULL,
+            PRIMARY KEY (repository, id)
+        )",
+        "CREATE UNIQUE INDEX IF NOT EXISTS code_merge_requests_one_open
+            ON code_merge_requests (repository, source_branch, target_branch)
+            WHERE state = 'opened'",
+        "CREATE TABLE IF NOT EXISTS code_idempotency (
+            key              TEXT PRIMARY KEY NOT NULL,
+            repository       TEXT NOT NULL,
+            merge_request_id INTEGER NOT NULL,
+            created_at       TEXT NOT NULL
+        )",
+    ],
+)];
+
+/// The newest schema version this build knows.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Opens (creating if missing) the shared database file: WAL, a 5 s busy
+/// timeout, and this crate's schema applied.
+pub(crate) async fn open_pool(db_path: &Path) -> Result<SqlitePool> {
+    if let Some(dir) = db_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|error| io_error(format!("creating {}", dir.display()), error))?;
+    }
+    let options = SqliteConnectOptions::from_str("sqlite://")
+        .map_err(|error| Error::permanent(format!("sqlite options: {error}")))?
+        .filename(db_path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(BUSY_TIMEOUT);
+    let pool = with_timeout("opening the database", async {
+        SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(DB_OP_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(db_error)
+    })
+    .await
+    .map_err(|e| e.context(format!("opening {}", db_path.display())))?;
+    apply_schema(&pool).await?;
+    Ok(pool)
+}
+
+/// Applies the versions of [`SCHEMA`] newer than the recorded one, in one
+/// `BEGIN IMMEDIATE` transaction (so two openers do not race).
+async fn apply_schema(pool: &SqlitePool) -> Result<()> {
+    with_timeout("applying the local integrations schema", async {
+        let mut tx = begin_write(pool).await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS local_integrations_schema (
+                version    INTEGER PRIMARY KEY NOT NULL,
+                applied_at TEXT NOT NULL
+            )",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let current: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM local_integrations_schema")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        if current > SCHEMA_VERSION {
+            return Err(Error::permanent(format!(
+                "the local integrations schema is at version {current}, newer than this build's \
+                 {SCHEMA_VERSION}; upgrade Agentry"
+            )));
+        }
+        for (version, statements) in SCHEMA.iter().filter(|(v, _)| *v > current) {
+            for statement in *statements {
+                sqlx::query(statement)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+            }
+            sqlx::query(
+                "INSERT INTO local_integrations_schema (version, applied_at) VALUES (?, ?)",
+            )
+            .bind(version)
+            .bind(chrono::Utc::now())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            tracing::info!(version, "Applied local integrations schema version.");
+        }
+        tx.commit().await.map_err(db_error)
+    })
+    .await
+}
+
+/// Begins a write transaction that takes SQLite's write lock up front
+/// (`BEGIN IMMEDIATE`), so the busy timeout applies to it and a read never
+/// has to be upgraded to a write mid-transaction.
+pub(crate) async fn begin_write(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>> {
+    pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)
+}
+
+/// Bounds a database operation by [`DB_OP_TIMEOUT`].
+pub(crate) async fn with_timeout<T>(what: &str, fut: impl Future<Output = Result<T>>) -> Result<T> {
+    match tokio::time::timeout(DB_OP_TIMEOUT, fut).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Timeout {
+            what: what.to_string(),
+            after: DB_OP_TIMEOUT,
+        }),
+    }
+}
+
+/// Classifies a sqlx error: busy/locked database, pool timeouts and I/O are
+/// transient; constraint violations are conflicts; the rest is permanent.
+pub(crate) fn db_error(error: sqlx::Error) -> Error {
+    match &error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => {
+            Error::transient(format!("sqlite: {error}"))
+        }
+        sqlx::Error::Database(db) => {
+            // Primary result codes: 5 SQLITE_BUSY, 6 SQLITE_LOCKED (extended
+            // codes keep the primary code in the low byte).
+            let primary = db
+                .code()
+                .and_then(|c| c.parse::<i64>().ok())
+                .map(|c| c & 0xff);
+            match primary {
+                Some(5) | Some(6) => Error::transient(format!("sqlite busy: {error}")),
+                _ if db.is_unique_violation() => Error::Conflict(format!("sqlite: {error}")),
+                _ => Error::permanent(format!("sqlite: {error}")),
+            }
+        }
+        _ => Error::permanent(format!("sqlite: {error}")),
+    }
+}
+
+/// Classifies a file-system error: always transient (disk full, permissions
+/// fixed by an operator, a racing writer), with what was being done.
+pub(crate) fn io_error(what: impl std::fmt::Display, error: std::io::Error) -> Error {
+    Error::transient(format!("{what}: {error}"))
+}
+
+/// A boxed future, as the closures passed to [`read`] and [`write`] return.
+pub(crate) type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Runs `f` on a pooled connection, bounded by [`DB_OP_TIMEOUT`].
+pub(crate) async fn read<T>(
+    pool: &SqlitePool,
+    what: &str,
+    f: impl for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send,
+) -> Result<T> {
+    with_timeout(what, async {
+        let mut conn = pool.acquire().await.map_err(db_error)?;
+        f(&mut conn).await
+    })
+    .await
+}
+
+/// Runs `f` in a `BEGIN IMMEDIATE` transaction committed when it returns
+/// `Ok` (rolled back otherwise), bounded by [`DB_OP_TIMEOUT`].
+pub(crate) async fn write<T>(
+    pool: &SqlitePool,
+    what: &str,
+    f: impl for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send,
+) -> Result<T> {
+    with_timeout(what, async {
+        let mut tx = begin_write(pool).await?;
+        let out = f(&mut tx).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(out)
+    })
+    .await
+}

@@ -1,0 +1,588 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! What only the local adapters promise: the Markdown mirror of the wiki,
+//! durability across reopening, real git history in the bare repositories,
+//! symlink refusal, concurrent writers, and an idempotent schema.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use agentry_core::{
+    CodeHost, CommitRequest, Error, FileChange, IdempotencyKey, IssueKind, MergeRequestState,
+    MergeRequestUpdate, NewIssue, NewMergeRequest, NewPage, PageUpdate, RepoPath, Tracker, Wiki,
+};
+use agentry_integrations_local::{LocalIntegrations, IDEMPOTENCY_TRAILER};
+
+async fn open(dir: &Path) -> LocalIntegrations {
+    LocalIntegrations::open(&dir.join("agentry.db"), dir)
+        .await
+        .expect("open the local integrations")
+}
+
+fn key(item: &str) -> IdempotencyKey {
+    IdempotencyKey(format!("wf:1:test/{item}"))
+}
+
+fn page(space: &str, title: &str, parent: Option<&str>, body: &str) -> NewPage {
+    NewPage {
+        space: space.into(),
+        title: title.into(),
+        parent_id: parent.map(str::to_string),
+        body: body.into(),
+        idempotency_key: key(title),
+    }
+}
+
+fn commit(repo: &str, branch: &str, files: &[(&str, Option<&str>)], item: &str) -> CommitRequest {
+    CommitRequest {
+        repository: repo.into(),
+        branch: branch.into(),
+        files: files
+            .iter()
+            .map(|(p, c)| FileChange {
+                path: RepoPath::parse(p).unwrap(),
+                content: c.map(str::to_string),
+            })
+            .collect(),
+        message: format!("Commit {item}"),
+        author: "Agentry Developer".into(),
+        idempotency_key: key(item),
+    }
+}
+
+/// Runs git on a repository the way a user would, isolated from their config.
+fn git(args: &[&str], cwd: &Path) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=Tester", "-c", "user.email=t@example.com"])
+        .args([
+            "-c",
+            "commit.gpgsign=false",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(cwd)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn files_under(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                out.push(path.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn wiki_pages_are_mirrored_as_markdown_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = open(dir.path()).await;
+    let wiki = local.wiki();
+    wiki.ensure_space("DOCS", "Docs").await.unwrap();
+    let overview = wiki
+        .create_page(page("DOCS", "Overview", None, "# Overview\n"))
+        .await
+        .unwrap();
+    let api = wiki
+        .create_page(page("DOCS", "API", Some(&overview.id), "v1 body"))
+        .await
+        .unwrap();
+    wiki.create_page(page("DOCS", "../../Escape: attempt?", None, "x"))
+        .await
+        .unwrap();
+    let space = dir.path().join("wiki").join("DOCS");
+    assert_eq!(
+        files_under(&space),
+        vec!["Escape-attempt.md", "Overview.md", "Overview/API.md"]
+    );
+    let api_file = read(&space.join("Overview/API.md"));
+    let expected_head = format!(
+        "---\nid: {}\ntitle: \"API\"\nversion: 1\nparent: {}\n",
+        api.id, overview.id
+    );
+    assert!(api_file.starts_with(&expected_head), "{api_file}");
+    assert!(api_file.ends_with("---\n\nv1 body\n"), "{api_file}");
+    assert!(read(&space.join("Overview.md")).contains("parent: null\n"));
+
+    // A new version rewrites the file; a rename moves it.
+    wiki.update_page(PageUpdate {
+        id: api.id.clone(),
+        title: None,
+        body: "v2 body".into(),
+        expected_version: Some(1),
+        idempotency_key: key("api-v2"),
+    })
+    .await
+    .unwrap();
+    let api_file = read(&space.join("Overview/API.md"));
+    assert!(
+        api_file.contains("version: 2\n") && api_file.ends_with("v2 body\n"),
+        "{api_file}"
+    );
+    wiki.update_page(PageUpdate {
+        id: overview.id.clone(),
+        title: Some("Project Overview".into()),
+        body: "# Overview\n".into(),
+        expected_version: None,
+        idempotency_key: key("overview-rename"),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        files_under(&space),
+        vec![
+            "Escape-attempt.md",
+            "Project-Overview.md",
+            "Project-Overview/API.md"
+        ]
+    );
+    assert_eq!(
+        wiki.mirror_path(&api.id).await.unwrap(),
+        PathBuf::from("Project-Overview/API.md")
+    );
+}
+
+#[tokio::test]
+async fn reopening_finds_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let (issue, page_id, sha) = {
+        let local = open(dir.path()).await;
+        let tracker = local.tracker();
+        tracker.ensure_project("SHOP", "Shop").await.unwrap();
+        let issue = tracker
+            .create_issue(NewIssue {
+                project: "SHOP".into(),
+                kind: IssueKind::Epic,
+                title: "Checkout".into(),
+                description: String::new(),
+                parent: None,
+                labels: vec![],
+                idempotency_key: key("epic"),
+            })
+            .await
+            .unwrap();
+        let wiki = local.wiki();
+        wiki.ensure_space("SHOP", "Shop").await.unwrap();
+        let page = wiki
+            .create_page(page("SHOP", "Home", None, "hello"))
+            .await
+            .unwrap();
+        let host = local.code_host();
+        host.ensure_repository("shop", "The shop").await.unwrap();
+        let info = host
+            .commit_files(commit("shop", "feature/x", &[("x.txt", Some("x"))], "x"))
+            .await
+            .unwrap();
+        host.create_merge_request(NewMergeRequest {
+            repository: "shop".into(),
+            source_branch: "feature/x".into(),
+            target_branch: "main".into(),
+            title: "X".into(),
+            description: String::new(),
+            idempotency_key: key("mr"),
+        })
+        .await
+        .unwrap();
+        local.close().await;
+        (issue, page.id, info.sha)
+    };
+    let local = open(dir.path()).await;
+    assert_eq!(local.tracker().get_issue("SHOP-1").await.unwrap(), issue);
+    let next = local
+        .tracker()
+        .create_issue(NewIssue {
+            project: "SHOP".into(),
+            kind: IssueKind::Story,
+            title: "Pay".into(),
+            description: String::new(),
+            parent: Some("SHOP-1".into()),
+            labels: vec![],
+            idempotency_key: key("story"),
+        })
+        .await
+        .unwrap();
+    assert_eq!(next.key, "SHOP-2");
+    assert_eq!(local.wiki().get_page(&page_id).await.unwrap().body, "hello");
+    let host = local.code_host();
+    assert_eq!(host.commits("shop", "feature/x").await.unwrap()[0].sha, sha);
+    let mr = host.get_merge_request("shop", 1).await.unwrap();
+    assert_eq!(mr.state, MergeRequestState::Opened);
+}
+
+#[tokio::test]
+async fn bare_repository_history_carries_the_trailer() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = open(dir.path()).await;
+    let host = local.code_host();
+    let repo = host
+        .ensure_repository("url-shortener", "Shortens URLs")
+        .await
+        .unwrap();
+    assert_eq!(
+        PathBuf::from(&repo.clone_url),
+        dir.path()
+            .canonicalize()
+            .unwrap()
+            .join("repos/url-shortener.git")
+    );
+    let info = host
+        .commit_files(commit(
+            "url-shortener",
+            "main",
+            &[("src/app.py", Some("app")), ("README.md", Some("# Hi\n"))],
+            "first",
+        ))
+        .await
+        .unwrap();
+    let bare = PathBuf::from(&repo.clone_url);
+    let log = git(&["log", "--format=%H|%an|%ae|%cn|%B%x00", "main"], &bare);
+    let newest = log.split('\0').next().unwrap();
+    assert!(
+        newest.starts_with(&format!(
+            "{}|Agentry Developer|developer@agentry.local|Agentry Developer|Commit first\n",
+            info.sha
+        )),
+        "{newest}"
+    );
+    assert!(
+        newest.contains(&format!("{IDEMPOTENCY_TRAILER}: wf:1:test/first")),
+        "{newest}"
+    );
+    let trailers = git(
+        &[
+            "log",
+            "-1",
+            "--format=%(trailers:key=Agentry-Idempotency-Key,valueonly)",
+            "main",
+        ],
+        &bare,
+    );
+    assert_eq!(trailers.trim(), "wf:1:test/first");
+    assert_eq!(git(&["rev-list", "--count", "main"], &bare).trim(), "2");
+    // It clones like any repository.
+    let clone = dir.path().join("clone");
+    git(
+        &["clone", "--quiet", &repo.clone_url, clone.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(read(&clone.join("src/app.py")), "app");
+}
+
+#[tokio::test]
+async fn writing_through_a_committed_symlink_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = open(dir.path()).await;
+    let host = local.code_host();
+    let repo = host.ensure_repository("linky", "").await.unwrap();
+    let work = dir.path().join("work");
+    git(
+        &["clone", "--quiet", &repo.clone_url, work.to_str().unwrap()],
+        dir.path(),
+    );
+    std::os::unix::fs::symlink("/etc", work.join("etc-link")).unwrap();
+    std::fs::create_dir(work.join("docs")).unwrap();
+    std::os::unix::fs::symlink("../..", work.join("docs/up")).unwrap();
+    git(&["add", "-A"], &work);
+    git(&["commit", "--quiet", "-m", "Add symlinks"], &work);
+    git(&["push", "--quiet", "origin", "main"], &work);
+
+    for (path, content) in [
+        ("etc-link/passwd", Some("pwned")),
+        ("docs/up/escape.txt", Some("pwned")),
+        ("etc-link", Some("now a file")),
+        ("etc-link/passwd", None),
+    ] {
+        let err = host
+            .commit_files(commit("linky", "main", &[(path, content)], path))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidInput(m) if m.contains("symlink") && m.contains(path)),
+            "{path}: {err}"
+        );
+    }
+    assert_eq!(host.commits("linky", "main").await.unwrap().len(), 2);
+    // Deleting the link itself is fine.
+    let info = host
+        .commit_files(commit("linky", "main", &[("etc-link", None)], "unlink"))
+        .await
+        .unwrap();
+    assert_eq!(info.files, vec!["etc-link"]);
+}
+
+#[tokio::test]
+async fn files_and_directories_cannot_swap_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = open(dir.path()).await;
+    let host = local.code_host();
+    host.ensure_repository("tree", "").await.unwrap();
+    host.commit_files(commit("tree", "main", &[("src/a.py", Some("a"))], "a"))
+        .await
+        .unwrap();
+    for (files, item, mention) in [
+        (
+            vec![("src", Some("file over dir"))],
+            "f-over-d",
+            "directory",
+        ),
+        (
+            vec![("src/a.py/b", Some("dir over file"))],
+            "d-over-f",
+            "src/a.py",
+        ),
+        (
+            vec![("x", Some("1")), ("x", Some("2"))],
+            "twice",
+            "more than once",
+        ),
+    ] {
+        let err = host
+            .commit_files(commit("tree", "main", &files, item))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidInput(m) if m.contains(mention)),
+            "{item}: {err}"
+        );
+    }
+    // Replacing a file by a directory works when the file is deleted too.
+    host.commit_files(commit(
+        "tree",
+        "main",
+        &[("src/a.py", None), ("src/a.py/b", Some("b"))],
+        "swap",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        host.list_files("tree", "main").await.unwrap(),
+        vec!["README.md", "src/a.py/b"]
+    );
+    // A change that changes nothing returns the head.
+    let head = host.commits("tree", "main").await.unwrap()[0].clone();
+    let same = host
+        .commit_files(commit("tree", "main", &[("src/a.py/b", Some("b"))], "noop"))
+        .await
+        .unwrap();
+    assert_eq!(same, head);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = open(dir.path()).await;
+    let host: Arc<dyn CodeHost> = local.code_host();
+    let tracker: Arc<dyn Tracker> = local.tracker();
+    host.ensure_repository("busy", "").await.unwrap();
+    tracker.ensure_project("BUSY", "Busy").await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let host = host.clone();
+        let tracker = tracker.clone();
+        tasks.push(tokio::spawn(async move {
+            let name = format!("file-{i}.txt");
+            let info = host
+                .commit_files(commit("busy", "main", &[(&name, Some("x"))], &name))
+                .await
+                .unwrap();
+            let issue = tracker
+                .create_issue(NewIssue {
+                    project: "BUSY".into(),
+                    kind: IssueKind::Task,
+                    title: name.clone(),
+                    description: String::new(),
+                    parent: None,
+                    labels: vec![],
+                    idempotency_key: key(&name),
+                })
+                .await
+                .unwrap();
+            (info.sha, issue.key)
+        }));
+    }
+    let mut keys = Vec::new();
+    for task in tasks {
+        keys.push(task.await.unwrap().1);
+    }
+    assert_eq!(host.commits("busy", "main").await.unwrap().len(), 9);
+    assert_eq!(host.list_files("busy", "main").await.unwrap().len(), 9);
+    keys.sort_by_key(|k| k[5..].parse::<u32>().unwrap());
+    let want: Vec<String> = (1..=8).map(|n| format!("BUSY-{n}")).collect();
+    assert_eq!(keys, want);
+}
+
+#[tokio::test]
+async fn diverged_branches_merge_with_a_merge_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = open(dir.path()).await;
+    let host = local.code_host();
+    let repo = host.ensure_repository("merge", "").await.unwrap();
+    host.ensure_branch("merge", "feature", "main")
+        .await
+        .unwrap();
+    host.commit_files(commit("merge", "feature", &[("f.txt", Some("f"))], "f"))
+        .await
+        .unwrap();
+    host.commit_files(commit("merge", "main", &[("m.txt", Some("m"))], "m"))
+        .await
+        .unwrap();
+    let mr = host
+        .create_merge_request(NewMergeRequest {
+            repository: "merge".into(),
+            source_branch: "feature".into(),
+            target_branch: "main".into(),
+            title: "Feature".into(),
+            description: String::new(),
+            idempotency_key: key("mr"),
+        })
+        .await
+        .unwrap();
+    let merged = host
+        .update_merge_request(
+            "merge",
+            mr.id,
+            MergeRequestUpdate {
+                state: Some(MergeRequestState::Merged),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(merged.state, MergeRequestState::Merged);
+    let parents = git(
+        &["log", "-1", "--format=%P", "main"],
+        Path::new(&repo.clone_url),
+    );
+    assert_eq!(parents.split_whitespace().count(), 2, "{parents}");
+    let mut files = host.list_files("merge", "main").await.unwrap();
+    files.sort();
+    assert_eq!(files, vec!["README.md", "f.txt", "m.txt"]);
+    let newest = &host.commits("merge", "main").await.unwrap()[0];
+    assert!(newest
+        .title
+        .starts_with("Merge branch 'feature' into 'main'"));
+    assert_eq!(newest.files, vec!["f.txt"]);
+}
+
+#[tokio::test]
+async fn schema_is_applied_once_and_leaves_other_tables_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("agentry.db");
+    // The store gets there first with its own migrator's table.
+    {
+        let pool = sqlx::SqlitePool::connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&db)
+                .create_if_missing(true),
+        )
+        .await
+        .unwrap();
+        sqlx::query("CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+    // Two openers at once, then a third later.
+    let (a, b) = tokio::join!(open(dir.path()), open(dir.path()));
+    a.close().await;
+    b.close().await;
+    let local = open(dir.path()).await;
+    local.close().await;
+
+    let pool =
+        sqlx::SqlitePool::connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(&db))
+            .await
+            .unwrap();
+    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM local_integrations_schema")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(versions, vec![agentry_integrations_local::SCHEMA_VERSION]);
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    for table in [
+        "_sqlx_migrations",
+        "code_merge_requests",
+        "code_repositories",
+        "tracker_attachments",
+        "tracker_comments",
+        "tracker_idempotency",
+        "tracker_issues",
+        "tracker_links",
+        "tracker_projects",
+        "wiki_page_versions",
+        "wiki_pages",
+        "wiki_spaces",
+    ] {
+        assert!(
+            tables.iter().any(|t| t == table),
+            "missing {table}: {tables:?}"
+        );
+    }
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test]
+async fn attachment_bytes_are_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = open(dir.path()).await;
+    let tracker = local.tracker();
+    tracker.ensure_project("ATT", "Att").await.unwrap();
+    tracker
+        .create_issue(NewIssue {
+            project: "ATT".into(),
+            kind: IssueKind::Bug,
+            title: "Bug".into(),
+            description: String::new(),
+            parent: None,
+            labels: vec![],
+            idempotency_key: key("bug"),
+        })
+        .await
+        .unwrap();
+    let att = tracker
+        .add_attachment(agentry_core::NewAttachment {
+            issue: "ATT-1".into(),
+            filename: "log.bin".into(),
+            media_type: "application/octet-stream".into(),
+            content: vec![0, 159, 146, 150],
+            idempotency_key: key("att"),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        tracker.attachment_content(&att.id).await.unwrap(),
+        vec![0, 159, 146, 150]
+    );
+    let _: &dyn Wiki = local.wiki().as_ref();
+}

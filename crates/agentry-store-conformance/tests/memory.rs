@@ -1,0 +1,7 @@
+//! The suite against the in-memory store (`agentry-store-memory`).
+
+use std::sync::Arc;
+
+use agentry_store_memory::MemoryStore;
+
+agentry_store_conformance::store_conformance_tests!(async { Arc::new(MemoryStore::new()) });

@@ -1,0 +1,592 @@
+//! What the SQLite store promises beyond the shared conformance suite:
+//! durability across reopen, migrations, clear errors on foreign files, the
+//! seed's table layout, and group commit.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agentry_core::{
+    CommitOutcome, Error, ErrorClass, Event, EventKind, StateDelta, Store, WorkflowId,
+    WorkflowStatus,
+};
+use agentry_store_conformance::{
+    advance_to, commit_of, commit_ok, output, snapshot, started, task,
+};
+use agentry_store_sqlite::{SqliteStore, SqliteStoreOptions, Synchronous};
+use serde_json::json;
+use sqlx::Row;
+
+async fn open(path: &Path) -> Arc<SqliteStore> {
+    Arc::new(
+        SqliteStore::open(path, SqliteStoreOptions::default())
+            .await
+            .expect("open store"),
+    )
+}
+
+fn dyn_store(store: &Arc<SqliteStore>) -> Arc<dyn Store> {
+    store.clone()
+}
+
+/// Polls `condition` until it holds, failing after five seconds.
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// A workflow with one committed step, its outputs, context and events.
+async fn busy_workflow(store: &Arc<dyn Store>, request_id: &str) -> WorkflowId {
+    let id = started(store, request_id, &["business_analyst"]).await;
+    let delta = StateDelta {
+        agent_outputs: vec![output(
+            "business_analyst",
+            "analysis",
+            json!({"epics": ["cart"]}),
+        )],
+        shared_context: BTreeMap::from([("scope".to_string(), json!("mvp"))]),
+        jira_tickets: vec!["SHOP-1".to_string()],
+        ..StateDelta::default()
+    };
+    commit_ok(
+        store,
+        commit_of(
+            &task(id, 0, "business_analyst"),
+            delta,
+            Some(advance_to(1, &["developer"])),
+        ),
+    )
+    .await;
+    id
+}
+
+#[tokio::test]
+async fn everything_survives_drop_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/dirs/agentry.db");
+    let (id, before, events) = {
+        let store = open(&path).await;
+        let s = dyn_store(&store);
+        let id = busy_workflow(&s, "req-durable").await;
+        let events = s.unpublished_events(100).await.unwrap();
+        (id, snapshot(&s, id).await, events)
+        // Dropped here without close(): a crash-like exit of the handle.
+    };
+    assert!(path.exists(), "open creates missing parent directories");
+
+    let store = open(&path).await;
+    let s = dyn_store(&store);
+    assert_eq!(
+        snapshot(&s, id).await,
+        before,
+        "the reopened file holds everything"
+    );
+    assert_eq!(
+        s.unpublished_events(100).await.unwrap(),
+        events,
+        "the outbox survives"
+    );
+    let state = s.state_at(id, None).await.unwrap();
+    assert_eq!(state.jira_tickets, vec!["SHOP-1"]);
+    // And it keeps working where it left off.
+    let seq = commit_ok(
+        &s,
+        commit_of(&task(id, 1, "developer"), StateDelta::default(), None),
+    )
+    .await;
+    assert_eq!(seq, 3);
+}
+
+#[tokio::test]
+async fn close_then_reopen_finds_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agentry.db");
+    let store = open(&path).await;
+    let s = dyn_store(&store);
+    let id = busy_workflow(&s, "req-close").await;
+    let before = snapshot(&s, id).await;
+    drop(s);
+    let store = Arc::try_unwrap(store).expect("sole handle");
+    store.close().await;
+    assert!(
+        std::fs::metadata(format!("{}-wal", path.display())).map_or(true, |m| m.len() == 0),
+        "a clean close checkpoints the write-ahead log into the database"
+    );
+    let reopened = open(&path).await;
+    assert_eq!(snapshot(&dyn_store(&reopened), id).await, before);
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent_and_leave_other_tables_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agentry.db");
+    let store = open(&path).await;
+    // Another crate's tables and its own schema-version table, in the same file.
+    sqlx::query("CREATE TABLE tracker_issues (key TEXT PRIMARY KEY, title TEXT)")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE integrations_schema_version (version INTEGER)")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO tracker_issues VALUES ('SHOP-1', 'Cart')")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let id = busy_workflow(&dyn_store(&store), "req-migrate").await;
+    drop(store);
+
+    for _ in 0..2 {
+        let store = open(&path).await;
+        let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(applied, 1, "each migration is applied once");
+        let title: String =
+            sqlx::query_scalar("SELECT title FROM tracker_issues WHERE key = 'SHOP-1'")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert_eq!(title, "Cart", "other crates' tables are untouched");
+        assert_eq!(store.get_workflow(id).await.unwrap().cursor.step, 1);
+    }
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_database_is_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.txt");
+    std::fs::write(&path, "These are my notes, not a database.\n".repeat(200)).unwrap();
+    let error = SqliteStore::open(&path, SqliteStoreOptions::default())
+        .await
+        .expect_err("a text file is not a store");
+    let message = error.to_string();
+    assert_eq!(error.class(), ErrorClass::Permanent, "{message}");
+    assert!(
+        message.contains(&path.display().to_string()),
+        "names the path: {message}"
+    );
+    assert!(
+        message.contains("not a SQLite database"),
+        "says what is wrong: {message}"
+    );
+    assert!(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .starts_with("These are my notes"),
+        "the foreign file is left as it was"
+    );
+}
+
+#[tokio::test]
+async fn seed_tables_keep_the_seed_column_names() {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    let check = |table: &'static str,
+                 seed: &'static [&'static str],
+                 extra: &'static [&'static str]| {
+        let pool = store.pool().clone();
+        async move {
+            let rows = sqlx::query(&format!("PRAGMA table_info({table})"))
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            let columns: Vec<String> = rows.iter().map(|r| r.get::<String, _>("name")).collect();
+            assert_eq!(
+                &columns[..seed.len()],
+                seed,
+                "{table} starts with the seed's columns, in order"
+            );
+            for column in extra {
+                assert!(
+                    columns.iter().any(|c| c == column),
+                    "{table} has {column}: {columns:?}"
+                );
+            }
+        }
+    };
+    check(
+        "workflows",
+        &[
+            "id",
+            "request_id",
+            "requirements",
+            "status",
+            "created_at",
+            "updated_at",
+        ],
+        &[
+            "workflow_name",
+            "definition",
+            "options",
+            "tenant",
+            "cursor",
+            "current_step",
+        ],
+    )
+    .await;
+    check(
+        "agent_outputs",
+        &[
+            "id",
+            "workflow_id",
+            "agent_name",
+            "output_type",
+            "content",
+            "created_at",
+        ],
+        &["step"],
+    )
+    .await;
+    check(
+        "shared_context",
+        &["id", "workflow_id", "key", "value", "updated_at"],
+        &[],
+    )
+    .await;
+    check(
+        "checkpoints",
+        &[
+            "workflow_id",
+            "seq",
+            "step",
+            "node",
+            "attempt",
+            "delta",
+            "cursor",
+            "status",
+            "current_step",
+            "note",
+            "created_at",
+        ],
+        &[],
+    )
+    .await;
+    check(
+        "events",
+        &[
+            "seq",
+            "id",
+            "kind",
+            "workflow_id",
+            "step",
+            "node",
+            "attempt",
+            "request_id",
+            "payload",
+            "at",
+            "published",
+        ],
+        &[],
+    )
+    .await;
+
+    // The seed's UNIQUE request_id, and the store's UNIQUE (workflow_id, key).
+    let unique_columns = |table: &'static str| {
+        let pool = store.pool().clone();
+        async move {
+            let indexes = sqlx::query(&format!("PRAGMA index_list({table})"))
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            let mut uniques = Vec::new();
+            for index in indexes.iter().filter(|i| i.get::<i64, _>("unique") == 1) {
+                let name: String = index.get("name");
+                let cols = sqlx::query(&format!("PRAGMA index_info('{name}')"))
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+                uniques.push(
+                    cols.iter()
+                        .map(|c| c.get::<String, _>("name"))
+                        .collect::<Vec<_>>(),
+                );
+            }
+            uniques
+        }
+    };
+    assert!(unique_columns("workflows")
+        .await
+        .contains(&vec!["request_id".to_string()]));
+    assert!(unique_columns("shared_context")
+        .await
+        .contains(&vec!["workflow_id".to_string(), "key".to_string()]));
+    assert!(unique_columns("checkpoints").await.contains(&vec![
+        "workflow_id".to_string(),
+        "step".to_string(),
+        "node".to_string()
+    ]));
+}
+
+#[tokio::test]
+async fn connections_use_wal_the_chosen_synchronous_and_foreign_keys() {
+    for (synchronous, level) in [(Synchronous::Full, 2i64), (Synchronous::Normal, 1)] {
+        let options = SqliteStoreOptions::default().with_synchronous(synchronous);
+        let store = SqliteStore::open_temporary(options).await.unwrap();
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(sync, level, "synchronous {synchronous}");
+        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(fk, 1);
+    }
+}
+
+#[tokio::test]
+async fn checkpoints_store_deltas_not_states() {
+    let store = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+    let s = dyn_store(&store);
+    let id = busy_workflow(&s, "req-delta").await;
+    let second = StateDelta {
+        shared_context: BTreeMap::from([("round".to_string(), json!(2))]),
+        ..StateDelta::default()
+    };
+    commit_ok(
+        &s,
+        commit_of(&task(id, 1, "developer"), second.clone(), None),
+    )
+    .await;
+    let stored: String =
+        sqlx::query_scalar("SELECT delta FROM checkpoints WHERE workflow_id = ?1 AND seq = 3")
+            .bind(id.to_string())
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&stored).unwrap(),
+        serde_json::to_value(&second).unwrap()
+    );
+    assert!(
+        !stored.contains("SHOP-1"),
+        "the earlier step's data is not repeated: {stored}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_batches_200_concurrent_commits() {
+    let store = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+    let s = dyn_store(&store);
+    let mut ids = Vec::new();
+    for i in 0..200 {
+        ids.push(started(&s, &format!("req-group-{i}"), &["developer"]).await);
+    }
+    let before = store.write_stats();
+    let handles: Vec<_> = ids
+        .iter()
+        .map(|&id| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let delta = StateDelta {
+                    agent_outputs: vec![output(
+                        "developer",
+                        "implementation",
+                        json!({"id": id.to_string()}),
+                    )],
+                    ..StateDelta::default()
+                };
+                s.commit_task(commit_of(
+                    &task(id, 0, "developer"),
+                    delta,
+                    Some(advance_to(1, &["qa"])),
+                ))
+                .await
+            })
+        })
+        .collect();
+    for handle in handles {
+        assert!(matches!(
+            handle.await.unwrap().unwrap(),
+            CommitOutcome::Committed { seq: 2 }
+        ));
+    }
+    let after = store.write_stats();
+    let requests = after.requests - before.requests;
+    let batches = after.batches - before.batches;
+    assert_eq!(requests, 200);
+    assert!(
+        batches < requests,
+        "200 concurrent commits share transactions: {batches} batches"
+    );
+    assert!(after.largest_batch > 1);
+    for &id in &ids {
+        let snap = snapshot(&s, id).await;
+        assert_eq!(snap.record.cursor.step, 1, "{id}");
+        assert_eq!(snap.checkpoints.len(), 2);
+        assert_eq!(snap.outputs[0].content, json!({"id": id.to_string()}));
+        assert_eq!(snap.events.len(), 2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_request_in_a_batch_fails_alone() {
+    let store = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+    let s = dyn_store(&store);
+    let ok_a = started(&s, "req-ok-a", &["n"]).await;
+    let stale = started(&s, "req-stale", &["n"]).await;
+    let broken = started(&s, "req-broken", &["n"]).await;
+    let ok_b = started(&s, "req-ok-b", &["n"]).await;
+    let blocker = started(&s, "req-blocker", &["n"]).await;
+    let broken_before = snapshot(&s, broken).await;
+    let stale_before = snapshot(&s, stale).await;
+
+    // Hold SQLite's write lock from another connection, so the writer waits
+    // while the requests below queue up behind it and land in ONE batch.
+    let mut lock = store.pool().acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let commit = |id: WorkflowId, step: u64| {
+        commit_of(
+            &task(id, step, "n"),
+            StateDelta {
+                shared_context: BTreeMap::from([("k".to_string(), json!(id.to_string()))]),
+                ..StateDelta::default()
+            },
+            Some(advance_to(step + 1, &["n"])),
+        )
+    };
+    let taken = store.write_stats().requests;
+    let first = tokio::spawn({
+        let s = s.clone();
+        let c = commit(blocker, 0);
+        async move { s.commit_task(c).await }
+    });
+    eventually("the writer took the first request", || {
+        store.write_stats().requests == taken + 1
+    })
+    .await;
+    // An event about a workflow that does not exist violates a foreign key.
+    let mut bad = commit(broken, 0);
+    bad.events.push(Event::workflow(
+        EventKind::ContextUpdated,
+        WorkflowId::new(),
+        json!({}),
+    ));
+    let requests = vec![commit(ok_a, 0), commit(stale, 3), bad, commit(ok_b, 0)];
+    let handles: Vec<_> = requests
+        .into_iter()
+        .map(|c| {
+            let s = s.clone();
+            tokio::spawn(async move { s.commit_task(c).await })
+        })
+        .collect();
+    eventually("four requests queued", || store.write_stats().queued == 4).await;
+    let batches_before = store.write_stats().batches;
+    sqlx::query("COMMIT").execute(&mut *lock).await.unwrap();
+    drop(lock);
+
+    assert!(matches!(
+        first.await.unwrap(),
+        Ok(CommitOutcome::Committed { .. })
+    ));
+    let mut results = Vec::new();
+    for handle in handles {
+        results.push(handle.await.unwrap());
+    }
+    let stats = store.write_stats();
+    assert_eq!(
+        stats.batches,
+        batches_before + 1,
+        "the four queued requests ran in one batch"
+    );
+    assert!(stats.largest_batch >= 4);
+
+    assert!(
+        matches!(results[0], Ok(CommitOutcome::Committed { seq: 2 })),
+        "{:?}",
+        results[0]
+    );
+    assert_eq!(
+        results[1],
+        Ok(CommitOutcome::Stale {
+            status: WorkflowStatus::Running,
+            step: 0
+        })
+    );
+    match &results[2] {
+        Err(Error::Permanent(message)) => assert!(message.contains("constraint"), "{message}"),
+        other => panic!("the broken request gets its own permanent error, got {other:?}"),
+    }
+    assert!(
+        matches!(results[3], Ok(CommitOutcome::Committed { seq: 2 })),
+        "{:?}",
+        results[3]
+    );
+
+    for id in [ok_a, ok_b] {
+        let snap = snapshot(&s, id).await;
+        assert_eq!(snap.record.cursor.step, 1);
+        assert_eq!(snap.context["k"], json!(id.to_string()));
+        assert_eq!(snap.events.len(), 2);
+    }
+    assert_eq!(
+        snapshot(&s, broken).await,
+        broken_before,
+        "the failed request left nothing"
+    );
+    assert_eq!(
+        snapshot(&s, stale).await,
+        stale_before,
+        "the stale request left nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_write_locked_out_past_the_busy_timeout_is_transient() {
+    let options = SqliteStoreOptions {
+        busy_timeout: Duration::from_millis(100),
+        ..SqliteStoreOptions::default()
+    };
+    let store = Arc::new(SqliteStore::open_temporary(options).await.unwrap());
+    let s = dyn_store(&store);
+    let id = started(&s, "req-busy", &["n"]).await;
+    let mut lock = store.pool().acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let commit = commit_of(&task(id, 0, "n"), StateDelta::default(), None);
+    let error = s.commit_task(commit.clone()).await.expect_err("locked out");
+    assert_eq!(error.class(), ErrorClass::Transient, "{error}");
+    sqlx::query("ROLLBACK").execute(&mut *lock).await.unwrap();
+    drop(lock);
+    assert_eq!(
+        s.commit_task(commit).await.unwrap(),
+        CommitOutcome::Committed { seq: 2 },
+        "a retry succeeds once the lock is gone"
+    );
+}
+
+#[tokio::test]
+async fn file_size_counts_the_database_and_its_log() {
+    let store = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+    let empty = store.file_size_bytes().unwrap();
+    assert!(empty > 0);
+    let s = dyn_store(&store);
+    for i in 0..20 {
+        busy_workflow(&s, &format!("req-size-{i}")).await;
+    }
+    assert!(
+        store.file_size_bytes().unwrap() > empty,
+        "writes take space"
+    );
+    assert!(store.path().ends_with("agentry.db"));
+}
