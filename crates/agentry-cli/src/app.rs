@@ -10,7 +10,10 @@ use serde_json::{json, Value};
 
 use agentry_agents::{AgentConfig, AgentDeps, AgentNodeRunner};
 use agentry_bus_inproc::InprocBus;
-use agentry_core::{CodeHost, LlmProvider, SandboxLimits, Store, Tracker, Wiki, WorkflowRecord};
+use agentry_core::{
+    CodeHost, LlmProvider, NodeContext, NodeOutput, NodeRunner, SandboxLimits, Store, Tracker,
+    Wiki, WorkflowRecord,
+};
 use agentry_engine::{Engine, EngineConfig, WorkflowDefinition};
 use agentry_integrations_local::LocalIntegrations;
 use agentry_llm_scripted::ScriptedProvider;
@@ -24,8 +27,6 @@ use crate::config::Config;
 pub struct App {
     /// Effective configuration.
     pub config: Config,
-    /// Data directory.
-    pub data_dir: PathBuf,
     /// The store.
     pub store: Arc<SqliteStore>,
     /// The tracker.
@@ -72,7 +73,6 @@ impl App {
             sandbox: Arc::new(sandbox),
             store: Arc::new(store),
             config,
-            data_dir,
         })
     }
 
@@ -108,20 +108,26 @@ impl App {
                 ..AgentConfig::default()
             },
         );
-        let engine = Engine::new(
-            self.store(),
-            Arc::new(InprocBus::new()),
-            Arc::new(runner),
-            EngineConfig::default(),
-        );
-        let queues = agentry_core::AgentRole::ALL
-            .iter()
-            .map(|r| r.as_str().to_string())
-            .collect();
+        let engine = self.engine_with(Arc::new(runner));
         engine
-            .start_workers(queues, self.config.engine.workers)
+            .start_workers(Engine::all_queues(), self.config.engine.workers)
             .await;
         Ok(engine)
+    }
+
+    /// An engine for control actions (cancel, reject): it runs no node and
+    /// starts no worker.
+    pub fn control_engine(&self) -> Engine {
+        self.engine_with(Arc::new(ControlOnly))
+    }
+
+    fn engine_with(&self, runner: Arc<dyn NodeRunner>) -> Engine {
+        Engine::new(
+            self.store(),
+            Arc::new(InprocBus::new()),
+            runner,
+            EngineConfig::default(),
+        )
     }
 
     /// A workflow by id text, with a clear error for a malformed or unknown id.
@@ -263,4 +269,18 @@ impl LlmChoice {
 /// The process environment as a map (for config overrides).
 pub fn env_map() -> BTreeMap<String, String> {
     std::env::vars().collect()
+}
+
+/// The runner of a control-only engine: it has no workers, so it is never
+/// asked to run a node; if it were, it refuses rather than run agents.
+struct ControlOnly;
+
+#[async_trait::async_trait]
+impl NodeRunner for ControlOnly {
+    async fn run(&self, ctx: NodeContext) -> agentry_core::Result<NodeOutput> {
+        Err(agentry_core::Error::permanent(format!(
+            "task {} reached a control-only engine",
+            ctx.task
+        )))
+    }
 }

@@ -38,7 +38,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Approve(args) => approve(&app, args, json).await,
         Command::Reject(args) => {
             let record = app.workflow(&args.id).await?;
-            let engine = control_engine(&app).await?;
+            let engine = app.control_engine();
             let record = engine
                 .reject(record.id, &args.reason)
                 .await
@@ -48,7 +48,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Cancel(args) => {
             let record = app.workflow(&args.id).await?;
-            let engine = control_engine(&app).await?;
+            let engine = app.control_engine();
             let record = engine
                 .cancel(record.id, &args.reason)
                 .await
@@ -145,16 +145,6 @@ async fn approve(app: &App, args: ApproveArgs, json: bool) -> Result<ExitCode> {
 /// flags override it.
 async fn engine_for(app: &App, record: &WorkflowRecord, llm: &LlmArgs) -> Result<Engine> {
     let choice = LlmChoice::resolve(llm, Some(&record.options), &app.config)?;
-    app.engine(choice.provider()?).await
-}
-
-/// An engine for control actions that run no agent (cancel, reject).
-async fn control_engine(app: &App) -> Result<Engine> {
-    let choice = LlmChoice {
-        provider: "demo".into(),
-        script: None,
-        latency_ms: 0,
-    };
     app.engine(choice.provider()?).await
 }
 
@@ -351,8 +341,13 @@ async fn bench_engine(args: &BenchEngineArgs, data_dir: Option<&Path>) -> Result
             let store = Arc::new(agentry_store_memory::MemoryStore::new());
             let size_store = store.clone();
             let dyn_store: Arc<dyn Store> = store;
-            agentry_engine::bench::bench_engine(dyn_store, cfg, move || size_store.approx_bytes())
-                .await
+            agentry_engine::bench::bench_engine(
+                dyn_store,
+                Arc::new(agentry_bus_inproc::InprocBus::new()),
+                cfg,
+                move || size_store.approx_bytes(),
+            )
+            .await
         }
         BenchStore::Sqlite => {
             let tmp;
@@ -383,22 +378,18 @@ async fn bench_engine(args: &BenchEngineArgs, data_dir: Option<&Path>) -> Result
             );
             let size_store = store.clone();
             let dyn_store: Arc<dyn Store> = store;
-            agentry_engine::bench::bench_engine(dyn_store, cfg, move || {
-                size_store.file_size_bytes()
-            })
+            agentry_engine::bench::bench_engine(
+                dyn_store,
+                Arc::new(agentry_bus_inproc::InprocBus::new()),
+                cfg,
+                move || size_store.file_size_bytes(),
+            )
             .await
         }
     }
     .map_err(|e| anyhow!("{e}"))?;
     let mut value = serde_json::to_value(&report)?;
     if let Value::Object(map) = &mut value {
-        map.insert(
-            "store".into(),
-            json!(match args.store {
-                BenchStore::Memory => "memory",
-                BenchStore::Sqlite => "sqlite",
-            }),
-        );
         if matches!(args.store, BenchStore::Sqlite) {
             map.insert("synchronous".into(), json!(args.synchronous));
         }

@@ -10,9 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentry_bus_inproc::InprocBus;
 use agentry_core::{
-    AgentOutputWrite, Error, NodeContext, NodeOutput, NodeRunner, Result, StateDelta, Store,
+    AgentOutputWrite, Bus, Error, NodeContext, NodeOutput, NodeRunner, Result, StateDelta, Store,
     WorkflowStatus,
 };
 use async_trait::async_trait;
@@ -162,6 +161,7 @@ pub fn peak_rss_mb() -> f64 {
 /// `MemoryStore::approx_bytes`, or the SQLite file size); it is called once.
 pub async fn bench_engine<F, R>(
     store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
     cfg: BenchConfig,
     store_bytes: F,
 ) -> Result<BenchReport>
@@ -178,12 +178,7 @@ where
         latency: cfg.node_latency,
         blob: Value::String("x".repeat(PAYLOAD_BYTES)),
     });
-    let engine = Engine::new(
-        store.clone(),
-        Arc::new(InprocBus::new()),
-        runner,
-        EngineConfig::default(),
-    );
+    let engine = Engine::new(store.clone(), bus, runner, EngineConfig::default());
     let workers = engine
         .start_workers(Engine::all_queues(), concurrency)
         .await;

@@ -1004,6 +1004,7 @@ async fn bench_smoke_runs_seven_steps_per_workflow() {
     let size = store.clone();
     let report = bench_engine(
         store,
+        Arc::new(InprocBus::new()),
         BenchConfig {
             workflows: 6,
             concurrency: 3,

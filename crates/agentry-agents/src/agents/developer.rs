@@ -110,7 +110,7 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
 
     let epics = context::epics(state)?;
     if env.ctx.visit == 0 {
-        move_stories(env.deps.tracker.as_ref(), &epics, "In Progress").await?;
+        move_stories(env.deps.tracker.as_ref(), &epics, "In Progress", true).await?;
     }
     let short: String = commit.sha.chars().take(8).collect();
     comment_on_epics(

@@ -105,7 +105,7 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
         )
         .await?;
     }
-    move_stories(env.deps.tracker.as_ref(), &epics, "Done").await?;
+    move_stories(env.deps.tracker.as_ref(), &epics, "Done", true).await?;
 
     let mut commits: Vec<String> =
         context::shared(state, context::DEVELOPER_COMMITS)?.unwrap_or_default();

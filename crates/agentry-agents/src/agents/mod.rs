@@ -9,7 +9,9 @@ pub mod devops;
 pub mod qa;
 pub mod writer;
 
-use agentry_core::{AgentOutputWrite, NewComment, Result, Tracker};
+use std::collections::BTreeSet;
+
+use agentry_core::{AgentOutputWrite, IssueKind, NewComment, Result, Tracker};
 use serde::Serialize;
 
 use crate::context::{EpicRecord, IssueRecord};
@@ -28,14 +30,52 @@ pub(crate) fn output(
     })
 }
 
-/// Moves every story of every epic to `status` (a no-op where it already is).
+/// Moves every story of every epic, and the tasks under those stories, to
+/// `status`; with `epics_too`, the epics as well (a no-op where an issue
+/// already is there).
 pub(crate) async fn move_stories(
     tracker: &dyn Tracker,
     epics: &[EpicRecord],
     status: &str,
+    epics_too: bool,
 ) -> Result<()> {
-    for story in epics.iter().flat_map(|e| e.stories.iter()) {
-        tracker.transition_issue(&story.key, status).await?;
+    let stories: Vec<&str> = epics
+        .iter()
+        .flat_map(|e| e.stories.iter().map(|s| s.key.as_str()))
+        .collect();
+    for story in &stories {
+        tracker.transition_issue(story, status).await?;
+    }
+    let projects: BTreeSet<&str> = stories
+        .iter()
+        .filter_map(|k| k.rsplit_once('-').map(|(p, _)| p))
+        .collect();
+    for project in projects {
+        for issue in tracker.list_issues(project).await? {
+            let under_story = issue
+                .parent
+                .as_deref()
+                .is_some_and(|p| stories.contains(&p));
+            if issue.kind == IssueKind::Task && under_story {
+                tracker.transition_issue(&issue.key, status).await?;
+            }
+        }
+    }
+    if epics_too {
+        for epic in epics {
+            tracker.transition_issue(&epic.key, status).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Closes the bugs QA filed in earlier rounds (their tests pass now).
+pub(crate) async fn close_fixed_bugs(tracker: &dyn Tracker, tickets: &[String]) -> Result<()> {
+    for key in tickets {
+        let issue = tracker.get_issue(key).await?;
+        if issue.kind == IssueKind::Bug && issue.status != "Done" {
+            tracker.transition_issue(key, "Done").await?;
+        }
     }
     Ok(())
 }

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::agents::business::analysis_context;
 use crate::agents::developer::failure_value;
-use crate::agents::{comment_on_epics, move_stories, output};
+use crate::agents::{close_fixed_bugs, comment_on_epics, move_stories, output};
 use crate::context::{self, compact, tail, MergeRequestRecord};
 use crate::output::QaReport;
 use crate::runner::AgentEnv;
@@ -102,7 +102,8 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
 
     let mut tickets = Vec::new();
     let failure = if run.passed {
-        move_stories(tracker.as_ref(), &epics, "In Review").await?;
+        move_stories(tracker.as_ref(), &epics, "In Review", false).await?;
+        close_fixed_bugs(tracker.as_ref(), &state.jira_tickets).await?;
         Value::Null
     } else {
         let bug = tracker
