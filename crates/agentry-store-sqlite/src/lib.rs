@@ -9,15 +9,22 @@
 //! allows one writer at a time and, at `synchronous = FULL`, every COMMIT
 //! costs an fsync; a commit per task would cap the engine at the disk's fsync
 //! rate. So every write is a request to one task owning the only write
-//! connection, which drains the queue into ONE `BEGIN IMMEDIATE` transaction,
-//! runs each request in its own `SAVEPOINT` (a failing, stale or duplicate
-//! request rolls back alone and gets its own answer), and COMMITs once: one
-//! fsync for up to `max_batch` commits, with the same durability per commit,
-//! since nobody is answered before the COMMIT. Reads use a separate pool,
-//! which WAL lets run alongside the writer.
+//! connection, which drains the queue into ONE `BEGIN IMMEDIATE` transaction
+//! and COMMITs once: one fsync for up to `max_batch` commits, with the same
+//! durability per commit, since nobody is answered before the COMMIT. Inside
+//! it, all the batch's task commits run as ONE statement (rows inserted into
+//! a TEMP view whose trigger is the commit, see `procedures`), because each
+//! sqlx statement is a round trip to another thread; a stale or duplicate
+//! commit writes nothing by construction, and a batch in which a request
+//! fails is rolled back and run again with a `SAVEPOINT` per request, so the
+//! failing one fails alone (see `writer`). Callers serialize their requests
+//! to JSON before queueing them, in parallel with the writer. Reads use a
+//! separate pool, which WAL lets run alongside the writer.
 
 mod error;
 mod options;
+mod procedures;
+mod requests;
 mod rows;
 mod writer;
 
@@ -46,6 +53,7 @@ use tracing::Instrument;
 pub use options::{SqliteStoreOptions, Synchronous};
 
 use crate::error::{db_error, is_not_a_database};
+use crate::requests::{seqs_json, CommitRequest, CreateRequest, TransitionRequest};
 use crate::rows::{
     checkpoint_from_row, context_from_rows, event_from_row, id_text, output_from_row, to_i64,
     workflow_from_row, CHECKPOINT_COLUMNS, EVENT_COLUMNS, OUTPUT_COLUMNS, WORKFLOW_COLUMNS,
@@ -69,6 +77,9 @@ pub struct WriteStats {
     pub requests: u64,
     /// The most requests one transaction carried.
     pub largest_batch: u64,
+    /// Batches run a second time, with a savepoint per request, because a
+    /// request failed in the first (savepoint-free) run.
+    pub careful_reruns: u64,
     /// Requests waiting in the queue right now.
     pub queued: usize,
 }
@@ -175,6 +186,14 @@ impl SqliteStore {
                 })
         })
         .await?;
+        bounded(&format!("preparing the writer of {shown}"), limit, async {
+            sqlx::raw_sql(procedures::INSTALL)
+                .execute(&mut writer)
+                .await
+                .map(|_| ())
+                .map_err(open_error)
+        })
+        .await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(options.read_connections.max(1))
             .min_connections(0)
@@ -219,6 +238,7 @@ impl SqliteStore {
             batches: self.counters.batches.load(Ordering::Relaxed),
             requests: self.counters.requests.load(Ordering::Relaxed),
             largest_batch: self.counters.largest_batch.load(Ordering::Relaxed),
+            careful_reruns: self.counters.careful_reruns.load(Ordering::Relaxed),
             queued: self.writes.max_capacity() - self.writes.capacity(),
         }
     }
@@ -370,7 +390,11 @@ impl Store for SqliteStore {
                 new.id, new.request_id
             )));
         }
-        match self.write("create_workflow", WriteOp::Create(new)).await? {
+        let request = CreateRequest::new(new)?;
+        match self
+            .write("create_workflow", WriteOp::Create(request))
+            .await?
+        {
             Written::Record(record) => Ok(*record),
             other => Err(unexpected("create_workflow", &other)),
         }
@@ -468,7 +492,8 @@ impl Store for SqliteStore {
         attempt = commit.task.attempt,
     ))]
     async fn commit_task(&self, commit: TaskCommit) -> Result<CommitOutcome> {
-        match self.write("commit_task", WriteOp::Commit(commit)).await? {
+        let request = CommitRequest::new(&commit)?;
+        match self.write("commit_task", WriteOp::Commit(request)).await? {
             Written::Outcome(outcome) => Ok(outcome),
             other => Err(unexpected("commit_task", &other)),
         }
@@ -476,8 +501,9 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(skip_all, fields(workflow_id = %id, status = %transition.status, note = %transition.note))]
     async fn transition(&self, id: WorkflowId, transition: Transition) -> Result<WorkflowRecord> {
+        let request = TransitionRequest::new(id, &transition)?;
         match self
-            .write("transition", WriteOp::Transition(id, transition))
+            .write("transition", WriteOp::Transition(request))
             .await?
         {
             Written::Record(record) => Ok(*record),
@@ -595,7 +621,7 @@ impl Store for SqliteStore {
         if seqs.is_empty() {
             return Ok(());
         }
-        self.write("mark_published", WriteOp::MarkPublished(seqs))
+        self.write("mark_published", WriteOp::MarkPublished(seqs_json(&seqs)?))
             .await
             .map(|_| ())
     }

@@ -1,39 +1,54 @@
 //! Group commit: the one task that writes.
 //!
 //! Every write (create, commit, transition, mark published) is a
-//! [`WriteRequest`] sent to [`run`], which owns the only write connection.
-//! It takes whatever is queued (up to `max_batch`), runs it in ONE
-//! `BEGIN IMMEDIATE` transaction with each request inside its own
-//! `SAVEPOINT` (a request that fails, or that must write nothing, such as a
-//! stale or duplicate commit, is rolled back alone), then `COMMIT`s once, so
-//! one fsync covers the whole batch. Replies go out only after the COMMIT.
+//! [`WriteRequest`], prepared by its caller (see [`crate::requests`]) and
+//! sent to [`run`], which owns the only write connection. It takes whatever
+//! is queued (up to `max_batch`), runs it in ONE `BEGIN IMMEDIATE`
+//! transaction and `COMMIT`s once, so one fsync covers the whole batch.
+//! Replies go out only after the COMMIT.
+//!
+//! A batch first runs optimistically, with no savepoints: the requests other
+//! than task commits one by one in queue order, then all the task commits in
+//! ONE statement (rows inserted into the `task_commits` view, see
+//! [`crate::procedures`]). Requests of one batch were all in flight at the
+//! same time, so any order among them is one the callers could have seen.
+//! Running without savepoints is safe because a request that must write
+//! nothing (a stale or duplicate commit, a create whose request id exists)
+//! writes nothing by construction: its guard is its first statement and the
+//! others depend on it. Only a FAILED request (an error from a statement, or
+//! a refusal such as a transition's conflict) may have written part of its
+//! rows, and a failed statement fails the whole group of task commits; then
+//! the whole batch is rolled back and run again carefully, in queue order,
+//! each request inside its own `SAVEPOINT`, so the failed one is rolled back
+//! alone, gets its own error, and the others commit as if it had not been
+//! there. Failures are rare, so the common batch pays neither for
+//! savepoints nor for a statement per task commit.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use agentry_core::{
-    CommitOutcome, Error, Event, NewWorkflow, Result, StateDelta, TaskCommit, Transition,
-    WorkflowId, WorkflowRecord, WorkflowStatus,
-};
+use agentry_core::{CommitOutcome, Error, Result, WorkflowRecord, WorkflowStatus};
 use chrono::Utc;
 use sqlx::{Row, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
-use uuid::Uuid;
 
 use crate::error::{db_error, is_primary_key_violation};
-use crate::rows::{id_text, timestamp, to_i64, workflow_from_row};
+use crate::procedures::{COMMIT_TASKS, TRANSITION};
+use crate::requests::{CommitRequest, CreateRequest, TransitionRequest};
+use crate::rows::{id_text, timestamp, workflow_from_row};
 
-/// A write the writer task performs.
+/// A write the writer task performs, prepared by the caller.
 pub(crate) enum WriteOp {
     /// [`agentry_core::Store::create_workflow`] (already validated).
-    Create(NewWorkflow),
+    Create(CreateRequest),
     /// [`agentry_core::Store::commit_task`].
-    Commit(TaskCommit),
+    Commit(CommitRequest),
     /// [`agentry_core::Store::transition`].
-    Transition(WorkflowId, Transition),
-    /// [`agentry_core::Store::mark_published`] (non-empty, in range).
-    MarkPublished(Vec<i64>),
+    Transition(TransitionRequest),
+    /// [`agentry_core::Store::mark_published`]: a non-empty JSON array of
+    /// seqs.
+    MarkPublished(String),
 }
 
 /// What a write produced.
@@ -59,12 +74,31 @@ pub(crate) struct WriterCounters {
     pub(crate) batches: AtomicU64,
     pub(crate) requests: AtomicU64,
     pub(crate) largest_batch: AtomicU64,
+    /// Batches run again in careful mode because a request failed.
+    pub(crate) careful_reruns: AtomicU64,
 }
 
-/// Keep the request's writes, or roll its savepoint back.
+/// Keep the request's writes, or roll its savepoint back (careful mode).
 enum Keep {
     Yes,
     No,
+}
+
+/// How a batch runs: see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// No savepoints; any failed request aborts the attempt.
+    Optimistic,
+    /// One savepoint per request.
+    Careful,
+}
+
+/// Why an attempt at a batch did not commit (it was rolled back).
+enum Abort {
+    /// A request failed in optimistic mode: run the batch carefully.
+    RequestFailed,
+    /// The transaction itself failed: every request gets this error.
+    Batch(Error),
 }
 
 /// The writer loop: runs until every sender is dropped (the store was
@@ -81,7 +115,7 @@ pub(crate) async fn run(
         counters.batches.fetch_add(1, Ordering::Relaxed);
         counters.requests.fetch_add(size, Ordering::Relaxed);
         counters.largest_batch.fetch_max(size, Ordering::Relaxed);
-        run_batch(&mut conn, &mut batch).await;
+        run_batch(&mut conn, &mut batch, &counters).await;
     }
     debug!("Store writer stopping: every handle was dropped.");
     if let Err(error) = sqlx::Connection::close(conn).await {
@@ -96,13 +130,6 @@ async fn exec(
     sqlx::query(sql).execute(&mut *conn).await.map(|_| ())
 }
 
-fn fail_all(batch: &mut Vec<WriteRequest>, error: &Error) {
-    for request in batch.drain(..) {
-        // A caller that gave up (timed out) no longer listens; nothing to do.
-        let _ = request.reply.send(Err(error.clone()));
-    }
-}
-
 async fn rollback(conn: &mut SqliteConnection) {
     if let Err(error) = exec(conn, "ROLLBACK").await {
         // SQLite may already have rolled back (e.g. after an I/O error).
@@ -110,46 +137,147 @@ async fn rollback(conn: &mut SqliteConnection) {
     }
 }
 
-/// Runs one batch in one transaction and replies to every request.
-async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<WriteRequest>) {
+/// Runs one batch (optimistically, then carefully if a request failed) and
+/// replies to every request.
+async fn run_batch(
+    conn: &mut SqliteConnection,
+    batch: &mut Vec<WriteRequest>,
+    counters: &WriterCounters,
+) {
     let started = Instant::now();
     let size = batch.len();
-    if let Err(error) = exec(conn, "BEGIN IMMEDIATE").await {
-        let error = db_error("starting a write transaction", error);
-        warn!(batch_size = size, %error, "Group commit could not begin.");
-        fail_all(batch, &error);
-        return;
+    let mut attempt = attempt_batch(conn, batch, Mode::Optimistic).await;
+    if let Err(Abort::RequestFailed) = attempt {
+        counters.careful_reruns.fetch_add(1, Ordering::Relaxed);
+        debug!(
+            batch_size = size,
+            "A request failed; running the batch again with a savepoint per request."
+        );
+        attempt = attempt_batch(conn, batch, Mode::Careful).await;
     }
-    let mut results = Vec::with_capacity(size);
-    for request in batch.iter() {
-        match in_savepoint(conn, &request.op).await {
-            Ok(result) => results.push(result),
-            Err(error) => {
-                // The transaction itself is broken: nothing of it may stand.
-                warn!(batch_size = size, %error, "Group commit failed; rolling the batch back.");
-                rollback(conn).await;
-                fail_all(batch, &error);
-                return;
+    match attempt {
+        Ok(results) => {
+            debug!(
+                batch_size = size,
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "Group commit."
+            );
+            for (request, result) in batch.drain(..).zip(results) {
+                // A caller that gave up (timed out) no longer listens.
+                let _ = request.reply.send(result);
+            }
+        }
+        Err(abort) => {
+            let error = match abort {
+                Abort::Batch(error) => error,
+                // Careful mode answers a failed request in its result.
+                Abort::RequestFailed => Error::permanent("a write batch failed twice"),
+            };
+            warn!(batch_size = size, %error, "Group commit failed; the batch was rolled back.");
+            for request in batch.drain(..) {
+                let _ = request.reply.send(Err(error.clone()));
             }
         }
     }
-    let applied = started.elapsed();
+}
+
+/// One transaction over the whole batch; rolled back unless it returns the
+/// results (one per request, in batch order).
+async fn attempt_batch(
+    conn: &mut SqliteConnection,
+    batch: &[WriteRequest],
+    mode: Mode,
+) -> std::result::Result<Vec<Result<Written>>, Abort> {
+    if let Err(error) = exec(conn, "BEGIN IMMEDIATE").await {
+        return Err(Abort::Batch(db_error(
+            "starting a write transaction",
+            error,
+        )));
+    }
+    let results = match mode {
+        Mode::Optimistic => optimistic(conn, batch).await,
+        Mode::Careful => careful(conn, batch).await,
+    };
+    let results = match results {
+        Ok(results) => results,
+        Err(abort) => {
+            rollback(conn).await;
+            return Err(abort);
+        }
+    };
+    let applied = Instant::now();
     if let Err(error) = exec(conn, "COMMIT").await {
-        let error = db_error("committing a write batch", error);
-        warn!(batch_size = size, %error, "Group commit failed at COMMIT.");
         rollback(conn).await;
-        fail_all(batch, &error);
-        return;
+        return Err(Abort::Batch(db_error("committing a write batch", error)));
     }
     debug!(
-        batch_size = size,
-        apply_us = applied.as_micros() as u64,
-        commit_us = (started.elapsed() - applied).as_micros() as u64,
-        "Group commit."
+        batch_size = batch.len(),
+        ?mode,
+        commit_us = applied.elapsed().as_micros() as u64,
+        "Batch committed."
     );
-    for (request, result) in batch.drain(..).zip(results) {
-        let _ = request.reply.send(result);
+    Ok(results)
+}
+
+/// The requests other than task commits in queue order, then every task
+/// commit in one statement; any failure aborts.
+async fn optimistic(
+    conn: &mut SqliteConnection,
+    batch: &[WriteRequest],
+) -> std::result::Result<Vec<Result<Written>>, Abort> {
+    let mut results: Vec<Option<Result<Written>>> = batch.iter().map(|_| None).collect();
+    let mut commits = Vec::new();
+    for (i, request) in batch.iter().enumerate() {
+        match &request.op {
+            WriteOp::Commit(commit) => commits.push((i, commit)),
+            op => match apply(conn, op).await {
+                Ok((written, _)) => results[i] = Some(Ok(written)),
+                Err(error) => {
+                    debug!(%error, "A write request failed in optimistic mode.");
+                    return Err(Abort::RequestFailed);
+                }
+            },
+        }
     }
+    if !commits.is_empty() {
+        let requests: Vec<&CommitRequest> = commits.iter().map(|(_, c)| *c).collect();
+        match commit_tasks(conn, &requests).await {
+            Ok(outcomes) => {
+                for ((i, _), outcome) in commits.iter().zip(outcomes) {
+                    results[*i] = Some(outcome);
+                }
+            }
+            Err(error) => {
+                debug!(%error, commits = requests.len(), "Task commits failed in optimistic mode.");
+                return Err(Abort::RequestFailed);
+            }
+        }
+    }
+    results
+        .into_iter()
+        .map(|result| {
+            result.ok_or(Abort::Batch(Error::permanent(
+                "a write request was skipped",
+            )))
+        })
+        .collect()
+}
+
+/// Each request in queue order inside its own savepoint.
+async fn careful(
+    conn: &mut SqliteConnection,
+    batch: &[WriteRequest],
+) -> std::result::Result<Vec<Result<Written>>, Abort> {
+    let mut results = Vec::with_capacity(batch.len());
+    for request in batch {
+        // An error here means the transaction itself is broken.
+        results.push(
+            in_savepoint(conn, &request.op)
+                .await
+                .map_err(Abort::Batch)?,
+        );
+    }
+    Ok(results)
 }
 
 /// Runs one request inside its own savepoint. The outer error means the
@@ -180,28 +308,37 @@ async fn in_savepoint(conn: &mut SqliteConnection, op: &WriteOp) -> Result<Resul
 
 async fn apply(conn: &mut SqliteConnection, op: &WriteOp) -> Result<(Written, Keep)> {
     match op {
-        WriteOp::Create(new) => create(conn, new).await,
-        WriteOp::Commit(commit) => commit_task(conn, commit).await,
-        WriteOp::Transition(id, transition) => transition_workflow(conn, *id, transition).await,
+        WriteOp::Create(request) => create(conn, request).await,
+        WriteOp::Commit(request) => {
+            let outcome = commit_tasks(conn, &[request])
+                .await?
+                .pop()
+                .unwrap_or_else(|| Err(Error::permanent("a task commit got no outcome")))?;
+            let keep = match outcome {
+                Written::Outcome(CommitOutcome::Committed { .. }) => Keep::Yes,
+                _ => Keep::No,
+            };
+            Ok((outcome, keep))
+        }
+        WriteOp::Transition(request) => transition_workflow(conn, request).await,
         WriteOp::MarkPublished(seqs) => mark_published(conn, seqs).await,
     }
 }
 
-async fn create(conn: &mut SqliteConnection, new: &NewWorkflow) -> Result<(Written, Keep)> {
+async fn create(conn: &mut SqliteConnection, request: &CreateRequest) -> Result<(Written, Keep)> {
     let now = timestamp(Utc::now());
-    let id = id_text(new.id);
-    let options = serde_json::to_string(&new.options)?;
-    let cursor = serde_json::to_string(&agentry_core::Cursor::default())?;
+    let new = &request.new;
+    let id = &request.id;
     let inserted = sqlx::query(INSERT_WORKFLOW)
-        .bind(&id)
+        .bind(id)
         .bind(&new.request_id)
         .bind(&new.requirements)
         .bind(&now)
         .bind(&new.workflow_name)
         .bind(&new.definition)
-        .bind(&options)
+        .bind(&request.options)
         .bind(&new.tenant)
-        .bind(&cursor)
+        .bind(&request.cursor)
         .fetch_optional(&mut *conn)
         .await
         .map_err(|error| {
@@ -252,119 +389,79 @@ const SELECT_WORKFLOW_BY_REQUEST_ID: &str =
     "SELECT id, request_id, requirements, status, workflow_name, definition, options, tenant, \
          cursor, current_step, created_at, updated_at FROM workflows WHERE request_id = ?1";
 
-async fn commit_task(conn: &mut SqliteConnection, commit: &TaskCommit) -> Result<(Written, Keep)> {
-    let task = &commit.task;
-    let id = id_text(task.workflow_id);
-    let step = to_i64(task.step, "step")?;
-    let now = timestamp(Utc::now());
-    let delta = serde_json::to_string(&commit.delta)?;
-    let (cursor, cursor_step, status, current_step) = match &commit.advance {
-        Some(advance) => (
-            Some(serde_json::to_string(&advance.cursor)?),
-            Some(to_i64(advance.cursor.step, "cursor step")?),
-            Some(advance.status.as_str()),
-            Some(advance.current_step.as_str()),
-        ),
-        None => (None, None, None, None),
-    };
-    // The guard and the row update in one statement: applies only if the
-    // workflow is running at the task's step.
-    let guarded = sqlx::query(
-        "UPDATE workflows SET last_seq = last_seq + 1, updated_at = ?1, \
-             cursor = COALESCE(?2, cursor), cursor_step = COALESCE(?3, cursor_step), \
-             status = COALESCE(?4, status), current_step = COALESCE(?5, current_step) \
-         WHERE id = ?6 AND status = 'running' AND cursor_step = ?7 \
-         RETURNING last_seq, status, current_step",
-    )
-    .bind(&now)
-    .bind(&cursor)
-    .bind(cursor_step)
-    .bind(status)
-    .bind(current_step)
-    .bind(&id)
-    .bind(step)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(|error| db_error(&format!("committing task {task}"), error))?;
-
-    let Some(row) = guarded else {
-        return Ok((Written::Outcome(why_not(conn, commit).await?), Keep::No));
-    };
-    let seq: i64 = row
-        .try_get(0)
-        .map_err(|error| db_error("reading workflows.last_seq", error))?;
-    let status_after: String = row
-        .try_get(1)
-        .map_err(|error| db_error("reading workflows.status", error))?;
-    let current_after: String = row
-        .try_get(2)
-        .map_err(|error| db_error("reading workflows.current_step", error))?;
-
-    let inserted = sqlx::query(
-        "INSERT INTO checkpoints (workflow_id, seq, step, node, attempt, delta, cursor, status, \
-             current_step, note, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, '', ?10) \
-         ON CONFLICT (workflow_id, step, node) DO NOTHING",
-    )
-    .bind(&id)
-    .bind(seq)
-    .bind(step)
-    .bind(&task.node)
-    .bind(i64::from(task.attempt))
-    .bind(&delta)
-    .bind(&cursor)
-    .bind(&status_after)
-    .bind(&current_after)
-    .bind(&now)
-    .execute(&mut *conn)
-    .await
-    .map_err(|error| db_error(&format!("writing the checkpoint of {task}"), error))?;
-    if inserted.rows_affected() == 0 {
-        return Ok((Written::Outcome(CommitOutcome::Duplicate), Keep::No));
+/// Task commits in one statement (see [`crate::procedures`]). The outer
+/// error means the statement failed, and none of them applied; otherwise one
+/// outcome per request, in order.
+async fn commit_tasks(
+    conn: &mut SqliteConnection,
+    requests: &[&CommitRequest],
+) -> Result<Vec<Result<Written>>> {
+    let mut rows_json =
+        String::with_capacity(2 + requests.iter().map(|r| r.row.len() + 1).sum::<usize>());
+    rows_json.push('[');
+    for (i, request) in requests.iter().enumerate() {
+        if i > 0 {
+            rows_json.push(',');
+        }
+        rows_json.push_str(&request.row);
     }
-    write_delta(conn, &id, step, &commit.delta, &now).await?;
-    write_events(conn, &commit.events).await?;
-    let seq = u64::try_from(seq).map_err(|_| Error::permanent(format!("negative seq {seq}")))?;
-    Ok((
-        Written::Outcome(CommitOutcome::Committed { seq }),
-        Keep::Yes,
-    ))
+    rows_json.push(']');
+    let now = timestamp(Utc::now());
+    let rows = sqlx::query(COMMIT_TASKS)
+        .bind(rows_json)
+        .bind(now)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|error| match requests {
+            [one] => db_error(&format!("committing task {}", one.task), error),
+            _ => db_error(&format!("committing {} tasks", requests.len()), error),
+        })?;
+    let mut outcomes: Vec<Result<Written>> = requests
+        .iter()
+        .map(|request| {
+            Err(Error::not_found(format!(
+                "workflow {}",
+                request.task.workflow_id
+            )))
+        })
+        .collect();
+    for row in &rows {
+        let (index, outcome) = commit_result(row)?;
+        match outcomes.get_mut(index) {
+            Some(slot) => *slot = Ok(Written::Outcome(outcome)),
+            None => return Err(Error::permanent(format!("no task commit number {index}"))),
+        }
+    }
+    Ok(outcomes)
 }
 
-/// Why a guarded commit did not apply: unknown workflow, duplicate, or stale.
-async fn why_not(conn: &mut SqliteConnection, commit: &TaskCommit) -> Result<CommitOutcome> {
-    let task = &commit.task;
-    let id = id_text(task.workflow_id);
-    let row = sqlx::query(
-        "SELECT status, cursor_step, \
-             EXISTS (SELECT 1 FROM checkpoints WHERE workflow_id = ?1 AND step = ?2 AND node = ?3) \
-         FROM workflows WHERE id = ?1",
-    )
-    .bind(&id)
-    .bind(to_i64(task.step, "step")?)
-    .bind(&task.node)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(|error| db_error(&format!("checking task {task}"), error))?;
-    let Some(row) = row else {
-        return Err(Error::not_found(format!("workflow {id}")));
+/// A `commit_results` row: the request's index and its outcome.
+fn commit_result(row: &sqlx::sqlite::SqliteRow) -> Result<(usize, CommitOutcome)> {
+    let get = |error| db_error("reading commit_results", error);
+    let index: i64 = row.try_get("request").map_err(get)?;
+    let seq: Option<i64> = row.try_get("seq").map_err(get)?;
+    let duplicate: bool = row.try_get("duplicate").map_err(get)?;
+    let index = usize::try_from(index)
+        .map_err(|_| Error::permanent(format!("negative task commit number {index}")))?;
+    let outcome = match seq {
+        Some(seq) => CommitOutcome::Committed {
+            seq: u64::try_from(seq).map_err(|_| Error::permanent(format!("negative seq {seq}")))?,
+        },
+        None if duplicate => CommitOutcome::Duplicate,
+        None => {
+            let (status, step) = status_and_step(row)?;
+            CommitOutcome::Stale { status, step }
+        }
     };
-    let duplicate: bool = row
-        .try_get(2)
-        .map_err(|error| db_error("reading the duplicate check", error))?;
-    if duplicate {
-        return Ok(CommitOutcome::Duplicate);
-    }
-    let (status, step) = status_and_step(&row)?;
-    Ok(CommitOutcome::Stale { status, step })
+    Ok((index, outcome))
 }
 
 fn status_and_step(row: &sqlx::sqlite::SqliteRow) -> Result<(WorkflowStatus, u64)> {
     let status: String = row
-        .try_get(0)
+        .try_get("status")
         .map_err(|error| db_error("reading workflows.status", error))?;
     let step: i64 = row
-        .try_get(1)
+        .try_get("step")
         .map_err(|error| db_error("reading workflows.cursor_step", error))?;
     let status = status
         .parse::<WorkflowStatus>()
@@ -374,14 +471,13 @@ fn status_and_step(row: &sqlx::sqlite::SqliteRow) -> Result<(WorkflowStatus, u64
     Ok((status, step))
 }
 
+/// Checks the transition's expectations, then writes it in one round trip.
 async fn transition_workflow(
     conn: &mut SqliteConnection,
-    workflow_id: WorkflowId,
-    transition: &Transition,
+    request: &TransitionRequest,
 ) -> Result<(Written, Keep)> {
-    let id = id_text(workflow_id);
-    let now = timestamp(Utc::now());
-    let row = sqlx::query("SELECT status, cursor_step, last_seq FROM workflows WHERE id = ?1")
+    let id = id_text(request.workflow_id);
+    let row = sqlx::query("SELECT status, cursor_step AS step FROM workflows WHERE id = ?1")
         .bind(&id)
         .fetch_optional(&mut *conn)
         .await
@@ -390,24 +486,17 @@ async fn transition_workflow(
         return Err(Error::not_found(format!("workflow {id}")));
     };
     let (status, step) = status_and_step(&row)?;
-    let last_seq: i64 = row
-        .try_get(2)
-        .map_err(|error| db_error("reading workflows.last_seq", error))?;
-    let status_ok = transition.expected_status.contains(&status);
-    let step_ok = transition.expected_step.is_none_or(|s| s == step);
+    let status_ok = request.expected_status.contains(&status);
+    let step_ok = request.expected_step.is_none_or(|s| s == step);
     if !status_ok || !step_ok {
-        let expected: Vec<&str> = transition
-            .expected_status
-            .iter()
-            .map(|s| s.as_str())
-            .collect();
-        let expected_step = transition
+        let expected: Vec<&str> = request.expected_status.iter().map(|s| s.as_str()).collect();
+        let expected_step = request
             .expected_step
             .map(|s| format!(" at step {s}"))
             .unwrap_or_default();
         return Err(Error::Conflict(format!(
             "workflow {id} is {status} at step {step}; `{}` needs it {}{expected_step}",
-            transition.note,
+            request.note,
             if expected.is_empty() {
                 "in no status".to_string()
             } else {
@@ -415,145 +504,30 @@ async fn transition_workflow(
             },
         )));
     }
-    let (cursor, cursor_step) = match &transition.cursor {
-        Some(c) => (
-            Some(serde_json::to_string(c)?),
-            Some(to_i64(c.step, "cursor step")?),
-        ),
-        None => (None, None),
-    };
-    let seq = last_seq + 1;
-    // Returns the row's WORKFLOW_COLUMNS.
-    let sql = "UPDATE workflows SET status = ?1, cursor = COALESCE(?2, cursor), \
-                   cursor_step = COALESCE(?3, cursor_step), \
-                   current_step = COALESCE(?4, current_step), last_seq = ?5, updated_at = ?6 \
-               WHERE id = ?7 \
-               RETURNING id, request_id, requirements, status, workflow_name, definition, options, \
-                   tenant, cursor, current_step, created_at, updated_at";
-    let updated = sqlx::query(sql)
-        .bind(transition.status.as_str())
-        .bind(&cursor)
-        .bind(cursor_step)
-        .bind(&transition.current_step)
-        .bind(seq)
-        .bind(&now)
-        .bind(&id)
-        .fetch_one(&mut *conn)
+    let now = timestamp(Utc::now());
+    let rows = sqlx::query(TRANSITION)
+        .bind(request.row.as_str())
+        .bind(now)
+        .fetch_all(&mut *conn)
         .await
         .map_err(|error| db_error(&format!("updating workflow {id}"), error))?;
-    let record = workflow_from_row(&updated)?;
-    let step = to_i64(step, "step")?;
-    sqlx::query(
-        "INSERT INTO checkpoints (workflow_id, seq, step, node, attempt, delta, cursor, status, \
-             current_step, note, created_at) \
-         VALUES (?1, ?2, ?3, NULL, NULL, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )
-    .bind(&id)
-    .bind(seq)
-    .bind(step)
-    .bind(serde_json::to_string(&transition.delta)?)
-    .bind(&cursor)
-    .bind(transition.status.as_str())
-    .bind(&record.current_step)
-    .bind(&transition.note)
-    .bind(&now)
-    .execute(&mut *conn)
-    .await
-    .map_err(|error| db_error(&format!("writing a checkpoint of workflow {id}"), error))?;
-    write_delta(conn, &id, step, &transition.delta, &now).await?;
-    write_events(conn, &transition.events).await?;
-    Ok((Written::Record(Box::new(record)), Keep::Yes))
+    let Some(row) = rows.first() else {
+        return Err(Error::permanent(format!(
+            "updating workflow {id}: the transition wrote no checkpoint"
+        )));
+    };
+    Ok((
+        Written::Record(Box::new(workflow_from_row(row)?)),
+        Keep::Yes,
+    ))
 }
 
-/// The seed tables: one `agent_outputs` row per output, `shared_context`
-/// upserts.
-async fn write_delta(
-    conn: &mut SqliteConnection,
-    workflow_id: &str,
-    step: i64,
-    delta: &StateDelta,
-    now: &str,
-) -> Result<()> {
-    for output in &delta.agent_outputs {
-        sqlx::query(
-            "INSERT INTO agent_outputs (id, workflow_id, agent_name, output_type, content, \
-                 created_at, step) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )
-        .bind(Uuid::now_v7().hyphenated().to_string())
-        .bind(workflow_id)
-        .bind(&output.agent_name)
-        .bind(&output.output_type)
-        .bind(serde_json::to_string(&output.content)?)
-        .bind(now)
-        .bind(step)
-        .execute(&mut *conn)
-        .await
-        .map_err(|error| {
-            db_error(
-                &format!("writing agent_outputs of workflow {workflow_id}"),
-                error,
-            )
-        })?;
-    }
-    for (key, value) in &delta.shared_context {
-        sqlx::query(
-            "INSERT INTO shared_context (id, workflow_id, key, value, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5) \
-             ON CONFLICT (workflow_id, key) DO UPDATE \
-                 SET value = excluded.value, updated_at = excluded.updated_at",
-        )
-        .bind(Uuid::now_v7().hyphenated().to_string())
-        .bind(workflow_id)
-        .bind(key)
-        .bind(serde_json::to_string(value)?)
-        .bind(now)
-        .execute(&mut *conn)
-        .await
-        .map_err(|error| {
-            db_error(
-                &format!("writing shared_context of workflow {workflow_id}"),
-                error,
-            )
-        })?;
-    }
-    Ok(())
-}
-
-/// The outbox.
-async fn write_events(conn: &mut SqliteConnection, events: &[Event]) -> Result<()> {
-    for event in events {
-        let step = event.step.map(|s| to_i64(s, "event step")).transpose()?;
-        sqlx::query(
-            "INSERT INTO events (id, kind, workflow_id, step, node, attempt, request_id, payload, \
-                 at, published) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0)",
-        )
-        .bind(event.id.hyphenated().to_string())
-        .bind(event.kind.as_str())
-        .bind(id_text(event.workflow_id))
-        .bind(step)
-        .bind(&event.node)
-        .bind(event.attempt.map(i64::from))
-        .bind(&event.request_id)
-        .bind(serde_json::to_string(&event.payload)?)
-        .bind(timestamp(event.at))
-        .execute(&mut *conn)
-        .await
-        .map_err(|error| {
-            db_error(
-                &format!("writing event {} ({})", event.id, event.kind.as_str()),
-                error,
-            )
-        })?;
-    }
-    Ok(())
-}
-
-async fn mark_published(conn: &mut SqliteConnection, seqs: &[i64]) -> Result<(Written, Keep)> {
+async fn mark_published(conn: &mut SqliteConnection, seqs: &str) -> Result<(Written, Keep)> {
     sqlx::query(
         "UPDATE events SET published = 1 \
          WHERE published = 0 AND seq IN (SELECT value FROM json_each(?1))",
     )
-    .bind(serde_json::to_string(seqs)?)
+    .bind(seqs)
     .execute(&mut *conn)
     .await
     .map_err(|error| db_error("marking events published", error))?;

@@ -490,6 +490,7 @@ async fn a_failing_request_in_a_batch_fails_alone() {
         .collect();
     eventually("four requests queued", || store.write_stats().queued == 4).await;
     let batches_before = store.write_stats().batches;
+    let reruns_before = store.write_stats().careful_reruns;
     sqlx::query("COMMIT").execute(&mut *lock).await.unwrap();
     drop(lock);
 
@@ -508,6 +509,11 @@ async fn a_failing_request_in_a_batch_fails_alone() {
         "the four queued requests ran in one batch"
     );
     assert!(stats.largest_batch >= 4);
+    assert_eq!(
+        stats.careful_reruns,
+        reruns_before + 1,
+        "the failure made the batch run again with a savepoint per request"
+    );
 
     assert!(
         matches!(results[0], Ok(CommitOutcome::Committed { seq: 2 })),
