@@ -64,6 +64,13 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--workflows", type=int, default=200)
     p.add_argument("--latency-ms", type=float, default=0.0)
+    p.add_argument(
+        "--durability",
+        choices=["sync", "async", "exit"],
+        default="sync",
+        help="LangGraph's checkpoint durability; `sync` (commit before the next step) "
+        "matches Agentry's commit-before-dispatch; LangGraph's own default is `async`",
+    )
     args = p.parse_args()
     tmp = tempfile.mkdtemp()
     path = os.path.join(tmp, "lg.db")
@@ -81,6 +88,7 @@ def main():
         out = app.invoke(
             {"requirements": "bench", "agent_outputs": {}, "qa_rounds": 0},
             {"configurable": {"thread_id": f"wf-{i}"}},
+            durability=args.durability,
         )
         latencies.append((time.perf_counter() - s) * 1000)
         steps += len(out["agent_outputs"])
@@ -90,6 +98,7 @@ def main():
     latencies.sort()
     print(json.dumps({
         "engine": "langgraph",
+        "durability": args.durability,
         "journal_mode": mode,
         "synchronous": {0: "off", 1: "normal", 2: "full", 3: "extra"}.get(sync, sync),
         "workflows": args.workflows,

@@ -153,6 +153,7 @@ async fn drive(app: &App, engine: &Engine, id: WorkflowId, json: bool) -> Result
     let display = ProgressDisplay::new(false);
     let follower = tokio::spawn(display.follow(id, engine.subscribe()));
     let result = engine.run(id).await;
+    engine.close().await;
     // Let the display drain the final events, but never wait long for it.
     let _ = tokio::time::timeout(Duration::from_secs(2), follower).await;
     let record = result.map_err(|e| anyhow!("{e}"))?;

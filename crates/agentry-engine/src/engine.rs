@@ -1433,6 +1433,20 @@ impl Engine {
         self.inner.inflight.lock().retain(|(w, _, _)| *w != id);
     }
 
+    /// Publishes what is left in the outbox, then stops the background
+    /// tasks (relay, event router, progress publisher). Call it before the
+    /// process exits; workers are stopped separately with
+    /// [`WorkerHandle::shutdown`].
+    pub async fn close(&self) {
+        relay_once(
+            self.inner.store.as_ref(),
+            self.inner.bus.as_ref(),
+            self.inner.config.relay_batch.max(1),
+        )
+        .await;
+        self.inner.shutdown.cancel();
+    }
+
     /// Starts the outbox relay, the event router (wakes `run` on events that
     /// end a run, including ones from other processes) and the progress
     /// publisher, once.
@@ -1523,31 +1537,37 @@ async fn relay_loop(
             _ = wake.notified() => {}
             _ = tokio::time::sleep(interval) => {}
         }
-        loop {
-            let stored = match store.unpublished_events(batch).await {
-                Ok(e) => e,
-                Err(error) => {
-                    warn!(%error, "Outbox relay cannot read the outbox.");
-                    break;
-                }
-            };
-            if stored.is_empty() {
-                break;
+        relay_once(store.as_ref(), bus.as_ref(), batch).await;
+    }
+}
+
+/// Moves every unpublished event to the bus, batch by batch; stops at the
+/// first error (the next pass retries: publishing twice is harmless).
+async fn relay_once(store: &dyn Store, bus: &dyn Bus, batch: u32) {
+    loop {
+        let stored = match store.unpublished_events(batch).await {
+            Ok(e) => e,
+            Err(error) => {
+                warn!(%error, "Outbox relay cannot read the outbox.");
+                return;
             }
-            let full = stored.len() as u32 >= batch;
-            let seqs: Vec<u64> = stored.iter().map(|s| s.seq).collect();
-            let events: Vec<Event> = stored.into_iter().map(|s| s.event).collect();
-            if let Err(error) = bus.publish(&events).await {
-                warn!(%error, "Outbox relay cannot publish; will retry.");
-                break;
-            }
-            if let Err(error) = store.mark_published(&seqs).await {
-                warn!(%error, "Outbox relay cannot mark events published; they may be published twice.");
-                break;
-            }
-            if !full {
-                break;
-            }
+        };
+        if stored.is_empty() {
+            return;
+        }
+        let full = stored.len() as u32 >= batch;
+        let seqs: Vec<u64> = stored.iter().map(|s| s.seq).collect();
+        let events: Vec<Event> = stored.into_iter().map(|s| s.event).collect();
+        if let Err(error) = bus.publish(&events).await {
+            warn!(%error, "Outbox relay cannot publish; will retry.");
+            return;
+        }
+        if let Err(error) = store.mark_published(&seqs).await {
+            warn!(%error, "Outbox relay cannot mark events published; they may be published twice.");
+            return;
+        }
+        if !full {
+            return;
         }
     }
 }
