@@ -23,12 +23,16 @@ use crate::summary;
 /// Runs one command; the exit code says how the workflow ended.
 pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
     let config = Config::load(cli.config.as_deref(), &env_map())?;
-    if let Command::Bench(BenchCommand::Engine(args)) = &cli.command {
-        return bench_engine(args, cli.data_dir.as_deref()).await;
-    }
-    let app = App::open(cli.data_dir.as_deref(), config).await?;
     let json = cli.json;
-    match cli.command {
+    let command = match cli.command {
+        // The benchmark uses its own stores, never the data directory's.
+        Command::Bench(BenchCommand::Engine(args)) => {
+            return bench_engine(&args, cli.data_dir.as_deref()).await
+        }
+        other => other,
+    };
+    let app = App::open(cli.data_dir.as_deref(), config).await?;
+    match command {
         Command::Run(args) => run(&app, args, json).await,
         Command::Demo(args) => demo(&app, args, json).await,
         Command::Workflows(WorkflowsCommand::List(args)) => list(&app, args, json).await,
@@ -39,29 +43,23 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Reject(args) => {
             let record = app.workflow(&args.id).await?;
             let engine = app.control_engine();
-            let record = engine
-                .reject(record.id, &args.reason)
-                .await
-                .map_err(|e| anyhow!("{e}"))?;
-            print_status(&record, json);
+            let record = engine.reject(record.id, &args.reason).await;
+            engine.close().await;
+            print_status(&record.map_err(|e| anyhow!("{e}"))?, json);
             Ok(ExitCode::SUCCESS)
         }
         Command::Cancel(args) => {
             let record = app.workflow(&args.id).await?;
             let engine = app.control_engine();
-            let record = engine
-                .cancel(record.id, &args.reason)
-                .await
-                .map_err(|e| anyhow!("{e}"))?;
-            print_status(&record, json);
+            let record = engine.cancel(record.id, &args.reason).await;
+            engine.close().await;
+            print_status(&record.map_err(|e| anyhow!("{e}"))?, json);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench(_) => unreachable_bench(),
+        Command::Bench(_) => {
+            bail!("internal error: bench is handled before the data directory opens")
+        }
     }
-}
-
-fn unreachable_bench() -> Result<ExitCode> {
-    bail!("internal error: bench is dispatched before the data directory is opened")
 }
 
 async fn run(app: &App, args: RunArgs, json: bool) -> Result<ExitCode> {
