@@ -149,9 +149,13 @@ async fn engine_for(app: &App, record: &WorkflowRecord, llm: &LlmArgs) -> Result
 /// Runs (or resumes) a workflow with live progress, then prints the summary.
 async fn drive(app: &App, engine: &Engine, id: WorkflowId, json: bool) -> Result<ExitCode> {
     let display = ProgressDisplay::new(false);
-    let follower = tokio::spawn(display.follow(id, engine.subscribe()));
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
+    let follower = tokio::spawn(display.follow(id, engine.subscribe(), ended_rx));
     let result = engine.run(id).await;
     engine.close().await;
+    if let Ok(record) = &result {
+        let _ = ended_tx.send(record.status);
+    }
     // Let the display drain the final events, but never wait long for it.
     let _ = tokio::time::timeout(Duration::from_secs(2), follower).await;
     let record = result.map_err(|e| anyhow!("{e}"))?;

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use futures::{Stream, StreamExt};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use agentry_core::{Event, EventKind, WorkflowId};
+use agentry_core::{Event, EventKind, WorkflowId, WorkflowStatus};
+use tokio::sync::oneshot;
 
 /// Draws progress for one workflow until its run ends or the stream closes.
 pub struct ProgressDisplay {
@@ -38,17 +39,46 @@ impl ProgressDisplay {
         }
     }
 
-    /// Consumes events of `workflow` until a run-ending event arrives.
-    pub async fn follow(mut self, workflow: WorkflowId, events: impl Stream<Item = Event>) {
+    /// Consumes events of `workflow` until a run-ending event arrives, or
+    /// until `ended` says the run is over (then it drains what is already
+    /// buffered). If no run-ending event came — another process committed it,
+    /// e.g. `agentry cancel` from a second terminal — it prints the final
+    /// status it was told.
+    pub async fn follow(
+        mut self,
+        workflow: WorkflowId,
+        events: impl Stream<Item = Event>,
+        ended: oneshot::Receiver<WorkflowStatus>,
+    ) {
         let mut events = std::pin::pin!(events);
-        while let Some(event) = events.next().await {
+        let mut ended = std::pin::pin!(ended);
+        let mut final_status = None;
+        let mut saw_end = false;
+        while !saw_end {
+            let event = if final_status.is_none() {
+                tokio::select! {
+                    event = events.next() => event,
+                    status = &mut ended => {
+                        final_status = Some(status.ok());
+                        continue;
+                    }
+                }
+            } else {
+                // The run is over: take what is already buffered, briefly.
+                tokio::time::timeout(Duration::from_millis(100), events.next())
+                    .await
+                    .unwrap_or_default()
+            };
+            let Some(event) = event else { break };
             if event.workflow_id != workflow {
                 continue;
             }
-            let ends = event.kind.ends_run();
+            saw_end = event.kind.ends_run();
             self.on_event(&event);
-            if ends {
-                break;
+        }
+        if !saw_end {
+            if let Some(Some(status)) = final_status {
+                self.line(&format!("workflow {status}"));
             }
         }
         for bar in self.bars.values() {

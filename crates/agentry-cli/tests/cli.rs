@@ -309,3 +309,36 @@ fn approval_gate_then_approve_completes_and_reject_records_the_reason() {
     let out = run(agentry(d).args(["approve", &id]));
     assert_fails_with(&out, "cancelled");
 }
+
+#[test]
+fn cancel_from_another_process_stops_a_running_workflow() {
+    let dir = tempdir();
+    let mut cmd = agentry(dir.path());
+    cmd.args(["demo", "--llm-latency-ms", "300"]);
+    let mut running = Running::spawn(cmd);
+    let id = running.workflow_id();
+    running.wait_for("step 1 developer: started", Duration::from_secs(60));
+
+    let out =
+        run(agentry(dir.path()).args(["cancel", &id, "--reason", "changed my mind", "--json"]));
+    assert_ok(&out);
+    assert_eq!(stdout_json(&out)["status"], "cancelled");
+
+    // The running process notices, stops, and reports the cancellation.
+    running.wait_for("workflow cancelled", Duration::from_secs(30));
+    let status = running.child.wait().unwrap();
+    assert!(!status.success(), "a cancelled run exits non-zero");
+
+    // Nothing ran past the cancellation point: no QA run, no docs.
+    let out = run(agentry(dir.path()).args(["workflows", "show", &id, "--json"]));
+    let state = stdout_json(&out);
+    assert_eq!(state["status"], "cancelled");
+    assert!(
+        state["artifacts"]["test_runs"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{state:#}"
+    );
+    assert!(state["confluence_pages"].as_array().unwrap().is_empty());
+}
