@@ -157,7 +157,14 @@ impl ProgressDisplay {
             EventKind::TaskCompleted => {
                 let bar = self.bar(step, &node);
                 let elapsed = bar.elapsed();
-                bar.finish_with_message(format!("✔ done in {:.1}s", elapsed.as_secs_f64()));
+                // Keep the agent's last word (QA's verdict, say) on the line.
+                let last = bar.message();
+                let last = if last == "queued" || last.starts_with("LLM turn") {
+                    String::new()
+                } else {
+                    format!(" · {last}")
+                };
+                bar.finish_with_message(format!("✔ done in {:.1}s{last}", elapsed.as_secs_f64()));
                 if !self.fancy {
                     self.line(&format!("step {step} {node}: done in {:.1}s", elapsed.as_secs_f64()));
                 }
