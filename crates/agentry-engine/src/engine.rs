@@ -122,12 +122,22 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
-/// Per-workflow cache: the parsed graph and the state at the start of the
-/// current step.
+/// Per-workflow cache: the parsed graph, the state at the start of the
+/// current step, and the record as this process last wrote it.
 struct WfCache {
     def: Arc<WorkflowDefinition>,
     start_state: Option<(u64, Arc<WorkflowState>)>,
+    /// The workflow row right after the transition or advance that this
+    /// process committed and that dispatched the current step's tasks. A
+    /// worker here uses it instead of reading the store; it may be stale
+    /// only if another process moved the workflow since, and then the
+    /// store's commit guard refuses the task's commit (nothing is written).
+    record: Option<Arc<WorkflowRecord>>,
 }
+
+/// The most records [`Engine::submit`] keeps for the [`Engine::run`] that
+/// usually follows (beyond it the map is cleared: it only saves a read).
+const SUBMITTED_CAP: usize = 4096;
 
 type Waiters = Arc<Mutex<HashMap<WorkflowId, Arc<Notify>>>>;
 
@@ -139,11 +149,16 @@ struct Inner {
     /// Parsed definitions by source text (many workflows share one).
     defs: Mutex<HashMap<String, Arc<WorkflowDefinition>>>,
     cache: Mutex<HashMap<WorkflowId, WfCache>>,
+    /// Records just created by `submit`, taken by `run` (see
+    /// [`SUBMITTED_CAP`]).
+    submitted: Mutex<HashMap<WorkflowId, WorkflowRecord>>,
     cancels: Mutex<HashMap<WorkflowId, CancellationToken>>,
     waiters: Waiters,
     /// Tasks dispatched by this process and not yet settled here.
     inflight: Mutex<HashSet<(WorkflowId, u64, String)>>,
     relay_wake: Arc<Notify>,
+    /// The outbox relay's task, awaited by [`Engine::close`].
+    relay_task: Mutex<Option<JoinHandle<()>>>,
     progress_tx: Mutex<Option<mpsc::UnboundedSender<Event>>>,
     background_started: AtomicBool,
     shutdown: CancellationToken,
@@ -273,10 +288,12 @@ impl Engine {
                 config,
                 defs: Mutex::new(HashMap::new()),
                 cache: Mutex::new(HashMap::new()),
+                submitted: Mutex::new(HashMap::new()),
                 cancels: Mutex::new(HashMap::new()),
                 waiters: Arc::new(Mutex::new(HashMap::new())),
                 inflight: Mutex::new(HashSet::new()),
                 relay_wake: Arc::new(Notify::new()),
+                relay_task: Mutex::new(None),
                 progress_tx: Mutex::new(None),
                 background_started: AtomicBool::new(false),
                 shutdown: CancellationToken::new(),
@@ -345,6 +362,13 @@ impl Engine {
                 .or_insert_with(|| def.clone());
         }
         info!(workflow_id = %record.id, request_id = %record.request_id, "Workflow submitted.");
+        if record.status == WorkflowStatus::Pending {
+            let mut submitted = self.inner.submitted.lock();
+            if submitted.len() >= SUBMITTED_CAP {
+                submitted.clear();
+            }
+            submitted.insert(record.id, record.clone());
+        }
         Ok(record)
     }
 
@@ -357,7 +381,14 @@ impl Engine {
     /// here or in another process.
     pub async fn run(&self, id: WorkflowId) -> Result<WorkflowRecord> {
         self.ensure_background();
-        let record = self.inner.store.get_workflow(id).await?;
+        // A record `submit` just created is still pending unless someone
+        // started it meanwhile; then starting it is a conflict, and `drive`
+        // reads the store.
+        let submitted = self.inner.submitted.lock().remove(&id);
+        let record = match submitted {
+            Some(r) => r,
+            None => self.inner.store.get_workflow(id).await?,
+        };
         let span = info_span!("workflow", workflow_id = %id, request_id = %record.request_id);
         self.run_inner(record).instrument(span).await
     }
@@ -384,6 +415,11 @@ impl Engine {
 
     async fn drive(&self, mut record: WorkflowRecord, notify: &Notify) -> Result<WorkflowRecord> {
         let id = record.id;
+        // Armed before anything is dispatched, so an end of the run that
+        // happens before the loop below waits still wakes it.
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
         let mut fresh = false;
         loop {
             let attempt = match record.status {
@@ -420,11 +456,16 @@ impl Engine {
         }
         let mut last_step = record.cursor.step;
         let mut last_change = Instant::now();
+        // The first pass looks at the record just written; later passes
+        // read the store, after a wake-up (an event that ends the run) or
+        // the periodic poll (the backstop: a cancel by another process, a
+        // stalled step).
+        let mut known = Some(record);
         loop {
-            let notified = notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let r = self.inner.store.get_workflow(id).await?;
+            let r = match known.take() {
+                Some(r) => r,
+                None => self.inner.store.get_workflow(id).await?,
+            };
             if r.status != WorkflowStatus::Running {
                 info!(status = %r.status, step = r.cursor.step, "Workflow run ended.");
                 return Ok(r);
@@ -446,6 +487,10 @@ impl Engine {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep(self.inner.config.poll_interval) => {}
             }
+            // Re-armed before the next read, so an end after that read
+            // still wakes the next wait.
+            notified.set(notify.notified());
+            notified.as_mut().enable();
         }
     }
 
@@ -494,6 +539,7 @@ impl Engine {
         st.status = WorkflowStatus::Running;
         st.current_step = r.current_step.clone();
         self.set_start_state(r.id, &def, 0, Arc::new(st));
+        self.set_record(&def, &r);
         info!("Workflow started.");
         Ok(r)
     }
@@ -537,6 +583,7 @@ impl Engine {
             )
             .await?;
         self.inner.relay_wake.notify_one();
+        self.set_record(&def, &r);
         info!(from = %record.status, step = r.cursor.step, "Workflow resumed.");
         Ok(r)
     }
@@ -767,7 +814,18 @@ impl Engine {
     async fn process(&self, message: &TaskMessage, redelivered: bool) -> (Settle, u64, bool) {
         let task = &message.task;
         let id = task.workflow_id;
-        let record = match self.inner.store.get_workflow(id).await {
+        // The record this process wrote when it dispatched the task, if it
+        // did (a redelivery always reads the store: it may follow a crash).
+        let cached = if redelivered {
+            None
+        } else {
+            self.cached_record(task)
+        };
+        let loaded = match cached {
+            Some(r) => Ok(r),
+            None => self.inner.store.get_workflow(id).await.map(Arc::new),
+        };
+        let record = match loaded {
             Ok(r) => r,
             Err(Error::NotFound(_)) => {
                 warn!("Task for an unknown workflow; dead-lettered.");
@@ -1083,17 +1141,7 @@ impl Engine {
                 debug!(seq, advanced = advance.is_some(), "Task committed.");
                 self.inner.relay_wake.notify_one();
                 match (advance, next_state) {
-                    (Some(adv), Some(state)) => {
-                        self.after_advance(
-                            id,
-                            def,
-                            adv.status,
-                            &adv.cursor,
-                            &record.request_id,
-                            state,
-                        )
-                        .await
-                    }
+                    (Some(adv), Some(state)) => self.after_advance(record, def, adv, state).await,
                     _ => {
                         // Fan-out: a sibling may have committed meanwhile
                         // without seeing us; whoever commits last advances.
@@ -1135,19 +1183,32 @@ impl Engine {
 
     /// After a committed advance: cache the next step's start state, dispatch
     /// its tasks, or wake `run` when the run ended.
+    /// `base` is the record the advance was computed from; with the advance
+    /// applied it is what the store now holds, remembered for the next
+    /// step's tasks.
     async fn after_advance(
         &self,
-        id: WorkflowId,
+        base: &WorkflowRecord,
         def: &Arc<WorkflowDefinition>,
-        status: WorkflowStatus,
-        cursor: &Cursor,
-        request_id: &str,
+        advance: Advance,
         next_state: WorkflowState,
     ) {
+        let id = base.id;
+        let status = advance.status;
         if status == WorkflowStatus::Running {
-            self.set_start_state(id, def, cursor.step, Arc::new(next_state));
-            let rec_like = (id, cursor.step, request_id);
-            self.dispatch_pending(rec_like, def, &cursor.pending).await;
+            let step = advance.cursor.step;
+            self.set_start_state(id, def, step, Arc::new(next_state));
+            let record = WorkflowRecord {
+                status,
+                cursor: advance.cursor,
+                current_step: advance.current_step,
+                updated_at: Utc::now(),
+                ..base.clone()
+            };
+            self.set_record(def, &record);
+            let rec_like = (id, step, record.request_id.as_str());
+            self.dispatch_pending(rec_like, def, &record.cursor.pending)
+                .await;
         } else {
             info!(%status, "Workflow run ended.");
             self.wake(id);
@@ -1272,8 +1333,12 @@ impl Engine {
                     state.step = r.cursor.step;
                     state.status = r.status;
                     state.current_step = r.current_step.clone();
-                    self.after_advance(r.id, &def, r.status, &r.cursor, &r.request_id, state)
-                        .await;
+                    let advance = Advance {
+                        cursor: r.cursor.clone(),
+                        status: r.status,
+                        current_step: r.current_step.clone(),
+                    };
+                    self.after_advance(&r, &def, advance, state).await;
                 }
                 Err(e) if conflict_is_benign(&e) => {
                     debug!(error = %e, "Someone else advanced the step.")
@@ -1366,6 +1431,7 @@ impl Engine {
             .or_insert_with(|| WfCache {
                 def: def.clone(),
                 start_state: None,
+                record: None,
             });
         Ok(def)
     }
@@ -1381,6 +1447,7 @@ impl Engine {
         let entry = cache.entry(id).or_insert_with(|| WfCache {
             def: def.clone(),
             start_state: None,
+            record: None,
         });
         entry.start_state = Some((step, state));
     }
@@ -1388,7 +1455,31 @@ impl Engine {
     fn invalidate_state(&self, id: WorkflowId) {
         if let Some(c) = self.inner.cache.lock().get_mut(&id) {
             c.start_state = None;
+            c.record = None;
         }
+    }
+
+    /// Remembers `record` (just written by this process) as the one the
+    /// tasks of its current step run against.
+    fn set_record(&self, def: &Arc<WorkflowDefinition>, record: &WorkflowRecord) {
+        let mut cache = self.inner.cache.lock();
+        let entry = cache.entry(record.id).or_insert_with(|| WfCache {
+            def: def.clone(),
+            start_state: None,
+            record: None,
+        });
+        entry.record = Some(Arc::new(record.clone()));
+    }
+
+    /// The remembered record, if it is running at `task`'s step with
+    /// `task`'s node pending.
+    fn cached_record(&self, task: &TaskId) -> Option<Arc<WorkflowRecord>> {
+        let cache = self.inner.cache.lock();
+        let record = cache.get(&task.workflow_id)?.record.as_ref()?;
+        let fits = record.status == WorkflowStatus::Running
+            && record.cursor.step == task.step
+            && record.cursor.pending.contains(&task.node);
+        fits.then(|| record.clone())
     }
 
     /// The state at the start of the record's current step: cached, or
@@ -1433,18 +1524,27 @@ impl Engine {
         self.inner.inflight.lock().retain(|(w, _, _)| *w != id);
     }
 
-    /// Publishes what is left in the outbox, then stops the background
-    /// tasks (relay, event router, progress publisher). Call it before the
-    /// process exits; workers are stopped separately with
-    /// [`WorkerHandle::shutdown`].
+    /// Stops the background tasks (relay, event router, progress
+    /// publisher), waiting for the relay to finish the pass it is in, then
+    /// publishes what is left in the outbox. Call it before the process
+    /// exits; workers are stopped separately with [`WorkerHandle::shutdown`].
     pub async fn close(&self) {
+        self.inner.shutdown.cancel();
+        // The relay finishes the pass it is in (so no store call of it is
+        // left in flight when the caller drops the store), then the last
+        // pass here publishes the rest.
+        let relay = self.inner.relay_task.lock().take();
+        if let Some(task) = relay {
+            if let Err(error) = task.await {
+                warn!(%error, "The outbox relay task failed.");
+            }
+        }
         relay_once(
             self.inner.store.as_ref(),
             self.inner.bus.as_ref(),
             self.inner.config.relay_batch.max(1),
         )
         .await;
-        self.inner.shutdown.cancel();
     }
 
     /// Starts the outbox relay, the event router (wakes `run` on events that
@@ -1460,14 +1560,14 @@ impl Engine {
         let shutdown = self.inner.shutdown.clone();
         let batch = self.inner.config.relay_batch.max(1);
         let interval = self.inner.config.relay_interval;
-        tokio::spawn(relay_loop(
+        *self.inner.relay_task.lock() = Some(tokio::spawn(relay_loop(
             store,
             bus.clone(),
             wake,
             shutdown.clone(),
             batch,
             interval,
-        ));
+        )));
 
         let waiters = self.inner.waiters.clone();
         let mut events = bus.subscribe();

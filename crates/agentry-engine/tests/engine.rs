@@ -695,6 +695,67 @@ async fn cancel_aborts_the_running_node_and_run_returns() {
     assert!(err.to_string().contains("is cancelled"), "{err}");
 }
 
+/// Two nodes in a row, both developers.
+const CHAIN: &str = r#"
+name = "chain"
+start = ["a"]
+[nodes.a]
+agent = "developer"
+[nodes.b]
+agent = "developer"
+[[edges]]
+from = "a"
+to = ["b"]
+[[edges]]
+from = "b"
+to = ["end"]
+"#;
+
+#[tokio::test]
+async fn cancel_by_another_process_ends_the_run_and_commits_nothing_more() {
+    let store = Arc::new(MemoryStore::new());
+    let h = harness_on(store.clone(), vec![("a", sleep(300))]).await;
+    // Another process: its own engine and bus on the same store, no workers.
+    let other = Engine::new(
+        store.clone(),
+        Arc::new(InprocBus::new()),
+        h.runner.clone(),
+        config(),
+    );
+    let rec = h.submit(def(CHAIN)).await;
+    let engine = h.engine.clone();
+    let run = tokio::spawn(async move { engine.run(rec.id).await });
+    eventually("node a started", || h.runner.runs().len() == 1).await;
+    let cancelled = other.cancel(rec.id, "from elsewhere").await.unwrap();
+    assert_eq!(cancelled.status, WorkflowStatus::Cancelled);
+    let ran = tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .expect("the run notices the cancel by its poll")
+        .unwrap()
+        .unwrap();
+    assert_eq!(ran.status, WorkflowStatus::Cancelled);
+    // Node a finishes (this process's token was never cancelled), but its
+    // commit is refused: nothing is written and b never runs.
+    eventually("node a finished", || {
+        h.runner
+            .runs()
+            .first()
+            .is_some_and(|r| r.end.is_some() && !r.aborted)
+    })
+    .await;
+    // Its commit follows within milliseconds; watch that it never lands.
+    let deadline = Instant::now() + Duration::from_millis(200);
+    while Instant::now() < deadline {
+        assert!(h.task_checkpoints(rec.id).await.is_empty());
+        assert_eq!(h.runner.count("b"), 0, "b ran after the cancel");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        store.get_workflow(rec.id).await.unwrap().status,
+        WorkflowStatus::Cancelled
+    );
+}
+
 // ------------------------------------------------------------ crash and resume
 
 #[tokio::test]

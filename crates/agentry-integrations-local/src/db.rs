@@ -139,9 +139,33 @@ const SCHEMA: &[(i64, &[&str])] = &[(
 /// The newest schema version this build knows.
 pub const SCHEMA_VERSION: i64 = 1;
 
+/// How long [`open_pool`] keeps retrying transient failures.
+const OPEN_RETRY_FOR: Duration = Duration::from_secs(10);
+
 /// Opens (creating if missing) the shared database file: WAL, a 5 s busy
-/// timeout, and this crate's schema applied.
+/// timeout, and this crate's schema applied. Transient failures are retried
+/// for up to [`OPEN_RETRY_FOR`]: two processes opening a fresh file at once
+/// both switch it to WAL, and SQLite answers one of them `SQLITE_BUSY` at
+/// once, without waiting for the busy timeout, to avoid a lock deadlock.
 pub(crate) async fn open_pool(db_path: &Path) -> Result<SqlitePool> {
+    let deadline = std::time::Instant::now() + OPEN_RETRY_FOR;
+    let mut delay = Duration::from_millis(20);
+    loop {
+        match try_open_pool(db_path).await {
+            Err(error)
+                if error.class() == agentry_core::ErrorClass::Transient
+                    && std::time::Instant::now() + delay < deadline =>
+            {
+                tracing::debug!(%error, "Opening the database failed; retrying.");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_millis(500));
+            }
+            result => return result,
+        }
+    }
+}
+
+async fn try_open_pool(db_path: &Path) -> Result<SqlitePool> {
     if let Some(dir) = db_path.parent().filter(|d| !d.as_os_str().is_empty()) {
         tokio::fs::create_dir_all(dir)
             .await

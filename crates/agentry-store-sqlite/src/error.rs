@@ -32,6 +32,15 @@ pub(crate) fn is_primary_key_violation(error: &sqlx::Error) -> bool {
     sqlite_code(error) == Some(code::CONSTRAINT_PRIMARYKEY)
 }
 
+/// True when SQLite gave up waiting for a lock (`SQLITE_BUSY`,
+/// `SQLITE_LOCKED` and their extended codes).
+pub(crate) fn is_busy(error: &sqlx::Error) -> bool {
+    matches!(
+        sqlite_code(error).map(|c| c & 0xff),
+        Some(code::BUSY) | Some(code::LOCKED)
+    )
+}
+
 /// True when the file is not a SQLite database or is corrupt.
 pub(crate) fn is_not_a_database(error: &sqlx::Error) -> bool {
     matches!(

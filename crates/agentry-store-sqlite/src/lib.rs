@@ -14,12 +14,15 @@
 //! durability per commit, since nobody is answered before the COMMIT. Inside
 //! it, all the batch's task commits run as ONE statement (rows inserted into
 //! a TEMP view whose trigger is the commit, see `procedures`), because each
-//! sqlx statement is a round trip to another thread; a stale or duplicate
-//! commit writes nothing by construction, and a batch in which a request
-//! fails is rolled back and run again with a `SAVEPOINT` per request, so the
-//! failing one fails alone (see `writer`). Callers serialize their requests
-//! to JSON before queueing them, in parallel with the writer. Reads use a
-//! separate pool, which WAL lets run alongside the writer.
+//! sqlx statement is a round trip to another thread; likewise all its
+//! creates and all its transitions, and the whole batch is sent as ONE
+//! multi-statement query. A stale or duplicate commit, or a refused
+//! transition, writes nothing by construction, and a batch in which a
+//! statement fails is rolled back and run again with a `SAVEPOINT` per
+//! request, so the failing one fails alone (see `writer`). Callers
+//! serialize their requests to JSON before queueing them, in parallel with
+//! the writer. Reads use a separate pool, which WAL lets run alongside the
+//! writer, and so do checkpoints of the log (their own connection).
 
 mod error;
 mod options;
@@ -67,6 +70,12 @@ const MAX_LIST_LIMIT: u32 = 500;
 /// Default number of events of [`Store::events`] and
 /// [`Store::unpublished_events`] when `limit` is 0.
 const DEFAULT_EVENT_LIMIT: u32 = 1000;
+/// Page size of new database files (existing files keep theirs). 8 KiB
+/// rather than SQLite's 4: a task commit typically writes rows of a few KB
+/// (a checkpoint's delta, an agent output), of which a 4 KiB page holds
+/// one; bigger pages mean fewer pages written to the log per commit and
+/// smaller files.
+const PAGE_SIZE: u32 = 8192;
 
 /// Counters of the group-committing writer (see [`SqliteStore::write_stats`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -92,6 +101,7 @@ pub struct SqliteStore {
     options: SqliteStoreOptions,
     writes: mpsc::Sender<WriteRequest>,
     writer_task: Option<JoinHandle<()>>,
+    checkpointer_task: Option<JoinHandle<()>>,
     pool: SqlitePool,
     counters: Arc<WriterCounters>,
     // Last, so the file's directory outlives the handles above when dropped.
@@ -157,7 +167,8 @@ impl SqliteStore {
             .synchronous(options.synchronous.to_sqlx())
             .busy_timeout(options.busy_timeout)
             .foreign_keys(true)
-            .statement_cache_capacity(256);
+            .statement_cache_capacity(256)
+            .page_size(PAGE_SIZE);
         let open_error = |error: sqlx::Error| {
             if is_not_a_database(&error) {
                 Error::permanent(format!(
@@ -168,24 +179,41 @@ impl SqliteStore {
             }
         };
         let limit = options.busy_timeout + options.operation_timeout;
-        let mut writer = bounded(&format!("opening {shown}"), limit, async {
-            connect.connect().await.map_err(open_error)
-        })
-        .await?;
-        bounded(&format!("migrating {shown}"), limit, async {
-            let mut migrator = sqlx::migrate!("./migrations");
-            // Tolerate versions this build does not know (a newer build ran
-            // on this file); other crates' tables are never looked at.
-            migrator.set_ignore_missing(true);
-            migrator
-                .run(&mut writer)
-                .await
-                .map_err(|error| match error {
-                    sqlx::migrate::MigrateError::Execute(error) => open_error(error),
-                    other => Error::permanent(format!("migrating the store {shown}: {other}")),
+        // Two processes opening a fresh file at once race twice: switching
+        // it to WAL (SQLite answers one of them SQLITE_BUSY at once, to
+        // avoid a lock deadlock) and applying the same migration (the loser
+        // finds its tables already made). Both resolve by trying again: the
+        // second attempt finds WAL on and the migration recorded. A real
+        // failure fails every attempt and is returned.
+        let mut attempt = 0;
+        let mut writer = loop {
+            attempt += 1;
+            let opened = async {
+                let mut writer = bounded(&format!("opening {shown}"), limit, async {
+                    connect.connect().await.map_err(open_error)
                 })
-        })
-        .await?;
+                .await
+                .map_err(|error| {
+                    let retry = error.class().is_retryable();
+                    (error, retry)
+                })?;
+                // Any migration failure may be the race; a real one fails
+                // every attempt.
+                migrate(&mut writer, &shown, open_error, limit)
+                    .await
+                    .map_err(|error| (error, true))?;
+                Ok::<_, (Error, bool)>(writer)
+            }
+            .await;
+            match opened {
+                Ok(writer) => break writer,
+                Err((error, true)) if attempt < OPEN_ATTEMPTS => {
+                    tracing::debug!(path = %shown, attempt, %error, "Opening the store failed; retrying.");
+                    tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
+                }
+                Err((error, _)) => return Err(error),
+            }
+        };
         bounded(&format!("preparing the writer of {shown}"), limit, async {
             sqlx::raw_sql(procedures::INSTALL)
                 .execute(&mut writer)
@@ -198,15 +226,30 @@ impl SqliteStore {
             .max_connections(options.read_connections.max(1))
             .min_connections(0)
             .acquire_timeout(options.operation_timeout)
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await
             .map_err(open_error)?;
+        let checkpoint_conn = bounded(&format!("opening {shown}"), limit, async {
+            connect.connect().await.map_err(open_error)
+        })
+        .await?;
+        let (checkpoints, checkpoint_wake) = mpsc::channel(1);
+        let checkpointer_task = tokio::spawn(
+            writer::checkpointer(checkpoint_conn, checkpoint_wake, limit)
+                .instrument(tracing::debug_span!("sqlite_store_checkpointer", path = %shown)),
+        );
         let (writes, requests) = mpsc::channel(options.queue_capacity.max(1));
         let span = tracing::debug_span!("sqlite_store_writer", path = %shown);
         let counters = Arc::new(WriterCounters::default());
         let writer_task = tokio::spawn(
-            writer::run(writer, requests, options.max_batch.max(1), counters.clone())
-                .instrument(span),
+            writer::run(
+                writer,
+                requests,
+                options.max_batch.max(1),
+                counters.clone(),
+                checkpoints,
+            )
+            .instrument(span),
         );
         tracing::debug!(path = %shown, "SQLite store open.");
         Ok(SqliteStore {
@@ -214,6 +257,7 @@ impl SqliteStore {
             options,
             writes,
             writer_task: Some(writer_task),
+            checkpointer_task: Some(checkpointer_task),
             pool,
             counters,
             _temp_dir: temp_dir,
@@ -272,6 +316,12 @@ impl SqliteStore {
         if let Some(task) = self.writer_task.take() {
             if let Err(error) = task.await {
                 tracing::warn!(%error, "The store's writer task failed.");
+            }
+        }
+        // It stops once the writer has.
+        if let Some(task) = self.checkpointer_task.take() {
+            if let Err(error) = task.await {
+                tracing::warn!(%error, "The store's checkpoint task failed.");
             }
         }
         self.pool.close().await;
@@ -359,6 +409,29 @@ fn event_limit(limit: u32) -> i64 {
     })
 }
 
+/// Attempts [`SqliteStore::open`] makes at connecting and migrating.
+const OPEN_ATTEMPTS: u32 = 6;
+
+/// Runs the embedded migrations on the writer connection.
+async fn migrate(
+    writer: &mut SqliteConnection,
+    shown: &str,
+    open_error: impl Fn(sqlx::Error) -> Error,
+    limit: Duration,
+) -> Result<()> {
+    bounded(&format!("migrating {shown}"), limit, async {
+        let mut migrator = sqlx::migrate!("./migrations");
+        // Tolerate versions this build does not know (a newer build ran
+        // on this file); other crates' tables are never looked at.
+        migrator.set_ignore_missing(true);
+        migrator.run(writer).await.map_err(|error| match error {
+            sqlx::migrate::MigrateError::Execute(error) => open_error(error),
+            other => Error::permanent(format!("migrating the store {shown}: {other}")),
+        })
+    })
+    .await
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn name(&self) -> &'static str {
@@ -390,7 +463,7 @@ impl Store for SqliteStore {
                 new.id, new.request_id
             )));
         }
-        let request = CreateRequest::new(new)?;
+        let request = CreateRequest::new(&new)?;
         match self
             .write("create_workflow", WriteOp::Create(request))
             .await?

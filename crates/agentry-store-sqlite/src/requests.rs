@@ -37,6 +37,12 @@ struct RequestRow<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     current_step: Option<&'a str>,
     note: &'a str,
+    /// (Transitions) the statuses the workflow must have.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expected_status: Option<Vec<&'static str>>,
+    /// (Transitions) the step its cursor must be at, when one is expected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expected_step: Option<i64>,
     /// Ids of the new `agent_outputs` rows, one per output of the delta.
     output_ids: Vec<String>,
     context: Vec<ContextRow<'a>>,
@@ -64,6 +70,8 @@ impl<'a> RequestRow<'a> {
             status: None,
             current_step: None,
             note: "",
+            expected_status: None,
+            expected_step: None,
             output_ids: delta.agent_outputs.iter().map(|_| new_row_id()).collect(),
             context: delta
                 .shared_context
@@ -130,19 +138,43 @@ fn new_row_id() -> String {
 /// A prepared [`agentry_core::Store::create_workflow`].
 #[derive(Debug)]
 pub(crate) struct CreateRequest {
-    pub(crate) new: NewWorkflow,
-    pub(crate) id: String,
-    pub(crate) options: String,
-    pub(crate) cursor: String,
+    pub(crate) id: WorkflowId,
+    pub(crate) request_id: String,
+    /// The row to insert, as a JSON object of strings (see
+    /// [`crate::procedures::BATCH`]).
+    pub(crate) row: String,
+}
+
+/// A `workflows` row to insert; `options` and `cursor` are JSON texts.
+#[derive(Serialize)]
+struct CreateRow<'a> {
+    id: String,
+    request_id: &'a str,
+    requirements: &'a str,
+    workflow_name: &'a str,
+    definition: &'a str,
+    options: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tenant: Option<&'a str>,
+    cursor: String,
 }
 
 impl CreateRequest {
-    pub(crate) fn new(new: NewWorkflow) -> Result<Self> {
-        Ok(CreateRequest {
+    pub(crate) fn new(new: &NewWorkflow) -> Result<Self> {
+        let row = CreateRow {
             id: id_text(new.id),
+            request_id: &new.request_id,
+            requirements: &new.requirements,
+            workflow_name: &new.workflow_name,
+            definition: &new.definition,
             options: serde_json::to_string(&new.options)?,
+            tenant: new.tenant.as_deref(),
             cursor: serde_json::to_string(&Cursor::default())?,
-            new,
+        };
+        Ok(CreateRequest {
+            id: new.id,
+            request_id: new.request_id.clone(),
+            row: serde_json::to_string(&row)?,
         })
     }
 }
@@ -199,6 +231,17 @@ impl TransitionRequest {
         row.status = Some(transition.status.as_str());
         row.current_step = transition.current_step.as_deref();
         row.note = &transition.note;
+        row.expected_status = Some(
+            transition
+                .expected_status
+                .iter()
+                .map(|s| s.as_str())
+                .collect(),
+        );
+        // A step beyond i64 cannot be the cursor's: expect one that never is.
+        row.expected_step = transition
+            .expected_step
+            .map(|s| i64::try_from(s).unwrap_or(-1));
         Ok(TransitionRequest {
             workflow_id,
             expected_status: transition.expected_status.clone(),

@@ -7,22 +7,28 @@
 //! transaction and `COMMIT`s once, so one fsync covers the whole batch.
 //! Replies go out only after the COMMIT.
 //!
-//! A batch first runs optimistically, with no savepoints: the requests other
-//! than task commits one by one in queue order, then all the task commits in
-//! ONE statement (rows inserted into the `task_commits` view, see
-//! [`crate::procedures`]). Requests of one batch were all in flight at the
-//! same time, so any order among them is one the callers could have seen.
-//! Running without savepoints is safe because a request that must write
-//! nothing (a stale or duplicate commit, a create whose request id exists)
-//! writes nothing by construction: its guard is its first statement and the
-//! others depend on it. Only a FAILED request (an error from a statement, or
-//! a refusal such as a transition's conflict) may have written part of its
-//! rows, and a failed statement fails the whole group of task commits; then
-//! the whole batch is rolled back and run again carefully, in queue order,
-//! each request inside its own `SAVEPOINT`, so the failed one is rolled back
-//! alone, gets its own error, and the others commit as if it had not been
-//! there. Failures are rare, so the common batch pays neither for
-//! savepoints nor for a statement per task commit.
+//! A batch first runs optimistically, with no savepoints, as ONE statement
+//! ([`crate::procedures::BATCH`]): all its creates, then all its
+//! transitions, then all its task commits (rows inserted into TEMP views),
+//! then its outbox marks; so a batch costs three round trips to sqlx's
+//! connection thread (BEGIN, the batch, COMMIT) whatever its size. Requests
+//! of one batch were all in flight at the same time, so any order among
+//! them is one the callers could have seen. Running without savepoints is
+//! safe because a request that must write nothing (a stale or duplicate
+//! commit, a transition from the wrong status or step, a create whose
+//! request id exists) writes nothing by construction: its guard is its
+//! first statement and the others depend on it; its outcome (or conflict)
+//! is a result like any other. Only a FAILED statement (a constraint
+//! violation, an I/O error) may have written part of its rows, and it fails
+//! the whole batch; then the batch is rolled back and run again carefully,
+//! in queue order, each request alone inside its own `SAVEPOINT`, so the
+//! failed one is rolled back alone, gets its own error, and the others
+//! commit as if it had not been there. Failures are rare, so the common
+//! batch pays neither for savepoints nor for a statement per request.
+//!
+//! Checkpoints of the write-ahead log (copying it into the database file)
+//! run on their own connection ([`checkpointer`]), so the writer rarely
+//! stops to do one inside a COMMIT.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -33,10 +39,10 @@ use sqlx::{Row, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use crate::error::{db_error, is_primary_key_violation};
-use crate::procedures::{COMMIT_TASKS, TRANSITION};
+use crate::error::{db_error, is_busy, is_primary_key_violation};
+use crate::procedures::{BATCH, BATCH_TRANSACTION};
 use crate::requests::{CommitRequest, CreateRequest, TransitionRequest};
-use crate::rows::{id_text, timestamp, workflow_from_row};
+use crate::rows::{timestamp, workflow_from_row};
 
 /// A write the writer task performs, prepared by the caller.
 pub(crate) enum WriteOp {
@@ -78,12 +84,6 @@ pub(crate) struct WriterCounters {
     pub(crate) careful_reruns: AtomicU64,
 }
 
-/// Keep the request's writes, or roll its savepoint back (careful mode).
-enum Keep {
-    Yes,
-    No,
-}
-
 /// How a batch runs: see the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -101,25 +101,66 @@ enum Abort {
     Batch(Error),
 }
 
+/// Requests between two wake-ups of the checkpointer (a request writes a
+/// few pages; SQLite's own default checkpoints every 1000 pages).
+const CHECKPOINT_EVERY: u64 = 128;
+
 /// The writer loop: runs until every sender is dropped (the store was
-/// dropped or closed), then closes the connection.
+/// dropped or closed), then closes the connection (and so stops the
+/// checkpointer).
 pub(crate) async fn run(
     mut conn: SqliteConnection,
     mut requests: mpsc::Receiver<WriteRequest>,
     max_batch: usize,
     counters: std::sync::Arc<WriterCounters>,
+    checkpoints: mpsc::Sender<()>,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
+    let mut since_checkpoint = 0;
     while requests.recv_many(&mut batch, max_batch).await > 0 {
         let size = batch.len() as u64;
         counters.batches.fetch_add(1, Ordering::Relaxed);
         counters.requests.fetch_add(size, Ordering::Relaxed);
         counters.largest_batch.fetch_max(size, Ordering::Relaxed);
         run_batch(&mut conn, &mut batch, &counters).await;
+        since_checkpoint += size;
+        if since_checkpoint >= CHECKPOINT_EVERY {
+            since_checkpoint = 0;
+            // Full: a checkpoint is already due, which covers this one.
+            let _ = checkpoints.try_send(());
+        }
     }
     debug!("Store writer stopping: every handle was dropped.");
     if let Err(error) = sqlx::Connection::close(conn).await {
         warn!(%error, "Closing the SQLite write connection failed.");
+    }
+}
+
+/// The checkpointer: copies the write-ahead log into the database file
+/// (`PRAGMA wal_checkpoint(PASSIVE)`) on its own connection, when the writer
+/// asks, so the writer does not stop to do it inside a COMMIT. A passive
+/// checkpoint runs alongside the writer and readers and waits for neither;
+/// at `synchronous = FULL` it syncs the log before and the file after, as
+/// SQLite's automatic one would. Stops when the writer does.
+pub(crate) async fn checkpointer(
+    mut conn: SqliteConnection,
+    mut wake: mpsc::Receiver<()>,
+    limit: std::time::Duration,
+) {
+    while wake.recv().await.is_some() {
+        let started = Instant::now();
+        let run = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").fetch_optional(&mut conn);
+        match tokio::time::timeout(limit, run).await {
+            Ok(Ok(_)) => debug!(
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "WAL checkpoint."
+            ),
+            Ok(Err(error)) => warn!(%error, "A WAL checkpoint failed; the next one retries."),
+            Err(_) => warn!(?limit, "A WAL checkpoint timed out; the next one retries."),
+        }
+    }
+    if let Err(error) = sqlx::Connection::close(conn).await {
+        warn!(%error, "Closing the SQLite checkpoint connection failed.");
     }
 }
 
@@ -188,17 +229,21 @@ async fn attempt_batch(
     batch: &[WriteRequest],
     mode: Mode,
 ) -> std::result::Result<Vec<Result<Written>>, Abort> {
+    if mode == Mode::Optimistic {
+        // BEGIN and COMMIT travel with the batch.
+        let results = optimistic(conn, batch).await;
+        if results.is_err() {
+            rollback(conn).await;
+        }
+        return results;
+    }
     if let Err(error) = exec(conn, "BEGIN IMMEDIATE").await {
         return Err(Abort::Batch(db_error(
             "starting a write transaction",
             error,
         )));
     }
-    let results = match mode {
-        Mode::Optimistic => optimistic(conn, batch).await,
-        Mode::Careful => careful(conn, batch).await,
-    };
-    let results = match results {
+    let results = match careful(conn, batch).await {
         Ok(results) => results,
         Err(abort) => {
             rollback(conn).await;
@@ -212,55 +257,37 @@ async fn attempt_batch(
     }
     debug!(
         batch_size = batch.len(),
-        ?mode,
         commit_us = applied.elapsed().as_micros() as u64,
-        "Batch committed."
+        "Careful batch committed."
     );
     Ok(results)
 }
 
-/// The requests other than task commits in queue order, then every task
-/// commit in one statement; any failure aborts.
+/// The whole batch in one transaction of one statement
+/// ([`BATCH_TRANSACTION`]); a failed statement aborts (before the COMMIT).
 async fn optimistic(
     conn: &mut SqliteConnection,
     batch: &[WriteRequest],
 ) -> std::result::Result<Vec<Result<Written>>, Abort> {
-    let mut results: Vec<Option<Result<Written>>> = batch.iter().map(|_| None).collect();
-    let mut commits = Vec::new();
-    for (i, request) in batch.iter().enumerate() {
-        match &request.op {
-            WriteOp::Commit(commit) => commits.push((i, commit)),
-            op => match apply(conn, op).await {
-                Ok((written, _)) => results[i] = Some(Ok(written)),
-                Err(error) => {
-                    debug!(%error, "A write request failed in optimistic mode.");
-                    return Err(Abort::RequestFailed);
-                }
-            },
+    let ops: Vec<&WriteOp> = batch.iter().map(|r| &r.op).collect();
+    match run_ops(conn, BATCH_TRANSACTION, &ops).await {
+        Ok(Ok(results)) => Ok(results),
+        // Like a reply lost after the COMMIT: a retry finds what was written
+        // (an existing request id, a duplicate commit, a moved workflow).
+        Ok(Err(error)) => Err(Abort::Batch(Error::transient(format!(
+            "the write batch was committed, but its results could not be read: {error}"
+        )))),
+        // Only its BEGIN can wait for the lock (another process writing):
+        // a rerun would wait again.
+        Err(error) if is_busy(&error) => Err(Abort::Batch(db_error(
+            "starting a write transaction",
+            error,
+        ))),
+        Err(error) => {
+            debug!(%error, requests = ops.len(), "A write batch failed in optimistic mode.");
+            Err(Abort::RequestFailed)
         }
     }
-    if !commits.is_empty() {
-        let requests: Vec<&CommitRequest> = commits.iter().map(|(_, c)| *c).collect();
-        match commit_tasks(conn, &requests).await {
-            Ok(outcomes) => {
-                for ((i, _), outcome) in commits.iter().zip(outcomes) {
-                    results[*i] = Some(outcome);
-                }
-            }
-            Err(error) => {
-                debug!(%error, commits = requests.len(), "Task commits failed in optimistic mode.");
-                return Err(Abort::RequestFailed);
-            }
-        }
-    }
-    results
-        .into_iter()
-        .map(|result| {
-            result.ok_or(Abort::Batch(Error::permanent(
-                "a write request was skipped",
-            )))
-        })
-        .collect()
 }
 
 /// Each request in queue order inside its own savepoint.
@@ -288,14 +315,22 @@ async fn in_savepoint(conn: &mut SqliteConnection, op: &WriteOp) -> Result<Resul
     exec(conn, "SAVEPOINT request")
         .await
         .map_err(savepoint_error)?;
-    let result = apply(conn, op).await;
-    match &result {
-        Ok((_, Keep::Yes)) => {}
-        Ok((_, Keep::No)) | Err(_) => {
-            exec(conn, "ROLLBACK TO request")
-                .await
-                .map_err(savepoint_error)?;
-        }
+    let result = match run_ops(conn, BATCH, &[op]).await {
+        Ok(Ok(mut results)) => results
+            .pop()
+            .unwrap_or_else(|| Err(Error::permanent("a write request got no result"))),
+        Ok(Err(error)) => Err(error),
+        Err(error) => Err(request_error(op, error)),
+    };
+    let keep = match &result {
+        Ok(Written::Outcome(CommitOutcome::Committed { .. })) => true,
+        Ok(Written::Outcome(_)) | Err(_) => false,
+        Ok(Written::Record(_) | Written::Done) => true,
+    };
+    if !keep {
+        exec(conn, "ROLLBACK TO request")
+            .await
+            .map_err(savepoint_error)?;
     }
     exec(conn, "RELEASE request")
         .await
@@ -303,165 +338,228 @@ async fn in_savepoint(conn: &mut SqliteConnection, op: &WriteOp) -> Result<Resul
     if let Err(error) = &result {
         debug!(%error, "A write request failed; its savepoint was rolled back.");
     }
-    Ok(result.map(|(written, _)| written))
+    Ok(result)
 }
 
-async fn apply(conn: &mut SqliteConnection, op: &WriteOp) -> Result<(Written, Keep)> {
+/// The error of a failed statement that ran `op` alone.
+fn request_error(op: &WriteOp, error: sqlx::Error) -> Error {
     match op {
-        WriteOp::Create(request) => create(conn, request).await,
-        WriteOp::Commit(request) => {
-            let outcome = commit_tasks(conn, &[request])
-                .await?
-                .pop()
-                .unwrap_or_else(|| Err(Error::permanent("a task commit got no outcome")))?;
-            let keep = match outcome {
-                Written::Outcome(CommitOutcome::Committed { .. }) => Keep::Yes,
-                _ => Keep::No,
-            };
-            Ok((outcome, keep))
+        WriteOp::Create(request) if is_primary_key_violation(&error) => Error::Conflict(format!(
+            "workflow {} already exists (with another request id than `{}`)",
+            request.id, request.request_id
+        )),
+        WriteOp::Create(request) => db_error(&format!("creating workflow {}", request.id), error),
+        WriteOp::Commit(request) => db_error(&format!("committing task {}", request.task), error),
+        WriteOp::Transition(request) => {
+            db_error(&format!("updating workflow {}", request.workflow_id), error)
         }
-        WriteOp::Transition(request) => transition_workflow(conn, request).await,
-        WriteOp::MarkPublished(seqs) => mark_published(conn, seqs).await,
+        WriteOp::MarkPublished(_) => db_error("marking events published", error),
     }
 }
 
-async fn create(conn: &mut SqliteConnection, request: &CreateRequest) -> Result<(Written, Keep)> {
-    let now = timestamp(Utc::now());
-    let new = &request.new;
-    let id = &request.id;
-    let inserted = sqlx::query(INSERT_WORKFLOW)
-        .bind(id)
-        .bind(&new.request_id)
-        .bind(&new.requirements)
-        .bind(&now)
-        .bind(&new.workflow_name)
-        .bind(&new.definition)
-        .bind(&request.options)
-        .bind(&new.tenant)
-        .bind(&request.cursor)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(|error| {
-            if is_primary_key_violation(&error) {
-                Error::Conflict(format!(
-                    "workflow {id} already exists (with another request id than `{}`)",
-                    new.request_id
-                ))
-            } else {
-                db_error(&format!("creating workflow {id}"), error)
-            }
-        })?;
-    if let Some(row) = inserted {
-        return Ok((
-            Written::Record(Box::new(workflow_from_row(&row)?)),
-            Keep::Yes,
-        ));
-    }
-    // Same request id: the first workflow, unchanged.
-    let existing = sqlx::query(SELECT_WORKFLOW_BY_REQUEST_ID)
-        .bind(&new.request_id)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|error| {
-            db_error(
-                &format!("reading workflow of request {}", new.request_id),
-                error,
-            )
-        })?;
-    Ok((
-        Written::Record(Box::new(workflow_from_row(&existing)?)),
-        Keep::No,
-    ))
+/// The requests of one kind, as the JSON array [`BATCH`] takes, and their
+/// positions in the batch.
+struct Group {
+    json: String,
+    positions: Vec<usize>,
 }
 
-/// Inserts a pending workflow unless its request id exists; returns the
-/// row's [`crate::rows::WORKFLOW_COLUMNS`].
-const INSERT_WORKFLOW: &str =
-    "INSERT INTO workflows (id, request_id, requirements, status, created_at, updated_at, \
-         workflow_name, definition, options, tenant, cursor, cursor_step, current_step, last_seq) \
-     VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?5, ?6, ?7, ?8, ?9, 0, '', 0) \
-     ON CONFLICT (request_id) DO NOTHING \
-     RETURNING id, request_id, requirements, status, workflow_name, definition, options, tenant, \
-         cursor, current_step, created_at, updated_at";
+impl Group {
+    fn new() -> Self {
+        Group {
+            json: String::from("["),
+            positions: Vec::new(),
+        }
+    }
 
-/// A workflow's [`crate::rows::WORKFLOW_COLUMNS`] by request id.
-const SELECT_WORKFLOW_BY_REQUEST_ID: &str =
-    "SELECT id, request_id, requirements, status, workflow_name, definition, options, tenant, \
-         cursor, current_step, created_at, updated_at FROM workflows WHERE request_id = ?1";
+    /// Appends `item` (a JSON value) for the request at `position`.
+    fn push(&mut self, position: usize, item: &str) {
+        if self.json.len() > 1 {
+            self.json.push(',');
+        }
+        self.json.push_str(item);
+        self.positions.push(position);
+    }
 
-/// Task commits in one statement (see [`crate::procedures`]). The outer
-/// error means the statement failed, and none of them applied; otherwise one
-/// outcome per request, in order.
-async fn commit_tasks(
+    fn finish(mut self) -> (String, Vec<usize>) {
+        self.json.push(']');
+        (self.json, self.positions)
+    }
+}
+
+/// Runs `ops` in ONE [`BATCH`] statement (`sql`: [`BATCH`], or
+/// [`BATCH_TRANSACTION`] to run it in a transaction of its own). The outer
+/// error means the statement failed (what it wrote is rolled back by the
+/// caller); the middle one that its answer could not be read; otherwise one
+/// result per op, in order.
+async fn run_ops(
     conn: &mut SqliteConnection,
-    requests: &[&CommitRequest],
-) -> Result<Vec<Result<Written>>> {
-    let mut rows_json =
-        String::with_capacity(2 + requests.iter().map(|r| r.row.len() + 1).sum::<usize>());
-    rows_json.push('[');
-    for (i, request) in requests.iter().enumerate() {
-        if i > 0 {
-            rows_json.push(',');
-        }
-        rows_json.push_str(&request.row);
+    sql: &'static str,
+    ops: &[&WriteOp],
+) -> std::result::Result<Result<Vec<Result<Written>>>, sqlx::Error> {
+    let (mut creates, mut transitions, mut commits, mut seqs) =
+        (Group::new(), Group::new(), Group::new(), Group::new());
+    let mut results: Vec<Result<Written>> = Vec::with_capacity(ops.len());
+    for (i, op) in ops.iter().enumerate() {
+        results.push(match op {
+            WriteOp::Create(request) => {
+                creates.push(i, &request.row);
+                Err(Error::permanent(format!(
+                    "creating workflow {}: nothing was written",
+                    request.id
+                )))
+            }
+            WriteOp::Transition(request) => {
+                transitions.push(i, &request.row);
+                Err(Error::permanent(format!(
+                    "updating workflow {}: the transition got no result",
+                    request.workflow_id
+                )))
+            }
+            WriteOp::Commit(request) => {
+                commits.push(i, &request.row);
+                Err(Error::not_found(format!(
+                    "workflow {}",
+                    request.task.workflow_id
+                )))
+            }
+            WriteOp::MarkPublished(array) => {
+                // A non-empty JSON array: its items join the batch's.
+                let items = array
+                    .trim()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .trim();
+                if !items.is_empty() {
+                    seqs.push(i, items);
+                }
+                Ok(Written::Done)
+            }
+        });
     }
-    rows_json.push(']');
-    let now = timestamp(Utc::now());
-    let rows = sqlx::query(COMMIT_TASKS)
-        .bind(rows_json)
-        .bind(now)
+    let (creates, create_at) = creates.finish();
+    let (transitions, transition_at) = transitions.finish();
+    let (commits, commit_at) = commits.finish();
+    let (seqs, _) = seqs.finish();
+    let rows = sqlx::query(sql)
+        .bind(creates)
+        .bind(transitions)
+        .bind(commits)
+        .bind(seqs)
+        .bind(timestamp(Utc::now()))
         .fetch_all(&mut *conn)
-        .await
-        .map_err(|error| match requests {
-            [one] => db_error(&format!("committing task {}", one.task), error),
-            _ => db_error(&format!("committing {} tasks", requests.len()), error),
-        })?;
-    let mut outcomes: Vec<Result<Written>> = requests
-        .iter()
-        .map(|request| {
-            Err(Error::not_found(format!(
-                "workflow {}",
-                request.task.workflow_id
-            )))
-        })
-        .collect();
+        .await?;
+    let place = |positions: &[usize], index: usize| {
+        positions
+            .get(index)
+            .copied()
+            .ok_or_else(|| Error::permanent(format!("no write request number {index}")))
+    };
     for row in &rows {
-        let (index, outcome) = commit_result(row)?;
-        match outcomes.get_mut(index) {
-            Some(slot) => *slot = Ok(Written::Outcome(outcome)),
-            None => return Err(Error::permanent(format!("no task commit number {index}"))),
+        let decoded = (|| -> Result<()> {
+            let kind: String = row
+                .try_get("kind")
+                .map_err(|error| db_error("reading a batch result", error))?;
+            let index = request_index(row)?;
+            match kind.as_str() {
+                "create" => {
+                    results[place(&create_at, index)?] =
+                        Ok(Written::Record(Box::new(workflow_from_row(row)?)));
+                }
+                "transition" => {
+                    let i = place(&transition_at, index)?;
+                    if let WriteOp::Transition(request) = ops[i] {
+                        results[i] = transition_result(row, request);
+                    }
+                }
+                "commit" => {
+                    results[place(&commit_at, index)?] = Ok(Written::Outcome(commit_result(row)?));
+                }
+                other => {
+                    return Err(Error::permanent(format!(
+                        "unknown batch result kind `{other}`"
+                    )))
+                }
+            }
+            Ok(())
+        })();
+        if let Err(error) = decoded {
+            return Ok(Err(error));
         }
     }
-    Ok(outcomes)
+    Ok(Ok(results))
 }
 
-/// A `commit_results` row: the request's index and its outcome.
-fn commit_result(row: &sqlx::sqlite::SqliteRow) -> Result<(usize, CommitOutcome)> {
+/// The `request` column of a batch result row.
+fn request_index(row: &sqlx::sqlite::SqliteRow) -> Result<usize> {
+    let index: i64 = row
+        .try_get("request")
+        .map_err(|error| db_error("reading a batch result", error))?;
+    usize::try_from(index)
+        .map_err(|_| Error::permanent(format!("negative write request number {index}")))
+}
+
+/// A `commit_results` row's outcome.
+fn commit_result(row: &sqlx::sqlite::SqliteRow) -> Result<CommitOutcome> {
     let get = |error| db_error("reading commit_results", error);
-    let index: i64 = row.try_get("request").map_err(get)?;
     let seq: Option<i64> = row.try_get("seq").map_err(get)?;
     let duplicate: bool = row.try_get("duplicate").map_err(get)?;
-    let index = usize::try_from(index)
-        .map_err(|_| Error::permanent(format!("negative task commit number {index}")))?;
-    let outcome = match seq {
+    Ok(match seq {
         Some(seq) => CommitOutcome::Committed {
             seq: u64::try_from(seq).map_err(|_| Error::permanent(format!("negative seq {seq}")))?,
         },
         None if duplicate => CommitOutcome::Duplicate,
         None => {
-            let (status, step) = status_and_step(row)?;
+            let (status, step) = status_and_step(row, "step")?;
             CommitOutcome::Stale { status, step }
         }
-    };
-    Ok((index, outcome))
+    })
 }
 
-fn status_and_step(row: &sqlx::sqlite::SqliteRow) -> Result<(WorkflowStatus, u64)> {
+/// A `transition_results` row: the record after it, or why it was refused.
+fn transition_result(
+    row: &sqlx::sqlite::SqliteRow,
+    request: &TransitionRequest,
+) -> Result<Written> {
+    let get = |error| db_error("reading transition_results", error);
+    let id: Option<String> = row.try_get("id").map_err(get)?;
+    if id.is_none() {
+        return Err(Error::not_found(format!(
+            "workflow {}",
+            request.workflow_id
+        )));
+    }
+    let applied: bool = row.try_get("applied").map_err(get)?;
+    if applied {
+        return Ok(Written::Record(Box::new(workflow_from_row(row)?)));
+    }
+    let (status, step) = status_and_step(row, "cursor_step")?;
+    let expected: Vec<&str> = request.expected_status.iter().map(|s| s.as_str()).collect();
+    let expected_step = request
+        .expected_step
+        .map(|s| format!(" at step {s}"))
+        .unwrap_or_default();
+    Err(Error::Conflict(format!(
+        "workflow {} is {status} at step {step}; `{}` needs it {}{expected_step}",
+        request.workflow_id,
+        request.note,
+        if expected.is_empty() {
+            "in no status".to_string()
+        } else {
+            expected.join(" or ")
+        },
+    )))
+}
+
+fn status_and_step(
+    row: &sqlx::sqlite::SqliteRow,
+    step_column: &str,
+) -> Result<(WorkflowStatus, u64)> {
     let status: String = row
         .try_get("status")
         .map_err(|error| db_error("reading workflows.status", error))?;
     let step: i64 = row
-        .try_get("step")
+        .try_get(step_column)
         .map_err(|error| db_error("reading workflows.cursor_step", error))?;
     let status = status
         .parse::<WorkflowStatus>()
@@ -469,67 +567,4 @@ fn status_and_step(row: &sqlx::sqlite::SqliteRow) -> Result<(WorkflowStatus, u64
     let step = u64::try_from(step)
         .map_err(|_| crate::error::corrupt("workflows", format!("negative cursor_step {step}")))?;
     Ok((status, step))
-}
-
-/// Checks the transition's expectations, then writes it in one round trip.
-async fn transition_workflow(
-    conn: &mut SqliteConnection,
-    request: &TransitionRequest,
-) -> Result<(Written, Keep)> {
-    let id = id_text(request.workflow_id);
-    let row = sqlx::query("SELECT status, cursor_step AS step FROM workflows WHERE id = ?1")
-        .bind(&id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(|error| db_error(&format!("reading workflow {id}"), error))?;
-    let Some(row) = row else {
-        return Err(Error::not_found(format!("workflow {id}")));
-    };
-    let (status, step) = status_and_step(&row)?;
-    let status_ok = request.expected_status.contains(&status);
-    let step_ok = request.expected_step.is_none_or(|s| s == step);
-    if !status_ok || !step_ok {
-        let expected: Vec<&str> = request.expected_status.iter().map(|s| s.as_str()).collect();
-        let expected_step = request
-            .expected_step
-            .map(|s| format!(" at step {s}"))
-            .unwrap_or_default();
-        return Err(Error::Conflict(format!(
-            "workflow {id} is {status} at step {step}; `{}` needs it {}{expected_step}",
-            request.note,
-            if expected.is_empty() {
-                "in no status".to_string()
-            } else {
-                expected.join(" or ")
-            },
-        )));
-    }
-    let now = timestamp(Utc::now());
-    let rows = sqlx::query(TRANSITION)
-        .bind(request.row.as_str())
-        .bind(now)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|error| db_error(&format!("updating workflow {id}"), error))?;
-    let Some(row) = rows.first() else {
-        return Err(Error::permanent(format!(
-            "updating workflow {id}: the transition wrote no checkpoint"
-        )));
-    };
-    Ok((
-        Written::Record(Box::new(workflow_from_row(row)?)),
-        Keep::Yes,
-    ))
-}
-
-async fn mark_published(conn: &mut SqliteConnection, seqs: &str) -> Result<(Written, Keep)> {
-    sqlx::query(
-        "UPDATE events SET published = 1 \
-         WHERE published = 0 AND seq IN (SELECT value FROM json_each(?1))",
-    )
-    .bind(seqs)
-    .execute(&mut *conn)
-    .await
-    .map_err(|error| db_error("marking events published", error))?;
-    Ok((Written::Done, Keep::Yes))
 }

@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentry_core::{
-    CommitOutcome, Error, ErrorClass, Event, EventKind, StateDelta, Store, WorkflowId,
+    CommitOutcome, Error, ErrorClass, Event, EventKind, NewWorkflow, StateDelta, Store, WorkflowId,
     WorkflowStatus,
 };
 use agentry_store_conformance::{
-    advance_to, commit_of, commit_ok, output, snapshot, started, task,
+    advance_to, commit_of, commit_ok, new_workflow, output, snapshot, start_transition, started,
+    task,
 };
 use agentry_store_sqlite::{SqliteStore, SqliteStoreOptions, Synchronous};
 use serde_json::json;
@@ -555,6 +556,106 @@ async fn a_failing_request_in_a_batch_fails_alone() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refusals_in_a_mixed_batch_need_no_rerun() {
+    let store = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+    let s = dyn_store(&store);
+    let running = started(&s, "req-running", &["n"]).await;
+    let pending = new_workflow("req-pending");
+    let pending_id = pending.id;
+    s.create_workflow(pending).await.unwrap();
+    let blocker = started(&s, "req-blocker", &["n"]).await;
+    let existing = snapshot(&s, running).await;
+
+    // Queue every kind of request, including refusals, behind the write
+    // lock held by another connection, so that they land in ONE batch.
+    let mut lock = store.pool().acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let taken = store.write_stats().requests;
+    let first = tokio::spawn({
+        let s = s.clone();
+        let c = commit_of(&task(blocker, 0, "n"), StateDelta::default(), None);
+        async move { s.commit_task(c).await }
+    });
+    eventually("the writer took the first request", || {
+        store.write_stats().requests == taken + 1
+    })
+    .await;
+    let fresh = new_workflow("req-fresh");
+    let fresh_id = fresh.id;
+    let again = NewWorkflow {
+        id: WorkflowId::new(),
+        ..new_workflow("req-running")
+    };
+    let creates = [fresh, again].map(|new| {
+        let s = s.clone();
+        tokio::spawn(async move { s.create_workflow(new).await })
+    });
+    // Starting a running workflow is refused; starting a pending one works.
+    let transitions = [running, pending_id, WorkflowId::new()].map(|id| {
+        let s = s.clone();
+        tokio::spawn(async move { s.transition(id, start_transition(id, &["n"])).await })
+    });
+    // The stale one is at step 5 of the workflow started in this batch
+    // (transitions run before task commits).
+    let commits = [(running, 0), (pending_id, 5)].map(|(id, step)| {
+        let s = s.clone();
+        let c = commit_of(
+            &task(id, step, "n"),
+            StateDelta::default(),
+            Some(advance_to(step + 1, &["n"])),
+        );
+        async move { s.commit_task(c).await }
+    });
+    let commits = commits.map(tokio::spawn);
+    eventually("seven requests queued", || store.write_stats().queued == 7).await;
+    let before = store.write_stats();
+    sqlx::query("COMMIT").execute(&mut *lock).await.unwrap();
+    drop(lock);
+    first.await.unwrap().unwrap();
+
+    let [fresh_created, again_created] = creates;
+    assert_eq!(fresh_created.await.unwrap().unwrap().id, fresh_id);
+    let first_of_request = again_created.await.unwrap().unwrap();
+    assert_eq!(first_of_request.id, running, "same request id: the first");
+    assert_eq!(first_of_request.status, WorkflowStatus::Running);
+    let [refused, started_now, unknown] = transitions;
+    match refused.await.unwrap() {
+        Err(Error::Conflict(message)) => assert!(message.contains("is running"), "{message}"),
+        other => panic!("starting a running workflow is a conflict, got {other:?}"),
+    }
+    let started_now = started_now.await.unwrap().unwrap();
+    assert_eq!(started_now.status, WorkflowStatus::Running);
+    assert_eq!(started_now.cursor.pending, ["n"]);
+    assert!(matches!(unknown.await.unwrap(), Err(Error::NotFound(_))));
+    let [ok, stale] = commits;
+    assert_eq!(ok.await.unwrap(), Ok(CommitOutcome::Committed { seq: 2 }));
+    assert_eq!(
+        stale.await.unwrap(),
+        Ok(CommitOutcome::Stale {
+            status: WorkflowStatus::Running,
+            step: 0
+        })
+    );
+
+    let after = store.write_stats();
+    assert_eq!(after.batches, before.batches + 1, "one batch");
+    assert_eq!(
+        after.careful_reruns, before.careful_reruns,
+        "refusals are answers, not failures: no rerun"
+    );
+    let now = snapshot(&s, running).await;
+    assert_eq!(now.record.cursor.step, 1);
+    assert_eq!(
+        now.checkpoints.len(),
+        existing.checkpoints.len() + 1,
+        "only the good commit wrote a checkpoint"
+    );
+}
+
 #[tokio::test]
 async fn a_write_locked_out_past_the_busy_timeout_is_transient() {
     let options = SqliteStoreOptions {
@@ -595,4 +696,19 @@ async fn file_size_counts_the_database_and_its_log() {
         "writes take space"
     );
     assert!(store.path().ends_with("agentry.db"));
+}
+
+/// Two `agentry` processes started at once on a fresh data directory both
+/// create and migrate the file; both must come up.
+#[tokio::test]
+async fn simultaneous_first_opens_of_a_fresh_file_all_succeed() {
+    for round in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("fresh-{round}.db"));
+        let opens = (0..4).map(|_| SqliteStore::open(&path, SqliteStoreOptions::default()));
+        for open in futures::future::join_all(opens).await {
+            let store = open.unwrap_or_else(|e| panic!("round {round}: {e}"));
+            store.health().await.unwrap();
+        }
+    }
 }
