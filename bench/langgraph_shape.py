@@ -6,7 +6,8 @@ each node writing ~2 KB into the state's agent outputs, a checkpoint after
 every step (LangGraph's SqliteSaver, WAL, SQLite's default synchronous=FULL),
 nodes doing nothing but an optional sleep.
 
-Usage: python3 bench/langgraph_shape.py --workflows 200 [--latency-ms 0]
+Usage: python3 bench/langgraph_shape.py --workflows 500 [--concurrency 1] [--latency-ms 0]
+       [--durability sync|async|exit]
 Needs: pip install langgraph langgraph-checkpoint-sqlite
 Prints one JSON line with the same field names as the Agentry benchmark.
 """
@@ -18,6 +19,7 @@ import resource
 import sqlite3
 import statistics
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 import time
 from typing import Annotated, TypedDict
 
@@ -71,6 +73,12 @@ def main():
         help="LangGraph's checkpoint durability; `sync` (commit before the next step) "
         "matches Agentry's commit-before-dispatch; LangGraph's own default is `async`",
     )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="workflows in flight at once (threads sharing the one SqliteSaver)",
+    )
     args = p.parse_args()
     tmp = tempfile.mkdtemp()
     path = os.path.join(tmp, "lg.db")
@@ -80,20 +88,22 @@ def main():
     mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
     sync = conn.execute("PRAGMA synchronous").fetchone()[0]
     app = build(args.latency_ms / 1000.0, saver)
-    latencies = []
-    steps = 0
-    t0 = time.perf_counter()
-    for i in range(args.workflows):
+    def one(i):
         s = time.perf_counter()
         out = app.invoke(
             {"requirements": "bench", "agent_outputs": {}, "qa_rounds": 0},
             {"configurable": {"thread_id": f"wf-{i}"}},
             durability=args.durability,
         )
-        latencies.append((time.perf_counter() - s) * 1000)
-        steps += len(out["agent_outputs"])
+        return (time.perf_counter() - s) * 1000, len(out["agent_outputs"])
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
+        results = list(pool.map(one, range(args.workflows)))
+    latencies = [r[0] for r in results]
+    steps = sum(r[1] for r in results)
     wall = time.perf_counter() - t0
-    node_time = args.latency_ms / 1000.0 * steps
+    node_time = args.latency_ms / 1000.0 * steps / args.concurrency
     size = sum(os.path.getsize(os.path.join(tmp, f)) for f in os.listdir(tmp))
     latencies.sort()
     print(json.dumps({
@@ -102,6 +112,7 @@ def main():
         "journal_mode": mode,
         "synchronous": {0: "off", 1: "normal", 2: "full", 3: "extra"}.get(sync, sync),
         "workflows": args.workflows,
+        "concurrency": args.concurrency,
         "steps": steps,
         "wall_s": round(wall, 3),
         "workflows_per_s": round(args.workflows / wall, 1),
