@@ -41,25 +41,36 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Resume(args) => resume(&app, args, json).await,
         Command::Approve(args) => approve(&app, args, json).await,
         Command::Reject(args) => {
-            let record = app.workflow(&args.id).await?;
-            let engine = app.control_engine();
-            let record = engine.reject(record.id, &args.reason).await;
-            engine.close().await;
-            print_status(&record.map_err(|e| anyhow!("{e}"))?, json);
-            Ok(ExitCode::SUCCESS)
+            control(&app, &args.id, json, |engine, id| async move {
+                engine.reject(id, &args.reason).await
+            })
+            .await
         }
         Command::Cancel(args) => {
-            let record = app.workflow(&args.id).await?;
-            let engine = app.control_engine();
-            let record = engine.cancel(record.id, &args.reason).await;
-            engine.close().await;
-            print_status(&record.map_err(|e| anyhow!("{e}"))?, json);
-            Ok(ExitCode::SUCCESS)
+            control(&app, &args.id, json, |engine, id| async move {
+                engine.cancel(id, &args.reason).await
+            })
+            .await
         }
         Command::Bench(_) => {
             bail!("internal error: bench is handled before the data directory opens")
         }
     }
+}
+
+/// Applies one control action (reject, cancel) with a control-only engine,
+/// publishes its events, and prints the new status.
+async fn control<F, Fut>(app: &App, id: &str, json: bool, action: F) -> Result<ExitCode>
+where
+    F: FnOnce(Engine, WorkflowId) -> Fut,
+    Fut: std::future::Future<Output = agentry_core::Result<WorkflowRecord>>,
+{
+    let record = app.workflow(id).await?;
+    let engine = app.control_engine();
+    let result = action(engine.clone(), record.id).await;
+    engine.close().await;
+    print_status(&result.map_err(|e| anyhow!("{e}"))?, json);
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn run(app: &App, args: RunArgs, json: bool) -> Result<ExitCode> {

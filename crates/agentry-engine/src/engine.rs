@@ -588,9 +588,9 @@ impl Engine {
         Ok(r)
     }
 
-    /// Approves the pending nodes of a workflow awaiting approval:
-    /// `awaiting_approval -> running`. Does not run it; call [`Engine::run`].
-    pub async fn approve(&self, id: WorkflowId, note: &str) -> Result<WorkflowRecord> {
+    /// The record of a workflow that must be awaiting approval, or a
+    /// Conflict naming its actual status.
+    async fn awaiting_approval(&self, id: WorkflowId) -> Result<WorkflowRecord> {
         self.ensure_background();
         let record = self.inner.store.get_workflow(id).await?;
         if record.status != WorkflowStatus::AwaitingApproval {
@@ -599,6 +599,13 @@ impl Engine {
                 record.status
             )));
         }
+        Ok(record)
+    }
+
+    /// Approves the pending nodes of a workflow awaiting approval:
+    /// `awaiting_approval -> running`. Does not run it; call [`Engine::run`].
+    pub async fn approve(&self, id: WorkflowId, note: &str) -> Result<WorkflowRecord> {
+        let record = self.awaiting_approval(id).await?;
         let mut cursor = record.cursor.clone();
         cursor.approved.extend(cursor.pending.iter().cloned());
         let rid = Some(record.request_id.as_str());
@@ -638,14 +645,7 @@ impl Engine {
     /// Rejects a workflow awaiting approval: `awaiting_approval -> rejected`,
     /// with the reason recorded in its errors.
     pub async fn reject(&self, id: WorkflowId, reason: &str) -> Result<WorkflowRecord> {
-        self.ensure_background();
-        let record = self.inner.store.get_workflow(id).await?;
-        if record.status != WorkflowStatus::AwaitingApproval {
-            return Err(Error::Conflict(format!(
-                "workflow {id} is {}, not awaiting approval",
-                record.status
-            )));
-        }
+        let record = self.awaiting_approval(id).await?;
         let message = format!("rejected: {reason}");
         let r = self
             .inner
