@@ -456,6 +456,7 @@ impl Engine {
         }
         let mut last_step = record.cursor.step;
         let mut last_change = Instant::now();
+        let mut stalls = 0u32;
         // The first pass looks at the record just written; later passes
         // read the store, after a wake-up (an event that ends the run) or
         // the periodic poll (the backstop: a cancel by another process, a
@@ -473,12 +474,19 @@ impl Engine {
             if r.cursor.step != last_step {
                 last_step = r.cursor.step;
                 last_change = Instant::now();
+                stalls = 0;
             } else if last_change.elapsed() >= self.inner.config.stall_check_after {
+                // First look for a finished but un-advanced step; if the step
+                // is still stuck at the next check, also dispatch its missing
+                // tasks (an advance whose dispatcher died). Tasks in flight
+                // in this process are never dispatched twice, and the store
+                // refuses a second commit of the same task.
+                stalls += 1;
                 debug!(
                     step = last_step,
-                    "No progress for a while; checking for an un-advanced step."
+                    stalls, "No progress for a while; checking the step."
                 );
-                if let Err(error) = self.kick(&r, false).await {
+                if let Err(error) = self.kick(&r, stalls > 1).await {
                     warn!(%error, "Stall check failed.");
                 }
                 last_change = Instant::now();
@@ -551,7 +559,27 @@ impl Engine {
         let never_started = cursor.step == 0 && cursor.pending.is_empty();
         if never_started {
             cursor.pending = def.start.clone();
-        } else if record.status == WorkflowStatus::Failed {
+        }
+        // A resume never stands in for an approval: a workflow cancelled
+        // while it waited for a human waits again, and so does one whose
+        // pending nodes are gated by `approval_before` and not yet approved.
+        let was_waiting = record.status == WorkflowStatus::Cancelled
+            && !never_started
+            && self.status_before_cancel(record.id).await?
+                == Some(WorkflowStatus::AwaitingApproval);
+        let gated = cursor
+            .pending
+            .iter()
+            .any(|n| def.approval_before.contains(n) && !cursor.approved.contains(n));
+        let status = if was_waiting || gated {
+            WorkflowStatus::AwaitingApproval
+        } else {
+            WorkflowStatus::Running
+        };
+        if status == WorkflowStatus::Running
+            && record.status == WorkflowStatus::Failed
+            && !never_started
+        {
             // An explicit resume of a failure is a human's go-ahead: the
             // pending nodes may run past their max_visits once.
             cursor.approved.extend(cursor.pending.iter().cloned());
@@ -563,7 +591,18 @@ impl Engine {
             json!({ "from": record.status, "step": cursor.step, "pending": cursor.pending }),
         )
         .with_request_id(rid.map(String::from))];
-        events.extend(assigned_events(&cursor, record.id, rid));
+        if status == WorkflowStatus::Running {
+            events.extend(assigned_events(&cursor, record.id, rid));
+        } else {
+            events.push(
+                Event::workflow(
+                    EventKind::WorkflowAwaitingApproval,
+                    record.id,
+                    json!({ "pending": cursor.pending }),
+                )
+                .with_request_id(rid.map(String::from)),
+            );
+        }
         self.invalidate_state(record.id);
         let r = self
             .inner
@@ -573,12 +612,12 @@ impl Engine {
                 Transition {
                     expected_status: vec![record.status],
                     expected_step: Some(record.cursor.step),
-                    status: WorkflowStatus::Running,
+                    status,
                     current_step: Some(cursor.pending.join("+")),
                     cursor: Some(cursor),
                     delta: StateDelta::default(),
                     events,
-                    note: format!("resumed from {}", record.status),
+                    note: format!("resumed from {} to {status}", record.status),
                 },
             )
             .await?;
@@ -586,6 +625,31 @@ impl Engine {
         self.set_record(&def, &r);
         info!(from = %record.status, step = r.cursor.step, "Workflow resumed.");
         Ok(r)
+    }
+
+    /// The status a workflow had before the cancel that ended it.
+    async fn status_before_cancel(&self, id: WorkflowId) -> Result<Option<WorkflowStatus>> {
+        let checkpoints = self.inner.store.checkpoints(id).await?;
+        Ok(checkpoints
+            .iter()
+            .rev()
+            .map(|c| c.status)
+            .find(|s| *s != WorkflowStatus::Cancelled))
+    }
+
+    /// A refused commit (duplicate or stale) can hide an advance whose
+    /// dispatch never happened: this process's own, when the store committed
+    /// it but the reply was lost and the retry came back duplicate; or another
+    /// process's that died before dispatching. Dispatch whatever the current
+    /// step still misses (tasks in flight here are not dispatched twice).
+    async fn recover_after_refused_commit(&self, id: WorkflowId) {
+        let recovered = match self.inner.store.get_workflow(id).await {
+            Ok(r) => self.kick(&r, true).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = recovered {
+            warn!(%error, "Recovery after a refused commit failed.");
+        }
     }
 
     /// The record of a workflow that must be awaiting approval, or a
@@ -1156,10 +1220,12 @@ impl Engine {
             }
             CommitOutcome::Duplicate => {
                 debug!("Task was already committed (duplicate); dropped.");
+                self.recover_after_refused_commit(task.workflow_id).await;
                 (Settle::Ack, false)
             }
             CommitOutcome::Stale { status, step } => {
                 debug!(%status, at_step = step, "Workflow moved on (stale commit); dropped.");
+                self.recover_after_refused_commit(task.workflow_id).await;
                 (Settle::Ack, false)
             }
         }

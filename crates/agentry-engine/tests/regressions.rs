@@ -1,0 +1,193 @@
+//! Regression tests, each named after what broke.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agentry_bus_inproc::InprocBus;
+use agentry_core::store::{AgentOutputRecord, Page};
+use agentry_core::{
+    Checkpoint, CommitOutcome, Error, NewWorkflow, NodeContext, NodeOutput, NodeRunner, Result,
+    Store, StoredEvent, TaskCommit, Transition, WorkflowId, WorkflowQuery, WorkflowRecord,
+    WorkflowStatus,
+};
+use agentry_engine::{Engine, EngineConfig, Submission, WorkflowDefinition};
+use agentry_store_memory::MemoryStore;
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+/// Records which nodes ran.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<String>>);
+
+#[async_trait]
+impl NodeRunner for Recorder {
+    async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
+        self.0.lock().unwrap().push(ctx.task.node.clone());
+        Ok(NodeOutput::default())
+    }
+}
+
+impl Recorder {
+    fn runs(&self, node: &str) -> usize {
+        self.0.lock().unwrap().iter().filter(|n| *n == node).count()
+    }
+}
+
+const GATED: &str = r#"
+name = "gated"
+start = ["a"]
+approval_before = ["b"]
+[nodes.a]
+agent = "developer"
+[nodes.b]
+agent = "qa"
+[[edges]]
+from = "a"
+to = ["b"]
+[[edges]]
+from = "b"
+to = ["end"]
+"#;
+
+fn config() -> EngineConfig {
+    EngineConfig {
+        poll_interval: Duration::from_millis(20),
+        relay_interval: Duration::from_millis(50),
+        ..EngineConfig::default()
+    }
+}
+
+fn submission(text: &str) -> Submission {
+    Submission {
+        requirements: "x".into(),
+        request_id: None,
+        definition: WorkflowDefinition::parse(text, "t.toml").unwrap(),
+        options: json!({}),
+        tenant: None,
+    }
+}
+
+async fn run(engine: &Engine, id: WorkflowId) -> WorkflowRecord {
+    tokio::time::timeout(Duration::from_secs(10), engine.run(id))
+        .await
+        .expect("run returns")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn resume_after_cancelling_a_workflow_awaiting_approval_waits_for_approval_again() {
+    let store = Arc::new(MemoryStore::new());
+    let runner = Arc::new(Recorder::default());
+    let engine = Engine::new(store, Arc::new(InprocBus::new()), runner.clone(), config());
+    let _workers = engine.start_workers(Engine::all_queues(), 2).await;
+    let rec = engine.submit(submission(GATED)).await.unwrap();
+    assert_eq!(
+        run(&engine, rec.id).await.status,
+        WorkflowStatus::AwaitingApproval
+    );
+
+    engine.cancel(rec.id, "not now").await.unwrap();
+    let resumed = run(&engine, rec.id).await;
+    assert_eq!(resumed.status, WorkflowStatus::AwaitingApproval);
+    assert_eq!(runner.runs("b"), 0, "b ran without an approval");
+
+    engine.approve(rec.id, "go").await.unwrap();
+    assert_eq!(run(&engine, rec.id).await.status, WorkflowStatus::Completed);
+    assert_eq!(runner.runs("b"), 1);
+}
+
+/// A store that commits the first advancing commit and then loses the
+/// reply (the caller sees a timeout, as when the writer is slow).
+struct LosesOneReply {
+    inner: MemoryStore,
+    armed: AtomicBool,
+}
+
+#[async_trait]
+impl Store for LosesOneReply {
+    fn name(&self) -> &'static str {
+        "loses-one-reply"
+    }
+    async fn health(&self) -> Result<()> {
+        self.inner.health().await
+    }
+    async fn create_workflow(&self, new: NewWorkflow) -> Result<WorkflowRecord> {
+        self.inner.create_workflow(new).await
+    }
+    async fn get_workflow(&self, id: WorkflowId) -> Result<WorkflowRecord> {
+        self.inner.get_workflow(id).await
+    }
+    async fn find_by_request_id(&self, r: &str) -> Result<Option<WorkflowRecord>> {
+        self.inner.find_by_request_id(r).await
+    }
+    async fn list_workflows(&self, q: WorkflowQuery) -> Result<Page<WorkflowRecord>> {
+        self.inner.list_workflows(q).await
+    }
+    async fn commit_task(&self, commit: TaskCommit) -> Result<CommitOutcome> {
+        let advances = commit.advance.is_some();
+        let outcome = self.inner.commit_task(commit).await?;
+        if advances && self.armed.swap(false, Ordering::SeqCst) {
+            return Err(Error::Timeout {
+                what: "commit".into(),
+                after: Duration::from_secs(30),
+            });
+        }
+        Ok(outcome)
+    }
+    async fn transition(&self, id: WorkflowId, t: Transition) -> Result<WorkflowRecord> {
+        self.inner.transition(id, t).await
+    }
+    async fn checkpoints(&self, id: WorkflowId) -> Result<Vec<Checkpoint>> {
+        self.inner.checkpoints(id).await
+    }
+    async fn agent_outputs(&self, id: WorkflowId) -> Result<Vec<AgentOutputRecord>> {
+        self.inner.agent_outputs(id).await
+    }
+    async fn shared_context(&self, id: WorkflowId) -> Result<BTreeMap<String, Value>> {
+        self.inner.shared_context(id).await
+    }
+    async fn events(
+        &self,
+        w: Option<WorkflowId>,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>> {
+        self.inner.events(w, after, limit).await
+    }
+    async fn unpublished_events(&self, limit: u32) -> Result<Vec<StoredEvent>> {
+        self.inner.unpublished_events(limit).await
+    }
+    async fn mark_published(&self, seqs: &[u64]) -> Result<()> {
+        self.inner.mark_published(seqs).await
+    }
+}
+
+#[tokio::test]
+async fn a_lost_reply_to_an_advancing_commit_does_not_stall_the_workflow() {
+    let store = Arc::new(LosesOneReply {
+        inner: MemoryStore::new(),
+        armed: AtomicBool::new(true),
+    });
+    let runner = Arc::new(Recorder::default());
+    let engine = Engine::new(
+        store.clone(),
+        Arc::new(InprocBus::new()),
+        runner.clone(),
+        config(),
+    );
+    let _workers = engine.start_workers(Engine::all_queues(), 2).await;
+    let rec = engine
+        .submit(submission(&GATED.replace("approval_before = [\"b\"]", "")))
+        .await
+        .unwrap();
+    let done = run(&engine, rec.id).await;
+    assert_eq!(done.status, WorkflowStatus::Completed);
+    assert!(
+        !store.armed.load(Ordering::SeqCst),
+        "the reply was lost once"
+    );
+    assert_eq!((runner.runs("a"), runner.runs("b")), (1, 1));
+}
