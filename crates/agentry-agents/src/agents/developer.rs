@@ -4,12 +4,12 @@
 use std::collections::BTreeMap;
 
 use agentry_core::{
-    CommitRequest, Error, FileChange, NewMergeRequest, RepoPath, Result, StateDelta, WorkflowState,
+    CommitRequest, Error, FileChange, NewMergeRequest, Result, StateDelta, WorkflowState,
 };
 use serde_json::{json, Value};
 
 use crate::agents::business::analysis_context;
-use crate::agents::{comment_on_epics, move_stories, output};
+use crate::agents::{change_set, comment_on_epics, move_stories, output};
 use crate::context::{self, compact, head, MergeRequestRecord, ProjectContext, QaFailure};
 use crate::output::{FileSpec, Implementation};
 use crate::runner::AgentEnv;
@@ -45,11 +45,7 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
         .await?;
     let usage = conversation.into_usage();
 
-    // Staged files first; the final answer wins on the same path.
-    let mut changes: BTreeMap<RepoPath, Option<String>> = tools.staged().clone();
-    for file in &implementation.files {
-        changes.insert(RepoPath::parse(&file.path)?, Some(file.content.clone()));
-    }
+    let changes = change_set(tools.staged(), &implementation.files)?;
     if changes.is_empty() {
         return Err(Error::permanent(
             "developer returned no files and staged none; nothing to commit",

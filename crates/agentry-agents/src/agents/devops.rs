@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use agentry_core::{CommitRequest, FileChange, MergeRequestUpdate, RepoPath, Result, StateDelta};
 use serde_json::json;
 
-use crate::agents::{move_stories, output, story_list};
+use crate::agents::{change_set, move_stories, output, story_list};
 use crate::context::{self, compact, MergeRequestRecord};
 use crate::output::{FileSpec, Pipeline};
 use crate::runner::AgentEnv;
@@ -48,14 +48,9 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
         .await?;
     let usage = conversation.into_usage();
 
-    let mut changes: BTreeMap<RepoPath, Option<String>> = tools.staged().clone();
-    for file in &pipeline.files {
-        changes.insert(RepoPath::parse(&file.path)?, Some(file.content.clone()));
-    }
+    let mut changes = change_set(tools.staged(), &pipeline.files)?;
     // The suite that ran and passed goes into the repository as it ran.
-    for test in &qa_tests {
-        changes.insert(RepoPath::parse(&test.path)?, Some(test.content.clone()));
-    }
+    changes.extend(change_set(&BTreeMap::new(), &qa_tests)?);
     let paths: Vec<String> = changes.keys().map(RepoPath::to_string).collect();
     env.ctx.report("committing pipeline", None);
     let commit = host

@@ -9,12 +9,13 @@ pub mod devops;
 pub mod qa;
 pub mod writer;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use agentry_core::{AgentOutputWrite, IssueKind, NewComment, Result, Tracker};
+use agentry_core::{AgentOutputWrite, IssueKind, NewComment, RepoPath, Result, Tracker};
 use serde::Serialize;
 
 use crate::context::{EpicRecord, IssueRecord};
+use crate::output::FileSpec;
 use crate::runner::AgentEnv;
 
 /// An agent output record.
@@ -103,4 +104,18 @@ pub(crate) async fn comment_on_epics(
 /// Story records as Markdown bullets for prompts.
 pub(crate) fn story_list(epics: &[EpicRecord]) -> Vec<&IssueRecord> {
     epics.iter().flat_map(|e| e.stories.iter()).collect()
+}
+
+/// The change set of an agent that writes to the repository: the files it
+/// staged with `write_file` (or deleted), then the files of its answer,
+/// which win on the same path.
+pub(crate) fn change_set(
+    staged: &BTreeMap<RepoPath, Option<String>>,
+    answered: &[FileSpec],
+) -> Result<BTreeMap<RepoPath, Option<String>>> {
+    let mut changes = staged.clone();
+    for file in answered {
+        changes.insert(RepoPath::parse(&file.path)?, Some(file.content.clone()));
+    }
+    Ok(changes)
 }
