@@ -1355,10 +1355,17 @@ impl Engine {
             .collect();
         if missing.is_empty() {
             let mut state = fold_step_start(record, &cps);
-            for p in &record.cursor.pending {
-                if let Some(cp) = done.get(p.as_str()) {
-                    state.apply(&cp.delta);
-                }
+            // Merge the siblings in commit order, as `fold_state` does, so
+            // routing sees the state that is stored.
+            let mut siblings: Vec<&Checkpoint> = record
+                .cursor
+                .pending
+                .iter()
+                .filter_map(|p| done.get(p.as_str()).copied())
+                .collect();
+            siblings.sort_by_key(|cp| cp.seq);
+            for cp in siblings {
+                state.apply(&cp.delta);
             }
             let routed = route(
                 &def,

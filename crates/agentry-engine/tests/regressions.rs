@@ -191,3 +191,89 @@ async fn a_lost_reply_to_an_advancing_commit_does_not_stall_the_workflow() {
     );
     assert_eq!((runner.runs("a"), runner.runs("b")), (1, 1));
 }
+
+const SIBLINGS: &str = r#"
+name = "siblings"
+start = ["x", "y"]
+[nodes.x]
+agent = "developer"
+[nodes.y]
+agent = "qa"
+[nodes.z]
+agent = "devops"
+[[edges]]
+from = ["x", "y"]
+to = ["z"]
+when = "context.k == 'from x'"
+[[edges]]
+from = ["x", "y"]
+to = ["end"]
+when = "context.k != 'from x'"
+"#;
+
+/// After a crash between two siblings' commits and the advance, the
+/// recovery advance merged the siblings in pending order, while the store
+/// folds them in commit order: routing saw a value that is not the stored
+/// one.
+#[tokio::test]
+async fn a_recovered_advance_routes_on_the_siblings_merged_in_commit_order() {
+    use agentry_core::{Cursor, StateDelta, TaskId};
+
+    let store = Arc::new(MemoryStore::new());
+    let runner = Arc::new(Recorder::default());
+    let engine = Engine::new(
+        store.clone(),
+        Arc::new(InprocBus::new()),
+        runner.clone(),
+        config(),
+    );
+    let rec = engine.submit(submission(SIBLINGS)).await.unwrap();
+    store
+        .transition(
+            rec.id,
+            Transition {
+                expected_status: vec![WorkflowStatus::Pending],
+                expected_step: Some(0),
+                status: WorkflowStatus::Running,
+                cursor: Some(Cursor {
+                    step: 0,
+                    pending: vec!["x".into(), "y".into()],
+                    ..Cursor::default()
+                }),
+                current_step: Some("x+y".into()),
+                delta: StateDelta::default(),
+                events: vec![],
+                note: "started".into(),
+            },
+        )
+        .await
+        .unwrap();
+    // y commits first, x last: the stored value of `k` is x's.
+    for (node, value) in [("y", "from y"), ("x", "from x")] {
+        let commit = TaskCommit {
+            task: TaskId {
+                workflow_id: rec.id,
+                step: 0,
+                node: node.into(),
+                attempt: 1,
+            },
+            delta: StateDelta {
+                shared_context: BTreeMap::from([("k".to_string(), json!(value))]),
+                ..StateDelta::default()
+            },
+            events: vec![],
+            advance: None,
+        };
+        assert!(matches!(
+            store.commit_task(commit).await.unwrap(),
+            CommitOutcome::Committed { .. }
+        ));
+    }
+    // The process "crashed" before anyone advanced; a new run repairs it.
+    let _workers = engine.start_workers(Engine::all_queues(), 2).await;
+    let done = run(&engine, rec.id).await;
+    assert_eq!(done.status, WorkflowStatus::Completed);
+    let stored = store.state_at(rec.id, None).await.unwrap();
+    assert_eq!(stored.shared_context["k"], json!("from x"));
+    assert_eq!(runner.runs("z"), 1, "routing must see the stored value");
+}
