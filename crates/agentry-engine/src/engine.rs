@@ -519,9 +519,7 @@ impl Engine {
         .with_request_id(rid.map(String::from))];
         events.extend(assigned_events(&cursor, record.id, rid));
         let r = self
-            .inner
-            .store
-            .transition(
+            .apply_transition(
                 record.id,
                 Transition {
                     expected_status: vec![WorkflowStatus::Pending],
@@ -535,7 +533,6 @@ impl Engine {
                 },
             )
             .await?;
-        self.inner.relay_wake.notify_one();
         // The state at the start of step 0 is the initial state: cache it so
         // the first task needs no checkpoint read.
         let mut st = WorkflowState::initial(
@@ -605,9 +602,7 @@ impl Engine {
         }
         self.invalidate_state(record.id);
         let r = self
-            .inner
-            .store
-            .transition(
+            .apply_transition(
                 record.id,
                 Transition {
                     expected_status: vec![record.status],
@@ -621,9 +616,16 @@ impl Engine {
                 },
             )
             .await?;
-        self.inner.relay_wake.notify_one();
         self.set_record(&def, &r);
         info!(from = %record.status, step = r.cursor.step, "Workflow resumed.");
+        Ok(r)
+    }
+
+    /// Applies a guarded control action and wakes the outbox relay for the
+    /// events it committed.
+    async fn apply_transition(&self, id: WorkflowId, t: Transition) -> Result<WorkflowRecord> {
+        let r = self.inner.store.transition(id, t).await?;
+        self.inner.relay_wake.notify_one();
         Ok(r)
     }
 
@@ -681,9 +683,7 @@ impl Engine {
         .with_request_id(rid.map(String::from))];
         events.extend(assigned_events(&cursor, id, rid));
         let r = self
-            .inner
-            .store
-            .transition(
+            .apply_transition(
                 id,
                 Transition {
                     expected_status: vec![WorkflowStatus::AwaitingApproval],
@@ -701,7 +701,6 @@ impl Engine {
                 },
             )
             .await?;
-        self.inner.relay_wake.notify_one();
         info!(workflow_id = %id, "Workflow approved.");
         Ok(r)
     }
@@ -712,9 +711,7 @@ impl Engine {
         let record = self.awaiting_approval(id).await?;
         let message = format!("rejected: {reason}");
         let r = self
-            .inner
-            .store
-            .transition(
+            .apply_transition(
                 id,
                 Transition {
                     expected_status: vec![WorkflowStatus::AwaitingApproval],
@@ -743,7 +740,6 @@ impl Engine {
                 },
             )
             .await?;
-        self.inner.relay_wake.notify_one();
         self.wake(id);
         self.forget(id);
         info!(workflow_id = %id, "Workflow rejected.");
@@ -757,9 +753,7 @@ impl Engine {
         self.ensure_background();
         let record = self.inner.store.get_workflow(id).await?;
         let r = self
-            .inner
-            .store
-            .transition(
+            .apply_transition(
                 id,
                 Transition {
                     expected_status: vec![
@@ -785,7 +779,6 @@ impl Engine {
         if let Some(token) = self.inner.cancels.lock().remove(&id) {
             token.cancel();
         }
-        self.inner.relay_wake.notify_one();
         self.wake(id);
         self.forget(id);
         info!(workflow_id = %id, reason, "Workflow cancelled.");
@@ -1320,9 +1313,8 @@ impl Engine {
             }],
             note: format!("node `{}` failed: {message}", task.node),
         };
-        match self.inner.store.transition(record.id, t).await {
+        match self.apply_transition(record.id, t).await {
             Ok(_) => {
-                self.inner.relay_wake.notify_one();
                 self.wake(record.id);
                 self.forget(record.id);
             }
@@ -1376,9 +1368,7 @@ impl Engine {
             );
             let errors = routed.errors.clone();
             let result = self
-                .inner
-                .store
-                .transition(
+                .apply_transition(
                     record.id,
                     Transition {
                         expected_status: vec![WorkflowStatus::Running],
@@ -1398,7 +1388,6 @@ impl Engine {
             match result {
                 Ok(r) => {
                     info!(step, status = %r.status, "Applied an advance no task carried.");
-                    self.inner.relay_wake.notify_one();
                     state.apply(&StateDelta {
                         errors,
                         ..StateDelta::default()
