@@ -155,15 +155,8 @@ impl App {
 }
 
 fn sqlite_options(synchronous: &str) -> Result<agentry_store_sqlite::SqliteStoreOptions> {
-    let sync = match synchronous {
-        "full" => agentry_store_sqlite::Synchronous::Full,
-        "normal" => agentry_store_sqlite::Synchronous::Normal,
-        other => bail!("unknown SQLite synchronous mode `{other}` (expected `full` or `normal`)"),
-    };
-    Ok(agentry_store_sqlite::SqliteStoreOptions {
-        synchronous: sync,
-        ..Default::default()
-    })
+    Ok(agentry_store_sqlite::SqliteStoreOptions::default()
+        .with_synchronous(synchronous.parse().map_err(|e| anyhow!("{e}"))?))
 }
 
 /// The LLM choice of a run, stored in the workflow's options so that

@@ -341,6 +341,9 @@ fn history_entry(cp: &Checkpoint) -> Value {
     })
 }
 
+/// Reports a benchmark store's size in bytes, when it can tell.
+type SizeProbe = Box<dyn Fn() -> Option<u64> + Send + Sync>;
+
 async fn bench_engine(args: &BenchEngineArgs, data_dir: Option<&Path>) -> Result<ExitCode> {
     if args.workflows == 0 || args.concurrency == 0 {
         bail!("--workflows and --concurrency must be at least 1");
@@ -350,57 +353,37 @@ async fn bench_engine(args: &BenchEngineArgs, data_dir: Option<&Path>) -> Result
         concurrency: args.concurrency,
         node_latency: Duration::from_millis(args.llm_latency_ms),
     };
-    let report = match args.store {
+    // Each store with its size probe (the memory store's JSON, or the
+    // SQLite database plus its log).
+    let (store, size): (Arc<dyn Store>, SizeProbe) = match args.store {
         BenchStore::Memory => {
             let store = Arc::new(agentry_store_memory::MemoryStore::new());
-            let size_store = store.clone();
-            let dyn_store: Arc<dyn Store> = store;
-            agentry_engine::bench::bench_engine(
-                dyn_store,
-                Arc::new(agentry_bus_inproc::InprocBus::new()),
-                cfg,
-                move || size_store.approx_bytes(),
-            )
-            .await
+            let probe = store.clone();
+            (store, Box::new(move || Some(probe.approx_bytes())))
         }
         BenchStore::Sqlite => {
-            let tmp;
-            let dir = match data_dir {
-                Some(d) => d.to_path_buf(),
-                None => {
-                    tmp = tempfile::tempdir().context("cannot create a temporary directory")?;
-                    tmp.path().to_path_buf()
+            let options = agentry_store_sqlite::SqliteStoreOptions::default()
+                .with_synchronous(args.synchronous.parse().map_err(|e| anyhow!("{e}"))?);
+            let store = match data_dir {
+                Some(dir) => {
+                    let path = dir.join(format!("bench-{}.db", uuid::Uuid::new_v4().simple()));
+                    agentry_store_sqlite::SqliteStore::open(&path, options).await
                 }
-            };
-            std::fs::create_dir_all(&dir)?;
-            let path = dir.join(format!("bench-{}.db", uuid::Uuid::new_v4().simple()));
-            let sync = match args.synchronous.as_str() {
-                "full" => agentry_store_sqlite::Synchronous::Full,
-                "normal" => agentry_store_sqlite::Synchronous::Normal,
-                other => bail!("--synchronous `{other}`: expected `full` or `normal`"),
-            };
-            let store = Arc::new(
-                agentry_store_sqlite::SqliteStore::open(
-                    &path,
-                    agentry_store_sqlite::SqliteStoreOptions {
-                        synchronous: sync,
-                        ..Default::default()
-                    },
-                )
-                .await
-                .map_err(|e| anyhow!("{e}"))?,
-            );
-            let size_store = store.clone();
-            let dyn_store: Arc<dyn Store> = store;
-            agentry_engine::bench::bench_engine(
-                dyn_store,
-                Arc::new(agentry_bus_inproc::InprocBus::new()),
-                cfg,
-                move || size_store.file_size_bytes(),
-            )
-            .await
+                None => agentry_store_sqlite::SqliteStore::open_temporary(options).await,
+            }
+            .map_err(|e| anyhow!("{e}"))?;
+            let store = Arc::new(store);
+            let probe = store.clone();
+            (store, Box::new(move || probe.file_size_bytes().ok()))
         }
-    }
+    };
+    let report = agentry_engine::bench::bench_engine(
+        store,
+        Arc::new(agentry_bus_inproc::InprocBus::new()),
+        cfg,
+        size,
+    )
+    .await
     .map_err(|e| anyhow!("{e}"))?;
     let mut value = serde_json::to_value(&report)?;
     if let Value::Object(map) = &mut value {

@@ -162,11 +162,12 @@ impl Config {
     }
 
     fn validate(&self) -> Result<()> {
-        match self.store.synchronous.as_str() {
-            "full" | "normal" => {}
-            other => bail!(
-                "invalid configuration: store.synchronous = `{other}` (expected `full` or `normal`)"
-            ),
+        if let Err(error) = self
+            .store
+            .synchronous
+            .parse::<agentry_store_sqlite::Synchronous>()
+        {
+            bail!("invalid configuration: store.synchronous: {error}");
         }
         if self.engine.workers == 0 {
             bail!("invalid configuration: engine.workers must be at least 1");
