@@ -259,11 +259,7 @@ impl Tracker for LocalTracker {
     async fn ensure_project(&self, key: &str, name: &str) -> Result<Project> {
         validate::project_key("project", key)?;
         let key = key.to_string();
-        let name = if name.trim().is_empty() {
-            key.clone()
-        } else {
-            name.trim().to_string()
-        };
+        let name = validate::display_name(&key, name);
         self.write("ensure_project", move |conn| {
             Box::pin(async move {
                 sqlx::query(

@@ -18,6 +18,14 @@ pub(crate) fn project_key(what: &str, key: &str) -> Result<()> {
     }
 }
 
+/// A display name, trimmed; the key when the name is blank.
+pub(crate) fn display_name(key: &str, name: &str) -> String {
+    match name.trim() {
+        "" => key.to_string(),
+        trimmed => trimmed.to_string(),
+    }
+}
+
 /// A non-empty (after trimming) single-purpose text field; returns it trimmed.
 pub(crate) fn non_empty<'a>(what: &str, value: &'a str) -> Result<&'a str> {
     let trimmed = value.trim();

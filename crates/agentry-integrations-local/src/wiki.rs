@@ -64,6 +64,42 @@ fn parse_page_id(id: &str) -> Option<i64> {
     id.trim().parse::<i64>().ok().filter(|n| *n > 0)
 }
 
+/// Keeps one version of a page and the idempotency key that made it.
+async fn record_version(
+    conn: &mut SqliteConnection,
+    page_id: i64,
+    version: i64,
+    title: &str,
+    body: &str,
+    idempotency_key: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO wiki_page_versions (page_id, version, title, body, idempotency_key, created_at)
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(page_id)
+    .bind(version)
+    .bind(title)
+    .bind(body)
+    .bind(idempotency_key)
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    sqlx::query(
+        "INSERT INTO wiki_idempotency (key, page_id, version, created_at) VALUES (?, ?, ?, ?)",
+    )
+    .bind(idempotency_key)
+    .bind(page_id)
+    .bind(version)
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
 async fn fetch_page(conn: &mut SqliteConnection, id: i64) -> Result<Option<PageRow>> {
     sqlx::query_as(&format!(
         "SELECT {PAGE_COLUMNS} FROM wiki_pages WHERE id = ?"
@@ -376,11 +412,7 @@ impl Wiki for LocalWiki {
     async fn ensure_space(&self, key: &str, name: &str) -> Result<Space> {
         validate::project_key("space", key)?;
         let key = key.to_string();
-        let name = if name.trim().is_empty() {
-            key.clone()
-        } else {
-            name.trim().to_string()
-        };
+        let name = validate::display_name(&key, name);
         let space = self
             .write("ensure_space", move |conn| {
                 Box::pin(async move {
@@ -464,27 +496,7 @@ impl Wiki for LocalWiki {
                     .fetch_one(&mut *conn)
                     .await
                     .map_err(db_error)?;
-                    sqlx::query(
-                        "INSERT INTO wiki_page_versions (page_id, version, title, body, idempotency_key, created_at)
-                         VALUES (?, 1, ?, ?, ?, ?)",
-                    )
-                    .bind(id)
-                    .bind(&title)
-                    .bind(&new.body)
-                    .bind(&idem)
-                    .bind(now)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db_error)?;
-                    sqlx::query(
-                        "INSERT INTO wiki_idempotency (key, page_id, version, created_at) VALUES (?, ?, 1, ?)",
-                    )
-                    .bind(&idem)
-                    .bind(id)
-                    .bind(now)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db_error)?;
+                    record_version(conn, id, 1, &title, &new.body, &idem, now).await?;
                     require_page(conn, &id.to_string()).await
                 })
             })
@@ -546,29 +558,8 @@ impl Wiki for LocalWiki {
                     .execute(&mut *conn)
                     .await
                     .map_err(db_error)?;
-                    sqlx::query(
-                        "INSERT INTO wiki_page_versions (page_id, version, title, body, idempotency_key, created_at)
-                         VALUES (?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(page.id)
-                    .bind(version)
-                    .bind(&title)
-                    .bind(&update.body)
-                    .bind(&idem)
-                    .bind(now)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db_error)?;
-                    sqlx::query(
-                        "INSERT INTO wiki_idempotency (key, page_id, version, created_at) VALUES (?, ?, ?, ?)",
-                    )
-                    .bind(&idem)
-                    .bind(page.id)
-                    .bind(version)
-                    .bind(now)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db_error)?;
+                    record_version(conn, page.id, version, &title, &update.body, &idem, now)
+                        .await?;
                     require_page(conn, &update.id).await
                 })
             })
