@@ -20,6 +20,9 @@ pub enum ErrorClass {
     Permanent,
     /// The caller's input is wrong (4xx); do not retry, report what is wrong.
     InvalidInput,
+    /// A cost or token budget would be exceeded; stop until a human raises
+    /// the budget and resumes.
+    BudgetExceeded,
 }
 
 impl ErrorClass {
@@ -35,6 +38,7 @@ impl ErrorClass {
             ErrorClass::RateLimited => "rate_limited",
             ErrorClass::Permanent => "permanent",
             ErrorClass::InvalidInput => "invalid_input",
+            ErrorClass::BudgetExceeded => "budget_exceeded",
         }
     }
 }
@@ -84,6 +88,9 @@ pub enum Error {
     /// The workflow or task was cancelled.
     #[error("cancelled: {0}")]
     Cancelled(String),
+    /// A budget would be exceeded; the message names the role and figures.
+    #[error("budget_exceeded: {0}")]
+    BudgetExceeded(String),
 }
 
 impl Error {
@@ -94,6 +101,7 @@ impl Error {
             Error::RateLimited { .. } => ErrorClass::RateLimited,
             Error::Permanent(_) | Error::Conflict(_) | Error::Cancelled(_) => ErrorClass::Permanent,
             Error::InvalidInput(_) | Error::NotFound(_) => ErrorClass::InvalidInput,
+            Error::BudgetExceeded(_) => ErrorClass::BudgetExceeded,
         }
     }
 
@@ -145,6 +153,7 @@ impl Error {
                 after,
             },
             Error::Cancelled(m) => Error::Cancelled(format!("{ctx}: {m}")),
+            Error::BudgetExceeded(m) => Error::BudgetExceeded(format!("{ctx}: {m}")),
         }
     }
 }

@@ -26,8 +26,9 @@ pub use error::{Error, ErrorClass, Result};
 pub use event::{Event, EventKind, StoredEvent};
 pub use ids::{IdempotencyKey, RequestId, TaskId, WorkflowId};
 pub use llm::{
-    ChatMessage, ChatRequest, ChatResponse, ChatRole, LlmProvider, OutputSchema, RequestMeta,
-    ToolCall, ToolDefinition, Usage,
+    Budget, ChatMessage, ChatRequest, ChatResponse, ChatRole, Limit, LlmCache, LlmCall, LlmLedger,
+    LlmProvider, ModelPrice, OutputSchema, PriceTable, RequestMeta, Spend, ToolCall,
+    ToolDefinition, Usage,
 };
 pub use node::{NoProgress, NodeContext, NodeOutput, NodeRunner, Progress, ProgressSink};
 pub use path::RepoPath;

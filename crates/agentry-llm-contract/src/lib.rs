@@ -1,0 +1,1 @@
+//! LLM contract servers.
