@@ -3,16 +3,30 @@
 //! and progress reports.
 
 use std::sync::Arc;
+use std::time::Instant;
 
+use agentry_core::llm::estimate_tokens;
 use agentry_core::{
-    AgentRole, ChatMessage, ChatRequest, Error, LlmProvider, NodeContext, RequestMeta, Result,
-    UsageRecord,
+    AgentRole, Budget, ChatMessage, ChatRequest, ChatResponse, Error, LlmCall, LlmLedger,
+    LlmProvider, NodeContext, PriceTable, RequestMeta, Result, Spend, UsageRecord,
 };
 use serde_json::Value;
 use tracing::{debug, warn};
 
 use crate::output::{output_schema, AgentOutput, OutputValidator};
 use crate::tools::Toolbox;
+
+/// How a conversation prices, records and caps its LLM calls.
+#[derive(Clone, Default)]
+pub struct Accounting {
+    /// Where each call is recorded; None: not recorded (spend then counts
+    /// the workflow state's usage plus this run's calls).
+    pub ledger: Option<Arc<dyn LlmLedger>>,
+    /// Prices per model.
+    pub prices: PriceTable,
+    /// The workflow's budget.
+    pub budget: Budget,
+}
 
 /// One node run's conversation with the model.
 pub struct Conversation<'a> {
@@ -22,6 +36,7 @@ pub struct Conversation<'a> {
     max_tool_rounds: u32,
     turn: u32,
     usage: Vec<UsageRecord>,
+    accounting: Accounting,
 }
 
 impl<'a> Conversation<'a> {
@@ -39,7 +54,14 @@ impl<'a> Conversation<'a> {
             max_tool_rounds,
             turn: 0,
             usage: Vec::new(),
+            accounting: Accounting::default(),
         }
+    }
+
+    /// Prices, records and caps the calls with `accounting`.
+    pub fn with_accounting(mut self, accounting: Accounting) -> Self {
+        self.accounting = accounting;
+        self
     }
 
     /// Usage of every call so far, one record per call.
@@ -84,17 +106,10 @@ impl<'a> Conversation<'a> {
                     request_id: self.ctx.request_id.clone(),
                 },
             };
+            self.check_budget(&request).await?;
+            let started = Instant::now();
             let response = self.llm.complete(&request).await?;
-            self.usage.push(UsageRecord {
-                agent: self.role.as_str().to_string(),
-                provider: response.provider.clone(),
-                model: response.model.clone(),
-                calls: 1,
-                prompt_tokens: response.usage.prompt_tokens,
-                completion_tokens: response.usage.completion_tokens,
-                cached_calls: u64::from(response.usage.cached),
-                cost_usd: 0.0,
-            });
+            self.account(&response, turn, started).await;
 
             if !response.tool_calls.is_empty() {
                 tool_rounds += 1;
@@ -138,6 +153,118 @@ impl<'a> Conversation<'a> {
                     )));
                 }
             }
+        }
+    }
+}
+
+impl Conversation<'_> {
+    /// Refuses the next call when it would take the workflow or this role
+    /// over budget. The next call's cost is estimated from its prompt
+    /// (about 4 characters a token) at the first provider's price.
+    async fn check_budget(&self, request: &ChatRequest) -> Result<()> {
+        let budget = &self.accounting.budget;
+        if budget.is_unlimited() {
+            return Ok(());
+        }
+        let (workflow_spent, role_spent) = self.spent().await?;
+        let prompt = estimate_tokens(&serde_json::to_string(&request.messages)?)
+            + estimate_tokens(&serde_json::to_string(&request.tools)?);
+        let next = Spend {
+            cost_usd: self
+                .accounting
+                .prices
+                .cost(self.llm.name(), self.llm.model(), prompt, 0),
+            tokens: prompt,
+        };
+        budget.check(self.role.as_str(), workflow_spent, role_spent, next)
+    }
+
+    /// What the workflow and this role have spent: from the ledger when
+    /// there is one (every call, failed attempts included), else from the
+    /// state's usage plus this run's calls.
+    async fn spent(&self) -> Result<(Spend, Spend)> {
+        let role = self.role.as_str();
+        if let Some(ledger) = &self.accounting.ledger {
+            let (total, roles) = ledger.spend(self.ctx.task.workflow_id).await?;
+            return Ok((total, roles.get(role).copied().unwrap_or_default()));
+        }
+        let spend = |u: &UsageRecord| Spend {
+            cost_usd: u.cost_usd,
+            tokens: u.total_tokens(),
+        };
+        let mut total = Spend::default();
+        let mut mine = Spend::default();
+        for (agent, usage) in &self.ctx.state.usage {
+            total = total.plus(spend(usage));
+            if agent == role {
+                mine = mine.plus(spend(usage));
+            }
+        }
+        for usage in &self.usage {
+            total = total.plus(spend(usage));
+            mine = mine.plus(spend(usage));
+        }
+        Ok((total, mine))
+    }
+
+    /// Prices one answered call, adds it to this run's usage and records
+    /// it in the ledger. A cached answer costs nothing and adds no tokens
+    /// to what budgets count. A ledger failure is logged, not fatal: the
+    /// call already happened and its usage is still in the state.
+    async fn account(&mut self, response: &ChatResponse, turn: u32, started: Instant) {
+        let cached = response.usage.cached;
+        let cost_usd = if cached {
+            0.0
+        } else {
+            self.accounting.prices.cost(
+                &response.provider,
+                &response.model,
+                response.usage.prompt_tokens,
+                response.usage.completion_tokens,
+            )
+        };
+        let (prompt_tokens, completion_tokens) = if cached {
+            (0, 0)
+        } else {
+            (
+                response.usage.prompt_tokens,
+                response.usage.completion_tokens,
+            )
+        };
+        self.usage.push(UsageRecord {
+            agent: self.role.as_str().to_string(),
+            provider: response.provider.clone(),
+            model: response.model.clone(),
+            calls: 1,
+            prompt_tokens,
+            completion_tokens,
+            cached_calls: u64::from(cached),
+            cost_usd,
+        });
+        let Some(ledger) = &self.accounting.ledger else {
+            return;
+        };
+        let call = LlmCall {
+            workflow_id: self.ctx.task.workflow_id,
+            step: self.ctx.task.step,
+            node: self.ctx.task.node.clone(),
+            role: self.role,
+            attempt: self.ctx.task.attempt,
+            turn,
+            provider: response.provider.clone(),
+            model: response.model.clone(),
+            prompt_tokens: response.usage.prompt_tokens,
+            completion_tokens: response.usage.completion_tokens,
+            cached,
+            cost_usd,
+            latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            finish_reason: response.finish_reason.clone(),
+            request_id: self.ctx.request_id.clone(),
+            at: chrono::Utc::now(),
+        };
+        if let Err(error) = ledger.record_call(&call).await {
+            warn!(workflow_id = %self.ctx.task.workflow_id, node = %self.ctx.task.node,
+                %error, "Could not record the LLM call in the ledger.");
         }
     }
 }
@@ -284,5 +411,97 @@ mod tests {
             progress,
             vec!["LLM turn 0", "tool write_file tests/x.py", "LLM turn 1"]
         );
+    }
+
+    fn priced() -> PriceTable {
+        PriceTable(
+            [(
+                "fake-1".to_string(),
+                agentry_core::ModelPrice {
+                    input_per_mtok: 1_000.0,
+                    output_per_mtok: 2_000.0,
+                },
+            )]
+            .into(),
+        )
+    }
+
+    /// Runs a QA conversation with a ledger, the price table above (10
+    /// prompt + 5 completion tokens cost $0.02) and `budget`.
+    async fn budgeted(
+        replies: Vec<ChatResponse>,
+        budget: Budget,
+    ) -> (Result<(QaReport, Value)>, Vec<LlmCall>, Vec<UsageRecord>) {
+        let kit = Kit::new();
+        kit.llm.push_all(replies);
+        let ledger = Arc::new(crate::testkit::FakeLedger::default());
+        let ctx = kit.ctx(AgentRole::Qa, 0);
+        let mut tools = Toolbox::new(AgentRole::Qa, kit.tool_env(None, None));
+        let mut conv = Conversation::new(&ctx, AgentRole::Qa, kit.llm.clone(), 8).with_accounting(
+            Accounting {
+                ledger: Some(ledger.clone()),
+                prices: priced(),
+                budget,
+            },
+        );
+        let out = conv
+            .run::<QaReport>("s".into(), "u".into(), &mut tools)
+            .await;
+        let calls = ledger.calls.lock().unwrap().clone();
+        (out, calls, conv.into_usage())
+    }
+
+    #[tokio::test]
+    async fn every_call_is_priced_and_recorded_with_its_provider() {
+        let (out, calls, usage) = budgeted(
+            vec![
+                tool_call("list_files", json!({})),
+                answer(&report(Some("p"))),
+            ],
+            Budget::default(),
+        )
+        .await;
+        out.unwrap();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[1].turn, 1);
+        assert!(calls
+            .iter()
+            .all(|c| c.provider == "fake" && c.role == AgentRole::Qa && !c.cached));
+        assert!((calls[0].cost_usd - 0.02).abs() < 1e-9, "{:?}", calls[0]);
+        assert!((usage[1].cost_usd - 0.02).abs() < 1e-9);
+    }
+
+    #[tokio::test]
+    async fn a_call_that_would_exceed_the_budget_stops_the_run_with_the_figures() {
+        let budget: Budget =
+            serde_json::from_value(json!({"roles": {"qa": {"max_cost_usd": 0.03}}})).unwrap();
+        let (out, calls, _) = budgeted(
+            vec![
+                tool_call("list_files", json!({})),
+                tool_call("list_files", json!({})),
+                answer(&report(Some("p"))),
+            ],
+            budget,
+        )
+        .await;
+        let err = out.unwrap_err();
+        assert_eq!(err.class(), agentry_core::ErrorClass::BudgetExceeded);
+        let text = err.to_string();
+        assert!(text.starts_with("budget_exceeded: qa: "), "{text}");
+        assert!(text.contains("budget of role qa of $0.0300"), "{text}");
+        assert!(text.contains("spent $0.0400"), "{text}");
+        assert_eq!(calls.len(), 2, "the third call was never made");
+    }
+
+    #[tokio::test]
+    async fn cached_answers_cost_nothing_and_are_counted_as_cached() {
+        let mut cached = answer(&report(Some("p")));
+        cached.usage.cached = true;
+        let budget: Budget = serde_json::from_value(json!({"max_tokens": 10_000})).unwrap();
+        let (out, calls, usage) = budgeted(vec![cached], budget).await;
+        out.unwrap();
+        assert!(calls[0].cached && calls[0].cost_usd == 0.0);
+        assert_eq!(calls[0].prompt_tokens, 10, "the ledger keeps the counts");
+        assert_eq!((usage[0].cached_calls, usage[0].total_tokens()), (1, 0));
     }
 }

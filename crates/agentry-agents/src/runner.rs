@@ -6,15 +6,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use agentry_core::{
-    AgentRole, CodeHost, Error, IdempotencyKey, LlmProvider, NodeContext, NodeOutput, NodeRunner,
-    Result, Sandbox, SandboxLimits, Tracker, Wiki,
+    AgentRole, Budget, CodeHost, Error, IdempotencyKey, LlmLedger, LlmProvider, NodeContext,
+    NodeOutput, NodeRunner, PriceTable, Result, Sandbox, SandboxLimits, Tracker, Wiki,
 };
 use async_trait::async_trait;
 use serde_json::Value;
 use tracing::{info, Instrument};
 
 use crate::agents;
-use crate::conversation::Conversation;
+use crate::conversation::{Accounting, Conversation};
 use crate::prompts;
 use crate::tools::{ToolEnv, Toolbox};
 
@@ -33,6 +33,10 @@ pub struct AgentDeps {
     pub code_host: Arc<dyn CodeHost>,
     /// Test sandbox.
     pub sandbox: Arc<dyn Sandbox>,
+    /// Where every LLM call is recorded (cost, provider, tokens); budgets
+    /// read their spend from it. None: spend is counted from the workflow
+    /// state and this run only (calls of failed attempts are not seen).
+    pub ledger: Option<Arc<dyn LlmLedger>>,
 }
 
 /// Agent settings.
@@ -47,6 +51,13 @@ pub struct AgentConfig {
     /// Tracker project key used when a run's options name none; when unset
     /// too, the business analyst's proposal is used.
     pub default_project_key: Option<String>,
+    /// Prices per model, for the cost of each call.
+    pub prices: PriceTable,
+    /// Default budget of every workflow; a workflow's `options.budget`
+    /// overlays it.
+    pub budget: Budget,
+    /// Caps that win over both (a raised budget given on resume).
+    pub budget_override: Budget,
 }
 
 impl Default for AgentConfig {
@@ -56,6 +67,9 @@ impl Default for AgentConfig {
             sandbox_limits: SandboxLimits::default(),
             prompts_dir: None,
             default_project_key: None,
+            prices: PriceTable::default(),
+            budget: Budget::default(),
+            budget_override: Budget::default(),
         }
     }
 }
@@ -135,9 +149,32 @@ impl AgentEnv<'_> {
         prompts::load(self.role, self.config.prompts_dir.as_deref())
     }
 
+    /// The budget of this workflow: the configured default, overlaid by
+    /// the workflow's `options.budget`, overlaid by the override.
+    pub fn budget(&self) -> Result<Budget> {
+        let stored = match self.ctx.options.get("budget") {
+            None | Some(Value::Null) => Budget::default(),
+            Some(value) => serde_json::from_value(value.clone())
+                .map_err(|e| Error::invalid(format!("workflow options.budget: {e}")))?,
+        };
+        Ok(self
+            .config
+            .budget
+            .clone()
+            .merged(&stored)
+            .merged(&self.config.budget_override))
+    }
+
     /// A conversation for this node run.
-    pub fn conversation(&self) -> Conversation<'_> {
-        Conversation::new(self.ctx, self.role, self.llm(), self.config.max_tool_rounds)
+    pub fn conversation(&self) -> Result<Conversation<'_>> {
+        Ok(
+            Conversation::new(self.ctx, self.role, self.llm(), self.config.max_tool_rounds)
+                .with_accounting(Accounting {
+                    ledger: self.deps.ledger.clone(),
+                    prices: self.config.prices.clone(),
+                    budget: self.budget()?,
+                }),
+        )
     }
 
     /// The task's idempotency key.
@@ -408,6 +445,7 @@ mod option_tests {
                 wiki: Arc::new(NoWiki),
                 code_host: kit.code_host.clone(),
                 sandbox: kit.sandbox.clone(),
+                ledger: None,
             },
             AgentConfig::default(),
         );

@@ -476,6 +476,7 @@ impl Kit {
                 wiki: Arc::new(NoWiki),
                 code_host: self.code_host.clone(),
                 sandbox: self.sandbox.clone(),
+                ledger: None,
             },
             AgentConfig::default(),
         )
@@ -529,5 +530,29 @@ impl Kit {
             request_id: Some("req-1".into()),
             progress: self.progress.clone(),
         }
+    }
+}
+
+/// An in-memory LLM ledger.
+#[derive(Default)]
+pub struct FakeLedger {
+    pub calls: Mutex<Vec<LlmCall>>,
+}
+
+#[async_trait]
+impl LlmLedger for FakeLedger {
+    async fn record_call(&self, call: &LlmCall) -> Result<()> {
+        self.calls.lock().unwrap().push(call.clone());
+        Ok(())
+    }
+    async fn calls(&self, workflow: WorkflowId) -> Result<Vec<LlmCall>> {
+        Ok(self
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.workflow_id == workflow)
+            .cloned()
+            .collect())
     }
 }

@@ -50,6 +50,7 @@ impl Demo {
                 wiki: wiki.clone(),
                 code_host: code_host.clone(),
                 sandbox: Arc::new(sandbox),
+                ledger: None,
             },
             AgentConfig::default(),
         );

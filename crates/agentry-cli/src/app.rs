@@ -5,22 +5,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
-use serde_json::{json, Value};
+use anyhow::{anyhow, Context, Result};
 
 use agentry_agents::{AgentConfig, AgentDeps, AgentNodeRunner};
 use agentry_bus_inproc::InprocBus;
 use agentry_core::{
-    CodeHost, LlmProvider, NodeContext, NodeOutput, NodeRunner, SandboxLimits, Store, Tracker,
-    Wiki, WorkflowRecord,
+    Budget, CodeHost, LlmProvider, NodeContext, NodeOutput, NodeRunner, SandboxLimits, Store,
+    Tracker, Wiki, WorkflowRecord,
 };
 use agentry_engine::{Engine, EngineConfig, WorkflowDefinition};
 use agentry_integrations_local::LocalIntegrations;
-use agentry_llm_scripted::ScriptedProvider;
 use agentry_sandbox_process::ProcessSandbox;
 use agentry_store_sqlite::SqliteStore;
 
-use crate::cli::LlmArgs;
 use crate::config::Config;
 
 /// The embedded deployment: every adapter of one data directory.
@@ -92,7 +89,13 @@ impl App {
     }
 
     /// An engine whose agents use `llm`, with in-process workers started.
-    pub async fn engine(&self, llm: Arc<dyn LlmProvider>) -> Result<Engine> {
+    /// `budget_override` caps win over the workflow's stored budget (a
+    /// budget raised on resume).
+    pub async fn engine(
+        &self,
+        llm: Arc<dyn LlmProvider>,
+        budget_override: Budget,
+    ) -> Result<Engine> {
         let runner = AgentNodeRunner::new(
             AgentDeps {
                 llm,
@@ -101,10 +104,14 @@ impl App {
                 wiki: self.wiki.clone(),
                 code_host: self.code_host.clone(),
                 sandbox: self.sandbox.clone(),
+                ledger: Some(self.store.clone()),
             },
             AgentConfig {
                 sandbox_limits: self.sandbox_limits(),
                 default_project_key: self.config.project.key.clone(),
+                prices: self.config.llm.prices.clone(),
+                budget: self.config.budget.clone(),
+                budget_override,
                 ..AgentConfig::default()
             },
         );
@@ -157,106 +164,6 @@ impl App {
 fn sqlite_options(synchronous: &str) -> Result<agentry_store_sqlite::SqliteStoreOptions> {
     Ok(agentry_store_sqlite::SqliteStoreOptions::default()
         .with_synchronous(synchronous.parse().map_err(|e| anyhow!("{e}"))?))
-}
-
-/// The LLM choice of a run, stored in the workflow's options so that
-/// `resume` uses the same provider.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LlmChoice {
-    /// `scripted` or `demo`.
-    pub provider: String,
-    /// Script file (scripted only).
-    pub script: Option<PathBuf>,
-    /// Simulated latency.
-    pub latency_ms: u64,
-}
-
-impl LlmChoice {
-    /// Resolves flags, then the workflow's stored choice, then the config.
-    pub fn resolve(args: &LlmArgs, stored: Option<&Value>, config: &Config) -> Result<LlmChoice> {
-        let stored_llm = stored.and_then(|o| o.get("llm"));
-        let stored_str = |k: &str| {
-            stored_llm
-                .and_then(|l| l.get(k))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        };
-        let script = args
-            .llm_script
-            .clone()
-            .or_else(|| stored_str("script").map(PathBuf::from))
-            .or_else(|| config.llm.script.clone());
-        let provider = args
-            .llm
-            .clone()
-            .or_else(|| args.llm_script.as_ref().map(|_| "scripted".to_string()))
-            .or_else(|| stored_str("provider"))
-            .or_else(|| config.llm.provider.clone())
-            .or_else(|| script.as_ref().map(|_| "scripted".to_string()))
-            .ok_or_else(|| {
-                anyhow!(
-                    "no LLM provider configured: pass --llm-script FILE (a scripted session), \
-                     set llm.provider in the config file, or try `agentry demo`"
-                )
-            })?;
-        let latency_ms = args
-            .llm_latency_ms
-            .or_else(|| {
-                stored_llm
-                    .and_then(|l| l.get("latency_ms"))
-                    .and_then(Value::as_u64)
-            })
-            .or(config.llm.latency_ms)
-            .unwrap_or(0);
-        match provider.as_str() {
-            "demo" => Ok(LlmChoice {
-                provider,
-                script: None,
-                latency_ms,
-            }),
-            "scripted" => {
-                let script = script.ok_or_else(|| {
-                    anyhow!("the scripted LLM provider needs a script: pass --llm-script FILE")
-                })?;
-                let script = script
-                    .canonicalize()
-                    .with_context(|| format!("cannot read LLM script {}", script.display()))?;
-                Ok(LlmChoice {
-                    provider,
-                    script: Some(script),
-                    latency_ms,
-                })
-            }
-            other => {
-                bail!("unknown LLM provider `{other}` (this build knows `scripted` and `demo`)")
-            }
-        }
-    }
-
-    /// Builds the provider.
-    pub fn provider(&self) -> Result<Arc<dyn LlmProvider>> {
-        let provider = match (&*self.provider, &self.script) {
-            ("demo", _) => {
-                ScriptedProvider::from_toml_str(agentry_agents::demo::DEMO_SESSION, "demo")
-                    .map_err(|e| anyhow!("bundled demo session: {e}"))?
-            }
-            (_, Some(path)) => ScriptedProvider::from_file(path)
-                .map_err(|e| anyhow!("LLM script {}: {e}", path.display()))?,
-            _ => bail!("the scripted LLM provider needs a script"),
-        };
-        Ok(Arc::new(
-            provider.with_latency(Duration::from_millis(self.latency_ms)),
-        ))
-    }
-
-    /// The JSON stored in the workflow's options.
-    pub fn to_options(&self) -> Value {
-        json!({
-            "provider": self.provider,
-            "script": self.script.as_ref().map(|p| p.display().to_string()),
-            "latency_ms": self.latency_ms,
-        })
-    }
 }
 
 /// The process environment as a map (for config overrides).

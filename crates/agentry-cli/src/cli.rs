@@ -45,14 +45,49 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// LLM providers.
+    #[command(subcommand)]
+    Llm(LlmCommand),
+}
+
+/// `agentry llm ...`
+#[derive(Debug, Subcommand)]
+pub enum LlmCommand {
+    /// Send one tiny request to each configured provider (or the one given
+    /// with --llm) and report status, latency and model.
+    Check(LlmArgs),
 }
 
 /// LLM options shared by the commands that run agents.
 #[derive(Debug, Clone, Default, Args)]
 pub struct LlmArgs {
-    /// LLM provider: `scripted` (with --llm-script) or `demo` (the bundled demo session).
+    /// LLM provider: a name from the config's [llm.providers], a preset
+    /// (`openai`, `anthropic`, `ollama`, `vllm`), `scripted` (with
+    /// --llm-script), `demo` (the bundled demo session) or `replay` (with
+    /// --replay).
     #[arg(long, value_name = "NAME")]
     pub llm: Option<String>,
+    /// Base URL of the provider (OpenAI-compatible: up to and including /v1).
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+    /// Model of the provider.
+    #[arg(long, value_name = "NAME")]
+    pub model: Option<String>,
+    /// Write every LLM request/response pair of the run to this cassette (JSON lines).
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// Serve LLM answers from this cassette (implies --llm replay).
+    #[arg(long, value_name = "FILE")]
+    pub replay: Option<PathBuf>,
+    /// Do not use the LLM response cache for this run.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Cost budget of the workflow in US dollars (on resume: raises it).
+    #[arg(long, value_name = "USD")]
+    pub budget_usd: Option<f64>,
+    /// Token budget of the workflow (on resume: raises it).
+    #[arg(long, value_name = "TOKENS")]
+    pub budget_tokens: Option<u64>,
     /// Script file for the scripted provider (implies --llm scripted).
     #[arg(long, value_name = "FILE")]
     pub llm_script: Option<PathBuf>,

@@ -8,15 +8,18 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
-use agentry_core::{Checkpoint, Store, WorkflowId, WorkflowQuery, WorkflowRecord, WorkflowStatus};
+use agentry_core::{
+    Budget, Checkpoint, Limit, Store, WorkflowId, WorkflowQuery, WorkflowRecord, WorkflowStatus,
+};
 use agentry_engine::{Engine, Submission};
 
-use crate::app::{env_map, App, LlmChoice};
+use crate::app::{env_map, App};
 use crate::cli::{
     ApproveArgs, BenchCommand, BenchEngineArgs, BenchStore, Cli, Command, DemoArgs, HistoryArgs,
-    ListArgs, LlmArgs, ResumeArgs, RunArgs, WorkflowsCommand,
+    ListArgs, LlmArgs, LlmCommand, ResumeArgs, RunArgs, WorkflowsCommand,
 };
 use crate::config::Config;
+use crate::llm::LlmChoice;
 use crate::progress::ProgressDisplay;
 use crate::summary;
 
@@ -29,6 +32,8 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Bench(BenchCommand::Engine(args)) => {
             return bench_engine(&args, cli.data_dir.as_deref()).await
         }
+        // A provider check needs no data directory.
+        Command::Llm(LlmCommand::Check(args)) => return llm_check(&args, &config, json).await,
         other => other,
     };
     let app = App::open(cli.data_dir.as_deref(), config).await?;
@@ -52,8 +57,8 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
             })
             .await
         }
-        Command::Bench(_) => {
-            bail!("internal error: bench is handled before the data directory opens")
+        Command::Bench(_) | Command::Llm(_) => {
+            bail!("internal error: bench and llm are handled before the data directory opens")
         }
     }
 }
@@ -88,12 +93,21 @@ async fn run(app: &App, args: RunArgs, json: bool) -> Result<ExitCode> {
     }
     let definition = app.definition(args.workflow.as_deref())?;
     let choice = LlmChoice::resolve(&args.llm, None, &app.config)?;
-    let options = json!({
+    let mut options = json!({
         "llm": choice.to_options(),
         "project_key": args.project_key.clone().or_else(|| app.config.project.key.clone()),
         "repository": args.repository.clone().or_else(|| app.config.project.repository.clone()),
     });
-    let engine = app.engine(choice.provider()?).await?;
+    let budget = flag_budget(&args.llm)?;
+    if !budget.is_unlimited() {
+        options["budget"] = serde_json::to_value(&budget)?;
+    }
+    let engine = app
+        .engine(
+            choice.provider(&app.config, app.store.clone())?,
+            Budget::default(),
+        )
+        .await?;
     let record = engine
         .submit(Submission {
             requirements: requirement,
@@ -123,8 +137,8 @@ async fn demo(app: &App, args: DemoArgs, json: bool) -> Result<ExitCode> {
         detach: false,
         llm: LlmArgs {
             llm: Some("demo".into()),
-            llm_script: None,
             llm_latency_ms: args.llm_latency_ms,
+            ..LlmArgs::default()
         },
     };
     run(app, run_args, json).await
@@ -154,7 +168,43 @@ async fn approve(app: &App, args: ApproveArgs, json: bool) -> Result<ExitCode> {
 /// flags override it.
 async fn engine_for(app: &App, record: &WorkflowRecord, llm: &LlmArgs) -> Result<Engine> {
     let choice = LlmChoice::resolve(llm, Some(&record.options), &app.config)?;
-    app.engine(choice.provider()?).await
+    app.engine(
+        choice.provider(&app.config, app.store.clone())?,
+        flag_budget(llm)?,
+    )
+    .await
+}
+
+/// The workflow-wide budget given by `--budget-usd` / `--budget-tokens`.
+fn flag_budget(args: &LlmArgs) -> Result<Budget> {
+    if let Some(usd) = args.budget_usd {
+        if !(usd.is_finite() && usd >= 0.0) {
+            bail!("--budget-usd must be a non-negative number of US dollars, not {usd}");
+        }
+    }
+    Ok(Budget {
+        workflow: Limit {
+            max_cost_usd: args.budget_usd,
+            max_tokens: args.budget_tokens,
+        },
+        roles: Default::default(),
+    })
+}
+
+/// `agentry llm check`
+async fn llm_check(args: &LlmArgs, config: &Config, json: bool) -> Result<ExitCode> {
+    let reports = crate::llm::check(args, config).await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        print!("{}", crate::llm::render_check(&reports));
+    }
+    let healthy = !reports.is_empty() && reports.iter().all(|r| r.status == "ok");
+    Ok(if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Runs (or resumes) a workflow with live progress, then prints the summary.
@@ -174,7 +224,7 @@ async fn drive(app: &App, engine: &Engine, id: WorkflowId, json: bool) -> Result
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
-        println!("\n{}", summary::render(&summary));
+        println!("\n{}", summary::render(&summary, false));
     }
     Ok(exit_code(record.status))
 }
@@ -272,7 +322,7 @@ async fn show(app: &App, id: &str, json: bool) -> Result<ExitCode> {
     } else {
         println!("requirement: {}", first_line(&state.requirements));
         println!("current step: {} (step {})", state.current_step, state.step);
-        println!("{}", summary::render(&summary));
+        println!("{}", summary::render(&summary, true));
     }
     Ok(ExitCode::SUCCESS)
 }

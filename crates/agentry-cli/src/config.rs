@@ -32,6 +32,9 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     /// Engine settings.
     pub engine: EngineSettings,
+    /// Default budget of every workflow (`--max-cost-usd` and
+    /// `--max-tokens` override the workflow-wide caps).
+    pub budget: agentry_core::Budget,
 }
 
 /// Deployment mode.
@@ -64,13 +67,153 @@ impl Default for StoreConfig {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LlmConfig {
-    /// Provider: `scripted` (needs `script`) or `demo` (the bundled demo
-    /// session).
+    /// Provider: a name under `[llm.providers]`, a preset (`openai`,
+    /// `anthropic`, `ollama`, `vllm`), `scripted` (needs `script`), `demo`
+    /// (the bundled demo session) or `replay` (needs `replay`).
     pub provider: Option<String>,
+    /// Providers tried in order when `provider` fails.
+    pub fallback: Vec<String>,
     /// Script file for the scripted provider.
     pub script: Option<PathBuf>,
-    /// Simulated latency per LLM call, in milliseconds.
+    /// Cassette served by the replay provider.
+    pub replay: Option<PathBuf>,
+    /// Simulated latency per LLM call, in milliseconds (scripted only).
     pub latency_ms: Option<u64>,
+    /// Named providers.
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Per-role provider and model (`technical_writer = { provider =
+    /// "openai", model = "gpt-4o-mini" }`).
+    pub roles: BTreeMap<String, RoleLlm>,
+    /// Prices per model (`"gpt-4o" = { input_per_mtok = 2.5,
+    /// output_per_mtok = 10.0 }`); a key may also be `provider/model`.
+    pub prices: agentry_core::PriceTable,
+    /// Retries of transient failures per call.
+    pub retry: RetrySettings,
+    /// Circuit breaker per provider.
+    pub breaker: BreakerSettings,
+    /// Response cache.
+    pub cache: CacheSettings,
+}
+
+/// Wire protocol of a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// `POST {base_url}/chat/completions` (OpenAI, Ollama, vLLM, llama.cpp
+    /// server, LM Studio, OpenRouter, LiteLLM).
+    Openai,
+    /// `POST {base_url}/v1/messages` (Anthropic Messages API).
+    Anthropic,
+}
+
+/// `[llm.providers.NAME]`: every field is optional when NAME is a preset
+/// (`openai`, `anthropic`, `ollama`, `vllm`), which fills the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderConfig {
+    /// Wire protocol (default: the preset's, else `openai`).
+    pub kind: Option<ProviderKind>,
+    /// Base URL (OpenAI-compatible: up to and including `/v1`).
+    pub base_url: Option<String>,
+    /// Model.
+    pub model: Option<String>,
+    /// Environment variable holding the API key.
+    pub api_key_env: Option<String>,
+    /// File holding the API key (first line; for mounted secrets).
+    pub api_key_file: Option<PathBuf>,
+    /// Extra HTTP headers.
+    pub headers: BTreeMap<String, String>,
+    /// Whole-request timeout, seconds (default 300).
+    pub timeout_s: Option<u64>,
+    /// Connect timeout, seconds (default 10).
+    pub connect_timeout_s: Option<u64>,
+    /// Stream responses (server-sent events).
+    pub stream: Option<bool>,
+    /// Structured output: `auto` (JSON schema, falling back to
+    /// instructions), `json_schema` or `instructions`.
+    pub structured_output: Option<String>,
+    /// Anthropic `max_tokens` default.
+    pub max_tokens: Option<u32>,
+    /// Anthropic `anthropic-version` header.
+    pub anthropic_version: Option<String>,
+}
+
+/// `[llm.roles]` entry: a provider name, or a table with a provider and a
+/// model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RoleLlm {
+    /// Just the provider.
+    Provider(String),
+    /// Provider and/or model.
+    Detailed {
+        /// Provider name (default: the main provider).
+        #[serde(default)]
+        provider: Option<String>,
+        /// Model (default: the provider's).
+        #[serde(default)]
+        model: Option<String>,
+    },
+}
+
+/// `[llm.retry]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySettings {
+    /// Tries per call, the first included.
+    pub max_attempts: u32,
+    /// First backoff, milliseconds (doubles per try, with full jitter).
+    pub base_delay_ms: u64,
+    /// Backoff cap, milliseconds.
+    pub max_delay_ms: u64,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetrySettings {
+            max_attempts: 3,
+            base_delay_ms: 500,
+            max_delay_ms: 30_000,
+        }
+    }
+}
+
+/// `[llm.breaker]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerSettings {
+    /// Consecutive failed calls that open the breaker.
+    pub failure_threshold: u32,
+    /// Seconds the breaker stays open before one probe call.
+    pub open_for_s: u64,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        BreakerSettings {
+            failure_threshold: 5,
+            open_for_s: 30,
+        }
+    }
+}
+
+/// `[llm.cache]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSettings {
+    /// Serve identical requests from the store.
+    pub enabled: bool,
+    /// Seconds a response stays valid.
+    pub ttl_s: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            enabled: true,
+            ttl_s: 86_400,
+        }
+    }
 }
 
 /// `[workflow]`
@@ -171,6 +314,21 @@ impl Config {
         }
         if self.engine.workers == 0 {
             bail!("invalid configuration: engine.workers must be at least 1");
+        }
+        if self.llm.retry.max_attempts == 0 || self.llm.breaker.failure_threshold == 0 {
+            bail!("invalid configuration: llm.retry.max_attempts and llm.breaker.failure_threshold must be at least 1");
+        }
+        for (name, provider) in &self.llm.providers {
+            if let Some(mode) = &provider.structured_output {
+                if !["auto", "json_schema", "instructions"].contains(&mode.as_str()) {
+                    bail!("invalid configuration: llm.providers.{name}.structured_output: `{mode}` is not one of auto, json_schema, instructions");
+                }
+            }
+        }
+        for role in self.llm.roles.keys().chain(self.budget.roles.keys()) {
+            if role.parse::<agentry_core::AgentRole>().is_err() {
+                bail!("invalid configuration: `{role}` is not an agent role (business_analyst, developer, qa, technical_writer, devops)");
+            }
         }
         if self.sandbox.wall_time_s == 0 || self.sandbox.memory_mb < 16 {
             bail!("invalid configuration: sandbox.wall_time_s must be > 0 and sandbox.memory_mb >= 16");

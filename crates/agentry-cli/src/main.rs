@@ -11,6 +11,7 @@ mod app;
 mod cli;
 mod commands;
 mod config;
+mod llm;
 mod progress;
 mod summary;
 

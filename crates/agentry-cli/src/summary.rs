@@ -9,7 +9,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use agentry_core::{
-    MergeRequest, UsageRecord, WorkflowErrorEntry, WorkflowId, WorkflowState, WorkflowStatus,
+    LlmCall, LlmLedger, MergeRequest, UsageRecord, WorkflowErrorEntry, WorkflowId, WorkflowState,
+    WorkflowStatus,
 };
 
 use crate::app::App;
@@ -33,10 +34,17 @@ pub struct Summary {
     pub repository: Option<RepositorySummary>,
     /// Test runs, in order.
     pub test_runs: Vec<TestRunSummary>,
-    /// Tokens per agent.
+    /// LLM calls, tokens and cost per agent role: from the call ledger
+    /// (every call, failed attempts included) when it has the workflow's
+    /// calls, else from the state.
     pub usage: BTreeMap<String, UsageRecord>,
     /// Total tokens.
     pub total_tokens: u64,
+    /// Total cost in US dollars.
+    pub total_cost_usd: f64,
+    /// Every LLM call: who asked, which provider and model answered, tokens,
+    /// cost, latency.
+    pub llm_calls: Vec<LlmCall>,
     /// Errors recorded.
     pub errors: Vec<WorkflowErrorEntry>,
 }
@@ -166,7 +174,14 @@ pub async fn summarize(app: &App, id: WorkflowId) -> Result<Summary> {
         .map(|o| test_run_summary(&o.content))
         .collect();
 
-    let total_tokens = state.usage.values().map(UsageRecord::total_tokens).sum();
+    let llm_calls = app.store.calls(id).await.map_err(|e| anyhow!("{e}"))?;
+    let usage = if llm_calls.is_empty() {
+        state.usage.clone()
+    } else {
+        usage_by_role(&llm_calls)
+    };
+    let total_tokens = usage.values().map(UsageRecord::total_tokens).sum();
+    let total_cost_usd = usage.values().map(|u| u.cost_usd).sum();
     Ok(Summary {
         id,
         status: state.status,
@@ -176,10 +191,52 @@ pub async fn summarize(app: &App, id: WorkflowId) -> Result<Summary> {
         pages,
         repository,
         test_runs,
-        usage: state.usage.clone(),
+        usage,
         total_tokens,
+        total_cost_usd,
+        llm_calls,
         errors: state.errors.clone(),
     })
+}
+
+/// Per-role totals of the ledger's calls. A role served by several
+/// providers or models lists them joined with `,`.
+fn usage_by_role(calls: &[LlmCall]) -> BTreeMap<String, UsageRecord> {
+    let mut usage: BTreeMap<String, UsageRecord> = BTreeMap::new();
+    for call in calls {
+        let role = call.role.as_str();
+        let entry = usage
+            .entry(role.to_string())
+            .or_insert_with(|| UsageRecord {
+                agent: role.to_string(),
+                ..UsageRecord::default()
+            });
+        for (list, item) in [
+            (&mut entry.provider, &call.provider),
+            (&mut entry.model, &call.model),
+        ] {
+            if !list.split(',').any(|p| p == item) {
+                if !list.is_empty() {
+                    list.push(',');
+                }
+                list.push_str(item);
+            }
+        }
+        let spend = call.spend();
+        entry.add(&UsageRecord {
+            calls: 1,
+            prompt_tokens: if call.cached { 0 } else { call.prompt_tokens },
+            completion_tokens: if call.cached {
+                0
+            } else {
+                call.completion_tokens
+            },
+            cached_calls: u64::from(call.cached),
+            cost_usd: spend.cost_usd,
+            ..UsageRecord::default()
+        });
+    }
+    usage
 }
 
 fn ctx_str(state: &WorkflowState, path: &str) -> Option<String> {
@@ -270,7 +327,7 @@ fn test_run_summary(content: &Value) -> TestRunSummary {
 }
 
 /// Human-readable rendering.
-pub fn render(summary: &Summary) -> String {
+pub fn render(summary: &Summary, with_calls: bool) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(out, "workflow {}: {}", summary.id, summary.status);
@@ -336,19 +393,53 @@ pub fn render(summary: &Summary) -> String {
         }
     }
     if !summary.usage.is_empty() {
-        let _ = writeln!(out, "\ntoken usage:");
+        let _ = writeln!(out, "\nLLM usage:");
         for (agent, u) in &summary.usage {
+            let cached = if u.cached_calls > 0 {
+                format!(", {} cached", u.cached_calls)
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 out,
-                "  {:<18} {:>3} calls {:>7} tokens ({} in, {} out)",
+                "  {:<18} {:>3} calls{cached} {:>7} tokens ({} in, {} out)  ${:.4}  {}",
                 agent,
                 u.calls,
                 u.total_tokens(),
                 u.prompt_tokens,
-                u.completion_tokens
+                u.completion_tokens,
+                u.cost_usd,
+                if u.provider.is_empty() {
+                    String::new()
+                } else {
+                    format!("{} / {}", u.provider, u.model)
+                }
             );
         }
-        let _ = writeln!(out, "  {:<18} {:>17} tokens", "total", summary.total_tokens);
+        let _ = writeln!(
+            out,
+            "  {:<18} {:>17} tokens  ${:.4}",
+            "total", summary.total_tokens, summary.total_cost_usd
+        );
+    }
+    if with_calls && !summary.llm_calls.is_empty() {
+        let _ = writeln!(out, "\nLLM calls:");
+        for c in &summary.llm_calls {
+            let _ = writeln!(
+                out,
+                "  step {:<3} {:<18} turn {:<2} {:<10} {:<24} {:>6} in {:>6} out  ${:.4} {:>6} ms{}",
+                c.step,
+                c.node,
+                c.turn,
+                c.provider,
+                c.model,
+                c.prompt_tokens,
+                c.completion_tokens,
+                c.cost_usd,
+                c.latency_ms,
+                if c.cached { "  (cached)" } else { "" }
+            );
+        }
     }
     if !summary.errors.is_empty() {
         let _ = writeln!(out, "\nerrors:");

@@ -219,12 +219,30 @@ pub struct ModelPrice {
 pub struct PriceTable(pub std::collections::BTreeMap<String, ModelPrice>);
 
 impl PriceTable {
-    /// The price of `model` as served by `provider`, if configured.
+    /// The price of `model` as served by `provider`, if configured: the
+    /// key `provider/model`, else `model`, else the longest key that
+    /// `model` extends by a dated or versioned suffix (`gpt-4o` prices
+    /// `gpt-4o-2024-08-06`, but not `gpt-4o-mini`).
     pub fn price(&self, provider: &str, model: &str) -> Option<ModelPrice> {
-        self.0
+        if let Some(p) = self
+            .0
             .get(&format!("{provider}/{model}"))
             .or_else(|| self.0.get(model))
-            .copied()
+        {
+            return Some(*p);
+        }
+        let versioned = |key: &str| {
+            model.strip_prefix(key).is_some_and(|rest| {
+                let mut chars = rest.chars();
+                matches!(chars.next(), Some('-' | '@' | ':'))
+                    && chars.next().is_some_and(|c| c.is_ascii_digit())
+            })
+        };
+        self.0
+            .iter()
+            .filter(|(key, _)| versioned(key))
+            .max_by_key(|(key, _)| key.len())
+            .map(|(_, price)| *price)
     }
 
     /// Cost in US dollars of the given token counts (0 when unpriced).
@@ -467,6 +485,12 @@ mod tests {
         );
         let cost = prices.cost("openai", "gpt-4o-mini", 1_000_000, 500_000);
         assert!((cost - 0.45).abs() < 1e-9, "{cost}");
+        let dated = prices.cost("openai", "gpt-4o-mini-2024-07-18", 1_000_000, 0);
+        assert!(
+            (dated - 0.15).abs() < 1e-9,
+            "a dated name has its model's price"
+        );
+        assert_eq!(prices.price("openai", "gpt-4o-mini-turbo"), None);
         assert_eq!(prices.cost("openai", "llama3", 10, 10), 0.0);
 
         let budget: Budget = serde_json::from_value(serde_json::json!({
@@ -487,7 +511,12 @@ mod tests {
         assert_eq!(err.class(), crate::ErrorClass::BudgetExceeded);
         assert!(err.to_string().contains("$1.0000"), "{err}");
         let err = budget
-            .check("developer", spent(0.0, 900), spent(0.0, 900), spent(0.0, 200))
+            .check(
+                "developer",
+                spent(0.0, 900),
+                spent(0.0, 900),
+                spent(0.0, 200),
+            )
             .unwrap_err();
         assert!(
             err.to_string().contains("role developer of 1000 tokens"),

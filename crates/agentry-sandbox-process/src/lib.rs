@@ -257,6 +257,11 @@ impl ProcessSandbox {
         .await?;
 
         let counts = counts::parse(&outcome.stdout, &outcome.stderr);
+        // Paths in tracebacks are shown relative to the repository: the
+        // temporary checkout's location means nothing to the agents (and
+        // would make two runs of the same tests read differently).
+        let prefix = format!("{}/", checkout.display());
+        let relative = |text: String| text.replace(&prefix, "");
         let run = TestRun {
             id: uuid::Uuid::new_v4(),
             project_kind: project.map(|p| p.kind()),
@@ -266,8 +271,8 @@ impl ProcessSandbox {
             timed_out: outcome.timed_out,
             signal: outcome.signal,
             network_isolated: isolate,
-            stdout: outcome.stdout,
-            stderr: outcome.stderr,
+            stdout: relative(outcome.stdout),
+            stderr: relative(outcome.stderr),
             duration_ms: u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX),
             tests_passed: counts.passed,
             tests_failed: counts.failed,

@@ -1825,3 +1825,132 @@ pub async fn invalid_calls_lose_nothing(store: Arc<dyn Store>) {
         "no workflow appeared or changed"
     );
 }
+
+// ---------------------------------------------------------------------------
+// LLM data: the call ledger and the response cache, kept by the store too.
+// ---------------------------------------------------------------------------
+
+/// Expands to one `#[tokio::test]` per behaviour of the LLM-data suite (the
+/// [`agentry_core::LlmLedger`] and [`agentry_core::LlmCache`] ports). The
+/// argument evaluates to a future of a fresh store implementing both.
+#[macro_export]
+macro_rules! llm_data_conformance_tests {
+    ($make:expr) => {
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn ledger_records_every_call_per_workflow() {
+            $crate::ledger_records_every_call_per_workflow($make.await).await;
+        }
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn cache_serves_until_expiry_and_overwrites() {
+            $crate::cache_serves_until_expiry_and_overwrites($make.await).await;
+        }
+    };
+}
+
+fn llm_call(
+    workflow: WorkflowId,
+    role: agentry_core::AgentRole,
+    turn: u32,
+) -> agentry_core::LlmCall {
+    agentry_core::LlmCall {
+        workflow_id: workflow,
+        step: 1,
+        node: role.as_str().to_string(),
+        role,
+        attempt: 1,
+        turn,
+        provider: "openai".into(),
+        model: "gpt-4o-mini".into(),
+        prompt_tokens: 100 + u64::from(turn),
+        completion_tokens: 20,
+        cached: turn == 2,
+        cost_usd: if turn == 2 { 0.0 } else { 0.25 },
+        latency_ms: 12,
+        finish_reason: "stop".into(),
+        request_id: Some("req-1".into()),
+        at: chrono::Utc::now(),
+    }
+}
+
+/// Every recorded call reads back whole, in record order, only under its
+/// workflow; spend sums cost and tokens per role, cached calls adding no
+/// tokens.
+pub async fn ledger_records_every_call_per_workflow<L: agentry_core::LlmLedger + ?Sized>(
+    ledger: Arc<L>,
+) {
+    use agentry_core::AgentRole;
+    let a = WorkflowId::new();
+    let b = WorkflowId::new();
+    let calls = [
+        llm_call(a, AgentRole::Developer, 0),
+        llm_call(a, AgentRole::Developer, 1),
+        llm_call(a, AgentRole::Qa, 2),
+        llm_call(b, AgentRole::Qa, 0),
+    ];
+    for call in &calls {
+        ledger.record_call(call).await.expect("record_call");
+    }
+    let back = ledger.calls(a).await.expect("calls");
+    assert_eq!(back, calls[..3].to_vec(), "calls of workflow a, in order");
+    assert_eq!(ledger.calls(b).await.expect("calls").len(), 1);
+    assert!(ledger
+        .calls(WorkflowId::new())
+        .await
+        .expect("calls")
+        .is_empty());
+    let (total, roles) = ledger.spend(a).await.expect("spend");
+    assert!((total.cost_usd - 0.5).abs() < 1e-9, "{total:?}");
+    assert_eq!(
+        total.tokens,
+        100 + 20 + 101 + 20,
+        "a cached call adds no tokens"
+    );
+    assert_eq!(roles["developer"].tokens, 241);
+    assert_eq!(roles["qa"].tokens, 0);
+}
+
+/// A stored response is served until its TTL runs out; a second put under
+/// the same key replaces it; unknown keys miss.
+pub async fn cache_serves_until_expiry_and_overwrites<C: agentry_core::LlmCache + ?Sized>(
+    cache: Arc<C>,
+) {
+    use std::time::Duration;
+    let response = |content: &str| agentry_core::ChatResponse {
+        content: content.into(),
+        tool_calls: vec![agentry_core::ToolCall {
+            id: "call_1".into(),
+            name: "write_file".into(),
+            arguments: json!({"path": "a.py"}),
+        }],
+        usage: agentry_core::Usage {
+            prompt_tokens: 10,
+            completion_tokens: 5,
+            cached: false,
+        },
+        provider: "openai".into(),
+        model: "gpt-4o-mini".into(),
+        finish_reason: "tool_calls".into(),
+    };
+    assert_eq!(cache.get("k1").await.expect("get"), None);
+    cache
+        .put("k1", &response("one"), Duration::from_secs(60))
+        .await
+        .expect("put");
+    assert_eq!(cache.get("k1").await.expect("get"), Some(response("one")));
+    cache
+        .put("k1", &response("two"), Duration::from_secs(60))
+        .await
+        .expect("put again");
+    assert_eq!(cache.get("k1").await.expect("get"), Some(response("two")));
+    cache
+        .put("short", &response("brief"), Duration::from_millis(50))
+        .await
+        .expect("put short");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while cache.get("short").await.expect("get").is_some() {
+        assert!(std::time::Instant::now() < deadline, "entry never expired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(cache.get("k1").await.expect("get"), Some(response("two")));
+    assert_eq!(cache.get("k2").await.expect("get"), None);
+}

@@ -15,9 +15,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use agentry_core::{
-    AgentOutputRecord, Checkpoint, CommitOutcome, Error, Event, ListPage, NewWorkflow, Result,
-    StateDelta, Store, StoredEvent, TaskCommit, Transition, WorkflowId, WorkflowQuery,
-    WorkflowRecord, WorkflowStatus,
+    AgentOutputRecord, ChatResponse, Checkpoint, CommitOutcome, Error, Event, ListPage, LlmCache,
+    LlmCall, LlmLedger, NewWorkflow, Result, StateDelta, Store, StoredEvent, TaskCommit,
+    Transition, WorkflowId, WorkflowQuery, WorkflowRecord, WorkflowStatus,
 };
 use async_trait::async_trait;
 use chrono::Utc;
@@ -47,6 +47,10 @@ struct Inner {
     events: Vec<StoredEvent>,
     /// Seqs of events not yet published.
     unpublished: BTreeSet<u64>,
+    /// The LLM call ledger, in record order.
+    llm_calls: Vec<LlmCall>,
+    /// The LLM response cache: key -> (response, expiry; None: never).
+    llm_cache: HashMap<String, (ChatResponse, Option<std::time::Instant>)>,
 }
 
 struct WorkflowData {
@@ -416,6 +420,56 @@ impl Store for MemoryStore {
                 }
             }
         }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl LlmLedger for MemoryStore {
+    async fn record_call(&self, call: &LlmCall) -> Result<()> {
+        self.inner.lock().llm_calls.push(call.clone());
+        Ok(())
+    }
+
+    async fn calls(&self, workflow: WorkflowId) -> Result<Vec<LlmCall>> {
+        Ok(self
+            .inner
+            .lock()
+            .llm_calls
+            .iter()
+            .filter(|c| c.workflow_id == workflow)
+            .cloned()
+            .collect())
+    }
+}
+
+#[async_trait]
+impl LlmCache for MemoryStore {
+    async fn get(&self, key: &str) -> Result<Option<ChatResponse>> {
+        let now = std::time::Instant::now();
+        Ok(self
+            .inner
+            .lock()
+            .llm_cache
+            .get(key)
+            .filter(|(_, expires)| expires.is_none_or(|e| e > now))
+            .map(|(response, _)| response.clone()))
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        response: &ChatResponse,
+        ttl: std::time::Duration,
+    ) -> Result<()> {
+        let now = std::time::Instant::now();
+        let mut inner = self.inner.lock();
+        inner
+            .llm_cache
+            .retain(|_, (_, expires)| expires.is_none_or(|e| e > now));
+        inner
+            .llm_cache
+            .insert(key.to_string(), (response.clone(), now.checked_add(ttl)));
         Ok(())
     }
 }

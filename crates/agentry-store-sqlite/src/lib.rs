@@ -25,6 +25,7 @@
 //! writer, and so do checkpoints of the log (their own connection).
 
 mod error;
+mod llm;
 mod options;
 mod procedures;
 mod requests;

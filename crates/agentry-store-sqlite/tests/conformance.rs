@@ -49,3 +49,14 @@ async fn batches_of_one_still_pass_the_concurrency_behaviours() {
     agentry_store_conformance::concurrent_duplicate_commits_one_wins(one_at_a_time().await).await;
     agentry_store_conformance::transitions_racing_one_wins(one_at_a_time().await).await;
 }
+
+mod llm_data {
+    use super::*;
+    agentry_store_conformance::llm_data_conformance_tests!(async {
+        Arc::new(
+            SqliteStore::open_in_memory()
+                .await
+                .expect("open a temporary store"),
+        )
+    });
+}

@@ -31,7 +31,7 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
     user.push_str("\nReturn the BusinessAnalysis JSON.");
 
     let mut tools = env.toolbox(None, None, fixed_key.as_deref());
-    let mut conversation = env.conversation();
+    let mut conversation = env.conversation()?;
     let (analysis, _) = conversation
         .run::<BusinessAnalysis>(env.system_prompt()?, user, &mut tools)
         .await?;

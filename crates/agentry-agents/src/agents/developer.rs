@@ -39,7 +39,7 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
     let user = user_message(state, &project, env.ctx.visit, &files_now)?;
 
     let mut tools = env.toolbox(Some(&repo.name), Some(&project.branch), Some(&project.key));
-    let mut conversation = env.conversation();
+    let mut conversation = env.conversation()?;
     let (implementation, _) = conversation
         .run::<Implementation>(env.system_prompt()?, user, &mut tools)
         .await?;

@@ -42,7 +42,7 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
     ));
 
     let mut tools = env.toolbox(Some(&repo.name), Some(&project.branch), Some(&project.key));
-    let mut conversation = env.conversation();
+    let mut conversation = env.conversation()?;
     let (pipeline, _) = conversation
         .run::<Pipeline>(env.system_prompt()?, user, &mut tools)
         .await?;

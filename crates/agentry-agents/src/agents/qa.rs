@@ -50,7 +50,7 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
     user.push_str("\nRead the code you need, then return the QaReport JSON.");
 
     let mut tools = env.toolbox(Some(&repo.name), Some(&project.branch), Some(&project.key));
-    let mut conversation = env.conversation();
+    let mut conversation = env.conversation()?;
     let (report, _) = conversation
         .run::<QaReport>(env.system_prompt()?, user, &mut tools)
         .await?;

@@ -59,7 +59,7 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
         Some(&project.branch),
         Some(&project.space),
     );
-    let mut conversation = env.conversation();
+    let mut conversation = env.conversation()?;
     let (docs, _) = conversation
         .run::<Documentation>(env.system_prompt()?, user, &mut tools)
         .await?;

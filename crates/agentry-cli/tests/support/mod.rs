@@ -13,7 +13,7 @@ use serde_json::Value;
 pub fn agentry(data_dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_agentry"));
     for (k, _) in std::env::vars() {
-        if k.starts_with("AGENTRY_") {
+        if k.starts_with("AGENTRY_") || k.ends_with("_API_KEY") {
             cmd.env_remove(k);
         }
     }

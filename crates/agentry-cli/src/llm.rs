@@ -1,0 +1,723 @@
+//! LLM wiring: which provider a run uses (flags, then the workflow's stored
+//! choice, then the config), how a named provider is resolved (presets,
+//! `[llm.providers]`, flags), and how each is wrapped in the resilience
+//! layers, the response cache, the fallback chain, per-role routing and the
+//! recorder.
+//!
+//! Layer order, outermost first: `Recorder` -> `RoleRouter` -> per role:
+//! `Fallback` over the chain -> per provider: `Cached` ->
+//! `CircuitBreaker` -> `Retry` -> `Timeout` -> the HTTP client. Offline
+//! providers (`scripted`, `demo`, `replay`) get no retry or cache: they
+//! cannot fail transiently and must answer deterministically.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use agentry_core::{
+    AgentRole, ChatMessage, ChatRequest, ChatResponse, LlmCache, LlmProvider, RequestMeta,
+};
+use agentry_llm_http::{
+    AnthropicConfig, AnthropicProvider, OpenAiConfig, OpenAiProvider, Secret, StructuredOutput,
+};
+use agentry_llm_layers::{
+    BreakerConfig, Cached, Fallback, LayerConfig, Recorder, ReplayProvider, RetryPolicy,
+};
+use agentry_llm_scripted::ScriptedProvider;
+
+use crate::cli::LlmArgs;
+use crate::config::{Config, ProviderConfig, ProviderKind, RoleLlm};
+
+/// Providers that need no configuration: their defaults.
+const PRESETS: &[(&str, ProviderKind, &str, Option<&str>)] = &[
+    (
+        "openai",
+        ProviderKind::Openai,
+        "https://api.openai.com/v1",
+        Some("OPENAI_API_KEY"),
+    ),
+    (
+        "anthropic",
+        ProviderKind::Anthropic,
+        AnthropicConfig::DEFAULT_BASE_URL,
+        Some("ANTHROPIC_API_KEY"),
+    ),
+    (
+        "ollama",
+        ProviderKind::Openai,
+        "http://localhost:11434/v1",
+        None,
+    ),
+    (
+        "vllm",
+        ProviderKind::Openai,
+        "http://localhost:8000/v1",
+        Some("VLLM_API_KEY"),
+    ),
+];
+
+/// Offline providers, built in.
+const OFFLINE: &[&str] = &["scripted", "demo", "replay"];
+
+/// Hosts that always need a key.
+const HOSTED: &[&str] = &["api.openai.com", "api.anthropic.com"];
+
+/// The LLM choice of a run, stored in the workflow's options (never a key)
+/// so that `resume` uses the same provider.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LlmChoice {
+    /// Provider name.
+    pub provider: String,
+    /// Script file (scripted only).
+    pub script: Option<PathBuf>,
+    /// Cassette (replay only).
+    pub replay: Option<PathBuf>,
+    /// Simulated latency (scripted and demo only).
+    pub latency_ms: u64,
+    /// Base URL given on the command line.
+    pub base_url: Option<String>,
+    /// Model given on the command line.
+    pub model: Option<String>,
+    /// Cassette to record into.
+    pub record: Option<PathBuf>,
+    /// Skip the response cache (this process only; not stored).
+    pub no_cache: bool,
+}
+
+impl LlmChoice {
+    /// Resolves flags, then the workflow's stored choice, then the config.
+    pub fn resolve(args: &LlmArgs, stored: Option<&Value>, config: &Config) -> Result<LlmChoice> {
+        let stored_llm = stored.and_then(|o| o.get("llm"));
+        let stored_str = |k: &str| {
+            stored_llm
+                .and_then(|l| l.get(k))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        let script = args
+            .llm_script
+            .clone()
+            .or_else(|| stored_str("script").map(PathBuf::from))
+            .or_else(|| config.llm.script.clone());
+        let replay = args
+            .replay
+            .clone()
+            .or_else(|| stored_str("replay").map(PathBuf::from))
+            .or_else(|| config.llm.replay.clone());
+        let flagged = args
+            .llm
+            .clone()
+            .or_else(|| args.replay.as_ref().map(|_| "replay".to_string()))
+            .or_else(|| args.llm_script.as_ref().map(|_| "scripted".to_string()));
+        let provider = flagged
+            .clone()
+            .or_else(|| stored_str("provider"))
+            .or_else(|| config.llm.provider.clone())
+            .or_else(|| script.as_ref().map(|_| "scripted".to_string()))
+            .ok_or_else(|| {
+                anyhow!(
+                    "no LLM provider configured: pass --llm NAME (openai, anthropic, ollama, \
+                     vllm, or a provider from the config's [llm.providers]) with --model, \
+                     set llm.provider in the config file, pass --llm-script FILE for a \
+                     scripted session, or try `agentry demo`"
+                )
+            })?;
+        // Stored URL and model belong to the stored provider only.
+        let same_as_stored = stored_str("provider").as_deref() == Some(provider.as_str());
+        let from_stored = |k: &str| if same_as_stored { stored_str(k) } else { None };
+        let latency_ms = args
+            .llm_latency_ms
+            .or_else(|| {
+                stored_llm
+                    .and_then(|l| l.get("latency_ms"))
+                    .and_then(Value::as_u64)
+            })
+            .or(config.llm.latency_ms)
+            .unwrap_or(0);
+        let mut choice = LlmChoice {
+            base_url: args.base_url.clone().or_else(|| from_stored("base_url")),
+            model: args.model.clone().or_else(|| from_stored("model")),
+            record: args
+                .record
+                .clone()
+                .or_else(|| stored_str("record").map(PathBuf::from)),
+            no_cache: args.no_cache,
+            latency_ms,
+            provider,
+            ..LlmChoice::default()
+        };
+        match choice.provider.as_str() {
+            "demo" => {}
+            "scripted" => {
+                let script = script.ok_or_else(|| {
+                    anyhow!("the scripted LLM provider needs a script: pass --llm-script FILE")
+                })?;
+                choice.script = Some(
+                    script
+                        .canonicalize()
+                        .with_context(|| format!("cannot read LLM script {}", script.display()))?,
+                );
+            }
+            "replay" => {
+                let replay = replay.ok_or_else(|| {
+                    anyhow!("the replay LLM provider needs a cassette: pass --replay FILE")
+                })?;
+                choice.replay = Some(
+                    replay
+                        .canonicalize()
+                        .with_context(|| format!("cannot read cassette {}", replay.display()))?,
+                );
+            }
+            name => {
+                // Fails now, naming what is missing, rather than mid-run.
+                resolve_provider(name, config, choice.overrides())?;
+            }
+        }
+        if let Some(record) = &choice.record {
+            choice.record = Some(absolute(record)?);
+        }
+        Ok(choice)
+    }
+
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            base_url: self.base_url.clone(),
+            model: self.model.clone(),
+        }
+    }
+
+    /// The JSON stored in the workflow's options.
+    pub fn to_options(&self) -> Value {
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        json!({
+            "provider": self.provider,
+            "script": path(&self.script),
+            "replay": path(&self.replay),
+            "record": path(&self.record),
+            "base_url": self.base_url,
+            "model": self.model,
+            "latency_ms": self.latency_ms,
+        })
+    }
+
+    /// Builds the provider the agents call: per-role routing over the
+    /// layered stacks, recording when asked.
+    pub fn provider(
+        &self,
+        config: &Config,
+        cache: Arc<dyn LlmCache>,
+    ) -> Result<Arc<dyn LlmProvider>> {
+        let factory = Factory {
+            config,
+            cache: (config.llm.cache.enabled && !self.no_cache).then_some(cache),
+        };
+        let main = factory.stack(self, &self.provider, self.overrides())?;
+        let mut by_role = HashMap::new();
+        for (role, entry) in &config.llm.roles {
+            let role: AgentRole = role.parse().map_err(|e| anyhow!("llm.roles: {e}"))?;
+            let (name, model) = match entry {
+                RoleLlm::Provider(name) => (Some(name.clone()), None),
+                RoleLlm::Detailed { provider, model } => (provider.clone(), model.clone()),
+            };
+            let name = name.unwrap_or_else(|| self.provider.clone());
+            let mut overrides = if name == self.provider {
+                self.overrides()
+            } else {
+                Overrides::default()
+            };
+            if model.is_some() {
+                overrides.model = model;
+            }
+            by_role.insert(role, factory.stack(self, &name, overrides)?);
+        }
+        let routed: Arc<dyn LlmProvider> = if by_role.is_empty() {
+            main
+        } else {
+            Arc::new(RoleRouter {
+                default: main,
+                by_role,
+            })
+        };
+        match &self.record {
+            Some(path) => {
+                Ok(Arc::new(Recorder::create(routed, path).map_err(|e| {
+                    anyhow!("cannot record to {}: {e}", path.display())
+                })?))
+            }
+            None => Ok(routed),
+        }
+    }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    if path.is_absolute() {
+        return Ok(path.to_path_buf());
+    }
+    Ok(std::env::current_dir()
+        .context("cannot read the current directory")?
+        .join(path))
+}
+
+/// Command-line overrides of a provider's settings.
+#[derive(Debug, Clone, Default)]
+struct Overrides {
+    base_url: Option<String>,
+    model: Option<String>,
+}
+
+/// A provider with every setting decided.
+#[derive(Debug, Clone)]
+pub struct ResolvedProvider {
+    /// Name.
+    pub name: String,
+    /// Wire protocol.
+    pub kind: ProviderKind,
+    /// Base URL.
+    pub base_url: String,
+    /// Model.
+    pub model: String,
+    api_key: Option<Secret>,
+    settings: ProviderConfig,
+}
+
+/// Resolves a named provider: preset defaults, then `[llm.providers.NAME]`,
+/// then command-line overrides; reads its key from the file or variable.
+fn resolve_provider(name: &str, config: &Config, overrides: Overrides) -> Result<ResolvedProvider> {
+    let preset = PRESETS.iter().find(|p| p.0 == name);
+    let table = config.llm.providers.get(name);
+    if preset.is_none() && table.is_none() {
+        let mut known: Vec<&str> = PRESETS
+            .iter()
+            .map(|p| p.0)
+            .chain(OFFLINE.iter().copied())
+            .collect();
+        known.extend(config.llm.providers.keys().map(String::as_str));
+        bail!(
+            "unknown LLM provider `{name}`: configure it under [llm.providers.{name}] \
+             or use one of: {}",
+            known.join(", ")
+        );
+    }
+    let settings = table.cloned().unwrap_or_default();
+    let kind = settings
+        .kind
+        .or(preset.map(|p| p.1))
+        .unwrap_or(ProviderKind::Openai);
+    let base_url = overrides
+        .base_url
+        .or_else(|| settings.base_url.clone())
+        .or_else(|| preset.filter(|p| p.1 == kind).map(|p| p.2.to_string()))
+        .ok_or_else(|| {
+            anyhow!("LLM provider `{name}` has no base URL: pass --base-url URL or set llm.providers.{name}.base_url")
+        })?;
+    let model = overrides
+        .model
+        .or_else(|| settings.model.clone())
+        .ok_or_else(|| {
+            anyhow!("LLM provider `{name}` has no model: pass --model NAME or set llm.providers.{name}.model")
+        })?;
+    let api_key = read_key(name, &settings, preset.and_then(|p| p.3))?;
+    if api_key.is_none() && HOSTED.iter().any(|h| base_url.contains(h)) {
+        let var = settings
+            .api_key_env
+            .as_deref()
+            .or(preset.and_then(|p| p.3))
+            .unwrap_or("the key variable");
+        bail!(
+            "LLM provider `{name}` ({base_url}) needs an API key: set {var}, \
+             or llm.providers.{name}.api_key_env / api_key_file"
+        );
+    }
+    Ok(ResolvedProvider {
+        name: name.to_string(),
+        kind,
+        base_url,
+        model,
+        api_key,
+        settings,
+    })
+}
+
+/// The key from `api_key_file`, else `api_key_env`, else the preset's
+/// variable. A configured source that is missing is an error naming it; an
+/// unset preset variable means no key.
+fn read_key(
+    name: &str,
+    settings: &ProviderConfig,
+    preset_env: Option<&str>,
+) -> Result<Option<Secret>> {
+    if let Some(file) = &settings.api_key_file {
+        let text = std::fs::read_to_string(file).with_context(|| {
+            format!(
+                "cannot read the API key file of LLM provider `{name}` ({})",
+                file.display()
+            )
+        })?;
+        let key = text.lines().next().unwrap_or("").trim().to_string();
+        if key.is_empty() {
+            bail!(
+                "the API key file of LLM provider `{name}` ({}) is empty",
+                file.display()
+            );
+        }
+        return Ok(Some(Secret::new(key)));
+    }
+    if let Some(var) = &settings.api_key_env {
+        return match std::env::var(var) {
+            Ok(key) if !key.trim().is_empty() => Ok(Some(Secret::new(key.trim()))),
+            _ => bail!("LLM provider `{name}` reads its API key from {var}, which is not set"),
+        };
+    }
+    Ok(preset_env
+        .and_then(|var| std::env::var(var).ok())
+        .filter(|k| !k.trim().is_empty())
+        .map(|k| Secret::new(k.trim())))
+}
+
+/// The raw HTTP client of a resolved provider.
+fn http_provider(p: &ResolvedProvider) -> Result<Arc<dyn LlmProvider>> {
+    let s = &p.settings;
+    let timeout = Duration::from_secs(s.timeout_s.unwrap_or(300));
+    let connect = Duration::from_secs(s.connect_timeout_s.unwrap_or(10));
+    let stream = s.stream.unwrap_or(false);
+    let headers: Vec<(String, String)> = s
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let provider: Arc<dyn LlmProvider> = match p.kind {
+        ProviderKind::Openai => {
+            let mut c = OpenAiConfig::new(&p.name, &p.base_url, &p.model)
+                .with_timeout(timeout)
+                .with_stream(stream)
+                .with_structured_output(match s.structured_output.as_deref() {
+                    Some("json_schema") => StructuredOutput::JsonSchema,
+                    Some("instructions") => StructuredOutput::Instructions,
+                    _ => StructuredOutput::Auto,
+                });
+            c.connect_timeout = connect;
+            c.headers = headers;
+            c.api_key = p.api_key.clone();
+            Arc::new(OpenAiProvider::new(c).map_err(|e| anyhow!("LLM provider `{}`: {e}", p.name))?)
+        }
+        ProviderKind::Anthropic => {
+            let mut c = AnthropicConfig::new(&p.name, &p.model)
+                .with_base_url(&p.base_url)
+                .with_timeout(timeout)
+                .with_stream(stream);
+            c.connect_timeout = connect;
+            c.headers = headers;
+            c.api_key = p.api_key.clone();
+            if let Some(max) = s.max_tokens {
+                c.max_tokens = max;
+            }
+            if let Some(version) = &s.anthropic_version {
+                c.version = version.clone();
+            }
+            Arc::new(
+                AnthropicProvider::new(c).map_err(|e| anyhow!("LLM provider `{}`: {e}", p.name))?,
+            )
+        }
+    };
+    Ok(provider)
+}
+
+/// Builds layered stacks.
+struct Factory<'a> {
+    config: &'a Config,
+    cache: Option<Arc<dyn LlmCache>>,
+}
+
+impl Factory<'_> {
+    fn layers(&self, timeout: Duration) -> LayerConfig {
+        let r = &self.config.llm.retry;
+        let b = &self.config.llm.breaker;
+        LayerConfig {
+            retry: RetryPolicy {
+                max_attempts: r.max_attempts,
+                base_delay: Duration::from_millis(r.base_delay_ms),
+                max_delay: Duration::from_millis(r.max_delay_ms),
+                ..RetryPolicy::default()
+            },
+            breaker: BreakerConfig {
+                failure_threshold: b.failure_threshold,
+                open_for: Duration::from_secs(b.open_for_s),
+            },
+            timeout,
+        }
+    }
+
+    /// One named provider with its layers and cache.
+    fn layered(&self, name: &str, overrides: Overrides) -> Result<Arc<dyn LlmProvider>> {
+        let resolved = resolve_provider(name, self.config, overrides)?;
+        let timeout = Duration::from_secs(resolved.settings.timeout_s.unwrap_or(300));
+        let raw = http_provider(&resolved)?;
+        let resilient = agentry_llm_layers::resilient(raw, &self.layers(timeout));
+        Ok(match &self.cache {
+            Some(cache) => Arc::new(Cached::new(
+                resilient,
+                cache.clone(),
+                Duration::from_secs(self.config.llm.cache.ttl_s),
+            )),
+            None => resilient,
+        })
+    }
+
+    /// The stack of a role (or the default): an offline provider as it is,
+    /// or the named provider followed by the configured fallbacks.
+    fn stack(
+        &self,
+        choice: &LlmChoice,
+        name: &str,
+        overrides: Overrides,
+    ) -> Result<Arc<dyn LlmProvider>> {
+        match name {
+            "demo" => {
+                let p = ScriptedProvider::from_toml_str(agentry_agents::demo::DEMO_SESSION, "demo")
+                    .map_err(|e| anyhow!("bundled demo session: {e}"))?;
+                return Ok(Arc::new(
+                    p.with_latency(Duration::from_millis(choice.latency_ms)),
+                ));
+            }
+            "scripted" => {
+                let path = choice
+                    .script
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("the scripted LLM provider needs a script"))?;
+                let p = ScriptedProvider::from_file(path)
+                    .map_err(|e| anyhow!("LLM script {}: {e}", path.display()))?;
+                return Ok(Arc::new(
+                    p.with_latency(Duration::from_millis(choice.latency_ms)),
+                ));
+            }
+            "replay" => {
+                let path = choice
+                    .replay
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("the replay LLM provider needs a cassette"))?;
+                return Ok(Arc::new(
+                    ReplayProvider::open(path)
+                        .map_err(|e| anyhow!("cassette {}: {e}", path.display()))?,
+                ));
+            }
+            _ => {}
+        }
+        let mut chain = vec![self.layered(name, overrides)?];
+        for fallback in &self.config.llm.fallback {
+            if fallback != name {
+                chain.push(self.layered(fallback, Overrides::default())?);
+            }
+        }
+        if chain.len() == 1 {
+            return Ok(chain.remove(0));
+        }
+        Ok(Arc::new(Fallback::new(name, chain)))
+    }
+}
+
+/// Sends each request to its role's stack (a cheaper model for the
+/// technical writer, say), else to the default one.
+struct RoleRouter {
+    default: Arc<dyn LlmProvider>,
+    by_role: HashMap<AgentRole, Arc<dyn LlmProvider>>,
+}
+
+#[async_trait]
+impl LlmProvider for RoleRouter {
+    fn name(&self) -> &str {
+        self.default.name()
+    }
+
+    fn model(&self) -> &str {
+        self.default.model()
+    }
+
+    async fn complete(&self, request: &ChatRequest) -> agentry_core::Result<ChatResponse> {
+        self.by_role
+            .get(&request.meta.role)
+            .unwrap_or(&self.default)
+            .complete(request)
+            .await
+    }
+}
+
+/// One provider's health check result.
+#[derive(Debug, Serialize)]
+pub struct CheckReport {
+    /// Provider name.
+    pub provider: String,
+    /// `openai`, `anthropic` or `offline`.
+    pub kind: String,
+    /// Base URL.
+    pub base_url: Option<String>,
+    /// Configured model.
+    pub model: Option<String>,
+    /// `ok` or `error`.
+    pub status: &'static str,
+    /// Model that answered.
+    pub answered_by: Option<String>,
+    /// Round trip.
+    pub latency_ms: Option<u64>,
+    /// What went wrong.
+    pub error: Option<String>,
+}
+
+/// Sends one tiny request to each provider `args` and the config name
+/// (the flagged one only, when `--llm` is given) and reports each.
+pub async fn check(args: &LlmArgs, config: &Config) -> Vec<CheckReport> {
+    let mut names: Vec<String> = Vec::new();
+    let mut push = |n: &str| {
+        if !names.iter().any(|x| x == n) {
+            names.push(n.to_string());
+        }
+    };
+    if let Some(name) = &args.llm {
+        push(name);
+    } else {
+        if let Some(name) = &config.llm.provider {
+            push(name);
+        }
+        for name in &config.llm.fallback {
+            push(name);
+        }
+        for name in config.llm.providers.keys() {
+            push(name);
+        }
+        for entry in config.llm.roles.values() {
+            match entry {
+                RoleLlm::Provider(name)
+                | RoleLlm::Detailed {
+                    provider: Some(name),
+                    ..
+                } => push(name),
+                RoleLlm::Detailed { provider: None, .. } => {}
+            }
+        }
+    }
+    let mut reports = Vec::new();
+    for name in names {
+        let overrides = if args.llm.as_deref() == Some(name.as_str()) {
+            Overrides {
+                base_url: args.base_url.clone(),
+                model: args.model.clone(),
+            }
+        } else {
+            Overrides::default()
+        };
+        reports.push(check_one(&name, config, overrides).await);
+    }
+    reports
+}
+
+async fn check_one(name: &str, config: &Config, overrides: Overrides) -> CheckReport {
+    let mut report = CheckReport {
+        provider: name.to_string(),
+        kind: "offline".into(),
+        base_url: None,
+        model: None,
+        status: "error",
+        answered_by: None,
+        latency_ms: None,
+        error: None,
+    };
+    if OFFLINE.contains(&name) {
+        report.status = "ok";
+        report.error = Some("offline provider: nothing to reach".into());
+        return report;
+    }
+    let resolved = match resolve_provider(name, config, overrides) {
+        Ok(r) => r,
+        Err(error) => {
+            report.error = Some(format!("{error:#}"));
+            return report;
+        }
+    };
+    report.kind = match resolved.kind {
+        ProviderKind::Openai => "openai",
+        ProviderKind::Anthropic => "anthropic",
+    }
+    .into();
+    report.base_url = Some(resolved.base_url.clone());
+    report.model = Some(resolved.model.clone());
+    let provider = match http_provider(&resolved) {
+        Ok(p) => p,
+        Err(error) => {
+            report.error = Some(format!("{error:#}"));
+            return report;
+        }
+    };
+    let limit = Duration::from_secs(resolved.settings.timeout_s.unwrap_or(60).min(60));
+    let provider = agentry_llm_layers::Timeout::new(provider, limit);
+    let request = ChatRequest {
+        model: None,
+        messages: vec![
+            ChatMessage::system("You are a health check. Answer with one word."),
+            ChatMessage::user("Reply with the single word: ok"),
+        ],
+        tools: Vec::new(),
+        response_schema: None,
+        temperature: Some(0.0),
+        max_tokens: Some(16),
+        meta: RequestMeta {
+            workflow_id: None,
+            role: AgentRole::BusinessAnalyst,
+            node: "llm-check".into(),
+            step: 0,
+            visit: 0,
+            turn: 0,
+            request_id: None,
+        },
+    };
+    let started = Instant::now();
+    let result = provider.complete(&request).await;
+    report.latency_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+    match result {
+        Ok(response) => {
+            report.status = "ok";
+            report.answered_by = Some(response.model);
+        }
+        Err(error) => report.error = Some(error.to_string()),
+    }
+    report
+}
+
+/// Renders check reports as text lines.
+pub fn render_check(reports: &[CheckReport]) -> String {
+    let mut out = String::new();
+    for r in reports {
+        let line = match r.status {
+            "ok" => format!(
+                "{:<12} ok     {:<9} {:<40} {}{}",
+                r.provider,
+                r.kind,
+                r.base_url.as_deref().unwrap_or("-"),
+                r.answered_by
+                    .as_deref()
+                    .or(r.model.as_deref())
+                    .unwrap_or("-"),
+                r.latency_ms
+                    .map(|ms| format!("  {ms} ms"))
+                    .unwrap_or_default()
+            ),
+            _ => format!(
+                "{:<12} ERROR  {:<9} {:<40} {}",
+                r.provider,
+                r.kind,
+                r.base_url.as_deref().unwrap_or("-"),
+                r.error.as_deref().unwrap_or("")
+            ),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    if reports.is_empty() {
+        out.push_str("no LLM provider configured: pass --llm NAME or set llm.provider\n");
+    }
+    out
+}
