@@ -103,6 +103,57 @@ fn a_whole_workflow_runs_on_an_openai_compatible_server_from_flags_alone() {
 }
 
 #[test]
+fn a_whole_workflow_runs_on_an_anthropic_server_from_flags_alone_and_llm_check_reports_it() {
+    let key = "anthropic-flags-key-5d1e";
+    let s = Server::start(Vendor::Anthropic, key);
+    let dir = tempdir();
+    let req = requirement(dir.path());
+    let flags = [
+        "--llm",
+        "anthropic",
+        "--model",
+        "claude-test",
+        "--base-url",
+        &s.server.base_url(),
+    ];
+    let out = run(agentry(dir.path())
+        .env("ANTHROPIC_API_KEY", key)
+        .args(["run", "--json"])
+        .args(flags)
+        .arg("--file")
+        .arg(&req));
+    assert_ok(&out);
+    let summary = stdout_json(&out);
+    assert_eq!(summary["status"], "completed", "{summary:#}");
+    assert_eq!(artifact_fingerprint(&summary), demo_fingerprint());
+    assert!(summary["llm_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["provider"] == "anthropic" && c["model"] == "claude-test"));
+
+    let out = run(agentry(dir.path())
+        .env("ANTHROPIC_API_KEY", key)
+        .args(["llm", "check"])
+        .args(flags));
+    assert_ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("anthropic") && text.contains(" ok ") && text.contains("claude-test"),
+        "{text}"
+    );
+    // A wrong key is reported, without the key.
+    let out = run(agentry(dir.path())
+        .env("ANTHROPIC_API_KEY", "wrong-key-0000")
+        .args(["llm", "check", "--json"])
+        .args(flags));
+    assert!(!out.status.success());
+    let report = &stdout_json(&out)[0];
+    assert_eq!(report["status"], "error", "{report}");
+    assert!(!report.to_string().contains("wrong-key-0000"), "{report}");
+}
+
+#[test]
 fn a_whole_workflow_streams_from_an_anthropic_server_with_a_cheaper_model_for_the_writer() {
     let key = "anthropic-test-key-91c2";
     let s = Server::start(Vendor::Anthropic, key);

@@ -10,7 +10,7 @@ use axum::http::HeaderMap;
 use serde_json::{json, Map, Value};
 
 use crate::reply::Reply;
-use crate::wire::{self, pieces, placeholder_meta, valid_tool_name, Decoded};
+use crate::wire::{self, pieces, placeholder_meta, valid_tool_name, wire_calls, Decoded};
 
 /// The one path this vendor serves.
 pub(crate) const PATH: &str = "/v1/messages";
@@ -108,12 +108,7 @@ pub(crate) fn brain_error(error_: &Error) -> Reply {
         Error::RateLimited {
             message,
             retry_after,
-        } => rate_limited(
-            retry_after
-                .map(|d| d.as_secs_f64().ceil() as u64)
-                .unwrap_or(1),
-            Some(message),
-        ),
+        } => rate_limited(wire::retry_after_secs(*retry_after), Some(message)),
         Error::Transient(_) | Error::Timeout { .. } => {
             error(529, "overloaded_error", error_.to_string())
         }
@@ -179,22 +174,13 @@ pub(crate) fn decode(body: &[u8]) -> Result<Decoded, Reply> {
     }
     messages.extend(decode_messages(object.get("messages"))?);
     let tools = decode_tools(object.get("tools"))?;
-    let temperature = match object.get("temperature") {
-        None | Some(Value::Null) => None,
-        Some(t) => match t.as_f64() {
-            Some(t) if (0.0..=1.0).contains(&t) => Some(t as f32),
-            _ => {
-                return Err(invalid(format!(
-                    "temperature: Input should be a number between 0 and 1, got {t}"
-                )))
-            }
-        },
-    };
-    let stream = match object.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(stream)) => *stream,
-        Some(_) => return Err(invalid("stream: Input should be a valid boolean")),
-    };
+    let temperature = wire::optional_number_up_to(object.get("temperature"), 1.0).map_err(|t| {
+        invalid(format!(
+            "temperature: Input should be a number between 0 and 1, got {t}"
+        ))
+    })?;
+    let stream = wire::optional_bool(object.get("stream"))
+        .ok_or_else(|| invalid("stream: Input should be a valid boolean"))?;
     Ok(Decoded {
         request: ChatRequest {
             model: Some(model.clone()),
@@ -388,12 +374,8 @@ fn decode_assistant_blocks(
 }
 
 fn decode_tools(value: Option<&Value>) -> Result<Vec<ToolDefinition>, Reply> {
-    let tools = match value {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(tools)) => tools,
-        Some(_) => return Err(invalid("tools: Input should be a valid list")),
-    };
-    tools
+    wire::optional_array(value)
+        .ok_or_else(|| invalid("tools: Input should be a valid list"))?
         .iter()
         .enumerate()
         .map(|(index, tool)| {
@@ -414,56 +396,24 @@ fn decode_tools(value: Option<&Value>) -> Result<Vec<ToolDefinition>, Reply> {
                     "tools.{index}.input_schema: Input should be a valid dictionary"
                 )));
             }
-            Ok(ToolDefinition {
-                name: name.to_string(),
-                description: tool
-                    .get("description")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-                parameters: schema.clone(),
-            })
+            Ok(wire::tool_definition(name, tool, schema.clone()))
         })
         .collect()
 }
 
-fn stop_reason(response: &ChatResponse) -> String {
-    match response.finish_reason.as_str() {
-        "stop" => "end_turn".to_string(),
-        "tool_calls" => "tool_use".to_string(),
-        "length" => "max_tokens".to_string(),
-        "" if response.tool_calls.is_empty() => "end_turn".to_string(),
-        "" => "tool_use".to_string(),
-        other => other.to_string(),
+fn stop_reason(response: &ChatResponse) -> &str {
+    match wire::finish_reason(response) {
+        "stop" => "end_turn",
+        "tool_calls" => "tool_use",
+        "length" => "max_tokens",
+        other => other,
     }
-}
-
-/// A call's id, name and input as JSON text (arguments that are not JSON
-/// stream as they are, like a model that wrote broken JSON).
-fn calls_with_ids(response: &ChatResponse, serial: u64) -> Vec<(String, String, String)> {
-    response
-        .tool_calls
-        .iter()
-        .enumerate()
-        .map(|(index, call)| {
-            let id = if call.id.is_empty() {
-                format!("toolu_contract{serial}_{index}")
-            } else {
-                call.id.clone()
-            };
-            let input = match &call.arguments {
-                Value::String(raw) => raw.clone(),
-                other => other.to_string(),
-            };
-            (id, call.name.clone(), input)
-        })
-        .collect()
 }
 
 /// The brain's answer in the vendor's format: a `message`, or the event
 /// stream when the request asked for one.
 pub(crate) fn encode(decoded: &Decoded, response: &ChatResponse, serial: u64) -> Reply {
-    let calls = calls_with_ids(response, serial);
+    let calls = wire_calls(response, |index| format!("toolu_contract{serial}_{index}"));
     let id = format!("msg_contract{serial}");
     let usage = response.usage;
     if !decoded.stream {
@@ -471,12 +421,14 @@ pub(crate) fn encode(decoded: &Decoded, response: &ChatResponse, serial: u64) ->
         if !response.content.is_empty() {
             content.push(json!({"type": "text", "text": response.content}));
         }
-        for (id, name, input) in &calls {
-            let input = match serde_json::from_str::<Value>(input) {
+        for call in &calls {
+            let input = match serde_json::from_str::<Value>(&call.arguments) {
                 Ok(object @ Value::Object(_)) => object,
                 _ => Value::Object(Map::new()),
             };
-            content.push(json!({"type": "tool_use", "id": id, "name": name, "input": input}));
+            content.push(
+                json!({"type": "tool_use", "id": call.id, "name": call.name, "input": input}),
+            );
         }
         return Reply::json(
             200,
@@ -520,13 +472,13 @@ pub(crate) fn encode(decoded: &Decoded, response: &ChatResponse, serial: u64) ->
         ));
         index += 1;
     }
-    for (id, name, input) in &calls {
+    for call in &calls {
         out.push_str(&event(
             "content_block_start",
             json!({"type": "content_block_start", "index": index,
-                   "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
+                   "content_block": {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}}),
         ));
-        for piece in std::iter::once(String::new()).chain(pieces(input, 3)) {
+        for piece in std::iter::once(String::new()).chain(pieces(&call.arguments, 3)) {
             out.push_str(&event(
                 "content_block_delta",
                 json!({"type": "content_block_delta", "index": index,
@@ -553,21 +505,8 @@ mod tests {
     use super::*;
 
     fn check_rejected(body: Value, expected: &str) {
-        let reply = match decode(body.to_string().as_bytes()) {
-            Ok(decoded) => panic!("accepted: {:?}", decoded.request),
-            Err(reply) => reply,
-        };
-        assert_eq!(reply.status, 400);
-        let crate::reply::ReplyBody::Json(json) = &reply.body else {
-            panic!("not JSON: {reply:?}")
-        };
+        let json = wire::check_rejected(decode, body, expected);
         assert_eq!(json["type"], "error");
-        assert_eq!(json["error"]["type"], "invalid_request_error");
-        let message = json["error"]["message"].as_str().unwrap_or_default();
-        assert!(
-            message.contains(expected),
-            "{message:?} should contain {expected:?}"
-        );
     }
 
     fn user(text: &str) -> Value {

@@ -46,7 +46,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::meta::VisitBook;
-use crate::reply::{Framing, Reply, ReplyBody};
+use crate::reply::{Framing, Reply};
 use crate::wire::Decoded;
 
 pub use crate::meta::default_role_detector;
@@ -403,31 +403,15 @@ impl Shared {
                 body,
                 headers,
             }) => {
-                let reply = Reply {
-                    status,
-                    headers,
-                    body: ReplyBody::Text {
-                        content_type: "application/json".to_string(),
-                        text: body,
-                    },
-                };
+                let mut reply = Reply::text(status, "application/json", body);
+                reply.headers = headers;
                 return (reply, false);
             }
             Some(Fault::Raw {
                 status,
                 content_type,
                 body,
-            }) => {
-                let reply = Reply {
-                    status,
-                    headers: Vec::new(),
-                    body: ReplyBody::Text {
-                        content_type,
-                        text: body,
-                    },
-                };
-                return (reply, false);
-            }
+            }) => return (Reply::text(status, content_type, body), false),
             Some(Fault::RateLimited { retry_after_secs }) => {
                 let reply = match vendor {
                     Vendor::OpenAi => openai::rate_limited(retry_after_secs, None),
@@ -443,14 +427,11 @@ impl Shared {
                 return (reply, false);
             }
             Some(Fault::Malformed) => {
-                let reply = Reply {
-                    status: 200,
-                    headers: Vec::new(),
-                    body: ReplyBody::Text {
-                        content_type: "text/html; charset=utf-8".to_string(),
-                        text: "<html><body><h1>502 Bad Gateway</h1></body></html>".to_string(),
-                    },
-                };
+                let reply = Reply::text(
+                    200,
+                    "text/html; charset=utf-8",
+                    "<html><body><h1>502 Bad Gateway</h1></body></html>",
+                );
                 return (reply, false);
             }
         }

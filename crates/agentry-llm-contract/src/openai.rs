@@ -11,7 +11,9 @@ use axum::http::HeaderMap;
 use serde_json::{json, Map, Value};
 
 use crate::reply::Reply;
-use crate::wire::{self, masked_key, pieces, placeholder_meta, unix_now, valid_tool_name, Decoded};
+use crate::wire::{
+    self, masked_key, pieces, placeholder_meta, unix_now, valid_tool_name, wire_calls, Decoded,
+};
 
 /// The one path this vendor serves.
 pub(crate) const PATH: &str = "/v1/chat/completions";
@@ -152,12 +154,7 @@ pub(crate) fn brain_error(error: &Error) -> Reply {
         Error::RateLimited {
             message,
             retry_after,
-        } => rate_limited(
-            retry_after
-                .map(|d| d.as_secs_f64().ceil() as u64)
-                .unwrap_or(1),
-            Some(message),
-        ),
+        } => rate_limited(wire::retry_after_secs(*retry_after), Some(message)),
         Error::Transient(_) | Error::Timeout { .. } => server_error(Some(&error.to_string())),
         other => invalid(other.to_string(), None),
     }
@@ -218,18 +215,12 @@ pub(crate) fn decode(body: &[u8]) -> Result<Decoded, Reply> {
     let messages = decode_messages(object.get("messages"))?;
     let tools = decode_tools(object.get("tools"))?;
     let response_schema = decode_response_format(object.get("response_format"))?;
-    let temperature = match object.get("temperature") {
-        None | Some(Value::Null) => None,
-        Some(t) => match t.as_f64() {
-            Some(t) if (0.0..=2.0).contains(&t) => Some(t as f32),
-            _ => {
-                return Err(invalid(
-                    format!("Invalid 'temperature': {t} is not a number between 0 and 2."),
-                    Some("temperature"),
-                ))
-            }
-        },
-    };
+    let temperature = wire::optional_number_up_to(object.get("temperature"), 2.0).map_err(|t| {
+        invalid(
+            format!("Invalid 'temperature': {t} is not a number between 0 and 2."),
+            Some("temperature"),
+        )
+    })?;
     let max_tokens =
         wire::positive_integer(object, "max_tokens").map_err(|m| invalid(m, Some("max_tokens")))?;
     let max_completion = wire::positive_integer(object, "max_completion_tokens")
@@ -248,16 +239,12 @@ pub(crate) fn decode(body: &[u8]) -> Result<Decoded, Reply> {
             ));
         }
     }
-    let stream = match object.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(stream)) => *stream,
-        Some(_) => {
-            return Err(invalid(
-                "Invalid type for 'stream': expected a boolean.",
-                Some("stream"),
-            ))
-        }
-    };
+    let stream = wire::optional_bool(object.get("stream")).ok_or_else(|| {
+        invalid(
+            "Invalid type for 'stream': expected a boolean.",
+            Some("stream"),
+        )
+    })?;
     let include_usage = match object.get("stream_options") {
         None | Some(Value::Null) => false,
         Some(_) if !stream => {
@@ -266,16 +253,12 @@ pub(crate) fn decode(body: &[u8]) -> Result<Decoded, Reply> {
                 Some("stream_options"),
             ))
         }
-        Some(options) => match options.get("include_usage") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(include)) => *include,
-            Some(_) => {
-                return Err(invalid(
-                    "Invalid type for 'stream_options.include_usage': expected a boolean.",
-                    Some("stream_options.include_usage"),
-                ))
-            }
-        },
+        Some(options) => wire::optional_bool(options.get("include_usage")).ok_or_else(|| {
+            invalid(
+                "Invalid type for 'stream_options.include_usage': expected a boolean.",
+                Some("stream_options.include_usage"),
+            )
+        })?,
     };
     Ok(Decoded {
         request: ChatRequest {
@@ -390,16 +373,12 @@ fn unanswered(pending: &[String]) -> Reply {
 }
 
 fn decode_tool_calls(value: Option<&Value>, at: &str) -> Result<Vec<ToolCall>, Reply> {
-    let calls = match value {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(calls)) => calls,
-        Some(_) => {
-            return Err(invalid(
-                format!("Invalid type for '{at}.tool_calls': expected an array."),
-                Some(at),
-            ))
-        }
-    };
+    let calls = wire::optional_array(value).ok_or_else(|| {
+        invalid(
+            format!("Invalid type for '{at}.tool_calls': expected an array."),
+            Some(at),
+        )
+    })?;
     calls
         .iter()
         .enumerate()
@@ -448,17 +427,8 @@ fn decode_tool_calls(value: Option<&Value>, at: &str) -> Result<Vec<ToolCall>, R
 }
 
 fn decode_tools(value: Option<&Value>) -> Result<Vec<ToolDefinition>, Reply> {
-    let tools = match value {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(tools)) => tools,
-        Some(_) => {
-            return Err(invalid(
-                "Invalid type for 'tools': expected an array.",
-                Some("tools"),
-            ))
-        }
-    };
-    tools
+    wire::optional_array(value)
+        .ok_or_else(|| invalid("Invalid type for 'tools': expected an array.", Some("tools")))?
         .iter()
         .enumerate()
         .map(|(index, tool)| {
@@ -491,15 +461,7 @@ fn decode_tools(value: Option<&Value>) -> Result<Vec<ToolDefinition>, Reply> {
                     Some(&at),
                 ));
             }
-            Ok(ToolDefinition {
-                name: name.to_string(),
-                description: function
-                    .get("description")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-                parameters,
-            })
+            Ok(wire::tool_definition(name, function, parameters))
         })
         .collect()
 }
@@ -548,37 +510,6 @@ fn decode_response_format(value: Option<&Value>) -> Result<Option<OutputSchema>,
     }
 }
 
-fn arguments_text(arguments: &Value) -> String {
-    match arguments {
-        Value::String(raw) => raw.clone(),
-        other => other.to_string(),
-    }
-}
-
-fn calls_with_ids(response: &ChatResponse, serial: u64) -> Vec<(String, String, String)> {
-    response
-        .tool_calls
-        .iter()
-        .enumerate()
-        .map(|(index, call)| {
-            let id = if call.id.is_empty() {
-                format!("call_{serial}_{index}")
-            } else {
-                call.id.clone()
-            };
-            (id, call.name.clone(), arguments_text(&call.arguments))
-        })
-        .collect()
-}
-
-fn finish_reason(response: &ChatResponse) -> String {
-    match response.finish_reason.as_str() {
-        "" if response.tool_calls.is_empty() => "stop".to_string(),
-        "" => "tool_calls".to_string(),
-        other => other.to_string(),
-    }
-}
-
 fn usage_json(response: &ChatResponse) -> Value {
     let usage = response.usage;
     json!({
@@ -591,7 +522,7 @@ fn usage_json(response: &ChatResponse) -> Value {
 /// The brain's answer in the vendor's format: a `chat.completion`, or the
 /// chunk stream when the request asked for one.
 pub(crate) fn encode(decoded: &Decoded, response: &ChatResponse, serial: u64) -> Reply {
-    let calls = calls_with_ids(response, serial);
+    let calls = wire_calls(response, |index| format!("call_{serial}_{index}"));
     let id = format!("chatcmpl-contract{serial}");
     let created = unix_now();
     if !decoded.stream {
@@ -609,8 +540,9 @@ pub(crate) fn encode(decoded: &Decoded, response: &ChatResponse, serial: u64) ->
         if !calls.is_empty() {
             let calls = calls
                 .iter()
-                .map(|(id, name, arguments)| {
-                    json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}})
+                .map(|call| {
+                    json!({"id": call.id, "type": "function",
+                           "function": {"name": call.name, "arguments": call.arguments}})
                 })
                 .collect();
             message.insert("tool_calls".into(), Value::Array(calls));
@@ -626,7 +558,7 @@ pub(crate) fn encode(decoded: &Decoded, response: &ChatResponse, serial: u64) ->
                     "index": 0,
                     "message": message,
                     "logprobs": null,
-                    "finish_reason": finish_reason(response),
+                    "finish_reason": wire::finish_reason(response),
                 }],
                 "usage": usage_json(response),
                 "system_fingerprint": null,
@@ -655,15 +587,15 @@ pub(crate) fn encode(decoded: &Decoded, response: &ChatResponse, serial: u64) ->
     for piece in pieces(&response.content, 5) {
         out.push_str(&chunk(json!({"content": piece}), Value::Null));
     }
-    for (index, (id, name, _)) in calls.iter().enumerate() {
+    for (index, call) in calls.iter().enumerate() {
         out.push_str(&chunk(
-            json!({"tool_calls": [{"index": index, "id": id, "type": "function",
-                                   "function": {"name": name, "arguments": ""}}]}),
+            json!({"tool_calls": [{"index": index, "id": call.id, "type": "function",
+                                   "function": {"name": call.name, "arguments": ""}}]}),
             Value::Null,
         ));
     }
     // Parallel calls' arguments interleave, a few characters at a time.
-    let argument_pieces: Vec<Vec<String>> = calls.iter().map(|(_, _, a)| pieces(a, 3)).collect();
+    let argument_pieces: Vec<Vec<String>> = calls.iter().map(|c| pieces(&c.arguments, 3)).collect();
     let rounds = argument_pieces.iter().map(Vec::len).max().unwrap_or(0);
     for round in 0..rounds {
         for (index, call_pieces) in argument_pieces.iter().enumerate() {
@@ -675,7 +607,7 @@ pub(crate) fn encode(decoded: &Decoded, response: &ChatResponse, serial: u64) ->
             }
         }
     }
-    out.push_str(&chunk(json!({}), json!(finish_reason(response))));
+    out.push_str(&chunk(json!({}), json!(wire::finish_reason(response))));
     if decoded.include_usage {
         let last = json!({
             "id": id,
@@ -697,20 +629,7 @@ mod tests {
     use super::*;
 
     fn check_rejected(body: Value, expected: &str) {
-        let reply = match decode(body.to_string().as_bytes()) {
-            Ok(decoded) => panic!("accepted: {:?}", decoded.request),
-            Err(reply) => reply,
-        };
-        assert_eq!(reply.status, 400);
-        let crate::reply::ReplyBody::Json(json) = &reply.body else {
-            panic!("not JSON: {reply:?}")
-        };
-        let message = json["error"]["message"].as_str().unwrap_or_default();
-        assert!(
-            message.contains(expected),
-            "{message:?} should contain {expected:?}"
-        );
-        assert_eq!(json["error"]["type"], "invalid_request_error");
+        wire::check_rejected(decode, body, expected);
     }
 
     fn call(id: &str) -> Value {

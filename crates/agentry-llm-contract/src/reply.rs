@@ -44,6 +44,21 @@ impl Reply {
         }
     }
 
+    pub(crate) fn text(
+        status: u16,
+        content_type: impl Into<String>,
+        text: impl Into<String>,
+    ) -> Self {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: ReplyBody::Text {
+                content_type: content_type.into(),
+                text: text.into(),
+            },
+        }
+    }
+
     pub(crate) fn event_stream(text: String) -> Self {
         Reply {
             status: 200,

@@ -1,7 +1,9 @@
-//! What both vendors' server sides share: the decoded request and small
-//! encoding helpers.
+//! What both vendors' server sides share: the decoded request, the
+//! readers of optional fields, and small encoding helpers.
 
-use agentry_core::{AgentRole, ChatRequest, RequestMeta};
+use std::time::Duration;
+
+use agentry_core::{AgentRole, ChatRequest, ChatResponse, RequestMeta, ToolDefinition};
 use serde_json::{Map, Value};
 
 /// A validated request.
@@ -82,6 +84,106 @@ pub(crate) fn positive_integer(
     }
 }
 
+/// An optional boolean field: absent or null is `false`; `None` when the
+/// value is not a boolean.
+pub(crate) fn optional_bool(value: Option<&Value>) -> Option<bool> {
+    match value {
+        None | Some(Value::Null) => Some(false),
+        Some(value) => value.as_bool(),
+    }
+}
+
+/// An optional array field: absent or null is empty; `None` when the value
+/// is not an array.
+pub(crate) fn optional_array(value: Option<&Value>) -> Option<&[Value]> {
+    match value {
+        None | Some(Value::Null) => Some(&[]),
+        Some(value) => value.as_array().map(Vec::as_slice),
+    }
+}
+
+/// An optional number field from 0 to `max` (a temperature); the value
+/// itself as the error when it is not one.
+pub(crate) fn optional_number_up_to(
+    value: Option<&Value>,
+    max: f64,
+) -> Result<Option<f32>, &Value> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => match value.as_f64() {
+            Some(number) if (0.0..=max).contains(&number) => Ok(Some(number as f32)),
+            _ => Err(value),
+        },
+    }
+}
+
+/// A tool definition named `name` with `parameters`, described by the
+/// `description` of `spec` (none: empty).
+pub(crate) fn tool_definition(name: &str, spec: &Value, parameters: Value) -> ToolDefinition {
+    ToolDefinition {
+        name: name.to_string(),
+        description: spec
+            .get("description")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        parameters,
+    }
+}
+
+/// One tool call of an answer, as the wire carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct WireCall {
+    /// The call's id, or `default_id(index)` when the brain gave none.
+    pub id: String,
+    pub name: String,
+    /// The arguments as JSON text; arguments that are not JSON go out as
+    /// they are, like a model that wrote broken JSON.
+    pub arguments: String,
+}
+
+/// The answer's tool calls as the wire carries them.
+pub(crate) fn wire_calls(
+    response: &ChatResponse,
+    default_id: impl Fn(usize) -> String,
+) -> Vec<WireCall> {
+    response
+        .tool_calls
+        .iter()
+        .enumerate()
+        .map(|(index, call)| WireCall {
+            id: if call.id.is_empty() {
+                default_id(index)
+            } else {
+                call.id.clone()
+            },
+            name: call.name.clone(),
+            arguments: match &call.arguments {
+                Value::String(raw) => raw.clone(),
+                other => other.to_string(),
+            },
+        })
+        .collect()
+}
+
+/// The brain's finish reason; without one, `tool_calls` when it made tool
+/// calls, else `stop`.
+pub(crate) fn finish_reason(response: &ChatResponse) -> &str {
+    match response.finish_reason.as_str() {
+        "" if response.tool_calls.is_empty() => "stop",
+        "" => "tool_calls",
+        other => other,
+    }
+}
+
+/// The `retry-after` seconds of a brain's rate limit: its delay rounded
+/// up, 1 when it named none.
+pub(crate) fn retry_after_secs(retry_after: Option<Duration>) -> u64 {
+    retry_after
+        .map(|d| d.as_secs_f64().ceil() as u64)
+        .unwrap_or(1)
+}
+
 /// The JSON type of a value, for error messages.
 pub(crate) fn json_type(value: &Value) -> &'static str {
     match value {
@@ -92,6 +194,32 @@ pub(crate) fn json_type(value: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
+}
+
+/// Checks that `decode` rejects `body` with a 400 whose `error.type` is
+/// `invalid_request_error` and whose `error.message` contains `expected`;
+/// returns the error body for the vendor's own checks.
+#[cfg(test)]
+pub(crate) fn check_rejected(
+    decode: fn(&[u8]) -> Result<Decoded, crate::reply::Reply>,
+    body: Value,
+    expected: &str,
+) -> Value {
+    let reply = match decode(body.to_string().as_bytes()) {
+        Ok(decoded) => panic!("accepted: {:?}", decoded.request),
+        Err(reply) => reply,
+    };
+    assert_eq!(reply.status, 400);
+    let crate::reply::ReplyBody::Json(json) = reply.body else {
+        panic!("not JSON: {reply:?}")
+    };
+    assert_eq!(json["error"]["type"], "invalid_request_error");
+    let message = json["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(expected),
+        "{message:?} should contain {expected:?}"
+    );
+    json
 }
 
 #[cfg(test)]

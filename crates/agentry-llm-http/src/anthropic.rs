@@ -5,21 +5,18 @@ use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::time::Duration;
 
-use agentry_core::{
-    ChatRequest, ChatResponse, ChatRole, Error, LlmProvider, Result, ToolCall, Usage,
-};
+use agentry_core::{ChatRequest, ChatResponse, ChatRole, Error, LlmProvider, Result, ToolCall};
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use tracing::{debug, Instrument};
 
 use crate::http::{
-    self, body_kind, call_span, estimated_usage, for_each_event, in_band_error, malformed,
-    parse_arguments, read_body, schema_instructions, temperature_json, BodyKind, Failure,
-    HttpFailure, Limits,
+    in_band_error, insert_tools_and_temperature, malformed, parse_arguments, parse_body,
+    schema_instructions, WireAnswer,
 };
 use crate::secret::Secret;
 use crate::sse::SseEvent;
+use crate::transport::{config_builders, model_of, traced, AnswerStream, Transport};
 
 /// Configuration of one Anthropic provider.
 #[derive(Debug, Clone)]
@@ -80,117 +77,37 @@ impl AnthropicConfig {
         self.base_url = base_url.into();
         self
     }
-
-    /// Sets the API key.
-    pub fn with_api_key(mut self, key: impl Into<Secret>) -> Self {
-        self.api_key = Some(key.into());
-        self
-    }
-
-    /// Adds a header sent with every request.
-    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.push((name.into(), value.into()));
-        self
-    }
-
-    /// Sets the whole-request timeout.
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Streams answers (or not).
-    pub fn with_stream(mut self, stream: bool) -> Self {
-        self.stream = stream;
-        self
-    }
 }
+
+config_builders!(AnthropicConfig);
 
 /// An [`LlmProvider`] speaking the Anthropic Messages API.
 #[derive(Debug)]
 pub struct AnthropicProvider {
     config: AnthropicConfig,
-    url: String,
-    client: reqwest::Client,
+    transport: Transport,
 }
 
 impl AnthropicProvider {
     /// Builds the provider and its HTTP client. A base URL that is not
     /// http(s) or a header that cannot be sent is `InvalidInput`.
     pub fn new(config: AnthropicConfig) -> Result<Self> {
-        let base = http::normalized_base_url(&config.name, &config.base_url)?;
-        let base = base.strip_suffix("/v1").unwrap_or(&base);
-        let mut extra = config.headers.clone();
-        extra.push(("anthropic-version".to_string(), config.version.clone()));
-        let credential = config
-            .api_key
-            .as_ref()
-            .map(|key| ("x-api-key", key.expose().to_string()));
-        let headers = http::default_headers(&config.name, &extra, credential)?;
-        let client = http::build_client(
-            &config.name,
-            headers,
-            config.timeout,
-            config.connect_timeout,
+        let version = [("anthropic-version".to_string(), config.version.clone())];
+        let transport = Transport::new(
+            &config,
+            |base| {
+                let base = base.strip_suffix("/v1").unwrap_or(base);
+                format!("{base}/v1/messages")
+            },
+            &version,
+            |key| ("x-api-key", key.expose().to_string()),
         )?;
-        Ok(AnthropicProvider {
-            url: format!("{base}/v1/messages"),
-            client,
-            config,
-        })
+        Ok(AnthropicProvider { config, transport })
     }
 
     /// Its configuration.
     pub fn config(&self) -> &AnthropicConfig {
         &self.config
-    }
-
-    fn limits(&self) -> Limits {
-        Limits {
-            request: self.config.timeout,
-            connect: self.config.connect_timeout,
-            idle: self.config.read_idle_timeout,
-        }
-    }
-
-    async fn attempt(&self, request: &ChatRequest, model: &str) -> Result<ChatResponse, Failure> {
-        let provider = self.config.name.as_str();
-        let body = request_body(request, model, self.config.max_tokens, self.config.stream)
-            .map_err(|error| error.context(provider))?;
-        let response = self
-            .client
-            .post(&self.url)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|error| {
-                http::transport_error(provider, "sending the request", self.limits(), &error)
-            })?;
-        let status = response.status();
-        if !status.is_success() {
-            let headers = response.headers().clone();
-            let body = response.bytes().await.unwrap_or_default();
-            return Err(Failure::Http(HttpFailure::new(
-                status,
-                &headers,
-                &body,
-                self.config.api_key.as_ref(),
-            )));
-        }
-        match body_kind(provider, response.headers(), self.config.stream)? {
-            BodyKind::Json => {
-                let body = read_body(provider, self.limits(), response).await?;
-                Ok(parse_message(provider, model, request, &body)?)
-            }
-            BodyKind::EventStream => {
-                let mut state = StreamState::default();
-                for_each_event(provider, self.limits(), response, |event| {
-                    state.on_event(provider, event)
-                })
-                .await?;
-                Ok(state.finish(provider, model, request)?)
-            }
-        }
     }
 }
 
@@ -205,26 +122,15 @@ impl LlmProvider for AnthropicProvider {
     }
 
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse> {
-        let model = request.model.as_deref().unwrap_or(&self.config.model);
-        let span = call_span(&self.config.name, model, &request.meta);
-        async {
-            let result = self
-                .attempt(request, model)
+        let provider = self.config.name.as_str();
+        let model = model_of(&self.config, request);
+        traced(provider, model, &request.meta, async {
+            let body = request_body(request, model, self.config.max_tokens, self.config.stream);
+            self.transport
+                .call::<StreamState>(body, parse_message, model, request)
                 .await
-                .map_err(|failure| failure.into_error(&self.config.name));
-            match &result {
-                Ok(response) => debug!(
-                    prompt_tokens = response.usage.prompt_tokens,
-                    completion_tokens = response.usage.completion_tokens,
-                    finish_reason = %response.finish_reason,
-                    tool_calls = response.tool_calls.len(),
-                    "LLM call finished."
-                ),
-                Err(error) => debug!(%error, class = %error.class(), "LLM call failed."),
-            }
-            result
-        }
-        .instrument(span)
+                .map_err(|failure| failure.into_error(provider))
+        })
         .await
     }
 }
@@ -298,23 +204,13 @@ pub(crate) fn request_body(
         .map(|(role, content)| json!({"role": role, "content": content}))
         .collect();
     body.insert("messages".into(), Value::Array(messages));
-    if !request.tools.is_empty() {
-        let tools = request
-            .tools
-            .iter()
-            .map(|tool| {
-                json!({
-                    "name": tool.name,
-                    "description": tool.description,
-                    "input_schema": tool.parameters,
-                })
-            })
-            .collect();
-        body.insert("tools".into(), Value::Array(tools));
-    }
-    if let Some(temperature) = request.temperature {
-        body.insert("temperature".into(), temperature_json(temperature));
-    }
+    insert_tools_and_temperature(&mut body, request, |tool| {
+        json!({
+            "name": tool.name,
+            "description": tool.description,
+            "input_schema": tool.parameters,
+        })
+    });
     if stream {
         body.insert("stream".into(), json!(true));
     }
@@ -338,14 +234,12 @@ fn tool_input(arguments: &Value) -> Value {
 /// Anthropic's `stop_reason` in the port's words: `end_turn` and
 /// `stop_sequence` are `stop`, `tool_use` is `tool_calls`, `max_tokens` is
 /// `length`; others (`pause_turn`, `refusal`) pass through.
-fn finish_reason(stop_reason: Option<&str>, calls: &[ToolCall]) -> String {
-    match stop_reason {
-        Some("end_turn" | "stop_sequence") => "stop".to_string(),
-        Some("tool_use") => "tool_calls".to_string(),
-        Some("max_tokens") => "length".to_string(),
-        Some(other) if !other.is_empty() => other.to_string(),
-        _ if calls.is_empty() => "stop".to_string(),
-        _ => "tool_calls".to_string(),
+fn finish_reason(stop_reason: Option<&str>) -> Option<String> {
+    match stop_reason? {
+        "end_turn" | "stop_sequence" => Some("stop".to_string()),
+        "tool_use" => Some("tool_calls".to_string()),
+        "max_tokens" => Some("length".to_string()),
+        other => Some(other.to_string()),
     }
 }
 
@@ -366,48 +260,17 @@ struct WireUsage {
     output_tokens: Option<u64>,
 }
 
-fn usage_or_estimate(
-    input: Option<u64>,
-    output: Option<u64>,
-    request: &ChatRequest,
-    content: &str,
-    calls: &[ToolCall],
-) -> Usage {
-    let estimate = estimated_usage(request, content, calls);
-    Usage {
-        prompt_tokens: input.unwrap_or(estimate.prompt_tokens),
-        completion_tokens: output.unwrap_or(estimate.completion_tokens),
-        cached: false,
-    }
-}
-
-fn error_parts(error: &Value) -> (Option<&str>, String) {
-    let kind = error.get("type").and_then(Value::as_str);
-    let message = error
-        .get("message")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .unwrap_or_else(|| error.to_string());
-    (kind, message)
+/// An error object mid-response, classified by its `type`.
+fn error_event(provider: &str, error: &Value) -> Error {
+    in_band_error(provider, error.get("type").and_then(Value::as_str), error)
 }
 
 /// Reads a non-streamed Messages API answer.
-pub(crate) fn parse_message(
-    provider: &str,
-    requested_model: &str,
-    request: &ChatRequest,
-    body: &[u8],
-) -> Result<ChatResponse> {
-    let parsed: MessageBody = serde_json::from_slice(body).map_err(|error| {
-        malformed(
-            provider,
-            format!("not a message ({error}): {}", http::vendor_error(body).1),
-        )
-    })?;
+pub(crate) fn parse_message(provider: &str, body: &[u8]) -> Result<WireAnswer> {
+    let parsed: MessageBody = parse_body(provider, "a message", body)?;
     if parsed.kind.as_deref() == Some("error") || parsed.content.is_none() {
         if let Some(error) = parsed.error.as_ref().filter(|e| !e.is_null()) {
-            let (kind, message) = error_parts(error);
-            return Err(in_band_error(provider, kind, &message));
+            return Err(error_event(provider, error));
         }
         return Err(malformed(provider, "the body has no `content`"));
     }
@@ -441,22 +304,13 @@ pub(crate) fn parse_message(
         }
     }
     let usage = parsed.usage.unwrap_or_default();
-    Ok(ChatResponse {
-        finish_reason: finish_reason(parsed.stop_reason.as_deref(), &tool_calls),
-        usage: usage_or_estimate(
-            usage.input_tokens,
-            usage.output_tokens,
-            request,
-            &content,
-            &tool_calls,
-        ),
+    Ok(WireAnswer {
+        finish_reason: finish_reason(parsed.stop_reason.as_deref()),
         content,
         tool_calls,
-        provider: provider.to_string(),
-        model: parsed
-            .model
-            .filter(|m| !m.is_empty())
-            .unwrap_or_else(|| requested_model.to_string()),
+        model: parsed.model.filter(|m| !m.is_empty()),
+        prompt_tokens: usage.input_tokens,
+        completion_tokens: usage.output_tokens,
     })
 }
 
@@ -483,9 +337,11 @@ pub(crate) struct StreamState {
     done: bool,
 }
 
-impl StreamState {
+impl AnswerStream for StreamState {
+    const MISSING_END: &'static str = "no message_stop and no stop_reason";
+
     /// Takes one event; breaks on `message_stop`.
-    pub(crate) fn on_event(&mut self, provider: &str, event: SseEvent) -> Result<ControlFlow<()>> {
+    fn on_event(&mut self, provider: &str, event: SseEvent) -> Result<ControlFlow<()>> {
         let data: Value = if event.data.trim().is_empty() {
             Value::Null
         } else {
@@ -563,8 +419,7 @@ impl StreamState {
             }
             "error" => {
                 let error = data.get("error").unwrap_or(&Value::Null);
-                let (kind, message) = error_parts(error);
-                return Err(in_band_error(provider, kind, &message));
+                return Err(error_event(provider, error));
             }
             // ping, content_block_stop, and event types added later.
             _ => {}
@@ -572,30 +427,13 @@ impl StreamState {
         Ok(ControlFlow::Continue(()))
     }
 
-    fn read_usage(&mut self, usage: Option<&Value>) {
-        let Some(usage) = usage else { return };
-        if let Some(input) = usage.get("input_tokens").and_then(Value::as_u64) {
-            self.input_tokens = Some(input);
-        }
-        // Cumulative: the last count is the total.
-        if let Some(output) = usage.get("output_tokens").and_then(Value::as_u64) {
-            self.output_tokens = Some(output);
-        }
+    /// Whether `message_stop` or a stop reason came.
+    fn is_complete(&self) -> bool {
+        self.done || self.stop_reason.is_some()
     }
 
-    /// The message the stream built. A stream that ended with neither
-    /// `message_stop` nor a stop reason was cut off: transient.
-    pub(crate) fn finish(
-        self,
-        provider: &str,
-        requested_model: &str,
-        request: &ChatRequest,
-    ) -> Result<ChatResponse> {
-        if !self.done && self.stop_reason.is_none() {
-            return Err(Error::Transient(format!(
-                "{provider}: stream ended early (no message_stop and no stop_reason)"
-            )));
-        }
+    /// The message the stream built.
+    fn into_answer(self) -> WireAnswer {
         let mut content = String::new();
         let mut tool_calls = Vec::new();
         for block in self.blocks.into_values() {
@@ -618,56 +456,35 @@ impl StreamState {
                 Block::Other => {}
             }
         }
-        Ok(ChatResponse {
-            finish_reason: finish_reason(self.stop_reason.as_deref(), &tool_calls),
-            usage: usage_or_estimate(
-                self.input_tokens,
-                self.output_tokens,
-                request,
-                &content,
-                &tool_calls,
-            ),
+        WireAnswer {
+            finish_reason: finish_reason(self.stop_reason.as_deref()),
             content,
             tool_calls,
-            provider: provider.to_string(),
-            model: self.model.unwrap_or_else(|| requested_model.to_string()),
-        })
+            model: self.model,
+            prompt_tokens: self.input_tokens,
+            completion_tokens: self.output_tokens,
+        }
+    }
+}
+
+impl StreamState {
+    fn read_usage(&mut self, usage: Option<&Value>) {
+        let Some(usage) = usage else { return };
+        if let Some(input) = usage.get("input_tokens").and_then(Value::as_u64) {
+            self.input_tokens = Some(input);
+        }
+        // Cumulative: the last count is the total.
+        if let Some(output) = usage.get("output_tokens").and_then(Value::as_u64) {
+            self.output_tokens = Some(output);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sse::SseParser;
-    use agentry_core::{ChatMessage, ErrorClass, OutputSchema, RequestMeta, ToolDefinition};
-
-    fn request(messages: Vec<ChatMessage>) -> ChatRequest {
-        ChatRequest {
-            model: None,
-            messages,
-            tools: Vec::new(),
-            response_schema: None,
-            temperature: None,
-            max_tokens: None,
-            meta: RequestMeta {
-                workflow_id: None,
-                role: agentry_core::AgentRole::Qa,
-                node: "qa".into(),
-                step: 2,
-                visit: 0,
-                turn: 0,
-                request_id: Some("req-1".into()),
-            },
-        }
-    }
-
-    fn call(id: &str, name: &str, arguments: Value) -> ToolCall {
-        ToolCall {
-            id: id.into(),
-            name: name.into(),
-            arguments,
-        }
-    }
+    use crate::testkit::{self, answer, call, request};
+    use agentry_core::{ChatMessage, ErrorClass, OutputSchema, ToolDefinition};
 
     #[test]
     fn request_mapping_merges_tool_results_and_alternates_roles() {
@@ -741,6 +558,14 @@ mod tests {
         assert!(body.get("stream").is_none());
     }
 
+    /// The tool calls of the answers that the parsing tests read.
+    fn weather_and_time() -> Vec<ToolCall> {
+        vec![
+            call("toolu_a", "get_weather", json!({"city": "Paris"})),
+            call("toolu_b", "get_time", json!({})),
+        ]
+    }
+
     #[test]
     fn response_parsing() {
         let req = request(vec![ChatMessage::user("weather?")]);
@@ -754,25 +579,19 @@ mod tests {
             "stop_reason": "tool_use", "stop_sequence": null,
             "usage": {"input_tokens": 30, "output_tokens": 12}
         });
-        let response =
-            parse_message("claude", "claude-y", &req, body.to_string().as_bytes()).unwrap();
+        let parse = |provider: &str, model: &str, body: &[u8]| {
+            testkit::parse_result(parse_message, provider, model, &req, body)
+        };
         assert_eq!(
-            response,
-            ChatResponse {
-                content: "Checking.".into(),
-                tool_calls: vec![
-                    call("toolu_a", "get_weather", json!({"city": "Paris"})),
-                    call("toolu_b", "get_time", json!({})),
-                ],
-                usage: Usage {
-                    prompt_tokens: 30,
-                    completion_tokens: 12,
-                    cached: false
-                },
-                provider: "claude".into(),
-                model: "claude-x".into(),
-                finish_reason: "tool_calls".into(),
-            }
+            parse("claude", "claude-y", body.to_string().as_bytes()).unwrap(),
+            answer(
+                "Checking.",
+                weather_and_time(),
+                "tool_calls",
+                (30, 12),
+                "claude",
+                "claude-x",
+            )
         );
         for (stop, expected) in [
             ("end_turn", "stop"),
@@ -781,10 +600,10 @@ mod tests {
             ("refusal", "refusal"),
         ] {
             let body = json!({"content": [{"type": "text", "text": "x"}], "stop_reason": stop});
-            let response = parse_message("c", "m", &req, body.to_string().as_bytes()).unwrap();
+            let response = parse("c", "m", body.to_string().as_bytes()).unwrap();
             assert_eq!(response.finish_reason, expected);
         }
-        let error = parse_message("claude", "m", &req, b"{\"id\":\"x\"}").unwrap_err();
+        let error = parse("claude", "m", b"{\"id\":\"x\"}").unwrap_err();
         assert_eq!(error.class(), ErrorClass::Permanent);
         assert!(
             error.to_string().contains("malformed response from claude"),
@@ -793,19 +612,7 @@ mod tests {
     }
 
     fn stream_result(stream: &str) -> Result<ChatResponse> {
-        let req = request(vec![ChatMessage::user("hi")]);
-        let mut parser = SseParser::new();
-        let mut state = StreamState::default();
-        for event in parser
-            .push(stream.as_bytes())
-            .into_iter()
-            .chain(parser.finish())
-        {
-            if state.on_event("claude", event)?.is_break() {
-                break;
-            }
-        }
-        state.finish("claude", "claude-y", &req)
+        testkit::stream_result::<StreamState>("claude", "claude-y", stream)
     }
 
     fn event(name: &str, data: Value) -> String {
@@ -840,24 +647,17 @@ mod tests {
             event("message_stop", json!({"type": "message_stop"})),
         ]
         .concat();
-        let response = stream_result(&stream).unwrap();
-        assert_eq!(response.content, "On it.");
         assert_eq!(
-            response.tool_calls,
-            vec![
-                call("toolu_a", "get_weather", json!({"city": "Paris"})),
-                call("toolu_b", "get_time", json!({})),
-            ]
+            stream_result(&stream).unwrap(),
+            answer(
+                "On it.",
+                weather_and_time(),
+                "tool_calls",
+                (40, 25),
+                "claude",
+                "claude-x",
+            )
         );
-        assert_eq!(response.finish_reason, "tool_calls");
-        assert_eq!(
-            (
-                response.usage.prompt_tokens,
-                response.usage.completion_tokens
-            ),
-            (40, 25)
-        );
-        assert_eq!(response.model, "claude-x");
     }
 
     #[test]

@@ -1,20 +1,22 @@
-//! What both vendors' clients share: the reqwest client, the mapping of
-//! HTTP statuses and transport failures to classified [`Error`]s, the
-//! `Retry-After` parser, the vendor error-body reader, the SSE read loop
-//! with its idle timeout, and the schema-as-instructions text.
+//! What both vendors' wire mappings share: the classification of HTTP
+//! statuses and in-band errors into [`Error`]s, the `Retry-After` parser,
+//! the vendor error-body reader, the key redaction, the schema-as-
+//! instructions text, and the filling of an answer's gaps (usage estimate,
+//! model, unparsable tool-call arguments). Sending and reading is
+//! [`crate::transport`]'s.
 
-use std::ops::ControlFlow;
 use std::time::{Duration, SystemTime};
 
 use agentry_core::llm::estimate_tokens;
-use agentry_core::{ChatRequest, Error, OutputSchema, RequestMeta, Result, ToolCall, Usage};
-use futures::StreamExt;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use agentry_core::{
+    ChatRequest, ChatResponse, Error, OutputSchema, Result, ToolCall, ToolDefinition, Usage,
+};
+use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
 
 use crate::secret::Secret;
-use crate::sse::{SseEvent, SseParser};
 
 /// The longest vendor error text quoted in an error message.
 const MAX_QUOTED: usize = 500;
@@ -27,85 +29,6 @@ pub(crate) fn schema_instructions(schema: &OutputSchema) -> String {
     format!(
         "Reply with JSON only, matching this JSON schema (`{}`); no prose and no code fences:\n{}",
         schema.name, schema.schema
-    )
-}
-
-/// Default headers of a provider's client: the extra headers of its
-/// config plus its credential header, marked sensitive so that reqwest
-/// never prints it.
-pub(crate) fn default_headers(
-    provider: &str,
-    extra: &[(String, String)],
-    credential: Option<(&'static str, String)>,
-) -> Result<HeaderMap> {
-    let mut headers = HeaderMap::new();
-    for (name, value) in extra {
-        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-            Error::invalid(format!(
-                "{provider}: `{name}` is not a valid HTTP header name"
-            ))
-        })?;
-        let value = HeaderValue::from_str(value).map_err(|_| {
-            Error::invalid(format!(
-                "{provider}: the value of header `{name}` is not a valid HTTP header value"
-            ))
-        })?;
-        headers.insert(header, value);
-    }
-    if let Some((name, value)) = credential {
-        let mut value = HeaderValue::from_str(&value).map_err(|_| {
-            Error::invalid(format!(
-                "{provider}: the API key contains characters that cannot go in an HTTP header"
-            ))
-        })?;
-        value.set_sensitive(true);
-        headers.insert(HeaderName::from_static(name), value);
-    }
-    Ok(headers)
-}
-
-/// One reqwest client per provider (connection pool, TLS session cache).
-pub(crate) fn build_client(
-    provider: &str,
-    headers: HeaderMap,
-    timeout: Duration,
-    connect_timeout: Duration,
-) -> Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .timeout(timeout)
-        .connect_timeout(connect_timeout)
-        .user_agent(concat!("agentry/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|error| {
-            Error::permanent(format!("{provider}: cannot build the HTTP client: {error}"))
-        })
-}
-
-/// `base` without trailing slashes, checked to be an http(s) URL.
-pub(crate) fn normalized_base_url(provider: &str, base: &str) -> Result<String> {
-    let trimmed = base.trim().trim_end_matches('/');
-    if !(trimmed.starts_with("http://") || trimmed.starts_with("https://")) {
-        return Err(Error::invalid(format!(
-            "{provider}: base URL `{base}` must start with http:// or https://"
-        )));
-    }
-    Ok(trimmed.to_string())
-}
-
-/// The tracing span of one call, with the request's provenance.
-pub(crate) fn call_span(provider: &str, model: &str, meta: &RequestMeta) -> tracing::Span {
-    tracing::info_span!(
-        "llm.complete",
-        provider = %provider,
-        model = %model,
-        workflow_id = meta.workflow_id.map(tracing::field::display),
-        role = %meta.role,
-        node = %meta.node,
-        step = meta.step,
-        visit = meta.visit,
-        turn = meta.turn,
-        request_id = meta.request_id.as_deref(),
     )
 }
 
@@ -265,60 +188,35 @@ pub(crate) fn redact(text: &str, key: Option<&Secret>) -> String {
     }
 }
 
-/// The time limits of one provider's calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Limits {
-    /// The whole request, streamed body included.
-    pub request: Duration,
-    /// Establishing the connection.
-    pub connect: Duration,
-    /// Waiting for the next bytes of a stream.
-    pub idle: Duration,
-}
-
-/// A reqwest failure, classified: timeouts are [`Error::Timeout`] (naming
-/// the limit that was hit), the rest (connect, reset, body read) transient.
-/// The message names the provider and the error's causes.
-pub(crate) fn transport_error(
-    provider: &str,
-    doing: &str,
-    limits: Limits,
-    error: &reqwest::Error,
-) -> Error {
-    if error.is_timeout() {
-        return if error.is_connect() {
-            Error::Timeout {
-                what: format!("connecting to {provider}"),
-                after: limits.connect,
-            }
-        } else {
-            Error::Timeout {
-                what: format!("{provider} chat completion"),
-                after: limits.request,
-            }
-        };
-    }
-    let mut message = format!("{provider}: {doing}: {error}");
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    if error.is_connect() {
-        message.push_str(" (is the server running and the base URL right?)");
-    }
-    Error::Transient(message)
-}
-
 /// A 2xx body the client cannot read.
 pub(crate) fn malformed(provider: &str, what: impl std::fmt::Display) -> Error {
     Error::Permanent(format!("malformed response from {provider}: {what}"))
 }
 
+/// A 2xx body as the vendor's answer type `T`; a body that is not one is
+/// malformed (`what` names the type, the message quotes the body).
+pub(crate) fn parse_body<T: DeserializeOwned>(
+    provider: &str,
+    what: &str,
+    body: &[u8],
+) -> Result<T> {
+    serde_json::from_slice(body).map_err(|error| {
+        malformed(
+            provider,
+            format!("not {what} ({error}): {}", vendor_error(body).1),
+        )
+    })
+}
+
 /// An error object the vendor sent inside a 2xx answer (mid-stream),
-/// classified by its type or code.
-pub(crate) fn in_band_error(provider: &str, kind: Option<&str>, message: &str) -> Error {
+/// classified by its type or code (`kind`, read by the vendor's rule); the
+/// message is the object's `message`, else the whole object.
+pub(crate) fn in_band_error(provider: &str, kind: Option<&str>, error: &Value) -> Error {
+    let message = error
+        .get("message")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| error.to_string());
     let kind = kind.unwrap_or("error");
     let text = format!("{provider} reported an error mid-response ({kind}): {message}");
     if kind.contains("rate_limit") {
@@ -335,111 +233,8 @@ pub(crate) fn in_band_error(provider: &str, kind: Option<&str>, message: &str) -
     }
 }
 
-/// How a 2xx answer's body must be read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BodyKind {
-    Json,
-    EventStream,
-}
-
-/// The kind of a 2xx body from its content type; `expect_stream` decides
-/// when the server sent none. Anything else is a malformed answer.
-pub(crate) fn body_kind(
-    provider: &str,
-    headers: &HeaderMap,
-    expect_stream: bool,
-) -> Result<BodyKind> {
-    let Some(content_type) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
-        return Ok(if expect_stream {
-            BodyKind::EventStream
-        } else {
-            BodyKind::Json
-        });
-    };
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    match essence.as_str() {
-        "text/event-stream" => Ok(BodyKind::EventStream),
-        "application/json" => Ok(BodyKind::Json),
-        // Some servers label JSON as text; the JSON parse decides.
-        "text/plain" if !expect_stream => Ok(BodyKind::Json),
-        other => Err(malformed(
-            provider,
-            format!(
-                "expected {}, got a `{other}` body",
-                if expect_stream {
-                    "an event stream"
-                } else {
-                    "JSON"
-                }
-            ),
-        )),
-    }
-}
-
-/// Reads a 2xx body whole.
-pub(crate) async fn read_body(
-    provider: &str,
-    limits: Limits,
-    response: reqwest::Response,
-) -> Result<bytes::Bytes> {
-    response
-        .bytes()
-        .await
-        .map_err(|error| transport_error(provider, "reading the response body", limits, &error))
-}
-
-/// Feeds an event-stream body to `handle` event by event until the stream
-/// ends (returns `false`) or `handle` breaks (returns `true`). Waiting longer
-/// than `limits.idle` for the next bytes is an [`Error::Timeout`].
-pub(crate) async fn for_each_event(
-    provider: &str,
-    limits: Limits,
-    response: reqwest::Response,
-    mut handle: impl FnMut(SseEvent) -> Result<ControlFlow<()>>,
-) -> Result<bool> {
-    let mut body = response.bytes_stream();
-    let mut parser = SseParser::new();
-    loop {
-        let next = tokio::time::timeout(limits.idle, body.next())
-            .await
-            .map_err(|_| Error::Timeout {
-                what: format!("{provider} chat completion stream (no data)"),
-                after: limits.idle,
-            })?;
-        let events = match next {
-            Some(Ok(chunk)) => parser.push(&chunk),
-            Some(Err(error)) => {
-                return Err(transport_error(
-                    provider,
-                    "reading the event stream",
-                    limits,
-                    &error,
-                ))
-            }
-            None => {
-                for event in parser.finish() {
-                    if handle(event)?.is_break() {
-                        return Ok(true);
-                    }
-                }
-                return Ok(false);
-            }
-        };
-        for event in events {
-            if handle(event)?.is_break() {
-                return Ok(true);
-            }
-        }
-    }
-}
-
 /// Token counts estimated from the texts when the server reports none.
-pub(crate) fn estimated_usage(request: &ChatRequest, content: &str, calls: &[ToolCall]) -> Usage {
+fn estimated_usage(request: &ChatRequest, content: &str, calls: &[ToolCall]) -> Usage {
     let prompt = request
         .messages
         .iter()
@@ -463,6 +258,85 @@ pub(crate) fn estimated_usage(request: &ChatRequest, content: &str, calls: &[Too
     }
 }
 
+/// An answer as read off the wire, plain or streamed, before the port's
+/// defaults fill its gaps.
+#[derive(Debug)]
+pub(crate) struct WireAnswer {
+    pub content: String,
+    pub tool_calls: Vec<ToolCall>,
+    /// The finish reason, in the port's words, if the server gave one.
+    pub finish_reason: Option<String>,
+    /// The model the server named, if it named one.
+    pub model: Option<String>,
+    /// Token counts the server reported; a missing one is estimated.
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+}
+
+impl WireAnswer {
+    /// The answer as the port's [`ChatResponse`]: the requested model when
+    /// the server named none, token counts estimated from the texts when
+    /// the server reported none, and without a (non-empty) finish reason
+    /// `tool_calls` when there are tool calls, else `stop`.
+    pub(crate) fn into_response(
+        self,
+        provider: &str,
+        requested_model: &str,
+        request: &ChatRequest,
+    ) -> ChatResponse {
+        let usage = match (self.prompt_tokens, self.completion_tokens) {
+            (Some(prompt), Some(completion)) => Usage {
+                prompt_tokens: prompt,
+                completion_tokens: completion,
+                cached: false,
+            },
+            (prompt, completion) => {
+                let estimate = estimated_usage(request, &self.content, &self.tool_calls);
+                Usage {
+                    prompt_tokens: prompt.unwrap_or(estimate.prompt_tokens),
+                    completion_tokens: completion.unwrap_or(estimate.completion_tokens),
+                    cached: false,
+                }
+            }
+        };
+        let finish_reason = self
+            .finish_reason
+            .filter(|reason| !reason.is_empty())
+            .unwrap_or_else(|| {
+                if self.tool_calls.is_empty() {
+                    "stop"
+                } else {
+                    "tool_calls"
+                }
+                .to_string()
+            });
+        ChatResponse {
+            content: self.content,
+            tool_calls: self.tool_calls,
+            usage,
+            provider: provider.to_string(),
+            model: self.model.unwrap_or_else(|| requested_model.to_string()),
+            finish_reason,
+        }
+    }
+}
+
+/// Adds the request's tools (each as `tool_json` writes it), if any, and
+/// its temperature, if set, to a request body.
+pub(crate) fn insert_tools_and_temperature(
+    body: &mut Map<String, Value>,
+    request: &ChatRequest,
+    tool_json: impl Fn(&ToolDefinition) -> Value,
+) {
+    if !request.tools.is_empty() {
+        let tools = request.tools.iter().map(tool_json).collect();
+        body.insert("tools".into(), Value::Array(tools));
+    }
+    if let Some(temperature) = request.temperature {
+        body.insert("temperature".into(), temperature_json(temperature));
+    }
+}
+
 /// Tool-call arguments from the JSON text the model produced: the parsed
 /// value, or the raw text as a JSON string when it does not parse (the
 /// agent's tool then reports the error to the model). Empty text is `{}`.
@@ -475,7 +349,7 @@ pub(crate) fn parse_arguments(raw: &str) -> Value {
 
 /// A temperature as JSON, written as the decimal the caller wrote (an `f32`
 /// widened to `f64` would send 0.20000000298023224).
-pub(crate) fn temperature_json(temperature: f32) -> Value {
+fn temperature_json(temperature: f32) -> Value {
     temperature
         .to_string()
         .parse::<f64>()
@@ -488,6 +362,7 @@ pub(crate) fn temperature_json(temperature: f32) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reqwest::header::HeaderValue;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();

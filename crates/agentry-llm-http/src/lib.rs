@@ -39,6 +39,9 @@ mod http;
 mod openai;
 mod secret;
 pub mod sse;
+#[cfg(test)]
+mod testkit;
+mod transport;
 
 pub use anthropic::{AnthropicConfig, AnthropicProvider};
 pub use openai::{MaxTokensField, OpenAiConfig, OpenAiProvider, StructuredOutput};

@@ -8,21 +8,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use agentry_core::{
-    ChatMessage, ChatRequest, ChatResponse, ChatRole, Error, LlmProvider, Result, ToolCall, Usage,
+    ChatMessage, ChatRequest, ChatResponse, ChatRole, Error, LlmProvider, Result, ToolCall,
 };
 use async_trait::async_trait;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use tracing::{debug, warn, Instrument};
+use tracing::warn;
 
 use crate::http::{
-    self, body_kind, call_span, estimated_usage, for_each_event, in_band_error, malformed,
-    parse_arguments, read_body, schema_instructions, temperature_json, BodyKind, Failure,
-    HttpFailure, Limits,
+    in_band_error, insert_tools_and_temperature, malformed, parse_arguments, parse_body,
+    schema_instructions, Failure, WireAnswer,
 };
 use crate::secret::Secret;
 use crate::sse::SseEvent;
+use crate::transport::{config_builders, model_of, traced, AnswerStream, Transport};
 
 /// How a request's response schema reaches an OpenAI-compatible server.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,36 +118,14 @@ impl OpenAiConfig {
         }
     }
 
-    /// Sets the API key.
-    pub fn with_api_key(mut self, key: impl Into<Secret>) -> Self {
-        self.api_key = Some(key.into());
-        self
-    }
-
-    /// Adds a header sent with every request.
-    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.push((name.into(), value.into()));
-        self
-    }
-
-    /// Sets the whole-request timeout.
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Streams answers (or not).
-    pub fn with_stream(mut self, stream: bool) -> Self {
-        self.stream = stream;
-        self
-    }
-
     /// Sets how response schemas are sent.
     pub fn with_structured_output(mut self, mode: StructuredOutput) -> Self {
         self.structured_output = mode;
         self
     }
 }
+
+config_builders!(OpenAiConfig);
 
 /// How one request carries its response schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,8 +138,7 @@ pub(crate) enum SchemaVia {
 #[derive(Debug)]
 pub struct OpenAiProvider {
     config: OpenAiConfig,
-    url: String,
-    client: reqwest::Client,
+    transport: Transport,
     /// Set once the server rejected `response_format` in `Auto` mode.
     schema_as_instructions: AtomicBool,
 }
@@ -170,22 +147,15 @@ impl OpenAiProvider {
     /// Builds the provider and its HTTP client. A base URL that is not
     /// http(s) or a header that cannot be sent is `InvalidInput`.
     pub fn new(config: OpenAiConfig) -> Result<Self> {
-        let base = http::normalized_base_url(&config.name, &config.base_url)?;
-        let credential = config
-            .api_key
-            .as_ref()
-            .map(|key| ("authorization", format!("Bearer {}", key.expose())));
-        let headers = http::default_headers(&config.name, &config.headers, credential)?;
-        let client = http::build_client(
-            &config.name,
-            headers,
-            config.timeout,
-            config.connect_timeout,
+        let transport = Transport::new(
+            &config,
+            |base| format!("{base}/chat/completions"),
+            &[],
+            |key| ("authorization", format!("Bearer {}", key.expose())),
         )?;
         Ok(OpenAiProvider {
-            url: format!("{base}/chat/completions"),
-            client,
             config,
+            transport,
             schema_as_instructions: AtomicBool::new(false),
         })
     }
@@ -193,14 +163,6 @@ impl OpenAiProvider {
     /// Its configuration.
     pub fn config(&self) -> &OpenAiConfig {
         &self.config
-    }
-
-    fn limits(&self) -> Limits {
-        Limits {
-            request: self.config.timeout,
-            connect: self.config.connect_timeout,
-            idle: self.config.read_idle_timeout,
-        }
     }
 
     /// Whether response schemas now go as instructions: always in
@@ -220,49 +182,16 @@ impl OpenAiProvider {
         model: &str,
         via: SchemaVia,
     ) -> Result<ChatResponse, Failure> {
-        let provider = self.config.name.as_str();
         let body = request_body(
             request,
             model,
             self.config.max_tokens_field,
             self.config.stream,
             via,
-        )
-        .map_err(|error| error.context(provider))?;
-        let response = self
-            .client
-            .post(&self.url)
-            .json(&body)
-            .send()
+        );
+        self.transport
+            .call::<StreamState>(body, parse_completion, model, request)
             .await
-            .map_err(|error| {
-                http::transport_error(provider, "sending the request", self.limits(), &error)
-            })?;
-        let status = response.status();
-        if !status.is_success() {
-            let headers = response.headers().clone();
-            let body = response.bytes().await.unwrap_or_default();
-            return Err(Failure::Http(HttpFailure::new(
-                status,
-                &headers,
-                &body,
-                self.config.api_key.as_ref(),
-            )));
-        }
-        match body_kind(provider, response.headers(), self.config.stream)? {
-            BodyKind::Json => {
-                let body = read_body(provider, self.limits(), response).await?;
-                Ok(parse_completion(provider, model, request, &body)?)
-            }
-            BodyKind::EventStream => {
-                let mut state = StreamState::default();
-                for_each_event(provider, self.limits(), response, |event| {
-                    state.on_event(provider, event)
-                })
-                .await?;
-                Ok(state.finish(provider, model, request)?)
-            }
-        }
     }
 
     async fn complete_inner(&self, request: &ChatRequest, model: &str) -> Result<ChatResponse> {
@@ -311,23 +240,13 @@ impl LlmProvider for OpenAiProvider {
     }
 
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse> {
-        let model = request.model.as_deref().unwrap_or(&self.config.model);
-        let span = call_span(&self.config.name, model, &request.meta);
-        async {
-            let result = self.complete_inner(request, model).await;
-            match &result {
-                Ok(response) => debug!(
-                    prompt_tokens = response.usage.prompt_tokens,
-                    completion_tokens = response.usage.completion_tokens,
-                    finish_reason = %response.finish_reason,
-                    tool_calls = response.tool_calls.len(),
-                    "LLM call finished."
-                ),
-                Err(error) => debug!(%error, class = %error.class(), "LLM call failed."),
-            }
-            result
-        }
-        .instrument(span)
+        let model = model_of(&self.config, request);
+        traced(
+            &self.config.name,
+            model,
+            &request.meta,
+            self.complete_inner(request, model),
+        )
         .await
     }
 }
@@ -353,26 +272,16 @@ pub(crate) fn request_body(
     let mut body = Map::new();
     body.insert("model".into(), json!(model));
     body.insert("messages".into(), Value::Array(messages));
-    if !request.tools.is_empty() {
-        let tools = request
-            .tools
-            .iter()
-            .map(|tool| {
-                json!({
-                    "type": "function",
-                    "function": {
-                        "name": tool.name,
-                        "description": tool.description,
-                        "parameters": tool.parameters,
-                    }
-                })
-            })
-            .collect();
-        body.insert("tools".into(), Value::Array(tools));
-    }
-    if let Some(temperature) = request.temperature {
-        body.insert("temperature".into(), temperature_json(temperature));
-    }
+    insert_tools_and_temperature(&mut body, request, |tool| {
+        json!({
+            "type": "function",
+            "function": {
+                "name": tool.name,
+                "description": tool.description,
+                "parameters": tool.parameters,
+            }
+        })
+    });
     if let Some(max_tokens) = request.max_tokens {
         body.insert(max_tokens_field.as_str().into(), json!(max_tokens));
     }
@@ -530,12 +439,9 @@ struct WireUsage {
 }
 
 impl WireUsage {
-    fn usage(&self) -> Option<Usage> {
-        Some(Usage {
-            prompt_tokens: self.prompt_tokens?,
-            completion_tokens: self.completion_tokens?,
-            cached: false,
-        })
+    /// Both counts, or none: a partial report is estimated whole.
+    fn counts(&self) -> Option<(u64, u64)> {
+        Some((self.prompt_tokens?, self.completion_tokens?))
     }
 }
 
@@ -559,50 +465,22 @@ fn arguments_value(arguments: Option<&Value>) -> Value {
     }
 }
 
-fn error_object(error: &Value) -> (Option<&str>, String) {
+/// An error object mid-response, classified by its `type` (or `code`).
+fn error_object(provider: &str, error: &Value) -> Error {
     let kind = error
         .get("type")
         .and_then(Value::as_str)
         .filter(|k| !k.is_empty())
         .or_else(|| error.get("code").and_then(Value::as_str));
-    let message = error
-        .get("message")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .unwrap_or_else(|| error.to_string());
-    (kind, message)
-}
-
-fn finish_reason_or_default(reason: Option<String>, calls: &[ToolCall]) -> String {
-    reason.filter(|r| !r.is_empty()).unwrap_or_else(|| {
-        if calls.is_empty() {
-            "stop".to_string()
-        } else {
-            "tool_calls".to_string()
-        }
-    })
+    in_band_error(provider, kind, error)
 }
 
 /// Reads a non-streamed chat completion.
-pub(crate) fn parse_completion(
-    provider: &str,
-    requested_model: &str,
-    request: &ChatRequest,
-    body: &[u8],
-) -> Result<ChatResponse> {
-    let parsed: CompletionBody = serde_json::from_slice(body).map_err(|error| {
-        malformed(
-            provider,
-            format!(
-                "not a chat completion ({error}): {}",
-                http::vendor_error(body).1
-            ),
-        )
-    })?;
+pub(crate) fn parse_completion(provider: &str, body: &[u8]) -> Result<WireAnswer> {
+    let parsed: CompletionBody = parse_body(provider, "a chat completion", body)?;
     let Some(choices) = parsed.choices else {
         if let Some(error) = parsed.error.as_ref().filter(|e| !e.is_null()) {
-            let (kind, message) = error_object(error);
-            return Err(in_band_error(provider, kind, &message));
+            return Err(error_object(provider, error));
         }
         return Err(malformed(provider, "the body has no `choices`"));
     };
@@ -628,21 +506,14 @@ pub(crate) fn parse_completion(
             arguments: arguments_value(call.function.arguments.as_ref()),
         })
         .collect();
-    let usage = parsed
-        .usage
-        .as_ref()
-        .and_then(WireUsage::usage)
-        .unwrap_or_else(|| estimated_usage(request, &content, &tool_calls));
-    Ok(ChatResponse {
-        finish_reason: finish_reason_or_default(choice.finish_reason, &tool_calls),
+    let usage = parsed.usage.as_ref().and_then(WireUsage::counts);
+    Ok(WireAnswer {
+        finish_reason: choice.finish_reason,
         content,
         tool_calls,
-        usage,
-        provider: provider.to_string(),
-        model: parsed
-            .model
-            .filter(|m| !m.is_empty())
-            .unwrap_or_else(|| requested_model.to_string()),
+        model: parsed.model.filter(|m| !m.is_empty()),
+        prompt_tokens: usage.map(|(prompt, _)| prompt),
+        completion_tokens: usage.map(|(_, completion)| completion),
     })
 }
 
@@ -659,14 +530,16 @@ pub(crate) struct StreamState {
     content: String,
     calls: BTreeMap<u64, PartialCall>,
     finish_reason: Option<String>,
-    usage: Option<Usage>,
+    usage: Option<(u64, u64)>,
     model: Option<String>,
     done: bool,
 }
 
-impl StreamState {
+impl AnswerStream for StreamState {
+    const MISSING_END: &'static str = "no finish_reason and no [DONE]";
+
     /// Takes one event; breaks on `data: [DONE]`.
-    pub(crate) fn on_event(&mut self, provider: &str, event: SseEvent) -> Result<ControlFlow<()>> {
+    fn on_event(&mut self, provider: &str, event: SseEvent) -> Result<ControlFlow<()>> {
         let data = event.data.trim();
         if data == "[DONE]" {
             self.done = true;
@@ -679,8 +552,7 @@ impl StreamState {
             malformed(provider, format!("a stream chunk is not JSON ({error})"))
         })?;
         if let Some(error) = chunk.get("error").filter(|e| !e.is_null()) {
-            let (kind, message) = error_object(error);
-            return Err(in_band_error(provider, kind, &message));
+            return Err(error_object(provider, error));
         }
         if let Some(model) = chunk.get("model").and_then(Value::as_str) {
             if !model.is_empty() {
@@ -690,7 +562,7 @@ impl StreamState {
         if let Some(usage) = chunk.get("usage").filter(|u| !u.is_null()) {
             let usage: WireUsage = serde_json::from_value(usage.clone())
                 .map_err(|error| malformed(provider, format!("stream usage: {error}")))?;
-            if let Some(usage) = usage.usage() {
+            if let Some(usage) = usage.counts() {
                 self.usage = Some(usage);
             }
         }
@@ -717,6 +589,39 @@ impl StreamState {
         Ok(ControlFlow::Continue(()))
     }
 
+    /// Whether `[DONE]` or a finish reason came.
+    fn is_complete(&self) -> bool {
+        self.done || self.finish_reason.is_some()
+    }
+
+    /// The completion the stream built.
+    fn into_answer(self) -> WireAnswer {
+        let tool_calls: Vec<ToolCall> = self
+            .calls
+            .into_values()
+            .enumerate()
+            .map(|(position, call)| ToolCall {
+                id: if call.id.is_empty() {
+                    format!("call_{position}")
+                } else {
+                    call.id
+                },
+                name: call.name,
+                arguments: parse_arguments(&call.arguments),
+            })
+            .collect();
+        WireAnswer {
+            finish_reason: self.finish_reason,
+            content: self.content,
+            tool_calls,
+            model: self.model,
+            prompt_tokens: self.usage.map(|(prompt, _)| prompt),
+            completion_tokens: self.usage.map(|(_, completion)| completion),
+        }
+    }
+}
+
+impl StreamState {
     /// Merges one `delta.tool_calls[]` entry by its `index`: the id and name
     /// come in the first delta of an index, the arguments text in pieces.
     fn merge_call_delta(&mut self, delta: &Value) {
@@ -749,81 +654,13 @@ impl StreamState {
             Some(other) => call.arguments.push_str(&other.to_string()),
         }
     }
-
-    /// The completion the stream built. A stream that ended with neither
-    /// `[DONE]` nor a finish reason was cut off: transient.
-    pub(crate) fn finish(
-        self,
-        provider: &str,
-        requested_model: &str,
-        request: &ChatRequest,
-    ) -> Result<ChatResponse> {
-        if !self.done && self.finish_reason.is_none() {
-            return Err(Error::Transient(format!(
-                "{provider}: stream ended early (no finish_reason and no [DONE])"
-            )));
-        }
-        let tool_calls: Vec<ToolCall> = self
-            .calls
-            .into_values()
-            .enumerate()
-            .map(|(position, call)| ToolCall {
-                id: if call.id.is_empty() {
-                    format!("call_{position}")
-                } else {
-                    call.id
-                },
-                name: call.name,
-                arguments: parse_arguments(&call.arguments),
-            })
-            .collect();
-        let usage = self
-            .usage
-            .unwrap_or_else(|| estimated_usage(request, &self.content, &tool_calls));
-        Ok(ChatResponse {
-            finish_reason: finish_reason_or_default(self.finish_reason, &tool_calls),
-            content: self.content,
-            tool_calls,
-            usage,
-            provider: provider.to_string(),
-            model: self.model.unwrap_or_else(|| requested_model.to_string()),
-        })
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sse::SseParser;
-    use agentry_core::{OutputSchema, RequestMeta, ToolDefinition};
-
-    fn request(messages: Vec<ChatMessage>) -> ChatRequest {
-        ChatRequest {
-            model: None,
-            messages,
-            tools: Vec::new(),
-            response_schema: None,
-            temperature: None,
-            max_tokens: None,
-            meta: RequestMeta {
-                workflow_id: None,
-                role: agentry_core::AgentRole::Developer,
-                node: "developer".into(),
-                step: 1,
-                visit: 0,
-                turn: 0,
-                request_id: None,
-            },
-        }
-    }
-
-    fn call(id: &str, name: &str, arguments: Value) -> ToolCall {
-        ToolCall {
-            id: id.into(),
-            name: name.into(),
-            arguments,
-        }
-    }
+    use crate::testkit::{self, answer, call, request};
+    use agentry_core::{OutputSchema, ToolDefinition};
 
     fn check_body(
         request: &ChatRequest,
@@ -973,30 +810,27 @@ mod tests {
                 ]}}],
             "usage": {"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27}
         });
-        let response =
-            parse_completion("openai", "gpt-4o", &req, body.to_string().as_bytes()).unwrap();
+        let parse = |provider: &str, model: &str, body: &[u8]| {
+            testkit::parse_result(parse_completion, provider, model, &req, body)
+        };
         assert_eq!(
-            response,
-            ChatResponse {
-                content: String::new(),
-                tool_calls: vec![
+            parse("openai", "gpt-4o", body.to_string().as_bytes()).unwrap(),
+            answer(
+                "",
+                vec![
                     call("call_a", "get_weather", json!({"city": "Boston"})),
                     call("call_b", "get_time", Value::String("{not json".into())),
                 ],
-                usage: Usage {
-                    prompt_tokens: 20,
-                    completion_tokens: 7,
-                    cached: false
-                },
-                provider: "openai".into(),
-                model: "gpt-4o-2024-08-06".into(),
-                finish_reason: "tool_calls".into(),
-            }
+                "tool_calls",
+                (20, 7),
+                "openai",
+                "gpt-4o-2024-08-06",
+            )
         );
 
         // No usage, no model, no finish reason: estimated, requested, "stop".
         let body = br#"{"choices":[{"message":{"role":"assistant","content":"Sunny today."}}]}"#;
-        let response = parse_completion("ollama", "llama3", &req, body).unwrap();
+        let response = parse("ollama", "llama3", body).unwrap();
         assert_eq!(response.model, "llama3");
         assert_eq!(response.finish_reason, "stop");
         assert_eq!(response.usage.completion_tokens, 3);
@@ -1011,7 +845,8 @@ mod tests {
             b"{\"object\":\"list\"}",
             b"{\"choices\":[]}",
         ] {
-            let error = parse_completion("openrouter", "m", &req, body).unwrap_err();
+            let error =
+                testkit::parse_result(parse_completion, "openrouter", "m", &req, body).unwrap_err();
             assert_eq!(
                 error.class(),
                 agentry_core::ErrorClass::Permanent,
@@ -1027,19 +862,7 @@ mod tests {
     }
 
     fn stream_result(stream: &str) -> Result<ChatResponse> {
-        let req = request(vec![ChatMessage::user("hi")]);
-        let mut parser = SseParser::new();
-        let mut state = StreamState::default();
-        for event in parser
-            .push(stream.as_bytes())
-            .into_iter()
-            .chain(parser.finish())
-        {
-            if state.on_event("openai", event)?.is_break() {
-                break;
-            }
-        }
-        state.finish("openai", "gpt-4o", &req)
+        testkit::stream_result::<StreamState>("openai", "gpt-4o", stream)
     }
 
     #[test]
@@ -1073,24 +896,20 @@ mod tests {
             "data: [DONE]\n\n".to_string(),
         ]
         .concat();
-        let response = stream_result(&stream).unwrap();
-        assert_eq!(response.content, "Let me look.");
         assert_eq!(
-            response.tool_calls,
-            vec![
-                call("call_a", "read_file", json!({"path": "a.rs"})),
-                call("call_b", "list_dir", json!({"path": "."})),
-            ]
+            stream_result(&stream).unwrap(),
+            answer(
+                "Let me look.",
+                vec![
+                    call("call_a", "read_file", json!({"path": "a.rs"})),
+                    call("call_b", "list_dir", json!({"path": "."})),
+                ],
+                "tool_calls",
+                (11, 5),
+                "openai",
+                "gpt-4o-x",
+            )
         );
-        assert_eq!(response.finish_reason, "tool_calls");
-        assert_eq!(
-            (
-                response.usage.prompt_tokens,
-                response.usage.completion_tokens
-            ),
-            (11, 5)
-        );
-        assert_eq!(response.model, "gpt-4o-x");
     }
 
     #[test]

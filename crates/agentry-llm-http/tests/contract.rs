@@ -78,29 +78,61 @@ async fn server(
     ContractServer::start(vendor, brain).await.with_api_key(KEY)
 }
 
-fn openai_config(server: &ContractServer, stream: bool) -> OpenAiConfig {
-    OpenAiConfig::new("openai-test", format!("{}/", server.base_url()), MODEL)
-        .with_api_key(KEY)
-        .with_header("HTTP-Referer", "https://agentry.test")
-        .with_stream(stream)
-        .with_timeout(Duration::from_secs(5))
+/// How a test's client is set up.
+#[derive(Debug, Clone, Copy)]
+struct Setup {
+    stream: bool,
+    key: &'static str,
+    timeout: Duration,
+    /// `None`: the config's default.
+    read_idle_timeout: Option<Duration>,
 }
 
-fn anthropic_config(server: &ContractServer, stream: bool) -> AnthropicConfig {
-    AnthropicConfig::new("anthropic-test", MODEL)
-        .with_base_url(server.base_url())
-        .with_api_key(KEY)
-        .with_stream(stream)
-        .with_timeout(Duration::from_secs(5))
-}
-
-fn client(server: &ContractServer, stream: bool) -> Arc<dyn LlmProvider> {
-    match server.vendor() {
-        Vendor::OpenAi => Arc::new(OpenAiProvider::new(openai_config(server, stream)).unwrap()),
-        Vendor::Anthropic => {
-            Arc::new(AnthropicProvider::new(anthropic_config(server, stream)).unwrap())
+impl Setup {
+    /// [`KEY`], a 5 s timeout, the default stream idle timeout.
+    fn new(stream: bool) -> Self {
+        Setup {
+            stream,
+            key: KEY,
+            timeout: Duration::from_secs(5),
+            read_idle_timeout: None,
         }
     }
+}
+
+fn openai_config(server: &ContractServer, setup: Setup) -> OpenAiConfig {
+    let mut config = OpenAiConfig::new("openai-test", format!("{}/", server.base_url()), MODEL)
+        .with_api_key(setup.key)
+        .with_header("HTTP-Referer", "https://agentry.test")
+        .with_stream(setup.stream)
+        .with_timeout(setup.timeout);
+    config.read_idle_timeout = setup.read_idle_timeout.unwrap_or(config.read_idle_timeout);
+    config
+}
+
+fn anthropic_config(server: &ContractServer, setup: Setup) -> AnthropicConfig {
+    let mut config = AnthropicConfig::new("anthropic-test", MODEL)
+        .with_base_url(server.base_url())
+        .with_api_key(setup.key)
+        .with_stream(setup.stream)
+        .with_timeout(setup.timeout);
+    config.read_idle_timeout = setup.read_idle_timeout.unwrap_or(config.read_idle_timeout);
+    config
+}
+
+/// A client of `server`'s vendor set up as `setup` says.
+fn client_with(server: &ContractServer, setup: Setup) -> Arc<dyn LlmProvider> {
+    match server.vendor() {
+        Vendor::OpenAi => Arc::new(OpenAiProvider::new(openai_config(server, setup)).unwrap()),
+        Vendor::Anthropic => {
+            Arc::new(AnthropicProvider::new(anthropic_config(server, setup)).unwrap())
+        }
+    }
+}
+
+/// A client of `server`'s vendor with the default [`Setup`].
+fn client(server: &ContractServer, stream: bool) -> Arc<dyn LlmProvider> {
+    client_with(server, Setup::new(stream))
 }
 
 fn provider_name(vendor: Vendor) -> &'static str {
@@ -153,6 +185,35 @@ fn assert_class(error: &Error, class: ErrorClass, needle: &str) {
     let text = error.to_string();
     assert!(text.contains(needle), "{text:?} should contain {needle:?}");
     assert!(!text.contains(KEY), "the key leaked: {text}");
+}
+
+/// A contract server and a client of it.
+struct Session {
+    server: ContractServer,
+    client: Arc<dyn LlmProvider>,
+}
+
+impl Session {
+    /// `server` and a client set up as `setup` says.
+    fn new(server: ContractServer, setup: Setup) -> Self {
+        let client = client_with(&server, setup);
+        Session { server, client }
+    }
+
+    /// Queues `fault` (if any), sends a developer request and checks the
+    /// error it gets with [`assert_class`].
+    async fn check_error(&self, fault: Option<Fault>, class: ErrorClass, needle: &str) -> Error {
+        if let Some(fault) = fault {
+            self.server.push_fault(fault);
+        }
+        let error = self
+            .client
+            .complete(&developer_request("Go."))
+            .await
+            .unwrap_err();
+        assert_class(&error, class, needle);
+        error
+    }
 }
 
 #[tokio::test]
@@ -362,7 +423,7 @@ async fn openai_structured_output_falls_back_to_instructions_once_rejected() {
         .map(|_| Ok(answer("{\"summary\":\"ok\"}", vec![], (5, 5))))
         .collect();
     let server = server(Vendor::OpenAi, answers).await;
-    let provider = OpenAiProvider::new(openai_config(&server, false)).unwrap();
+    let provider = OpenAiProvider::new(openai_config(&server, Setup::new(false))).unwrap();
     let mut req = developer_request("Summarise.");
     req.response_schema = Some(schema());
 
@@ -413,6 +474,7 @@ async fn anthropic_structured_output_goes_in_the_system_prompt() {
 
 #[tokio::test]
 async fn http_failures_are_classified() {
+    use ErrorClass::{Permanent, RateLimited, Transient};
     for vendor in VENDORS {
         let name = provider_name(vendor);
         for stream in [false, true] {
@@ -427,47 +489,41 @@ async fn http_failures_are_classified() {
                 ],
             )
             .await;
-            let provider = client(&server, stream);
-            let req = developer_request("Go.");
+            let session = Session::new(server, Setup::new(stream));
 
-            server.push_fault(Fault::RateLimited {
+            let rate_limited = Fault::RateLimited {
                 retry_after_secs: 7,
-            });
-            let error = provider.complete(&req).await.unwrap_err();
-            assert_class(&error, ErrorClass::RateLimited, name);
+            };
+            let error = session
+                .check_error(Some(rate_limited), RateLimited, name)
+                .await;
             assert_eq!(error.retry_after(), Some(Duration::from_secs(7)));
-
-            server.push_fault(Fault::ServerError);
-            let error = provider.complete(&req).await.unwrap_err();
-            assert_class(&error, ErrorClass::Transient, "HTTP 500");
-
-            server.push_fault(Fault::Malformed);
-            let error = provider.complete(&req).await.unwrap_err();
-            assert_class(
-                &error,
-                ErrorClass::Permanent,
-                &format!("malformed response from {name}"),
-            );
+            session
+                .check_error(Some(Fault::ServerError), Transient, "HTTP 500")
+                .await;
+            let malformed = format!("malformed response from {name}");
+            session
+                .check_error(Some(Fault::Malformed), Permanent, &malformed)
+                .await;
 
             // The brain's own failures, as the vendor reports them (Anthropic: 529).
-            let error = provider.complete(&req).await.unwrap_err();
-            assert_class(&error, ErrorClass::Transient, "GPU on fire");
+            let error = session.check_error(None, Transient, "GPU on fire").await;
             let status = match vendor {
                 Vendor::OpenAi => "HTTP 500",
                 Vendor::Anthropic => "HTTP 529",
             };
-            assert_class(&error, ErrorClass::Transient, status);
-            let error = provider.complete(&req).await.unwrap_err();
-            assert_class(&error, ErrorClass::RateLimited, "slow down");
+            assert_class(&error, Transient, status);
+            let error = session.check_error(None, RateLimited, "slow down").await;
             assert_eq!(error.retry_after(), Some(Duration::from_secs(2)));
 
-            server.push_fault(Fault::Status {
+            let unavailable = Fault::Status {
                 status: 503,
                 body: "upstream connect error".into(),
                 headers: vec![("content-type".into(), "text/plain".into())],
-            });
-            let error = provider.complete(&req).await.unwrap_err();
-            assert_class(&error, ErrorClass::Transient, "upstream connect error");
+            };
+            session
+                .check_error(Some(unavailable), Transient, "upstream connect error")
+                .await;
         }
     }
 }
@@ -475,46 +531,29 @@ async fn http_failures_are_classified() {
 #[tokio::test]
 async fn a_stream_cut_off_halfway_is_transient() {
     for vendor in VENDORS {
-        let server = server(
-            vendor,
-            vec![Ok(answer(
-                "A long enough answer to cut in half.",
-                vec![],
-                (1, 1),
-            ))],
-        )
-        .await;
-        server.push_fault(Fault::TruncateStream);
-        let error = client(&server, true)
-            .complete(&developer_request("Go."))
-            .await
-            .unwrap_err();
-        assert_class(&error, ErrorClass::Transient, "stream ended early");
+        let text = "A long enough answer to cut in half.";
+        let server = server(vendor, vec![Ok(answer(text, vec![], (1, 1)))]).await;
+        Session::new(server, Setup::new(true))
+            .check_error(
+                Some(Fault::TruncateStream),
+                ErrorClass::Transient,
+                "stream ended early",
+            )
+            .await;
     }
 }
 
 #[tokio::test]
 async fn a_wrong_key_is_permanent_and_never_shown() {
     for vendor in VENDORS {
-        let server = server(vendor, vec![]).await;
         let wrong = "sk-wrong-but-long-secret-9876543210";
-        let provider: Arc<dyn LlmProvider> = match vendor {
-            Vendor::OpenAi => {
-                let mut config = openai_config(&server, false);
-                config.api_key = Some(wrong.into());
-                Arc::new(OpenAiProvider::new(config).unwrap())
-            }
-            Vendor::Anthropic => {
-                let mut config = anthropic_config(&server, false);
-                config.api_key = Some(wrong.into());
-                Arc::new(AnthropicProvider::new(config).unwrap())
-            }
+        let setup = Setup {
+            key: wrong,
+            ..Setup::new(false)
         };
-        let error = provider
-            .complete(&developer_request("Go."))
-            .await
-            .unwrap_err();
-        assert_class(&error, ErrorClass::Permanent, "check the API key");
+        let error = Session::new(server(vendor, vec![]).await, setup)
+            .check_error(None, ErrorClass::Permanent, "check the API key")
+            .await;
         assert!(!error.to_string().contains(wrong), "{error}");
         assert!(!format!("{error:?}").contains(wrong), "{error:?}");
     }
@@ -529,31 +568,28 @@ async fn a_slow_answer_is_a_timeout() {
     for vendor in VENDORS {
         let server = server(vendor, vec![Ok(answer("late", vec![], (1, 1)))]).await;
         let limit = Duration::from_millis(200);
-        let provider: Arc<dyn LlmProvider> = match vendor {
-            Vendor::OpenAi => Arc::new(
-                OpenAiProvider::new(openai_config(&server, false).with_timeout(limit)).unwrap(),
-            ),
-            Vendor::Anthropic => Arc::new(
-                AnthropicProvider::new(anthropic_config(&server, false).with_timeout(limit))
-                    .unwrap(),
-            ),
+        let setup = Setup {
+            timeout: limit,
+            ..Setup::new(false)
         };
-        server.push_fault(Fault::Delay(Duration::from_secs(2)));
+        let name = provider_name(vendor);
         let started = Instant::now();
-        let error = provider
-            .complete(&developer_request("Go."))
-            .await
-            .unwrap_err();
+        let error = Session::new(server, setup)
+            .check_error(
+                Some(Fault::Delay(Duration::from_secs(2))),
+                ErrorClass::Transient,
+                name,
+            )
+            .await;
         assert!(
             started.elapsed() < Duration::from_secs(1),
             "{:?}",
             started.elapsed()
         );
         assert!(
-            matches!(&error, Error::Timeout { what, after } if *after == limit && what.contains(provider_name(vendor))),
+            matches!(&error, Error::Timeout { what, after } if *after == limit && what.contains(name)),
             "{error:?}"
         );
-        assert_eq!(error.class(), ErrorClass::Transient);
     }
 }
 
@@ -564,22 +600,13 @@ async fn a_stalled_stream_is_a_timeout() {
             .await
             .with_frame_pause(Duration::from_millis(400));
         let idle = Duration::from_millis(100);
-        let provider: Arc<dyn LlmProvider> = match vendor {
-            Vendor::OpenAi => {
-                let mut config = openai_config(&server, true);
-                config.read_idle_timeout = idle;
-                Arc::new(OpenAiProvider::new(config).unwrap())
-            }
-            Vendor::Anthropic => {
-                let mut config = anthropic_config(&server, true);
-                config.read_idle_timeout = idle;
-                Arc::new(AnthropicProvider::new(config).unwrap())
-            }
+        let setup = Setup {
+            read_idle_timeout: Some(idle),
+            ..Setup::new(true)
         };
-        let error = provider
-            .complete(&developer_request("Go."))
-            .await
-            .unwrap_err();
+        let error = Session::new(server, setup)
+            .check_error(None, ErrorClass::Transient, "stream")
+            .await;
         assert!(
             matches!(&error, Error::Timeout { what, after } if *after == idle && what.contains("stream")),
             "{error:?}"
@@ -598,221 +625,177 @@ async fn connection_refused_is_transient() {
     assert_class(&error, ErrorClass::Transient, "local");
 }
 
-/// Serves `body` verbatim and returns what the client made of it.
-async fn parse_fixture(
+const JSON: &str = "application/json";
+const SSE: &str = "text/event-stream";
+
+/// What the client must make of a documented example body.
+struct Parsed {
+    content: &'static str,
+    calls: Vec<ToolCall>,
+    finish: &'static str,
+    model: &'static str,
+    /// `(prompt, completion)` tokens; `None` where the body reports none,
+    /// so they are estimated (and not zero).
+    usage: Option<(u64, u64)>,
+}
+
+/// Serves `body` verbatim with `status` and `content_type` (a streaming
+/// client for an event stream) and checks what the client made of it: the
+/// answer `expected`, or an error of that class whose message contains that
+/// text (see [`assert_class`]).
+async fn check_fixture(
     vendor: Vendor,
     status: u16,
     content_type: &str,
     body: &str,
-) -> agentry_core::Result<ChatResponse> {
+    expected: Result<Parsed, (ErrorClass, &str)>,
+) {
     let server = server(vendor, vec![]).await;
     server.push_fault(Fault::Raw {
         status,
         content_type: content_type.into(),
         body: body.into(),
     });
-    let stream = content_type == "text/event-stream";
-    client(&server, stream)
+    let stream = content_type == SSE;
+    let result = client(&server, stream)
         .complete(&developer_request("What's the weather?"))
-        .await
-}
-
-fn check_fixture(
-    response: ChatResponse,
-    content: &str,
-    calls: Vec<ToolCall>,
-    finish: &str,
-    model: &str,
-    usage: Option<(u64, u64)>,
-) {
-    assert_eq!(response.content, content);
-    assert_eq!(response.tool_calls, calls);
-    assert_eq!(response.finish_reason, finish);
-    assert_eq!(response.model, model);
-    if let Some((prompt, completion)) = usage {
-        assert_eq!(
-            (
-                response.usage.prompt_tokens,
-                response.usage.completion_tokens
-            ),
-            (prompt, completion)
-        );
-    } else {
-        assert!(
-            response.usage.prompt_tokens > 0 && response.usage.completion_tokens > 0,
-            "{:?}",
-            response.usage
-        );
+        .await;
+    let (response, expected) = match (result, expected) {
+        (Ok(response), Ok(expected)) => (response, expected),
+        (Err(error), Err((class, needle))) => return assert_class(&error, class, needle),
+        (result, _) => panic!("{vendor:?} {status} {content_type}: unexpected {result:?}"),
+    };
+    assert_eq!(response.content, expected.content);
+    assert_eq!(response.tool_calls, expected.calls);
+    assert_eq!(response.finish_reason, expected.finish);
+    assert_eq!(response.model, expected.model);
+    let usage = (
+        response.usage.prompt_tokens,
+        response.usage.completion_tokens,
+    );
+    match expected.usage {
+        Some(reported) => assert_eq!(usage, reported),
+        None => assert!(usage.0 > 0 && usage.1 > 0, "{:?}", response.usage),
     }
 }
 
 #[tokio::test]
 async fn documented_openai_examples_parse() {
-    let json = "application/json";
-    let sse = "text/event-stream";
-    let response = parse_fixture(Vendor::OpenAi, 200, json, fixtures::OPENAI_CHAT_COMPLETION)
-        .await
-        .unwrap();
-    check_fixture(
-        response,
-        "\n\nHello there, how may I assist you today?",
-        vec![],
-        "stop",
-        "gpt-4o-mini",
-        Some((9, 12)),
-    );
+    let openai = Vendor::OpenAi;
+    let completion = Parsed {
+        content: "\n\nHello there, how may I assist you today?",
+        calls: vec![],
+        finish: "stop",
+        model: "gpt-4o-mini",
+        usage: Some((9, 12)),
+    };
+    let body = fixtures::OPENAI_CHAT_COMPLETION;
+    check_fixture(openai, 200, JSON, body, Ok(completion)).await;
 
-    let response = parse_fixture(
-        Vendor::OpenAi,
-        200,
-        json,
-        fixtures::OPENAI_CHAT_COMPLETION_TOOL_CALLS,
-    )
-    .await
-    .unwrap();
-    check_fixture(
-        response,
-        "",
-        vec![call(
+    let tool_calls = Parsed {
+        content: "",
+        calls: vec![call(
             "call_abc123",
             "get_current_weather",
             json!({"location": "Boston, MA"}),
         )],
-        "tool_calls",
-        "gpt-4o-mini",
-        Some((82, 17)),
-    );
+        finish: "tool_calls",
+        model: "gpt-4o-mini",
+        usage: Some((82, 17)),
+    };
+    let body = fixtures::OPENAI_CHAT_COMPLETION_TOOL_CALLS;
+    check_fixture(openai, 200, JSON, body, Ok(tool_calls)).await;
 
-    let response = parse_fixture(
-        Vendor::OpenAi,
-        200,
-        sse,
-        fixtures::OPENAI_CHAT_COMPLETION_CHUNKS,
-    )
-    .await
-    .unwrap();
-    check_fixture(response, "Hello", vec![], "stop", "gpt-4o-mini", None);
+    let chunks = Parsed {
+        content: "Hello",
+        calls: vec![],
+        finish: "stop",
+        model: "gpt-4o-mini",
+        usage: None,
+    };
+    let body = fixtures::OPENAI_CHAT_COMPLETION_CHUNKS;
+    check_fixture(openai, 200, SSE, body, Ok(chunks)).await;
 
-    let response = parse_fixture(Vendor::OpenAi, 200, sse, fixtures::OPENAI_TOOL_CALL_DELTAS)
-        .await
-        .unwrap();
-    check_fixture(
-        response,
-        "",
-        vec![call(
+    let deltas = Parsed {
+        content: "",
+        calls: vec![call(
             "call_DdmO9pD3xa9XTPNJ32zg2hcA",
             "get_weather",
             json!({"location": "Paris, France"}),
         )],
-        "tool_calls",
-        "gpt-4.1",
-        None,
-    );
+        finish: "tool_calls",
+        model: "gpt-4.1",
+        usage: None,
+    };
+    let body = fixtures::OPENAI_TOOL_CALL_DELTAS;
+    check_fixture(openai, 200, SSE, body, Ok(deltas)).await;
 
-    let error = parse_fixture(
-        Vendor::OpenAi,
-        401,
-        json,
-        fixtures::OPENAI_ERROR_INVALID_API_KEY,
-    )
-    .await
-    .unwrap_err();
-    assert_class(&error, ErrorClass::Permanent, "Incorrect API key provided");
+    let wrong_key = Err((ErrorClass::Permanent, "Incorrect API key provided"));
+    let body = fixtures::OPENAI_ERROR_INVALID_API_KEY;
+    check_fixture(openai, 401, JSON, body, wrong_key).await;
 }
 
 #[tokio::test]
 async fn documented_anthropic_examples_parse() {
-    let json = "application/json";
-    let sse = "text/event-stream";
-    let response = parse_fixture(Vendor::Anthropic, 200, json, fixtures::ANTHROPIC_MESSAGE)
-        .await
-        .unwrap();
-    check_fixture(
-        response,
-        "Hi! My name is Claude.",
-        vec![],
-        "stop",
-        "claude-3-7-sonnet-20250219",
-        Some((2095, 503)),
-    );
+    let anthropic = Vendor::Anthropic;
+    let message = Parsed {
+        content: "Hi! My name is Claude.",
+        calls: vec![],
+        finish: "stop",
+        model: "claude-3-7-sonnet-20250219",
+        usage: Some((2095, 503)),
+    };
+    let body = fixtures::ANTHROPIC_MESSAGE;
+    check_fixture(anthropic, 200, JSON, body, Ok(message)).await;
 
-    let response = parse_fixture(
-        Vendor::Anthropic,
-        200,
-        json,
-        fixtures::ANTHROPIC_MESSAGE_TOOL_USE,
-    )
-    .await
-    .unwrap();
-    check_fixture(
-        response,
-        "<thinking>I need to use the get_weather, and the user wants SF, which is likely San Francisco, CA.</thinking>",
-        vec![call(
+    let tool_use = Parsed {
+        content: "<thinking>I need to use the get_weather, and the user wants SF, which is likely San Francisco, CA.</thinking>",
+        calls: vec![call(
             "toolu_01A09q90qw90lq917835lq9",
             "get_weather",
             json!({"location": "San Francisco, CA", "unit": "celsius"}),
         )],
-        "tool_calls",
-        "claude-3-5-sonnet-20241022",
-        None,
-    );
+        finish: "tool_calls",
+        model: "claude-3-5-sonnet-20241022",
+        usage: None,
+    };
+    let body = fixtures::ANTHROPIC_MESSAGE_TOOL_USE;
+    check_fixture(anthropic, 200, JSON, body, Ok(tool_use)).await;
 
-    let response = parse_fixture(
-        Vendor::Anthropic,
-        200,
-        sse,
-        fixtures::ANTHROPIC_STREAM_BASIC,
-    )
-    .await
-    .unwrap();
-    check_fixture(
-        response,
-        "Hello!",
-        vec![],
-        "stop",
-        "claude-opus-4-6",
-        Some((25, 15)),
-    );
+    let basic = Parsed {
+        content: "Hello!",
+        calls: vec![],
+        finish: "stop",
+        model: "claude-opus-4-6",
+        usage: Some((25, 15)),
+    };
+    let body = fixtures::ANTHROPIC_STREAM_BASIC;
+    check_fixture(anthropic, 200, SSE, body, Ok(basic)).await;
 
-    let response = parse_fixture(
-        Vendor::Anthropic,
-        200,
-        sse,
-        fixtures::ANTHROPIC_STREAM_TOOL_USE,
-    )
-    .await
-    .unwrap();
-    check_fixture(
-        response,
-        "Okay, let's check the weather for San Francisco, CA:",
-        vec![call(
+    let streamed_tool_use = Parsed {
+        content: "Okay, let's check the weather for San Francisco, CA:",
+        calls: vec![call(
             "toolu_01T1x1fJ34qAmk2tNTrN7Up6",
             "get_weather",
             json!({"location": "San Francisco, CA", "unit": "fahrenheit"}),
         )],
-        "tool_calls",
-        "claude-opus-4-6",
-        Some((472, 89)),
-    );
+        finish: "tool_calls",
+        model: "claude-opus-4-6",
+        usage: Some((472, 89)),
+    };
+    let body = fixtures::ANTHROPIC_STREAM_TOOL_USE;
+    check_fixture(anthropic, 200, SSE, body, Ok(streamed_tool_use)).await;
 
-    let error = parse_fixture(
-        Vendor::Anthropic,
-        200,
-        sse,
-        fixtures::ANTHROPIC_STREAM_ERROR,
-    )
-    .await
-    .unwrap_err();
-    assert_class(&error, ErrorClass::Transient, "Overloaded");
+    let overloaded = Err((ErrorClass::Transient, "Overloaded"));
+    let body = fixtures::ANTHROPIC_STREAM_ERROR;
+    check_fixture(anthropic, 200, SSE, body, overloaded).await;
 
-    let error = parse_fixture(Vendor::Anthropic, 404, json, fixtures::ANTHROPIC_ERROR)
-        .await
-        .unwrap_err();
-    assert_class(
-        &error,
+    let not_found = Err((
         ErrorClass::InvalidInput,
         "The requested resource could not be found.",
-    );
+    ));
+    let body = fixtures::ANTHROPIC_ERROR;
+    check_fixture(anthropic, 404, JSON, body, not_found).await;
 }
 
 #[tokio::test]
