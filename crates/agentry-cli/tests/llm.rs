@@ -7,6 +7,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::Arc;
 
 use agentry_llm_contract::{ContractServer, Vendor};
@@ -15,7 +16,7 @@ use serde_json::Value;
 use support::*;
 
 /// A contract server answered by the demo session, with the runtime that
-/// serves it (kept alive by the caller).
+/// serves it.
 struct Server {
     server: ContractServer,
     _rt: tokio::runtime::Runtime,
@@ -38,12 +39,118 @@ impl Server {
     }
 }
 
-fn requirement(dir: &Path) -> PathBuf {
-    write(
-        dir,
-        "requirement.md",
-        agentry_agents::demo::DEMO_REQUIREMENT,
-    )
+/// One test's world: a data directory with the demo requirement, a
+/// contract server, the variable that carries its key, and optionally a
+/// config file.
+struct Wire {
+    server: Server,
+    vendor: Vendor,
+    dir: tempfile::TempDir,
+    requirement: PathBuf,
+    key_var: &'static str,
+    key: &'static str,
+    config: Option<PathBuf>,
+}
+
+impl Wire {
+    fn new(vendor: Vendor, key_var: &'static str, key: &'static str) -> Wire {
+        let dir = tempdir();
+        let requirement = write(
+            dir.path(),
+            "requirement.md",
+            agentry_agents::demo::DEMO_REQUIREMENT,
+        );
+        Wire {
+            server: Server::start(vendor, key),
+            vendor,
+            dir,
+            requirement,
+            key_var,
+            key,
+            config: None,
+        }
+    }
+
+    fn url(&self) -> String {
+        self.server.server.base_url()
+    }
+
+    /// A fresh server in place of the old one (a server infers agent
+    /// visits from what it saw, so each workflow after the first needs one).
+    fn restart(&mut self) {
+        self.server = Server::start(self.vendor, self.key);
+    }
+
+    /// Writes the config file; `{url}` stands for the server's base URL.
+    fn with_config(mut self, toml: &str) -> Wire {
+        let text = toml.replace("{url}", &self.url());
+        self.config = Some(write(self.dir.path(), "agentry.toml", &text));
+        self
+    }
+
+    /// `agentry` on `data_dir` with the key and the config.
+    fn cmd_at(&self, data_dir: &Path) -> Command {
+        let mut cmd = agentry(data_dir);
+        cmd.env(self.key_var, self.key);
+        if let Some(config) = &self.config {
+            cmd.arg("--config").arg(config);
+        }
+        cmd
+    }
+
+    fn cmd(&self) -> Command {
+        self.cmd_at(self.dir.path())
+    }
+
+    /// `agentry run --json ARGS --file REQUIREMENT` on the data directory.
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_at(self.dir.path(), args)
+    }
+
+    fn run_at(&self, data_dir: &Path, args: &[&str]) -> Output {
+        run(self
+            .cmd_at(data_dir)
+            .args(["run", "--json"])
+            .args(args)
+            .arg("--file")
+            .arg(&self.requirement))
+    }
+
+    /// A run on the `openai` preset pointed at the server, with `extra`.
+    fn run_openai_at(&self, data_dir: &Path, extra: &[&str]) -> Output {
+        let url = self.url();
+        let mut args = vec![
+            "--llm",
+            "openai",
+            "--model",
+            "gpt-4o-mini",
+            "--base-url",
+            &url,
+        ];
+        args.extend_from_slice(extra);
+        self.run_at(data_dir, &args)
+    }
+
+    fn run_openai(&self, extra: &[&str]) -> Output {
+        self.run_openai_at(self.dir.path(), extra)
+    }
+
+    /// A run that must complete: its summary.
+    fn completed(&self, args: &[&str]) -> Value {
+        completed(self.run(args))
+    }
+
+    fn requests(&self) -> usize {
+        self.server.server.request_count()
+    }
+}
+
+/// The summary of a run that completed.
+fn completed(out: Output) -> Value {
+    assert_ok(&out);
+    let summary = stdout_json(&out);
+    assert_eq!(summary["status"], "completed", "{summary:#}");
+    summary
 }
 
 /// The demo's artifacts, the reference every run over the wire must match.
@@ -54,88 +161,71 @@ fn demo_fingerprint() -> Value {
     artifact_fingerprint(&stdout_json(&out))
 }
 
-fn show(dir: &Path, id: &str) -> Value {
-    let out = run(agentry(dir).args(["workflows", "show", id, "--json"]));
-    assert_ok(&out);
-    stdout_json(&out)
+fn calls(summary: &Value) -> Vec<Value> {
+    summary["llm_calls"].as_array().unwrap().clone()
+}
+
+/// Every call was answered by `provider` with `model`.
+fn all_answered_by(summary: &Value, provider: &str, model: &str) -> bool {
+    calls(summary)
+        .iter()
+        .all(|c| c["provider"] == provider && c["model"] == model)
 }
 
 #[test]
 fn a_whole_workflow_runs_on_an_openai_compatible_server_from_flags_alone() {
-    let key = "sk-test-openai-7f3a";
-    let s = Server::start(Vendor::OpenAi, key);
-    let dir = tempdir();
-    let req = requirement(dir.path());
-    let out = run(agentry(dir.path())
-        .env("OPENAI_API_KEY", key)
-        .args(["run", "--llm", "openai", "--model", "gpt-4o-mini", "--json"])
-        .args(["--base-url", &s.server.base_url(), "--file"])
-        .arg(&req));
-    assert_ok(&out);
-    let summary = stdout_json(&out);
-    assert_eq!(summary["status"], "completed", "{summary:#}");
+    let w = Wire::new(Vendor::OpenAi, "OPENAI_API_KEY", "sk-test-openai-7f3a");
+    let out = w.run_openai(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let summary = completed(out);
     assert_eq!(artifact_fingerprint(&summary), demo_fingerprint());
 
     // Every call went over the wire, and the ledger says who answered.
-    let calls = summary["llm_calls"].as_array().unwrap();
-    assert_eq!(calls.len(), s.server.request_count(), "{calls:#?}");
-    assert!(calls
-        .iter()
-        .all(|c| c["provider"] == "openai" && c["model"] == "gpt-4o-mini"));
-    for request in s.server.requests() {
-        assert_eq!(
-            request.header("authorization"),
-            Some(format!("Bearer {key}").as_str())
-        );
+    assert_eq!(calls(&summary).len(), w.requests());
+    assert!(all_answered_by(&summary, "openai", "gpt-4o-mini"));
+    let bearer = format!("Bearer {}", w.key);
+    for request in w.server.server.requests() {
+        assert_eq!(request.header("authorization"), Some(bearer.as_str()));
     }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains(key), "the key leaked into the output");
+    assert!(!stderr.contains(w.key), "the key leaked into the output");
 
-    let shown = show(dir.path(), summary["id"].as_str().unwrap());
+    let out = run(w
+        .cmd()
+        .args(["workflows", "show", "--json"])
+        .arg(summary["id"].as_str().unwrap()));
+    assert_ok(&out);
+    let shown = stdout_json(&out);
     let usage = shown["artifacts"]["usage"].as_object().unwrap();
     assert_eq!(usage.len(), 5, "{usage:#?}");
     assert!(usage
         .values()
         .all(|u| u["provider"] == "openai" && u["prompt_tokens"].as_u64().unwrap() > 0));
     // The stored options hold the provider, never the key.
-    let db = std::fs::read(dir.path().join("agentry.db")).unwrap();
-    assert!(!String::from_utf8_lossy(&db).contains(key));
+    let db = std::fs::read(w.dir.path().join("agentry.db")).unwrap();
+    assert!(!String::from_utf8_lossy(&db).contains(w.key));
 }
 
 #[test]
 fn a_whole_workflow_runs_on_an_anthropic_server_from_flags_alone_and_llm_check_reports_it() {
-    let key = "anthropic-flags-key-5d1e";
-    let s = Server::start(Vendor::Anthropic, key);
-    let dir = tempdir();
-    let req = requirement(dir.path());
+    let w = Wire::new(
+        Vendor::Anthropic,
+        "ANTHROPIC_API_KEY",
+        "anthropic-flags-5d1e",
+    );
+    let url = w.url();
     let flags = [
         "--llm",
         "anthropic",
         "--model",
         "claude-test",
         "--base-url",
-        &s.server.base_url(),
+        &url,
     ];
-    let out = run(agentry(dir.path())
-        .env("ANTHROPIC_API_KEY", key)
-        .args(["run", "--json"])
-        .args(flags)
-        .arg("--file")
-        .arg(&req));
-    assert_ok(&out);
-    let summary = stdout_json(&out);
-    assert_eq!(summary["status"], "completed", "{summary:#}");
+    let summary = w.completed(&flags);
     assert_eq!(artifact_fingerprint(&summary), demo_fingerprint());
-    assert!(summary["llm_calls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|c| c["provider"] == "anthropic" && c["model"] == "claude-test"));
+    assert!(all_answered_by(&summary, "anthropic", "claude-test"));
 
-    let out = run(agentry(dir.path())
-        .env("ANTHROPIC_API_KEY", key)
-        .args(["llm", "check"])
-        .args(flags));
+    let out = run(w.cmd().args(["llm", "check"]).args(flags));
     assert_ok(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -143,7 +233,8 @@ fn a_whole_workflow_runs_on_an_anthropic_server_from_flags_alone_and_llm_check_r
         "{text}"
     );
     // A wrong key is reported, without the key.
-    let out = run(agentry(dir.path())
+    let out = run(w
+        .cmd()
         .env("ANTHROPIC_API_KEY", "wrong-key-0000")
         .args(["llm", "check", "--json"])
         .args(flags));
@@ -155,48 +246,33 @@ fn a_whole_workflow_runs_on_an_anthropic_server_from_flags_alone_and_llm_check_r
 
 #[test]
 fn a_whole_workflow_streams_from_an_anthropic_server_with_a_cheaper_model_for_the_writer() {
-    let key = "anthropic-test-key-91c2";
-    let s = Server::start(Vendor::Anthropic, key);
-    let dir = tempdir();
-    let req = requirement(dir.path());
-    let config = write(
-        dir.path(),
-        "agentry.toml",
-        &format!(
-            r#"
+    let w = Wire::new(Vendor::Anthropic, "TEST_CLAUDE_KEY", "anthropic-test-91c2").with_config(
+        r#"
 [llm]
 provider = "claude"
 [llm.providers.claude]
 kind = "anthropic"
-base_url = "{}"
+base_url = "{url}"
 model = "claude-sonnet-test"
 api_key_env = "TEST_CLAUDE_KEY"
 stream = true
 [llm.roles]
-technical_writer = {{ model = "claude-haiku-test" }}
+technical_writer = { model = "claude-haiku-test" }
 [llm.prices]
-"claude-sonnet-test" = {{ input_per_mtok = 3.0, output_per_mtok = 15.0 }}
-"claude-haiku-test" = {{ input_per_mtok = 1.0, output_per_mtok = 5.0 }}
+"claude-sonnet-test" = { input_per_mtok = 3.0, output_per_mtok = 15.0 }
+"claude-haiku-test" = { input_per_mtok = 1.0, output_per_mtok = 5.0 }
 "#,
-            s.server.base_url()
-        ),
     );
-    let out = run(agentry(dir.path())
-        .env("TEST_CLAUDE_KEY", key)
-        .arg("--config")
-        .arg(&config)
-        .args(["run", "--json", "--file"])
-        .arg(&req));
-    assert_ok(&out);
-    let summary = stdout_json(&out);
-    assert_eq!(summary["status"], "completed", "{summary:#}");
+    let summary = w.completed(&[]);
     assert_eq!(artifact_fingerprint(&summary), demo_fingerprint());
 
-    let requests = s.server.requests();
-    assert!(requests
+    assert!(w
+        .server
+        .server
+        .requests()
         .iter()
         .all(|r| r.header("anthropic-version").is_some()
-            && r.header("x-api-key") == Some(key)
+            && r.header("x-api-key") == Some(w.key)
             && r.body["stream"] == true));
     let usage = summary["usage"].as_object().unwrap();
     assert_eq!(usage["technical_writer"]["model"], "claude-haiku-test");
@@ -211,7 +287,9 @@ technical_writer = {{ model = "claude-haiku-test" }}
         .sum();
     assert!((total - sum).abs() < 1e-9);
 
-    let out = run(agentry(dir.path()).args(["workflows", "show", summary["id"].as_str().unwrap()]));
+    let out = run(w
+        .cmd()
+        .args(["workflows", "show", summary["id"].as_str().unwrap()]));
     assert_ok(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -222,33 +300,18 @@ technical_writer = {{ model = "claude-haiku-test" }}
 
 #[test]
 fn a_recorded_run_replays_offline_to_the_same_artifacts() {
-    let key = "sk-test-record";
-    let s = Server::start(Vendor::OpenAi, key);
-    let dir = tempdir();
-    let req = requirement(dir.path());
-    let cassette = dir.path().join("session.jsonl");
-    let out = run(agentry(&dir.path().join("recorded"))
-        .env("OPENAI_API_KEY", key)
-        .args(["run", "--llm", "openai", "--model", "gpt-4o-mini", "--json"])
-        .args(["--base-url", &s.server.base_url(), "--record"])
-        .arg(&cassette)
-        .arg("--file")
-        .arg(&req));
-    assert_ok(&out);
-    let recorded = stdout_json(&out);
-    let over_the_wire = s.server.request_count();
+    let w = Wire::new(Vendor::OpenAi, "OPENAI_API_KEY", "sk-test-record");
+    let cassette = w.dir.path().join("session.jsonl");
+    let cassette_arg = cassette.to_str().unwrap();
+    let recorded =
+        completed(w.run_openai_at(&w.dir.path().join("recorded"), &["--record", cassette_arg]));
     let lines = std::fs::read_to_string(&cassette).unwrap().lines().count();
-    assert_eq!(lines, over_the_wire, "one cassette line per call");
+    assert_eq!(lines, w.requests(), "one cassette line per call");
 
-    drop(s);
-    let out = run(agentry(&dir.path().join("replayed"))
-        .args(["run", "--json", "--replay"])
-        .arg(&cassette)
-        .arg("--file")
-        .arg(&req));
-    assert_ok(&out);
-    let replayed = stdout_json(&out);
-    assert_eq!(replayed["status"], "completed", "{replayed:#}");
+    drop(w.server);
+    let replayed = completed(run(agentry(&w.dir.path().join("replayed"))
+        .args(["run", "--json", "--replay", cassette_arg, "--file"])
+        .arg(&w.requirement)));
     assert_eq!(
         artifact_fingerprint(&replayed),
         artifact_fingerprint(&recorded)
@@ -267,25 +330,10 @@ fn a_recorded_run_replays_offline_to_the_same_artifacts() {
 
 #[test]
 fn a_budget_stop_names_the_role_and_figures_and_resume_with_a_raised_budget_finishes() {
-    let key = "sk-test-budget";
-    let s = Server::start(Vendor::OpenAi, key);
-    let dir = tempdir();
-    let req = requirement(dir.path());
-    let config = write(
-        dir.path(),
-        "agentry.toml",
+    let w = Wire::new(Vendor::OpenAi, "OPENAI_API_KEY", "sk-test-budget").with_config(
         "[llm.prices]\n\"gpt-4o-mini\" = { input_per_mtok = 10.0, output_per_mtok = 30.0 }\n",
     );
-    let agentry_with_key = || {
-        let mut cmd = agentry(dir.path());
-        cmd.env("OPENAI_API_KEY", key).arg("--config").arg(&config);
-        cmd
-    };
-    let out = run(agentry_with_key()
-        .args(["run", "--llm", "openai", "--model", "gpt-4o-mini", "--json"])
-        .args(["--base-url", &s.server.base_url(), "--budget-usd", "0.05"])
-        .arg("--file")
-        .arg(&req));
+    let out = w.run_openai(&["--budget-usd", "0.05"]);
     assert!(!out.status.success(), "the budget must stop the run");
     let summary = stdout_json(&out);
     assert_eq!(summary["status"], "failed");
@@ -293,8 +341,7 @@ fn a_budget_stop_names_the_role_and_figures_and_resume_with_a_raised_budget_fini
     assert_eq!(error["class"], "budget_exceeded", "{error}");
     let message = error["message"].as_str().unwrap();
     assert!(
-        message.contains("workflow budget of $0.0500 would be exceeded")
-            && message.contains("spent $"),
+        message.contains("workflow budget of $0.0500 would be exceeded"),
         "{message}"
     );
     // Completions are not known in advance, so the call that crosses the
@@ -305,29 +352,25 @@ fn a_budget_stop_names_the_role_and_figures_and_resume_with_a_raised_budget_fini
         message.contains(&format!("spent ${spent:.4}")),
         "{message} vs {spent}"
     );
-    let calls_before = s.server.request_count();
+    let calls_before = w.requests();
 
     let id = summary["id"].as_str().unwrap();
-    let out = run(agentry_with_key().args(["resume", id, "--budget-usd", "10", "--json"]));
-    assert_ok(&out);
-    let resumed = stdout_json(&out);
-    assert_eq!(resumed["status"], "completed", "{resumed:#}");
-    assert!(s.server.request_count() > calls_before);
+    let resumed = completed(run(w.cmd().args([
+        "resume",
+        id,
+        "--budget-usd",
+        "10",
+        "--json",
+    ])));
+    assert!(w.requests() > calls_before);
     assert_eq!(artifact_fingerprint(&resumed), demo_fingerprint());
 }
 
 #[test]
 fn a_dead_primary_falls_back_to_the_second_provider_and_llm_check_reports_both() {
-    let key = "sk-test-fallback";
-    let s = Server::start(Vendor::OpenAi, key);
-    let dir = tempdir();
-    let req = requirement(dir.path());
     // Nothing listens on port 9 of loopback: connections are refused.
-    let config = write(
-        dir.path(),
-        "agentry.toml",
-        &format!(
-            r#"
+    let w = Wire::new(Vendor::OpenAi, "SECONDARY_KEY", "sk-test-fallback").with_config(
+        r#"
 [llm]
 provider = "primary"
 fallback = ["secondary"]
@@ -337,32 +380,15 @@ max_attempts = 1
 base_url = "http://127.0.0.1:9/v1"
 model = "big-model"
 [llm.providers.secondary]
-base_url = "{}"
+base_url = "{url}"
 model = "small-model"
 api_key_env = "SECONDARY_KEY"
 "#,
-            s.server.base_url()
-        ),
     );
-    let out = run(agentry(dir.path())
-        .env("SECONDARY_KEY", key)
-        .arg("--config")
-        .arg(&config)
-        .args(["run", "--json", "--file"])
-        .arg(&req));
-    assert_ok(&out);
-    let summary = stdout_json(&out);
-    assert_eq!(summary["status"], "completed", "{summary:#}");
-    let calls = summary["llm_calls"].as_array().unwrap();
-    assert!(calls
-        .iter()
-        .all(|c| c["provider"] == "secondary" && c["model"] == "small-model"));
+    let summary = w.completed(&[]);
+    assert!(all_answered_by(&summary, "secondary", "small-model"));
 
-    let out = run(agentry(dir.path())
-        .env("SECONDARY_KEY", key)
-        .arg("--config")
-        .arg(&config)
-        .args(["llm", "check", "--json"]));
+    let out = run(w.cmd().args(["llm", "check", "--json"]));
     assert!(!out.status.success(), "a dead provider fails the check");
     let reports = stdout_json(&out);
     let by_name = |n: &str| {
@@ -387,25 +413,11 @@ api_key_env = "SECONDARY_KEY"
 
 #[test]
 fn a_second_run_of_the_same_requirement_is_served_from_the_cache_in_part() {
-    let key = "sk-test-cache";
-    let dir = tempdir();
-    let req = requirement(dir.path());
-    // A fresh server per run: each infers agent visits from what it saw.
-    let run_once = |extra: &[&str]| {
-        let s = Server::start(Vendor::OpenAi, key);
-        let out = run(agentry(dir.path())
-            .env("OPENAI_API_KEY", key)
-            .args(["run", "--llm", "openai", "--model", "gpt-4o-mini", "--json"])
-            .args(["--base-url", &s.server.base_url()])
-            .args(extra)
-            .arg("--file")
-            .arg(&req));
-        assert_ok(&out);
-        let summary = stdout_json(&out);
-        assert_eq!(summary["status"], "completed", "{summary:#}");
-        (summary, s.server.request_count())
+    let mut w = Wire::new(Vendor::OpenAi, "OPENAI_API_KEY", "sk-test-cache");
+    let mut run_once = |extra: &[&str]| {
+        w.restart();
+        (completed(w.run_openai(extra)), w.requests())
     };
-    let calls = |s: &Value| s["llm_calls"].as_array().unwrap().clone();
     let (first, requests) = run_once(&[]);
     assert_eq!(requests, calls(&first).len());
     assert!(calls(&first).iter().all(|c| c["cached"] == false));
