@@ -188,21 +188,17 @@ impl Conversation<'_> {
             let (total, roles) = ledger.spend(self.ctx.task.workflow_id).await?;
             return Ok((total, roles.get(role).copied().unwrap_or_default()));
         }
-        let spend = |u: &UsageRecord| Spend {
-            cost_usd: u.cost_usd,
-            tokens: u.total_tokens(),
-        };
         let mut total = Spend::default();
         let mut mine = Spend::default();
         for (agent, usage) in &self.ctx.state.usage {
-            total = total.plus(spend(usage));
+            total = total.plus(usage.spend());
             if agent == role {
-                mine = mine.plus(spend(usage));
+                mine = mine.plus(usage.spend());
             }
         }
         for usage in &self.usage {
-            total = total.plus(spend(usage));
-            mine = mine.plus(spend(usage));
+            total = total.plus(usage.spend());
+            mine = mine.plus(usage.spend());
         }
         Ok((total, mine))
     }
@@ -223,27 +219,6 @@ impl Conversation<'_> {
                 response.usage.completion_tokens,
             )
         };
-        let (prompt_tokens, completion_tokens) = if cached {
-            (0, 0)
-        } else {
-            (
-                response.usage.prompt_tokens,
-                response.usage.completion_tokens,
-            )
-        };
-        self.usage.push(UsageRecord {
-            agent: self.role.as_str().to_string(),
-            provider: response.provider.clone(),
-            model: response.model.clone(),
-            calls: 1,
-            prompt_tokens,
-            completion_tokens,
-            cached_calls: u64::from(cached),
-            cost_usd,
-        });
-        let Some(ledger) = &self.accounting.ledger else {
-            return;
-        };
         let call = LlmCall {
             workflow_id: self.ctx.task.workflow_id,
             step: self.ctx.task.step,
@@ -261,6 +236,10 @@ impl Conversation<'_> {
             finish_reason: response.finish_reason.clone(),
             request_id: self.ctx.request_id.clone(),
             at: chrono::Utc::now(),
+        };
+        self.usage.push(call.usage_record());
+        let Some(ledger) = &self.accounting.ledger else {
+            return;
         };
         if let Err(error) = ledger.record_call(&call).await {
             warn!(workflow_id = %self.ctx.task.workflow_id, node = %self.ctx.task.node,

@@ -222,19 +222,7 @@ fn usage_by_role(calls: &[LlmCall]) -> BTreeMap<String, UsageRecord> {
                 list.push_str(item);
             }
         }
-        let spend = call.spend();
-        entry.add(&UsageRecord {
-            calls: 1,
-            prompt_tokens: if call.cached { 0 } else { call.prompt_tokens },
-            completion_tokens: if call.cached {
-                0
-            } else {
-                call.completion_tokens
-            },
-            cached_calls: u64::from(call.cached),
-            cost_usd: spend.cost_usd,
-            ..UsageRecord::default()
-        });
+        entry.add(&call.usage_record());
     }
     usage
 }

@@ -416,16 +416,29 @@ pub struct LlmCall {
 }
 
 impl LlmCall {
-    /// Its spend.
-    pub fn spend(&self) -> Spend {
-        Spend {
+    /// Its usage as the state counts it: one call; a cached answer adds
+    /// no tokens (the ledger keeps the answer's counts) and costs nothing.
+    pub fn usage_record(&self) -> crate::UsageRecord {
+        let (prompt_tokens, completion_tokens) = if self.cached {
+            (0, 0)
+        } else {
+            (self.prompt_tokens, self.completion_tokens)
+        };
+        crate::UsageRecord {
+            agent: self.role.as_str().to_string(),
+            provider: self.provider.clone(),
+            model: self.model.clone(),
+            calls: 1,
+            prompt_tokens,
+            completion_tokens,
+            cached_calls: u64::from(self.cached),
             cost_usd: self.cost_usd,
-            tokens: if self.cached {
-                0
-            } else {
-                self.prompt_tokens + self.completion_tokens
-            },
         }
+    }
+
+    /// Its spend, as budgets count it.
+    pub fn spend(&self) -> Spend {
+        self.usage_record().spend()
     }
 }
 

@@ -200,6 +200,14 @@ impl UsageRecord {
     pub fn total_tokens(&self) -> u64 {
         self.prompt_tokens + self.completion_tokens
     }
+
+    /// Its spend, as budgets count it.
+    pub fn spend(&self) -> crate::Spend {
+        crate::Spend {
+            cost_usd: self.cost_usd,
+            tokens: self.total_tokens(),
+        }
+    }
 }
 
 /// What one task (or one control action) changed. Checkpoints store these,

@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use agentry_core::{ChatResponse, Error, LlmCache, LlmCall, LlmLedger, Result, WorkflowId};
+use std::collections::BTreeMap;
+
+use agentry_core::{ChatResponse, Error, LlmCache, LlmCall, LlmLedger, Result, Spend, WorkflowId};
 use async_trait::async_trait;
 use chrono::Utc;
 use sqlx::Row;
@@ -68,6 +70,41 @@ impl LlmLedger for SqliteStore {
                         })
                     })
                     .collect()
+            })
+        })
+        .await
+    }
+
+    /// Summed in SQL: budgets ask before every LLM call, and decoding every
+    /// call of the workflow each time would grow with its length. The rule
+    /// is [`LlmCall::spend`]'s (a cached call adds no tokens); the
+    /// conformance suite holds both to it.
+    async fn spend(&self, workflow: WorkflowId) -> Result<(Spend, BTreeMap<String, Spend>)> {
+        self.read("llm_spend", move |conn| {
+            Box::pin(async move {
+                let rows = sqlx::query(
+                    "SELECT role, SUM(cost_usd) AS cost, \
+                     SUM(CASE WHEN cached THEN 0 ELSE prompt_tokens + completion_tokens END) AS tokens \
+                     FROM llm_calls WHERE workflow_id = ?1 GROUP BY role",
+                )
+                .bind(id_text(workflow))
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(|error| db_error("summing LLM spend", error))?;
+                let mut total = Spend::default();
+                let mut roles = BTreeMap::new();
+                for row in &rows {
+                    let get = |e| db_error("reading LLM spend", e);
+                    let role: String = row.try_get("role").map_err(get)?;
+                    let tokens: i64 = row.try_get("tokens").map_err(get)?;
+                    let spend = Spend {
+                        cost_usd: row.try_get("cost").map_err(get)?,
+                        tokens: u64::try_from(tokens).unwrap_or(0),
+                    };
+                    total = total.plus(spend);
+                    roles.insert(role, spend);
+                }
+                Ok((total, roles))
             })
         })
         .await
