@@ -13,7 +13,7 @@ use agentry_core::{
     Budget, CodeHost, LlmProvider, NodeContext, NodeOutput, NodeRunner, SandboxLimits, Store,
     Tracker, Wiki, WorkflowRecord,
 };
-use agentry_engine::{Engine, EngineConfig, WorkflowDefinition};
+use agentry_engine::{Engine, EngineConfig, WorkerHandle, WorkflowDefinition};
 use agentry_integrations_local::LocalIntegrations;
 use agentry_sandbox_process::ProcessSandbox;
 use agentry_store_sqlite::SqliteStore;
@@ -96,6 +96,17 @@ impl App {
         llm: Arc<dyn LlmProvider>,
         budget_override: Budget,
     ) -> Result<Engine> {
+        let (engine, _workers) = self.engine_with_workers(llm, budget_override).await?;
+        Ok(engine)
+    }
+
+    /// [`App::engine`], keeping the workers' handle so a server can stop
+    /// them gracefully.
+    pub async fn engine_with_workers(
+        &self,
+        llm: Arc<dyn LlmProvider>,
+        budget_override: Budget,
+    ) -> Result<(Engine, WorkerHandle)> {
         let runner = AgentNodeRunner::new(
             AgentDeps {
                 llm,
@@ -116,10 +127,10 @@ impl App {
             },
         );
         let engine = self.engine_with(Arc::new(runner));
-        engine
+        let workers = engine
             .start_workers(Engine::all_queues(), self.config.engine.workers)
             .await;
-        Ok(engine)
+        Ok((engine, workers))
     }
 
     /// An engine for control actions (cancel, reject): it runs no node and

@@ -48,6 +48,71 @@ pub enum Command {
     /// LLM providers.
     #[command(subcommand)]
     Llm(LlmCommand),
+    /// Serve the REST API (workflows run in the background; see /docs).
+    Serve(ServeArgs),
+    /// API keys of the gateway.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `agentry serve`
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (default: the config's gateway.listen, 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Workflows run at once; a submission beyond it gets 503.
+    #[arg(long, value_name = "N")]
+    pub max_running: Option<usize>,
+    /// LLM options (every workflow of this server uses them).
+    #[command(flatten)]
+    pub llm: LlmArgs,
+}
+
+/// `agentry keys ...`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key; it is printed once (`{"key": ...}` with --json).
+    Create(KeyCreateArgs),
+    /// List API keys (never their secrets).
+    List(KeyListArgs),
+    /// Revoke an API key.
+    Revoke(KeyRevokeArgs),
+}
+
+/// `keys create`
+#[derive(Debug, Args)]
+pub struct KeyCreateArgs {
+    /// Tenant whose workflows the key reaches.
+    #[arg(long)]
+    pub tenant: String,
+    /// Role: viewer, operator or admin.
+    #[arg(long)]
+    pub role: String,
+    /// Label.
+    #[arg(long, default_value = "")]
+    pub name: String,
+}
+
+/// `keys list`
+#[derive(Debug, Args)]
+pub struct KeyListArgs {
+    /// Only this tenant's keys.
+    #[arg(long)]
+    pub tenant: Option<String>,
+}
+
+/// `keys revoke`
+#[derive(Debug, Args)]
+pub struct KeyRevokeArgs {
+    /// Key id (the part after `agk_`, before the second `_`), or the whole key.
+    pub id: String,
 }
 
 /// `agentry llm ...`
@@ -226,6 +291,35 @@ pub struct CancelArgs {
 pub enum BenchCommand {
     /// The engine alone: N workflows of 7 node runs, nodes doing nothing but an optional sleep.
     Engine(BenchEngineArgs),
+    /// The API: `POST /v1/workflows` at a fixed rate over loopback; the
+    /// workflows run the benchmark graph in the background.
+    Api(BenchApiArgs),
+}
+
+/// `bench api`
+#[derive(Debug, Args)]
+pub struct BenchApiArgs {
+    /// Requests per second (open loop: sent on schedule, whatever the answers).
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Seconds of measurement.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration_s: f64,
+    /// Seconds of warm-up before it (not counted).
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup_s: f64,
+    /// Sleep inside every node of the submitted workflows (a stand-in for LLM time).
+    #[arg(long, default_value_t = 0)]
+    pub llm_latency_ms: u64,
+    /// Engine workers running the submitted workflows.
+    #[arg(long, default_value_t = 64)]
+    pub workers: usize,
+    /// Requests in flight at most (a send due beyond it is dropped and counted).
+    #[arg(long, default_value_t = 512)]
+    pub max_in_flight: usize,
+    /// SQLite synchronous mode (`full` or `normal`).
+    #[arg(long, default_value = "full")]
+    pub synchronous: String,
 }
 
 /// Store choice for the benchmark.

@@ -32,6 +32,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Bench(BenchCommand::Engine(args)) => {
             return bench_engine(&args, cli.data_dir.as_deref()).await
         }
+        Command::Bench(BenchCommand::Api(args)) => return crate::serve::bench_api(&args).await,
         // A provider check needs no data directory.
         Command::Llm(LlmCommand::Check(args)) => return llm_check(&args, &config, json).await,
         other => other,
@@ -57,6 +58,8 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
             })
             .await
         }
+        Command::Serve(args) => crate::serve::serve(app, args, json).await,
+        Command::Keys(command) => crate::serve::keys_command(&app, command, json).await,
         Command::Bench(_) | Command::Llm(_) => {
             bail!("internal error: bench and llm are handled before the data directory opens")
         }

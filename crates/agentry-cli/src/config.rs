@@ -35,6 +35,8 @@ pub struct Config {
     /// Default budget of every workflow (`--max-cost-usd` and
     /// `--max-tokens` override the workflow-wide caps).
     pub budget: agentry_core::Budget,
+    /// The API gateway (`agentry serve`).
+    pub gateway: agentry_gateway::GatewayConfig,
 }
 
 /// Deployment mode.
@@ -222,6 +224,9 @@ impl Default for CacheSettings {
 pub struct WorkflowConfig {
     /// Workflow definition file (default: the bundled SDLC graph).
     pub file: Option<PathBuf>,
+    /// Directory of workflow definitions (`NAME.toml`) that API submissions
+    /// may name (`"workflow": "NAME"`), beside the bundled `sdlc`.
+    pub dir: Option<PathBuf>,
 }
 
 /// `[project]`

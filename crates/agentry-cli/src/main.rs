@@ -8,11 +8,13 @@
 //! same path; the CLI never drives nodes itself.
 
 mod app;
+mod bench_api;
 mod cli;
 mod commands;
 mod config;
 mod llm;
 mod progress;
+mod serve;
 mod summary;
 
 use std::process::ExitCode;
@@ -22,7 +24,7 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    init_tracing();
+    init_tracing(matches!(cli.command, cli::Command::Serve(_)));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -43,13 +45,26 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr: text by default, JSON with `AGENTRY_LOG_FORMAT=json`;
-/// the filter comes from `AGENTRY_LOG` (default `warn`).
-fn init_tracing() {
-    let filter = EnvFilter::try_from_env("AGENTRY_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+/// the filter comes from `AGENTRY_LOG` (default `warn`). A server logs JSON
+/// by default (`AGENTRY_LOG_FORMAT=text` for text), with one access-log line
+/// per request (target `agentry::access`) and the gateway's own events.
+fn init_tracing(server: bool) {
+    let default = if server {
+        "warn,agentry::access=info,agentry_gateway=info"
+    } else {
+        "warn"
+    };
+    let filter = EnvFilter::try_from_env("AGENTRY_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if std::env::var("AGENTRY_LOG_FORMAT").as_deref() == Ok("json") {
+    let format = std::env::var("AGENTRY_LOG_FORMAT").ok();
+    let json = match format.as_deref() {
+        Some("json") => true,
+        Some(_) => false,
+        None => server,
+    };
+    if json {
         builder.json().with_current_span(true).init();
     } else {
         builder.init();

@@ -32,6 +32,9 @@ pub use llm::{
 };
 pub use node::{NoProgress, NodeContext, NodeOutput, NodeRunner, Progress, ProgressSink};
 pub use path::RepoPath;
+pub use ports::access::{
+    AccessRole, ApiKeyRecord, ApiKeyStore, RateDecision, RateLimit, RateLimiter,
+};
 pub use ports::bus::{Bus, Delivery, DeliveryAck, TaskMessage};
 pub use ports::codehost::{
     CodeHost, CommitInfo, CommitRequest, FileChange, MergeRequest, MergeRequestState,

@@ -111,6 +111,15 @@ pub struct BenchReport {
     pub store_bytes_per_workflow: Option<u64>,
 }
 
+/// The benchmark's node runner (writes ~2 KB, sleeps `latency`), for other
+/// benchmarks that drive the engine (`agentry bench api`).
+pub fn bench_runner(latency: Duration) -> Arc<dyn NodeRunner> {
+    Arc::new(BenchRunner {
+        latency,
+        blob: json!("x".repeat(PAYLOAD_BYTES)),
+    })
+}
+
 /// The benchmark's node: writes ~2 KB, optionally sleeps.
 struct BenchRunner {
     latency: Duration,

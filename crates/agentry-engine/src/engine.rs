@@ -88,6 +88,41 @@ pub struct EngineMetrics {
     task_ns: AtomicU64,
     node_ns: AtomicU64,
     attempts_failed: AtomicU64,
+    queues: Mutex<BTreeMap<String, QueueLoad>>,
+}
+
+/// Load of one queue (an agent role) in this process: the agent manager's
+/// view of the embedded workers, shown by `GET /v1/agents`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct QueueLoad {
+    /// Queue (agent role) name.
+    pub queue: String,
+    /// Worker tasks consuming it.
+    pub workers: u32,
+    /// Deliveries being processed now.
+    pub in_flight: u32,
+    /// Deliveries settled by acknowledgement (committed or already done).
+    pub completed: u64,
+    /// Deliveries given back or dead-lettered.
+    pub failed: u64,
+    /// When a delivery of it last started here.
+    pub last_task_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl EngineMetrics {
+    fn queue(&self, name: &str, f: impl FnOnce(&mut QueueLoad)) {
+        let mut queues = self.queues.lock();
+        let load = queues.entry(name.to_string()).or_insert_with(|| QueueLoad {
+            queue: name.to_string(),
+            ..QueueLoad::default()
+        });
+        f(load);
+    }
+
+    /// Per-queue load, by queue name.
+    pub fn queue_loads(&self) -> Vec<QueueLoad> {
+        self.queues.lock().values().cloned().collect()
+    }
 }
 
 /// A snapshot of [`EngineMetrics`].
@@ -207,6 +242,26 @@ impl WorkerHandle {
     }
 }
 
+/// Takes a worker set's count off its queues once its last task ends
+/// (shut down, aborted or stopped on a bus error).
+struct WorkersGone {
+    engine: std::sync::Weak<Inner>,
+    queues: Vec<String>,
+    count: u32,
+}
+
+impl Drop for WorkersGone {
+    fn drop(&mut self) {
+        if let Some(inner) = self.engine.upgrade() {
+            for queue in &self.queues {
+                inner
+                    .metrics
+                    .queue(queue, |q| q.workers = q.workers.saturating_sub(self.count));
+            }
+        }
+    }
+}
+
 /// How to settle a delivery.
 enum Settle {
     Ack,
@@ -315,6 +370,11 @@ impl Engine {
     /// Task-path counters.
     pub fn metrics(&self) -> MetricsSnapshot {
         self.inner.metrics.snapshot()
+    }
+
+    /// Load of every queue this process's workers consume.
+    pub fn queue_loads(&self) -> Vec<QueueLoad> {
+        self.inner.metrics.queue_loads()
     }
 
     /// Every agent-role queue name, for workers that serve all roles
@@ -791,11 +851,23 @@ impl Engine {
         self.ensure_background();
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
+        for queue in &queues {
+            self.inner
+                .metrics
+                .queue(queue, |q| q.workers += concurrency.max(1) as u32);
+        }
+        let gone = Arc::new(WorkersGone {
+            engine: Arc::downgrade(&self.inner),
+            queues: queues.clone(),
+            count: concurrency.max(1) as u32,
+        });
         for worker in 0..concurrency.max(1) {
+            let gone = gone.clone();
             let engine = self.clone();
             let queues = queues.clone();
             let stop = stop.clone();
             tasks.push(tokio::spawn(async move {
+                let _gone = gone;
                 let mut stream = match engine.inner.bus.consume(&queues).await {
                     Ok(s) => s,
                     Err(error) => {
@@ -832,6 +904,11 @@ impl Engine {
             ack,
         } = delivery;
         let task = message.task.clone();
+        let queue = message.queue.clone();
+        self.inner.metrics.queue(&queue, |q| {
+            q.in_flight += 1;
+            q.last_task_at = Some(chrono::Utc::now());
+        });
         let span = info_span!(
             "task",
             workflow_id = %task.workflow_id,
@@ -853,6 +930,13 @@ impl Engine {
         if !matches!(settle, Settle::Requeue) {
             self.inner.inflight.lock().remove(&key);
         }
+        self.inner.metrics.queue(&queue, |q| {
+            q.in_flight = q.in_flight.saturating_sub(1);
+            match settle {
+                Settle::Ack => q.completed += 1,
+                Settle::Requeue | Settle::DeadLetter => q.failed += 1,
+            }
+        });
         if let Err(error) = settled {
             let _g = span.enter();
             warn!(%error, "Settling the delivery failed; it may be redelivered.");

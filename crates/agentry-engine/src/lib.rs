@@ -28,4 +28,4 @@ pub use bench::{bench_engine, BenchConfig, BenchReport, IntoStoreBytes};
 pub use definition::{
     EdgeAction, EdgeDef, NodeDef, RetryPolicy, WorkflowDefinition, BENCH_WORKFLOW, DEFAULT_WORKFLOW,
 };
-pub use engine::{Engine, EngineConfig, MetricsSnapshot, Submission, WorkerHandle};
+pub use engine::{Engine, EngineConfig, MetricsSnapshot, QueueLoad, Submission, WorkerHandle};

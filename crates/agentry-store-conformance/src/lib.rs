@@ -20,6 +20,10 @@
 //! Each behaviour also checks that what was NOT supposed to be written was not
 //! written (stale and duplicate commits, conflicting transitions), because a
 //! store that writes too much passes every "is it there" check.
+//!
+//! Two smaller suites cover the other ports a store implements:
+//! [`llm_data_conformance_tests!`] (`LlmLedger`, `LlmCache`) and
+//! [`api_key_conformance_tests!`] (`ApiKeyStore`).
 
 // This crate is test code: a failed expectation is the test failure, so it
 // panics with a message instead of returning errors.
@@ -39,6 +43,9 @@ use serde_json::{json, Value};
 
 #[doc(hidden)]
 pub use agentry_core;
+
+mod access;
+pub use access::*;
 
 /// Lists every behaviour, in the order [`run_all`] runs them, and hands the
 /// list to `$callback`. The single list keeps [`run_all`] and

@@ -3,7 +3,9 @@
 //! It implements exactly the semantics of the `Store` port (guarded commits,
 //! duplicate detection, a store-wide event outbox, newest-first listings), so
 //! the engine's tests and benchmark exercise the same commit protocol as the
-//! SQLite and PostgreSQL stores, minus the I/O.
+//! SQLite and PostgreSQL stores, minus the I/O. It also keeps the LLM call
+//! ledger and cache and the gateway's API keys, with the same semantics as
+//! the SQLite store (the conformance suites hold both to them).
 //!
 //! Key design decision: all data lives in ONE struct behind ONE
 //! `parking_lot::Mutex`, taken for the whole of each operation and never held
@@ -15,12 +17,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use agentry_core::{
-    AgentOutputRecord, ChatResponse, Checkpoint, CommitOutcome, Error, Event, ListPage, LlmCache,
-    LlmCall, LlmLedger, NewWorkflow, Result, StateDelta, Store, StoredEvent, TaskCommit,
-    Transition, WorkflowId, WorkflowQuery, WorkflowRecord, WorkflowStatus,
+    AgentOutputRecord, ApiKeyRecord, ApiKeyStore, ChatResponse, Checkpoint, CommitOutcome, Error,
+    Event, ListPage, LlmCache, LlmCall, LlmLedger, NewWorkflow, Result, StateDelta, Store,
+    StoredEvent, TaskCommit, Transition, WorkflowId, WorkflowQuery, WorkflowRecord, WorkflowStatus,
 };
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use serde_json::Value;
 use uuid::Uuid;
@@ -51,6 +53,8 @@ struct Inner {
     llm_calls: Vec<LlmCall>,
     /// The LLM response cache: key -> (response, expiry; None: never).
     llm_cache: HashMap<String, (ChatResponse, Option<std::time::Instant>)>,
+    /// The gateway's API keys, by id.
+    api_keys: HashMap<String, ApiKeyRecord>,
 }
 
 struct WorkflowData {
@@ -471,5 +475,47 @@ impl LlmCache for MemoryStore {
             .llm_cache
             .insert(key.to_string(), (response.clone(), now.checked_add(ttl)));
         Ok(())
+    }
+}
+
+#[async_trait]
+impl ApiKeyStore for MemoryStore {
+    async fn create_api_key(&self, key: ApiKeyRecord) -> Result<()> {
+        let mut inner = self.inner.lock();
+        if inner.api_keys.contains_key(&key.id) {
+            return Err(Error::Conflict(format!(
+                "API key `{}` already exists",
+                key.id
+            )));
+        }
+        inner.api_keys.insert(key.id.clone(), key);
+        Ok(())
+    }
+
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>> {
+        Ok(self.inner.lock().api_keys.get(id).cloned())
+    }
+
+    async fn list_api_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKeyRecord>> {
+        let mut keys: Vec<ApiKeyRecord> = self
+            .inner
+            .lock()
+            .api_keys
+            .values()
+            .filter(|key| tenant.is_none_or(|t| t == key.tenant))
+            .cloned()
+            .collect();
+        keys.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(keys)
+    }
+
+    async fn revoke_api_key(&self, id: &str, at: DateTime<Utc>) -> Result<ApiKeyRecord> {
+        let mut inner = self.inner.lock();
+        let key = inner
+            .api_keys
+            .get_mut(id)
+            .ok_or_else(|| Error::not_found(format!("API key `{id}`")))?;
+        key.revoked_at.get_or_insert(at);
+        Ok(key.clone())
     }
 }

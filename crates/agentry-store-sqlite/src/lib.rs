@@ -4,6 +4,9 @@
 //! the seed's `agent_outputs` and `shared_context` tables and the event outbox
 //! in one SQLite file, created and migrated by embedded migrations. Other
 //! crates may keep their own tables in the same file (see [`SqliteStore::pool`]).
+//! The same file holds the LLM call ledger and cache ([`agentry_core::LlmLedger`],
+//! [`agentry_core::LlmCache`]) and the gateway's API keys
+//! ([`agentry_core::ApiKeyStore`]), written row by row through the pool.
 //!
 //! Key design decision: GROUP COMMIT through a single writer task. SQLite
 //! allows one writer at a time and, at `synchronous = FULL`, every COMMIT
@@ -24,6 +27,7 @@
 //! the writer. Reads use a separate pool, which WAL lets run alongside the
 //! writer, and so do checkpoints of the log (their own connection).
 
+mod access;
 mod error;
 mod llm;
 mod options;

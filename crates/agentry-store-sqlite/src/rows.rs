@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use agentry_core::{
-    AgentOutputRecord, Checkpoint, Cursor, Error, Event, EventKind, Result, StateDelta,
-    StoredEvent, WorkflowId, WorkflowRecord, WorkflowStatus,
+    AccessRole, AgentOutputRecord, ApiKeyRecord, Checkpoint, Cursor, Error, Event, EventKind,
+    Result, StateDelta, StoredEvent, WorkflowId, WorkflowRecord, WorkflowStatus,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
@@ -34,6 +34,10 @@ pub(crate) const OUTPUT_COLUMNS: &str =
 /// Columns of `events` that make a [`StoredEvent`].
 pub(crate) const EVENT_COLUMNS: &str =
     "seq, published, id, kind, workflow_id, step, node, attempt, request_id, payload, at";
+
+/// Columns of `api_keys` that make an [`ApiKeyRecord`].
+pub(crate) const API_KEY_COLUMNS: &str =
+    "id, tenant, role, name, secret_hash, created_at, revoked_at";
 
 /// A timestamp as stored.
 pub(crate) fn timestamp(at: DateTime<Utc>) -> String {
@@ -90,6 +94,16 @@ fn get_time(row: &SqliteRow, table: &str, column: &str) -> Result<DateTime<Utc>>
     DateTime::parse_from_rfc3339(&text)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|error| corrupt(table, format!("{column} `{text}`: {error}")))
+}
+
+fn get_opt_time(row: &SqliteRow, table: &str, column: &str) -> Result<Option<DateTime<Utc>>> {
+    let text: Option<String> = get(row, table, column)?;
+    text.map(|text| {
+        DateTime::parse_from_rfc3339(&text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|error| corrupt(table, format!("{column} `{text}`: {error}")))
+    })
+    .transpose()
 }
 
 fn get_json<T: serde::de::DeserializeOwned>(
@@ -191,6 +205,28 @@ pub(crate) fn event_from_row(row: &SqliteRow) -> Result<StoredEvent> {
             payload: get_json::<Value>(row, T, "payload")?,
             at: get_time(row, T, "at")?,
         },
+    })
+}
+
+/// Decodes an `api_keys` row selected with [`API_KEY_COLUMNS`]. A role
+/// this build does not know (the CHECK constraint bypassed, or a newer
+/// build's role) is a permanent error naming the key and the value.
+pub(crate) fn api_key_from_row(row: &SqliteRow) -> Result<ApiKeyRecord> {
+    const T: &str = "api_keys";
+    let id: String = get(row, T, "id")?;
+    let role: String = get(row, T, "role")?;
+    let role = AccessRole::ALL
+        .into_iter()
+        .find(|known| known.as_str() == role)
+        .ok_or_else(|| corrupt(T, format!("API key `{id}` has unknown role `{role}`")))?;
+    Ok(ApiKeyRecord {
+        tenant: get(row, T, "tenant")?,
+        role,
+        name: get(row, T, "name")?,
+        secret_hash: get(row, T, "secret_hash")?,
+        created_at: get_time(row, T, "created_at")?,
+        revoked_at: get_opt_time(row, T, "revoked_at")?,
+        id,
     })
 }
 

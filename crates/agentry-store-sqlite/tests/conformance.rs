@@ -60,3 +60,14 @@ mod llm_data {
         )
     });
 }
+
+mod api_keys {
+    use super::*;
+    agentry_store_conformance::api_key_conformance_tests!(async {
+        Arc::new(
+            SqliteStore::open_in_memory()
+                .await
+                .expect("open a temporary store"),
+        )
+    });
+}

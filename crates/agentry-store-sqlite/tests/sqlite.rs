@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentry_core::{
-    CommitOutcome, Error, ErrorClass, Event, EventKind, NewWorkflow, StateDelta, Store, WorkflowId,
-    WorkflowStatus,
+    AccessRole, ApiKeyStore, CommitOutcome, Error, ErrorClass, Event, EventKind, NewWorkflow,
+    StateDelta, Store, WorkflowId, WorkflowStatus,
 };
 use agentry_store_conformance::{
     advance_to, commit_of, commit_ok, new_workflow, output, snapshot, start_transition, started,
@@ -714,4 +714,56 @@ async fn simultaneous_first_opens_of_a_fresh_file_all_succeed() {
             store.health().await.unwrap();
         }
     }
+}
+
+#[tokio::test]
+async fn an_api_key_row_with_an_unknown_role_names_the_key_and_the_role() {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    let insert = "INSERT INTO api_keys (id, tenant, role, name, secret_hash, created_at) \
+                  VALUES ('k-legacy', 'acme', 'superuser', 'old key', 'ab12', \
+                  '2026-01-01T00:00:00.000000000Z')";
+    sqlx::query(insert)
+        .execute(store.pool())
+        .await
+        .expect_err("the CHECK constraint refuses an unknown role");
+    // A row such as another build (or a hand edit without the CHECK) left.
+    let mut conn = store.pool().acquire().await.unwrap();
+    sqlx::query("PRAGMA ignore_check_constraints = ON")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query(insert).execute(&mut *conn).await.unwrap();
+    sqlx::query("PRAGMA ignore_check_constraints = OFF")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    drop(conn);
+
+    let read = store.api_key("k-legacy").await.map(|_| ());
+    let listed = store.list_api_keys(Some("acme")).await.map(|_| ());
+    for result in [read, listed] {
+        let error = result.expect_err("an unknown role does not decode");
+        assert!(
+            matches!(&error, Error::Permanent(message)
+                if message.contains("k-legacy") && message.contains("superuser")),
+            "a permanent error naming the key and the role, got {error:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn api_keys_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agentry.db");
+    let store = open(&path).await;
+    let key = agentry_store_conformance::api_key_record("k1", "acme", AccessRole::Admin, 0);
+    store.create_api_key(key.clone()).await.unwrap();
+    let revoked = store
+        .revoke_api_key("k1", agentry_store_conformance::key_time(9))
+        .await
+        .unwrap();
+    drop(store);
+    let store = open(&path).await;
+    assert_eq!(store.api_key("k1").await.unwrap(), Some(revoked.clone()));
+    assert_eq!(store.list_api_keys(None).await.unwrap(), vec![revoked]);
 }

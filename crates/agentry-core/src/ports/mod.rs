@@ -1,5 +1,6 @@
 //! The ports that adapters implement, one module each.
 
+pub mod access;
 pub mod bus;
 pub mod codehost;
 pub mod sandbox;

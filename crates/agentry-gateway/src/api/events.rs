@@ -1,0 +1,206 @@
+//! `GET /v1/workflows/{id}/events`: server-sent events, resumable.
+//!
+//! Key design decision: the stream is read from the store's event log, by
+//! position (`seq`, sent as the SSE `id`), and the bus only says "look
+//! again". So a reconnect with `Last-Event-ID: N` continues exactly after
+//! event N, with nothing missed and nothing repeated, whichever process
+//! committed the events. Live `agent.progress` events (never stored) are
+//! passed through without an id, so they do not move the resume point. The
+//! stream ends after the event that ends the workflow's run.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use agentry_core::{AccessRole, EventKind, WorkflowStatus};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::stream::{Stream, StreamExt};
+use serde::Deserialize;
+
+use super::model::EventView;
+use super::workflows::parse_query;
+use super::{require, AppState, Caller};
+use crate::problem::{ApiError, Problem};
+
+const BATCH: u32 = 500;
+const POLL: Duration = Duration::from_millis(1000);
+
+/// Query of the event stream.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EventParams {
+    /// Start after this event position (like `Last-Event-ID`, which wins
+    /// when both are given).
+    #[param(minimum = 0)]
+    pub after: Option<u64>,
+}
+
+/// Events that end a stream: the workflow's run is over.
+fn ends_stream(kind: EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::WorkflowCompleted
+            | EventKind::WorkflowFailed
+            | EventKind::WorkflowCancelled
+            | EventKind::WorkflowRejected
+    )
+}
+
+fn is_final(status: WorkflowStatus) -> bool {
+    matches!(
+        status,
+        WorkflowStatus::Completed
+            | WorkflowStatus::Failed
+            | WorkflowStatus::Cancelled
+            | WorkflowStatus::Rejected
+    )
+}
+
+/// Follow a workflow's events as server-sent events.
+#[utoipa::path(
+    get, path = "/v1/workflows/{id}/events", operation_id = "streamWorkflowEvents", tag = "workflows",
+    params(
+        ("id" = String, Path, format = Uuid, description = "Workflow id"),
+        ("last-event-id" = Option<String>, Header, description = "Resume after this event (the SSE `id` last received)"),
+        EventParams
+    ),
+    responses(
+        (status = 200, description = "An event stream: each message has `event:` the kind, `data:` an EventView JSON, and (for stored events) `id:` its position", content_type = "text/event-stream", body = super::model::SseMessage),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not entitled", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such workflow in the caller's tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Malformed id or position", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
+pub async fn events(
+    State(state): State<AppState>,
+    axum::Extension(p): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    require(&p, AccessRole::Viewer)?;
+    let params: EventParams = parse_query(raw)?;
+    let record = state.workflow_of(&p, &id).await?;
+    let after = match headers.get("last-event-id") {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .ok_or_else(|| {
+                ApiError::field("last-event-id", "must be an event position (a number)")
+            })?,
+        None => params.after.unwrap_or(0),
+    };
+    let keepalive = Duration::from_secs(state.config.sse_keepalive_s.max(1));
+    let stream = follow(state, record.id, after);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(keepalive))
+        .into_response())
+}
+
+fn follow(
+    state: AppState,
+    id: agentry_core::WorkflowId,
+    after: u64,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    async_stream(move |tx| async move {
+        // Subscribe before the first read, so nothing falls between them.
+        let mut live = state.engine.subscribe();
+        let mut last = after;
+        loop {
+            let batch = match state.store.events(Some(id), last, BATCH).await {
+                Ok(b) => b,
+                Err(error) => {
+                    tracing::warn!(workflow_id = %id, %error, "Event stream cannot read the store.");
+                    return;
+                }
+            };
+            let mut ended = false;
+            for stored in &batch {
+                last = stored.seq;
+                let view = EventView::stored(stored);
+                let event = SseEvent::default()
+                    .id(stored.seq.to_string())
+                    .event(view.kind.clone())
+                    .json_data(&view);
+                let Ok(event) = event else { continue };
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+                ended |= ends_stream(stored.event.kind);
+            }
+            if batch.len() as u32 == BATCH {
+                continue;
+            }
+            if ended {
+                return;
+            }
+            // Nothing more stored: a workflow that already ended (its final
+            // event was sent on an earlier connection) ends the stream too.
+            match state.store.get_workflow(id).await {
+                Ok(r) if is_final(r.status) => {
+                    // Its final event may have landed after the read above.
+                    if let Ok(rest) = state.store.events(Some(id), last, 1).await {
+                        if !rest.is_empty() {
+                            continue;
+                        }
+                    }
+                    return;
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+            // Wait for a sign of news: an event of this workflow on the bus,
+            // a poll tick, or shutdown.
+            let deadline = tokio::time::sleep(POLL);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    _ = state.shutdown.cancelled() => return,
+                    _ = &mut deadline => break,
+                    next = live.next() => match next {
+                        None => {
+                            (&mut deadline).await;
+                            break;
+                        }
+                        Some(ev) if ev.workflow_id != id => {}
+                        Some(ev) if ev.kind == EventKind::AgentProgress => {
+                            let view = EventView::new(&ev, None);
+                            if let Ok(event) = SseEvent::default().event(view.kind.clone()).json_data(&view) {
+                                if tx.send(event).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        Some(_) => break,
+                    },
+                }
+            }
+        }
+    })
+}
+
+/// A stream fed by a producer task through a small channel; the task stops
+/// when the client goes away (its sends fail).
+fn async_stream<F, Fut>(producer: F) -> impl Stream<Item = Result<SseEvent, Infallible>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<SseEvent>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(producer(tx));
+    tokio_stream_from(rx).map(Ok)
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<SseEvent>,
+) -> impl Stream<Item = SseEvent> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

@@ -1,0 +1,272 @@
+//! The REST API: shared state, extractors, middleware and the router.
+
+pub mod agents;
+pub mod events;
+pub mod keys;
+pub mod model;
+pub mod system;
+pub mod workflows;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use agentry_core::{AccessRole, ApiKeyStore, RateLimiter, Store, WorkflowId, WorkflowRecord};
+use agentry_engine::{Engine, WorkflowDefinition};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, MatchedPath, Request};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
+
+use crate::auth::{Authenticator, Principal};
+use crate::config::GatewayConfig;
+use crate::problem::{ApiError, FieldError, REQUEST_ID};
+use crate::runs::Runs;
+
+/// Where submissions' workflow definitions come from.
+pub trait DefinitionSource: Send + Sync + 'static {
+    /// The names a submission may use.
+    fn names(&self) -> Vec<String>;
+    /// The definition named `name` (None: the default); an unknown name is
+    /// an error naming it and the known names.
+    fn load(&self, name: Option<&str>) -> Result<WorkflowDefinition, String>;
+}
+
+/// State shared by every handler.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub(crate) fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+#[doc(hidden)]
+pub struct Shared {
+    pub(crate) engine: Engine,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) keys: Arc<dyn ApiKeyStore>,
+    pub(crate) limiter: Arc<dyn RateLimiter>,
+    pub(crate) auth: Authenticator,
+    pub(crate) config: GatewayConfig,
+    pub(crate) runs: Arc<Runs>,
+    pub(crate) definitions: Arc<dyn DefinitionSource>,
+    /// Options every workflow starts with (the server's LLM choice).
+    pub(crate) base_options: Value,
+    pub(crate) validators: HashMap<String, jsonschema::Validator>,
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// A workflow of the caller's tenant, or 404 (the same 404 as an
+    /// unknown id, so ids of other tenants do not leak).
+    pub async fn workflow_of(&self, p: &Principal, id: &str) -> Result<WorkflowRecord, ApiError> {
+        let id: WorkflowId = parse_id(id)?;
+        let not_found = || ApiError::NotFound(format!("workflow {id} not found"));
+        match self.store.get_workflow(id).await {
+            Ok(record) if record.tenant.as_deref() == Some(p.tenant.as_str()) => Ok(record),
+            Ok(_) | Err(agentry_core::Error::NotFound(_)) => Err(not_found()),
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
+/// Parses a workflow id path segment.
+pub fn parse_id(id: &str) -> Result<WorkflowId, ApiError> {
+    id.parse().map_err(|_| {
+        ApiError::field(
+            "id",
+            format!(
+                "`{}` is not a workflow id (a UUID)",
+                id.chars().take(64).collect::<String>()
+            ),
+        )
+    })
+}
+
+/// 403 unless the caller's role includes `needed`.
+pub fn require(p: &Principal, needed: AccessRole) -> Result<(), ApiError> {
+    if p.role.allows(needed) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "this action needs the {needed} role; the caller has {}",
+            p.role
+        )))
+    }
+}
+
+/// A JSON body, checked against its OpenAPI schema (every violation named
+/// by its JSON pointer) and then decoded. An empty body without a content
+/// type reads as `{}`, for actions whose body is optional.
+pub struct ValidJson<T>(pub T);
+
+impl<T> FromRequest<AppState> for ValidJson<T>
+where
+    T: DeserializeOwned + ToSchema,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            });
+        let is_json = content_type
+            .as_deref()
+            .is_some_and(|t| t == "application/json" || t.ends_with("+json"));
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::TooLarge(state.config.max_body_bytes)
+            } else {
+                ApiError::BadRequest(format!("cannot read the request body: {rejection}"))
+            }
+        })?;
+        let value: Value = if bytes.is_empty() && content_type.is_none() {
+            Value::Object(Default::default())
+        } else if !is_json {
+            return Err(ApiError::UnsupportedMediaType);
+        } else {
+            serde_json::from_slice(&bytes).map_err(|error| {
+                ApiError::BadRequest(format!("the body is not valid JSON: {error}"))
+            })?
+        };
+        let name = T::name();
+        if let Some(validator) = state.validators.get(name.as_ref()) {
+            let errors: Vec<FieldError> = validator
+                .iter_errors(&value)
+                .map(|e| FieldError {
+                    field: pointer_or_root(&e.instance_path.to_string()),
+                    message: e.to_string(),
+                })
+                .collect();
+            if !errors.is_empty() {
+                return Err(ApiError::Invalid(errors));
+            }
+        }
+        let decoded: T = serde_path_to_error::deserialize(value).map_err(|error| {
+            ApiError::field(
+                pointer_or_root(&format!("/{}", error.path()).replace('.', "/")),
+                error.inner().to_string(),
+            )
+        })?;
+        Ok(ValidJson(decoded))
+    }
+}
+
+fn pointer_or_root(pointer: &str) -> String {
+    if pointer.is_empty() || pointer == "/" || pointer == "/." {
+        "/".to_string()
+    } else {
+        pointer.to_string()
+    }
+}
+
+/// What the access log needs from inside: who called.
+#[derive(Debug, Clone)]
+struct LoggedPrincipal(Principal);
+
+/// Authenticates the caller, applies its rate limit, and hands the
+/// [`Principal`] to the handler.
+pub async fn authenticate(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let principal = state
+        .auth
+        .authenticate(req.headers())
+        .await
+        .map_err(ApiError::Auth)?;
+    let limit = state.config.rate_limit;
+    let decision = state
+        .limiter
+        .acquire(&principal.subject, limit)
+        .await
+        .map_err(ApiError::from)?;
+    if !decision.allowed {
+        let mut response = ApiError::RateLimited(decision.retry_after).into_response();
+        response.extensions_mut().insert(LoggedPrincipal(principal));
+        return Ok(response);
+    }
+    req.extensions_mut().insert(principal.clone());
+    let mut response = next.run(req).await;
+    let headers = response.headers_mut();
+    headers.insert("ratelimit-limit", HeaderValue::from(limit.burst));
+    headers.insert("ratelimit-remaining", HeaderValue::from(decision.remaining));
+    response.extensions_mut().insert(LoggedPrincipal(principal));
+    Ok(response)
+}
+
+/// The caller, as set by [`authenticate`].
+pub type Caller = Extension<Principal>;
+
+/// Gives every request an id (`x-request-id` as sent, or a new one), runs it
+/// with that id in scope, returns the id, and writes one access-log line.
+pub async fn request_context(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = request_id_of(req.headers());
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "(unmatched)".to_string());
+    let span = tracing::info_span!("request", request_id = %request_id, route = %route);
+    let mut response = {
+        use tracing::Instrument;
+        REQUEST_ID
+            .scope(request_id.clone(), next.run(req))
+            .instrument(span)
+            .await
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    let caller = response.extensions().get::<LoggedPrincipal>().cloned();
+    tracing::info!(
+        target: "agentry::access",
+        method = %method,
+        route = %route,
+        status = response.status().as_u16(),
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        tenant = caller.as_ref().map(|c| c.0.tenant.as_str()).unwrap_or(""),
+        key_id = caller.as_ref().map(|c| c.0.subject.as_str()).unwrap_or(""),
+        request_id = %request_id,
+        "request"
+    );
+    response
+}
+
+/// The request's id: `x-request-id` when it is 1–128 visible ASCII
+/// characters, else a new UUID.
+fn request_id_of(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}

@@ -1,0 +1,665 @@
+//! Request and response bodies of the REST API. Their `ToSchema` derives
+//! ARE the OpenAPI document's schemas, and request bodies are validated
+//! against those same schemas before they are decoded.
+
+use std::collections::BTreeMap;
+
+use agentry_core::{
+    AgentOutputRecord, ApiKeyRecord, Checkpoint, StoredEvent, UsageRecord, WorkflowErrorEntry,
+    WorkflowRecord, WorkflowState, WorkflowStatus,
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// Largest requirement text the schema admits (the configured limit can be
+/// lower).
+pub const MAX_REQUIREMENT_CHARS: usize = 100_000;
+
+/// A workflow's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Accepted, not started yet.
+    Pending,
+    /// Agents are working.
+    Running,
+    /// Waiting for a human (`approve` or `reject`).
+    AwaitingApproval,
+    /// Done.
+    Completed,
+    /// Stopped by an error (see `errors`); `resume` retries.
+    Failed,
+    /// Cancelled by a user.
+    Cancelled,
+    /// Rejected by a human.
+    Rejected,
+}
+
+impl From<WorkflowStatus> for Status {
+    fn from(s: WorkflowStatus) -> Self {
+        match s {
+            WorkflowStatus::Pending => Status::Pending,
+            WorkflowStatus::Running => Status::Running,
+            WorkflowStatus::AwaitingApproval => Status::AwaitingApproval,
+            WorkflowStatus::Completed => Status::Completed,
+            WorkflowStatus::Failed => Status::Failed,
+            WorkflowStatus::Cancelled => Status::Cancelled,
+            WorkflowStatus::Rejected => Status::Rejected,
+            // A status added to core later: shown as failed until the API
+            // names it (the response schema lists only the above).
+            _ => Status::Failed,
+        }
+    }
+}
+
+impl From<Status> for WorkflowStatus {
+    fn from(s: Status) -> Self {
+        match s {
+            Status::Pending => WorkflowStatus::Pending,
+            Status::Running => WorkflowStatus::Running,
+            Status::AwaitingApproval => WorkflowStatus::AwaitingApproval,
+            Status::Completed => WorkflowStatus::Completed,
+            Status::Failed => WorkflowStatus::Failed,
+            Status::Cancelled => WorkflowStatus::Cancelled,
+            Status::Rejected => WorkflowStatus::Rejected,
+        }
+    }
+}
+
+/// `POST /v1/workflows`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitWorkflow {
+    /// What to build, in plain words.
+    #[schema(min_length = 1, max_length = 100000, pattern = r"\S")]
+    pub requirement: String,
+    /// Tracker project key and wiki space (default: the analyst's proposal).
+    #[schema(pattern = r"^[A-Z][A-Z0-9]{1,9}$")]
+    pub project_key: Option<String>,
+    /// Repository name (default: the analyst's proposal).
+    #[schema(pattern = r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+    pub repository: Option<String>,
+    /// Workflow definition by name (default: `sdlc`); see `GET /v1/workflow-definitions`.
+    #[schema(pattern = r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+    pub workflow: Option<String>,
+    /// Per-run options.
+    pub options: Option<RunOptions>,
+}
+
+/// Per-run options.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunOptions {
+    /// Cost cap of the whole run, US dollars.
+    #[schema(minimum = 0.0, maximum = 1000000.0)]
+    pub budget_usd: Option<f64>,
+    /// Token cap of the whole run.
+    #[schema(minimum = 0, maximum = 1000000000000_u64)]
+    pub budget_tokens: Option<u64>,
+}
+
+/// Links of a workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct WorkflowLinks {
+    /// This workflow.
+    #[serde(rename = "self")]
+    pub this: String,
+    /// Its server-sent events.
+    pub events: String,
+    /// Its history.
+    pub history: String,
+}
+
+impl WorkflowLinks {
+    /// The links of `id`.
+    pub fn of(id: impl std::fmt::Display) -> Self {
+        WorkflowLinks {
+            this: format!("/v1/workflows/{id}"),
+            events: format!("/v1/workflows/{id}/events"),
+            history: format!("/v1/workflows/{id}/history"),
+        }
+    }
+}
+
+/// The answer to a submission or a control action.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct WorkflowAccepted {
+    /// Workflow id.
+    #[schema(format = Uuid)]
+    pub id: String,
+    /// Its status now.
+    pub status: Status,
+    /// Correlation id it runs under.
+    pub request_id: String,
+    /// Where to follow it.
+    pub links: WorkflowLinks,
+}
+
+/// One workflow in a list.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct WorkflowSummary {
+    /// Id.
+    #[schema(format = Uuid)]
+    pub id: String,
+    /// Status.
+    pub status: Status,
+    /// Correlation id.
+    pub request_id: String,
+    /// Workflow definition name.
+    pub workflow: String,
+    /// The requirement (first 200 characters).
+    pub requirement: String,
+    /// Node(s) running or last run.
+    pub current_step: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&WorkflowRecord> for WorkflowSummary {
+    fn from(r: &WorkflowRecord) -> Self {
+        WorkflowSummary {
+            id: r.id.to_string(),
+            status: r.status.into(),
+            request_id: r.request_id.clone(),
+            workflow: r.workflow_name.clone(),
+            requirement: r.requirements.chars().take(200).collect(),
+            current_step: r.current_step.clone(),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// A page of workflows, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct WorkflowList {
+    /// Workflows.
+    pub items: Vec<WorkflowSummary>,
+    /// Pass as `before` for the next page; absent at the end.
+    #[schema(format = Uuid)]
+    pub next: Option<String>,
+}
+
+/// Artifacts a workflow made.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Artifacts {
+    /// Tracker issue keys.
+    pub tickets: Vec<String>,
+    /// Wiki page ids.
+    pub pages: Vec<String>,
+    /// Repositories.
+    pub repositories: Vec<String>,
+}
+
+/// One error a workflow met.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct WorkflowError {
+    /// Super-step.
+    pub step: u64,
+    /// Node, when a node failed.
+    pub node: Option<String>,
+    /// Attempt.
+    pub attempt: u32,
+    /// Class: transient, rate_limited, permanent, invalid_input, budget_exceeded.
+    pub class: String,
+    /// What happened.
+    pub message: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+impl From<&WorkflowErrorEntry> for WorkflowError {
+    fn from(e: &WorkflowErrorEntry) -> Self {
+        WorkflowError {
+            step: e.step,
+            node: e.node.clone(),
+            attempt: e.attempt,
+            class: e.class.as_str().to_string(),
+            message: e.message.clone(),
+            at: e.at,
+        }
+    }
+}
+
+/// LLM usage of one agent role.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct RoleUsage {
+    /// Agent role.
+    pub agent: String,
+    /// Provider that answered.
+    pub provider: String,
+    /// Model.
+    pub model: String,
+    /// LLM calls.
+    pub calls: u64,
+    /// Calls answered from the cache.
+    pub cached_calls: u64,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// Cost, US dollars.
+    pub cost_usd: f64,
+}
+
+impl From<&UsageRecord> for RoleUsage {
+    fn from(u: &UsageRecord) -> Self {
+        RoleUsage {
+            agent: u.agent.clone(),
+            provider: u.provider.clone(),
+            model: u.model.clone(),
+            calls: u.calls,
+            cached_calls: u.cached_calls,
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            cost_usd: u.cost_usd,
+        }
+    }
+}
+
+/// One agent output row.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct AgentOutput {
+    /// Agent role.
+    pub agent: String,
+    /// Output type.
+    pub output_type: String,
+    /// Super-step that wrote it.
+    pub step: u64,
+    /// Content.
+    pub content: Value,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&AgentOutputRecord> for AgentOutput {
+    fn from(o: &AgentOutputRecord) -> Self {
+        AgentOutput {
+            agent: o.agent_name.clone(),
+            output_type: o.output_type.clone(),
+            step: o.step,
+            content: o.content.clone(),
+            created_at: o.created_at,
+        }
+    }
+}
+
+/// A workflow in full.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct WorkflowDetail {
+    /// Id.
+    #[schema(format = Uuid)]
+    pub id: String,
+    /// Status.
+    pub status: Status,
+    /// Correlation id.
+    pub request_id: String,
+    /// Workflow definition name.
+    pub workflow: String,
+    /// The requirement.
+    pub requirement: String,
+    /// Node(s) running or last run.
+    pub current_step: String,
+    /// Super-step.
+    pub step: u64,
+    /// Run options (LLM, project key, repository, budget).
+    pub options: Value,
+    /// Agent outputs, oldest first.
+    pub outputs: Vec<AgentOutput>,
+    /// Shared context.
+    pub shared_context: BTreeMap<String, Value>,
+    /// Artifacts.
+    pub artifacts: Artifacts,
+    /// Errors met.
+    pub errors: Vec<WorkflowError>,
+    /// LLM usage per agent role.
+    pub usage: Vec<RoleUsage>,
+    /// Total LLM cost, US dollars.
+    pub total_cost_usd: f64,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Links.
+    pub links: WorkflowLinks,
+}
+
+impl WorkflowDetail {
+    /// Builds the view from the record, its folded state and outputs.
+    pub fn new(
+        record: &WorkflowRecord,
+        state: &WorkflowState,
+        outputs: &[AgentOutputRecord],
+    ) -> Self {
+        let usage: Vec<RoleUsage> = state.usage.values().map(RoleUsage::from).collect();
+        WorkflowDetail {
+            id: record.id.to_string(),
+            status: record.status.into(),
+            request_id: record.request_id.clone(),
+            workflow: record.workflow_name.clone(),
+            requirement: record.requirements.clone(),
+            current_step: record.current_step.clone(),
+            step: record.cursor.step,
+            options: record.options.clone(),
+            outputs: outputs.iter().map(AgentOutput::from).collect(),
+            shared_context: state.shared_context.clone(),
+            artifacts: Artifacts {
+                tickets: state.jira_tickets.clone(),
+                pages: state.confluence_pages.clone(),
+                repositories: state.gitlab_repos.clone(),
+            },
+            errors: state.errors.iter().map(WorkflowError::from).collect(),
+            total_cost_usd: usage.iter().map(|u| u.cost_usd).sum(),
+            usage,
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+            links: WorkflowLinks::of(record.id),
+        }
+    }
+}
+
+/// One entry of a workflow's history.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct HistoryEntry {
+    /// Position in the history (1-based).
+    pub seq: u64,
+    /// Super-step.
+    pub step: u64,
+    /// Node whose task wrote it; absent for a control action.
+    pub node: Option<String>,
+    /// Attempt that wrote it.
+    pub attempt: Option<u32>,
+    /// Status after it.
+    pub status: Status,
+    /// Current step after it.
+    pub current_step: String,
+    /// Control-action note.
+    pub note: String,
+    /// Agent outputs it wrote, by output type.
+    pub outputs: Vec<String>,
+    /// Shared-context keys it changed.
+    pub context_keys: Vec<String>,
+    /// Errors it recorded.
+    pub errors: Vec<String>,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&Checkpoint> for HistoryEntry {
+    fn from(c: &Checkpoint) -> Self {
+        HistoryEntry {
+            seq: c.seq,
+            step: c.step,
+            node: c.node.clone(),
+            attempt: c.attempt,
+            status: c.status.into(),
+            current_step: c.current_step.clone(),
+            note: c.note.clone(),
+            outputs: c
+                .delta
+                .agent_outputs
+                .iter()
+                .map(|o| format!("{}/{}", o.agent_name, o.output_type))
+                .collect(),
+            context_keys: c.delta.shared_context.keys().cloned().collect(),
+            errors: c.delta.errors.iter().map(|e| e.message.clone()).collect(),
+            created_at: c.created_at,
+        }
+    }
+}
+
+/// A workflow's history, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct History {
+    /// Entries.
+    pub items: Vec<HistoryEntry>,
+}
+
+/// One event, as sent on the event stream (`data:` of an SSE message).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct EventView {
+    /// Store position; the SSE `id`. Absent for live progress events,
+    /// which are not stored.
+    pub seq: Option<u64>,
+    /// Unique id.
+    #[schema(format = Uuid)]
+    pub id: String,
+    /// Kind (`workflow.started`, `agent.task.completed`, `agent.progress`, ...).
+    pub kind: String,
+    /// Workflow.
+    #[schema(format = Uuid)]
+    pub workflow_id: String,
+    /// Super-step.
+    pub step: Option<u64>,
+    /// Node.
+    pub node: Option<String>,
+    /// Attempt.
+    pub attempt: Option<u32>,
+    /// Correlation id.
+    pub request_id: Option<String>,
+    /// Details.
+    pub payload: Value,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+impl EventView {
+    /// The view of an event, with its store position when stored.
+    pub fn new(event: &agentry_core::Event, seq: Option<u64>) -> Self {
+        EventView {
+            seq,
+            id: event.id.to_string(),
+            kind: event.kind.as_str().to_string(),
+            workflow_id: event.workflow_id.to_string(),
+            step: event.step,
+            node: event.node.clone(),
+            attempt: event.attempt,
+            request_id: event.request_id.clone(),
+            payload: event.payload.clone(),
+            at: event.at,
+        }
+    }
+
+    /// The view of a stored event.
+    pub fn stored(e: &StoredEvent) -> Self {
+        Self::new(&e.event, Some(e.seq))
+    }
+}
+
+/// One message of the event stream, as the SSE wire format frames it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct SseMessage {
+    /// The event's store position (`seq`); resume with `Last-Event-ID`.
+    /// Absent for live `agent.progress` events.
+    pub id: Option<String>,
+    /// The event kind (`workflow.started`, ...).
+    pub event: String,
+    /// An `EventView` as JSON text.
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
+}
+
+/// `POST /v1/workflows/{id}/approve`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveBody {
+    /// Note recorded in the history.
+    #[schema(max_length = 2000)]
+    pub note: Option<String>,
+}
+
+/// `POST /v1/workflows/{id}/reject`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RejectBody {
+    /// Why (recorded in the workflow's errors).
+    #[schema(min_length = 1, max_length = 2000, pattern = r"\S")]
+    pub reason: String,
+}
+
+/// `POST /v1/workflows/{id}/cancel`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelBody {
+    /// Why.
+    #[schema(max_length = 2000)]
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/workflows/{id}/resume`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeBody {
+    /// Note recorded in the server log.
+    #[schema(max_length = 2000)]
+    pub note: Option<String>,
+}
+
+/// One agent role and its workers.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct AgentStatus {
+    /// Role (`business_analyst`, `developer`, ...).
+    pub role: String,
+    /// `idle`, `busy` (tasks in flight) or `stopped` (no worker).
+    pub status: String,
+    /// Worker tasks serving the role.
+    pub workers: u32,
+    /// Tasks being processed now.
+    pub in_flight: u32,
+    /// Tasks completed since the server started.
+    pub completed: u64,
+    /// Task deliveries that failed since the server started.
+    pub failed: u64,
+    /// When a task of the role last started.
+    pub last_task_at: Option<DateTime<Utc>>,
+}
+
+/// `GET /v1/agents`
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct AgentList {
+    /// `embedded` (agents run in this server) or `distributed`.
+    pub mode: String,
+    /// Workflows this server drives now.
+    pub running_workflows: u64,
+    /// Its limit.
+    pub max_running_workflows: u64,
+    /// Roles.
+    pub agents: Vec<AgentStatus>,
+}
+
+/// An access role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Read.
+    Viewer,
+    /// Read, submit, approve, reject, cancel, resume.
+    Operator,
+    /// Everything, and API keys.
+    Admin,
+}
+
+impl From<agentry_core::AccessRole> for Role {
+    fn from(r: agentry_core::AccessRole) -> Self {
+        match r {
+            agentry_core::AccessRole::Viewer => Role::Viewer,
+            agentry_core::AccessRole::Operator => Role::Operator,
+            agentry_core::AccessRole::Admin => Role::Admin,
+        }
+    }
+}
+
+impl From<Role> for agentry_core::AccessRole {
+    fn from(r: Role) -> Self {
+        match r {
+            Role::Viewer => agentry_core::AccessRole::Viewer,
+            Role::Operator => agentry_core::AccessRole::Operator,
+            Role::Admin => agentry_core::AccessRole::Admin,
+        }
+    }
+}
+
+/// `POST /v1/keys`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    /// Role of the new key.
+    pub role: Role,
+    /// Label.
+    #[schema(max_length = 200)]
+    pub name: Option<String>,
+}
+
+/// An API key (never its secret).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct KeyInfo {
+    /// Key id.
+    pub id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Role.
+    pub role: Role,
+    /// Label.
+    pub name: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Revoked, when it is.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<&ApiKeyRecord> for KeyInfo {
+    fn from(k: &ApiKeyRecord) -> Self {
+        KeyInfo {
+            id: k.id.clone(),
+            tenant: k.tenant.clone(),
+            role: k.role.into(),
+            name: k.name.clone(),
+            created_at: k.created_at,
+            revoked_at: k.revoked_at,
+        }
+    }
+}
+
+/// A key just created: the only time its secret is shown.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct CreatedKey {
+    /// The key to send as `Authorization: Bearer <key>`; shown once.
+    pub key: String,
+    /// Its record.
+    #[serde(flatten)]
+    pub info: KeyInfo,
+}
+
+/// `GET /v1/keys`
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct KeyList {
+    /// Keys of the caller's tenant, oldest first.
+    pub items: Vec<KeyInfo>,
+}
+
+/// `GET /healthz`
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+}
+
+/// `GET /readyz`
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `unavailable`.
+    pub status: String,
+    /// Each dependency: `ok` or what is wrong.
+    pub checks: BTreeMap<String, String>,
+}
+
+/// Workflow definitions a submission may name.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct DefinitionList {
+    /// Names.
+    pub items: Vec<String>,
+}

@@ -1,0 +1,129 @@
+//! Health, readiness, the OpenAPI document, the offline docs page, and the
+//! list of workflow definitions.
+
+use std::collections::BTreeMap;
+
+use agentry_core::AccessRole;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::model::{DefinitionList, Health, Readiness};
+use super::{require, AppState, Caller};
+use crate::problem::{ApiError, Problem};
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "system",
+    responses((status = 200, description = "Alive", body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".to_string(),
+    })
+}
+
+/// Readiness: the store and the bus are reachable.
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "system",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "A dependency is down", body = Readiness),
+    ))]
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let mut checks = BTreeMap::new();
+    let timeout = std::time::Duration::from_secs(2);
+    let store = match tokio::time::timeout(timeout, state.store.health()).await {
+        Ok(Ok(())) => "ok".to_string(),
+        Ok(Err(error)) => error.to_string(),
+        Err(_) => "timed out".to_string(),
+    };
+    let bus = match tokio::time::timeout(timeout, state.engine.bus().health()).await {
+        Ok(Ok(())) => "ok".to_string(),
+        Ok(Err(error)) => error.to_string(),
+        Err(_) => "timed out".to_string(),
+    };
+    let draining = state.shutdown.is_cancelled();
+    let ready = store == "ok" && bus == "ok" && !draining;
+    checks.insert(format!("store ({})", state.store.name()), store);
+    checks.insert(format!("bus ({})", state.engine.bus().name()), bus);
+    if draining {
+        checks.insert("server".to_string(), "shutting down".to_string());
+    }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(Readiness {
+            status: if ready { "ready" } else { "unavailable" }.to_string(),
+            checks,
+        }),
+    )
+        .into_response()
+}
+
+/// Workflow definitions a submission may name.
+#[utoipa::path(
+    get, path = "/v1/workflow-definitions", operation_id = "listWorkflowDefinitions", tag = "workflows",
+    responses(
+        (status = 200, description = "Names", body = DefinitionList),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not entitled", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
+pub async fn definitions(
+    State(state): State<AppState>,
+    axum::Extension(p): Caller,
+) -> Result<Json<DefinitionList>, ApiError> {
+    require(&p, AccessRole::Viewer)?;
+    Ok(Json(DefinitionList {
+        items: state.definitions.names(),
+    }))
+}
+
+/// The OpenAPI 3.1 document, generated from the code.
+pub async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::document_json(),
+    )
+        .into_response()
+}
+
+const DOCS_HTML: &str = include_str!("../../assets/docs.html");
+const SWAGGER_JS: &[u8] = include_bytes!("../../assets/swagger-ui/swagger-ui-bundle.js");
+const SWAGGER_CSS: &[u8] = include_bytes!("../../assets/swagger-ui/swagger-ui.css");
+const FAVICON: &[u8] = include_bytes!("../../assets/swagger-ui/favicon-32x32.png");
+
+/// The API docs page (Swagger UI, vendored; no network needed).
+pub async fn docs() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        DOCS_HTML,
+    )
+        .into_response()
+}
+
+/// A vendored docs asset.
+pub async fn docs_asset(axum::extract::Path(file): axum::extract::Path<String>) -> Response {
+    let (body, kind): (&'static [u8], &str) = match file.as_str() {
+        "swagger-ui-bundle.js" => (SWAGGER_JS, "text/javascript; charset=utf-8"),
+        "swagger-ui.css" => (SWAGGER_CSS, "text/css; charset=utf-8"),
+        "favicon-32x32.png" => (FAVICON, "image/png"),
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        body,
+    )
+        .into_response()
+}

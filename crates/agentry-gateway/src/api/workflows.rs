@@ -1,0 +1,423 @@
+//! `/v1/workflows`: submit, list, read, history and control actions.
+
+use agentry_core::{AccessRole, Budget, Limit, WorkflowQuery, WorkflowStatus};
+use agentry_engine::Submission;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tracing::info;
+
+use super::model::*;
+use super::{require, AppState, Caller, ValidJson};
+use crate::problem::{current_request_id, ApiError, Problem};
+
+/// Query of `GET /v1/workflows`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Only workflows with this status.
+    pub status: Option<Status>,
+    /// Page size (1–500, default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u32>,
+    /// Continue after this workflow id (the `next` of the previous page).
+    #[param(format = Uuid)]
+    pub before: Option<String>,
+}
+
+/// Parses a query string, naming the bad parameter.
+pub fn parse_query<T: serde::de::DeserializeOwned + Default>(
+    raw: Option<String>,
+) -> Result<T, ApiError> {
+    match raw.as_deref() {
+        None | Some("") => Ok(T::default()),
+        Some(q) => serde_urlencoded::from_str(q)
+            .map_err(|error| ApiError::field("query", error.to_string())),
+    }
+}
+
+fn accepted(record: &agentry_core::WorkflowRecord, status: StatusCode) -> Response {
+    let body = WorkflowAccepted {
+        id: record.id.to_string(),
+        status: record.status.into(),
+        request_id: record.request_id.clone(),
+        links: WorkflowLinks::of(record.id),
+    };
+    let mut response = (status, Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/workflows/{}", record.id)) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    response
+}
+
+/// Submit a requirement; the workflow runs in the background.
+#[utoipa::path(
+    post, path = "/v1/workflows", operation_id = "submitWorkflow", tag = "workflows",
+    request_body = SubmitWorkflow,
+    responses(
+        (status = 202, description = "Accepted; the workflow runs in the background", body = WorkflowAccepted,
+            headers(("location" = String, description = "The workflow's URL"))),
+        (status = 200, description = "The same request id was submitted before with the same requirement: that workflow", body = WorkflowAccepted),
+        (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Role does not allow it", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The request id was used for another submission", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "At the running-workflow limit", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
+pub async fn submit(
+    State(state): State<AppState>,
+    axum::Extension(p): Caller,
+    ValidJson(body): ValidJson<SubmitWorkflow>,
+) -> Result<Response, ApiError> {
+    require(&p, AccessRole::Operator)?;
+    if body.requirement.trim().is_empty() {
+        return Err(ApiError::field("/requirement", "must not be blank"));
+    }
+    let chars = body.requirement.chars().count();
+    if chars > state.config.max_requirement_chars {
+        return Err(ApiError::field(
+            "/requirement",
+            format!(
+                "is {chars} characters long; the limit is {}",
+                state.config.max_requirement_chars
+            ),
+        ));
+    }
+    let definition = state
+        .definitions
+        .load(body.workflow.as_deref())
+        .map_err(|message| ApiError::field("/workflow", message))?;
+    let request_id = current_request_id().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    // A resubmission of the same request id answers without a permit.
+    if let Some(existing) = state.store.find_by_request_id(&request_id).await? {
+        return resubmitted(&p, &existing, &body.requirement);
+    }
+    let permit = state.runs.try_permit()?;
+    let mut options = match state.base_options.clone() {
+        Value::Object(map) => Value::Object(map),
+        _ => json!({}),
+    };
+    options["project_key"] = json!(body.project_key);
+    options["repository"] = json!(body.repository);
+    if let Some(run) = &body.options {
+        let budget = Budget {
+            workflow: Limit {
+                max_cost_usd: run.budget_usd,
+                max_tokens: run.budget_tokens,
+            },
+            roles: Default::default(),
+        };
+        if !budget.is_unlimited() {
+            options["budget"] =
+                serde_json::to_value(&budget).map_err(|e| ApiError::Internal(e.to_string()))?;
+        }
+    }
+    let record = state
+        .engine
+        .submit(Submission {
+            requirements: body.requirement.clone(),
+            request_id: Some(request_id),
+            definition,
+            options,
+            tenant: Some(p.tenant.clone()),
+        })
+        .await?;
+    if record.tenant.as_deref() != Some(p.tenant.as_str())
+        || record.requirements != body.requirement
+        || record.status != WorkflowStatus::Pending
+    {
+        // Lost a race with a submission of the same request id.
+        return resubmitted(&p, &record, &body.requirement);
+    }
+    info!(workflow_id = %record.id, tenant = %p.tenant, "Workflow accepted.");
+    state.runs.start(record.id, Some(permit));
+    Ok(accepted(&record, StatusCode::ACCEPTED))
+}
+
+fn resubmitted(
+    p: &crate::auth::Principal,
+    existing: &agentry_core::WorkflowRecord,
+    requirement: &str,
+) -> Result<Response, ApiError> {
+    if existing.tenant.as_deref() == Some(p.tenant.as_str()) && existing.requirements == requirement
+    {
+        Ok(accepted(existing, StatusCode::OK))
+    } else {
+        Err(ApiError::Conflict(
+            "this x-request-id was already used for another submission; send a new one".to_string(),
+        ))
+    }
+}
+
+/// List the caller's workflows, newest first.
+#[utoipa::path(
+    get, path = "/v1/workflows", operation_id = "listWorkflows", tag = "workflows",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of workflows", body = WorkflowList),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not entitled", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    axum::Extension(p): Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<WorkflowList>, ApiError> {
+    require(&p, AccessRole::Viewer)?;
+    let params: ListParams = parse_query(raw)?;
+    let limit = params.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::field("limit", "must be between 1 and 500"));
+    }
+    let before = match params.before.as_deref() {
+        Some(b) => Some(
+            b.parse()
+                .map_err(|_| ApiError::field("before", "must be a workflow id (a UUID)"))?,
+        ),
+        None => None,
+    };
+    let page = state
+        .store
+        .list_workflows(WorkflowQuery {
+            status: params.status.map(Into::into),
+            tenant: Some(p.tenant.clone()),
+            limit,
+            before,
+        })
+        .await?;
+    Ok(Json(WorkflowList {
+        items: page.items.iter().map(WorkflowSummary::from).collect(),
+        next: page.next.map(|n| n.to_string()),
+    }))
+}
+
+/// A workflow: state, outputs, artifacts, usage.
+#[utoipa::path(
+    get, path = "/v1/workflows/{id}", operation_id = "getWorkflow", tag = "workflows",
+    params(("id" = String, Path, format = Uuid, description = "Workflow id")),
+    responses(
+        (status = 200, description = "The workflow", body = WorkflowDetail),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not entitled", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such workflow in the caller's tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    axum::Extension(p): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<WorkflowDetail>, ApiError> {
+    require(&p, AccessRole::Viewer)?;
+    let record = state.workflow_of(&p, &id).await?;
+    let state_now = state.store.state_at(record.id, None).await?;
+    let outputs = state.store.agent_outputs(record.id).await?;
+    Ok(Json(WorkflowDetail::new(&record, &state_now, &outputs)))
+}
+
+/// A workflow's history (its checkpoints), oldest first.
+#[utoipa::path(
+    get, path = "/v1/workflows/{id}/history", operation_id = "getWorkflowHistory", tag = "workflows",
+    params(("id" = String, Path, format = Uuid, description = "Workflow id")),
+    responses(
+        (status = 200, description = "The history", body = History),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not entitled", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such workflow in the caller's tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
+pub async fn history(
+    State(state): State<AppState>,
+    axum::Extension(p): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<History>, ApiError> {
+    require(&p, AccessRole::Viewer)?;
+    let record = state.workflow_of(&p, &id).await?;
+    let checkpoints = state.store.checkpoints(record.id).await?;
+    Ok(Json(History {
+        items: checkpoints.iter().map(HistoryEntry::from).collect(),
+    }))
+}
+
+/// The note of a control action: the caller's words plus who and which
+/// request, for the history.
+fn note_of(p: &crate::auth::Principal, action: &str, words: Option<&str>) -> String {
+    let who = format!(
+        "{action} by {} (tenant {}, request {})",
+        p.subject,
+        p.tenant,
+        current_request_id().unwrap_or_default()
+    );
+    match words.map(str::trim).filter(|w| !w.is_empty()) {
+        Some(w) => format!("{w} ({who})"),
+        None => who,
+    }
+}
+
+macro_rules! control_path {
+    ($method:ident, $id:literal, $path:literal, $body:ty, $ok:literal, $okdesc:literal) => {
+        #[utoipa::path(
+            post, path = $path, tag = "workflows", operation_id = $id,
+            params(("id" = String, Path, format = Uuid, description = "Workflow id")),
+            request_body(content = $body, description = "Optional for approve, cancel and resume"),
+            responses(
+                (status = $ok, description = $okdesc, body = WorkflowAccepted),
+                (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
+                (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+                (status = 403, description = "Role does not allow it", body = Problem, content_type = "application/problem+json"),
+                (status = 404, description = "No such workflow in the caller's tenant", body = Problem, content_type = "application/problem+json"),
+                (status = 409, description = "The workflow's status does not allow it", body = Problem, content_type = "application/problem+json"),
+                (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+                (status = 415, description = "Body not JSON", body = Problem, content_type = "application/problem+json"),
+                (status = 422, description = "Invalid fields or id", body = Problem, content_type = "application/problem+json"),
+                (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+                (status = 503, description = "At the running-workflow limit, or unavailable", body = Problem, content_type = "application/problem+json"),
+            ),
+            security(("bearer" = []), ("api_key" = []))
+        )]
+        #[allow(dead_code)]
+        fn $method() {}
+    };
+}
+
+control_path!(
+    approve_doc,
+    "approveWorkflow",
+    "/v1/workflows/{id}/approve",
+    ApproveBody,
+    202,
+    "Approved; the workflow continues in the background"
+);
+control_path!(
+    reject_doc,
+    "rejectWorkflow",
+    "/v1/workflows/{id}/reject",
+    RejectBody,
+    200,
+    "Rejected"
+);
+control_path!(
+    cancel_doc,
+    "cancelWorkflow",
+    "/v1/workflows/{id}/cancel",
+    CancelBody,
+    200,
+    "Cancelled"
+);
+control_path!(
+    resume_doc,
+    "resumeWorkflow",
+    "/v1/workflows/{id}/resume",
+    ResumeBody,
+    202,
+    "Resumed from the last checkpoint in the background"
+);
+
+/// Approve a workflow waiting for a human; it continues in the background.
+pub async fn approve(
+    State(state): State<AppState>,
+    axum::Extension(p): Caller,
+    Path(id): Path<String>,
+    ValidJson(body): ValidJson<ApproveBody>,
+) -> Result<Response, ApiError> {
+    require(&p, AccessRole::Operator)?;
+    let record = state.workflow_of(&p, &id).await?;
+    if record.status != WorkflowStatus::AwaitingApproval {
+        return Err(ApiError::Conflict(format!(
+            "workflow {} is {}, not awaiting approval",
+            record.id, record.status
+        )));
+    }
+    let permit = state.runs.try_permit()?;
+    let note = note_of(&p, "approved", body.note.as_deref());
+    let record = state.engine.approve(record.id, &note).await?;
+    state.runs.start(record.id, Some(permit));
+    Ok(accepted(&record, StatusCode::ACCEPTED))
+}
+
+/// Reject a workflow waiting for a human.
+pub async fn reject(
+    State(state): State<AppState>,
+    axum::Extension(p): Caller,
+    Path(id): Path<String>,
+    ValidJson(body): ValidJson<RejectBody>,
+) -> Result<Response, ApiError> {
+    require(&p, AccessRole::Operator)?;
+    if body.reason.trim().is_empty() {
+        return Err(ApiError::field("/reason", "must not be blank"));
+    }
+    let record = state.workflow_of(&p, &id).await?;
+    let reason = note_of(&p, "rejected", Some(&body.reason));
+    let record = state.engine.reject(record.id, &reason).await?;
+    Ok(accepted(&record, StatusCode::OK))
+}
+
+/// Cancel a workflow.
+pub async fn cancel(
+    State(state): State<AppState>,
+    axum::Extension(p): Caller,
+    Path(id): Path<String>,
+    ValidJson(body): ValidJson<CancelBody>,
+) -> Result<Response, ApiError> {
+    require(&p, AccessRole::Operator)?;
+    let record = state.workflow_of(&p, &id).await?;
+    let reason = note_of(&p, "cancelled", body.reason.as_deref());
+    let record = state.engine.cancel(record.id, &reason).await?;
+    Ok(accepted(&record, StatusCode::OK))
+}
+
+/// Resume a workflow from its last checkpoint (after a failure, a
+/// cancellation or a crash); it runs in the background.
+pub async fn resume(
+    State(state): State<AppState>,
+    axum::Extension(p): Caller,
+    Path(id): Path<String>,
+    ValidJson(body): ValidJson<ResumeBody>,
+) -> Result<Response, ApiError> {
+    require(&p, AccessRole::Operator)?;
+    let record = state.workflow_of(&p, &id).await?;
+    match record.status {
+        WorkflowStatus::Completed | WorkflowStatus::Rejected => {
+            return Err(ApiError::Conflict(format!(
+                "workflow {} is {}; there is nothing to resume",
+                record.id, record.status
+            )))
+        }
+        WorkflowStatus::AwaitingApproval => {
+            return Err(ApiError::Conflict(format!(
+                "workflow {} is awaiting approval: approve or reject it",
+                record.id
+            )))
+        }
+        _ => {}
+    }
+    if state.runs.is_active(record.id) {
+        return Ok(accepted(&record, StatusCode::ACCEPTED));
+    }
+    let permit = state.runs.try_permit()?;
+    info!(workflow_id = %record.id, note = %note_of(&p, "resumed", body.note.as_deref()), "Workflow resumed.");
+    state.runs.start(record.id, Some(permit));
+    Ok(accepted(&record, StatusCode::ACCEPTED))
+}

@@ -1,0 +1,94 @@
+//! `[gateway]` settings.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use agentry_core::RateLimit;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::jwt::JwtConfig;
+
+/// The gateway's settings (`[gateway]` in the config file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Largest accepted request body, bytes.
+    pub max_body_bytes: usize,
+    /// Largest accepted requirement text, characters.
+    pub max_requirement_chars: usize,
+    /// Per-caller rate limit (an API key or a token subject).
+    pub rate_limit: RateLimit,
+    /// Workflows this server runs at once; a submission beyond it is 503.
+    pub max_running_workflows: usize,
+    /// Seconds a shutdown waits for node runs in hand to commit.
+    pub shutdown_grace_s: u64,
+    /// Seconds between SSE keep-alive comments.
+    pub sse_keepalive_s: u64,
+    /// Accept API keys (`agk_...`).
+    pub api_keys: bool,
+    /// OAuth 2.0 bearer JWTs; absent: tokens are refused.
+    #[serde(skip_serializing)]
+    pub jwt: Option<JwtConfig>,
+    /// Serve HTTPS with this certificate chain and key (PEM files).
+    pub tls: Option<TlsConfig>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 256 * 1024,
+            max_requirement_chars: 100_000,
+            rate_limit: RateLimit::default(),
+            max_running_workflows: 32,
+            shutdown_grace_s: 30,
+            sse_keepalive_s: 15,
+            api_keys: true,
+            jwt: None,
+            tls: None,
+        }
+    }
+}
+
+/// TLS files.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+impl GatewayConfig {
+    /// Checks the settings, naming the wrong one.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.rate_limit
+            .validate()
+            .map_err(|e| anyhow::anyhow!("gateway.rate_limit: {e}"))?;
+        anyhow::ensure!(
+            self.max_body_bytes >= 1024,
+            "gateway.max_body_bytes must be at least 1024, not {}",
+            self.max_body_bytes
+        );
+        anyhow::ensure!(
+            self.max_running_workflows >= 1,
+            "gateway.max_running_workflows must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_requirement_chars >= 1,
+            "gateway.max_requirement_chars must be at least 1"
+        );
+        anyhow::ensure!(
+            self.api_keys || self.jwt.is_some(),
+            "gateway: with api_keys = false, configure [gateway.jwt], or nobody can call the API"
+        );
+        if let Some(jwt) = &self.jwt {
+            jwt.validate()
+                .map_err(|e| anyhow::anyhow!("gateway.jwt: {e:#}"))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,285 @@
+//! Errors as RFC 9457 `application/problem+json` responses.
+//!
+//! Client errors carry a precise `detail` and are logged at debug; server
+//! errors carry a generic detail plus the request id, and the real error
+//! goes to the log.
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::auth::AuthFailure;
+
+tokio::task_local! {
+    /// The request id of the request being handled (set by the request
+    /// middleware), so any error response can name it.
+    pub static REQUEST_ID: String;
+}
+
+/// The request id of the current request, if inside one.
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// One invalid field.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct FieldError {
+    /// JSON pointer of the field in the body (`/requirement`), or the
+    /// parameter's name (`status`).
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem (`urn:agentry:problem:validation`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short summary of the kind.
+    pub title: String,
+    /// HTTP status.
+    pub status: u16,
+    /// What happened in this case.
+    pub detail: String,
+    /// Correlation id of the request (also in the `x-request-id` header).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Invalid fields, for validation problems.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+/// Everything a handler can answer instead of success.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// Malformed request (bad JSON, bad id, bad header).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Well-formed but invalid body or parameters (422), field by field.
+    #[error("the request is invalid")]
+    Invalid(Vec<FieldError>),
+    /// Not authenticated (401) or not entitled (403).
+    #[error(transparent)]
+    Auth(AuthFailure),
+    /// Authenticated but the role does not allow the action (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Unknown resource, or one of another tenant (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The resource is not in a state that allows the action (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// Body over the size limit (413).
+    #[error("the request body is larger than the limit of {0} bytes")]
+    TooLarge(usize),
+    /// Body not JSON (415).
+    #[error("the request body must be JSON (`content-type: application/json`)")]
+    UnsupportedMediaType,
+    /// Rate limit hit (429).
+    #[error("rate limit exceeded: retry in {} s", retry_secs(*.0))]
+    RateLimited(Duration),
+    /// The server is at a limit or a dependency is down (503).
+    #[error("{detail}")]
+    Unavailable {
+        /// What is unavailable.
+        detail: String,
+        /// When to retry.
+        retry_after: Duration,
+    },
+    /// A bug or an unexpected failure (500); the detail is logged, not sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn retry_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+impl ApiError {
+    /// A 422 naming one field.
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::Invalid(vec![FieldError {
+            field: field.into(),
+            message: message.into(),
+        }])
+    }
+
+    /// The status code.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Auth(f) if f.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Auth(f) if f.is_forbidden() => StatusCode::FORBIDDEN,
+            ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn slug(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad-request",
+            ApiError::Invalid(_) => "validation",
+            ApiError::Auth(f) if f.is_unavailable() => "unavailable",
+            ApiError::Auth(f) if f.is_forbidden() => "forbidden",
+            ApiError::Auth(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not-found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::TooLarge(_) => "too-large",
+            ApiError::UnsupportedMediaType => "unsupported-media-type",
+            ApiError::RateLimited(_) => "rate-limited",
+            ApiError::Unavailable { .. } => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// The problem document.
+    pub fn problem(&self) -> Problem {
+        let status = self.status();
+        let request_id = current_request_id();
+        let detail = match self {
+            ApiError::Internal(_) => format!(
+                "the server failed; report request id {}",
+                request_id.as_deref().unwrap_or("(none)")
+            ),
+            ApiError::Invalid(errors) => errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+            other => other.to_string(),
+        };
+        Problem {
+            kind: format!("urn:agentry:problem:{}", self.slug()),
+            title: status.canonical_reason().unwrap_or("Error").to_string(),
+            status: status.as_u16(),
+            detail,
+            request_id,
+            errors: match self {
+                ApiError::Invalid(errors) => errors.clone(),
+                _ => Vec::new(),
+            },
+        }
+    }
+}
+
+impl From<agentry_core::Error> for ApiError {
+    fn from(error: agentry_core::Error) -> Self {
+        use agentry_core::Error as E;
+        match error {
+            E::NotFound(m) => ApiError::NotFound(m),
+            E::Conflict(m) => ApiError::Conflict(m),
+            E::InvalidInput(m) => ApiError::BadRequest(m),
+            e @ (E::Transient(_) | E::Timeout { .. }) => ApiError::Unavailable {
+                detail: format!("a dependency is unavailable: {e}"),
+                retry_after: Duration::from_secs(1),
+            },
+            E::RateLimited {
+                message,
+                retry_after,
+            } => ApiError::Unavailable {
+                detail: message,
+                retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
+            },
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let problem = self.problem();
+        if status.is_server_error() {
+            tracing::error!(error = %self, status = status.as_u16(), "Request failed.");
+        } else {
+            tracing::debug!(error = %self, status = status.as_u16(), "Request refused.");
+        }
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        match &self {
+            ApiError::RateLimited(after)
+            | ApiError::Unavailable {
+                retry_after: after, ..
+            } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_secs(*after)));
+            }
+            ApiError::Auth(f) if !f.is_forbidden() && !f.is_unavailable() => {
+                let error = if matches!(f, AuthFailure::Missing) {
+                    "Bearer realm=\"agentry\"".to_string()
+                } else {
+                    format!(
+                        "Bearer realm=\"agentry\", error=\"invalid_token\", error_description=\"{}\"",
+                        f.to_string().replace('"', "'")
+                    )
+                };
+                if let Ok(v) = HeaderValue::from_str(&error) {
+                    headers.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            ApiError::Auth(f) if f.is_unavailable() => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_headers() {
+        let r = ApiError::RateLimited(Duration::from_millis(1500)).into_response();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "2");
+        assert_eq!(
+            r.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        let r = ApiError::Auth(AuthFailure::Expired).into_response();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(r.headers()[header::WWW_AUTHENTICATE]
+            .to_str()
+            .is_ok_and(|v| v.contains("invalid_token")));
+        let r = ApiError::Auth(AuthFailure::NotEntitled("no role".into())).into_response();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    }
+
+    #[test]
+    fn internal_errors_hide_the_cause() {
+        let p = ApiError::Internal("db password wrong".into()).problem();
+        assert!(!p.detail.contains("password"), "{}", p.detail);
+        assert_eq!(p.status, 500);
+    }
+
+    #[test]
+    fn validation_problems_name_fields() {
+        let p = ApiError::field("/requirement", "must not be empty").problem();
+        assert_eq!(p.status, 422);
+        assert_eq!(p.errors[0].field, "/requirement");
+        assert!(p.detail.contains("/requirement"));
+    }
+}

@@ -1,0 +1,154 @@
+//! Workflows this server drives in the background, under a concurrency
+//! limit.
+//!
+//! A submission answers 202 at once and its workflow runs here, in a task
+//! holding one permit of the limit; a submission that finds no permit is
+//! refused with 503 before anything is stored. On start, every workflow a
+//! previous process left `pending` or `running` is picked up again (the
+//! engine's run is also its resume), queueing for permits.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentry_core::{WorkflowId, WorkflowQuery, WorkflowStatus};
+use agentry_engine::Engine;
+use parking_lot::Mutex;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::problem::ApiError;
+
+/// The background runs of one server.
+pub struct Runs {
+    engine: Engine,
+    permits: Arc<Semaphore>,
+    limit: usize,
+    active: Mutex<HashSet<WorkflowId>>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl Runs {
+    /// Runs at most `limit` workflows at once on `engine`.
+    pub fn new(engine: Engine, limit: usize) -> Arc<Runs> {
+        Arc::new(Runs {
+            engine,
+            permits: Arc::new(Semaphore::new(limit.max(1))),
+            limit: limit.max(1),
+            active: Mutex::new(HashSet::new()),
+            tasks: TaskTracker::new(),
+            stop: CancellationToken::new(),
+        })
+    }
+
+    /// A permit for one more run, or 503 when the server is full.
+    pub fn try_permit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::Unavailable {
+                detail: format!(
+                    "the server is running its limit of {} workflows; retry later",
+                    self.limit
+                ),
+                retry_after: Duration::from_secs(5),
+            })
+    }
+
+    /// Workflows being driven here now.
+    pub fn running(&self) -> usize {
+        self.active.lock().len()
+    }
+
+    /// The limit.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Whether `id` is being driven here.
+    pub fn is_active(&self, id: WorkflowId) -> bool {
+        self.active.lock().contains(&id)
+    }
+
+    /// Drives `id` in the background until it ends or awaits approval. A
+    /// workflow already driven here is left to that run (the permit is
+    /// given back). Without a permit, the run waits for one.
+    pub fn start(self: &Arc<Self>, id: WorkflowId, permit: Option<OwnedSemaphorePermit>) {
+        if self.stop.is_cancelled() || !self.active.lock().insert(id) {
+            return;
+        }
+        let runs = self.clone();
+        let span = info_span!("run", workflow_id = %id);
+        self.tasks.spawn(
+            async move {
+                let permit = match permit {
+                    Some(p) => Some(p),
+                    None => tokio::select! {
+                        _ = runs.stop.cancelled() => None,
+                        p = runs.permits.clone().acquire_owned() => p.ok(),
+                    },
+                };
+                if permit.is_some() {
+                    tokio::select! {
+                        _ = runs.stop.cancelled() => {
+                            info!("Server stopping; the workflow resumes at the next start.");
+                        }
+                        result = runs.engine.run(id) => match result {
+                            Ok(record) => info!(status = %record.status, "Workflow run ended."),
+                            Err(error) => warn!(%error, "Workflow run failed."),
+                        },
+                    }
+                }
+                runs.active.lock().remove(&id);
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Picks up every workflow left `pending` or `running` (by a crash or a
+    /// shutdown), of every tenant. Returns how many.
+    pub async fn resume_unfinished(self: &Arc<Self>) -> agentry_core::Result<usize> {
+        let mut resumed = 0;
+        for status in [WorkflowStatus::Running, WorkflowStatus::Pending] {
+            let mut before = None;
+            loop {
+                let page = self
+                    .engine
+                    .store()
+                    .list_workflows(WorkflowQuery {
+                        status: Some(status),
+                        tenant: None,
+                        limit: 500,
+                        before,
+                    })
+                    .await?;
+                // Oldest first, so earlier submissions get permits first.
+                for record in page.items.iter().rev() {
+                    self.start(record.id, None);
+                    resumed += 1;
+                }
+                match page.next {
+                    Some(next) => before = Some(next),
+                    None => break,
+                }
+            }
+        }
+        if resumed > 0 {
+            info!(resumed, "Resumed unfinished workflows.");
+        }
+        Ok(resumed)
+    }
+
+    /// Stops driving: runs waiting for a permit give up, runs in progress
+    /// stop waiting (their workflows stay `running` in the store and resume
+    /// at the next start). Node runs in hand are the workers' business.
+    pub async fn stop(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}

@@ -1,0 +1,244 @@
+//! Building and serving the gateway: plain HTTP or HTTPS, graceful
+//! shutdown, and pick-up of unfinished workflows at start.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentry_core::{ApiKeyStore, RateLimiter, Store};
+use agentry_engine::{Engine, WorkerHandle};
+use anyhow::Context;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::api::{self, AppState, DefinitionSource, Shared};
+use crate::auth::jwt::JwtValidator;
+use crate::auth::Authenticator;
+use crate::config::GatewayConfig;
+use crate::runs::Runs;
+
+/// What the gateway runs on.
+pub struct GatewayDeps {
+    /// The engine (its store, bus and node runner).
+    pub engine: Engine,
+    /// Workers of this process, stopped gracefully on shutdown (None when
+    /// workers run elsewhere).
+    pub workers: Option<WorkerHandle>,
+    /// API keys.
+    pub keys: Arc<dyn ApiKeyStore>,
+    /// Rate-limit buckets.
+    pub limiter: Arc<dyn RateLimiter>,
+    /// Workflow definitions submissions may name.
+    pub definitions: Arc<dyn DefinitionSource>,
+    /// Options every workflow starts with (e.g. the server's LLM choice).
+    pub base_options: Value,
+    /// Settings.
+    pub config: GatewayConfig,
+}
+
+/// A gateway ready to serve.
+pub struct Gateway {
+    state: AppState,
+    workers: Option<WorkerHandle>,
+}
+
+impl Gateway {
+    /// Checks the settings and builds the gateway.
+    pub fn new(deps: GatewayDeps) -> anyhow::Result<Gateway> {
+        deps.config.validate()?;
+        let jwt = deps
+            .config
+            .jwt
+            .clone()
+            .map(JwtValidator::new)
+            .transpose()
+            .context("gateway.jwt")?;
+        let store: Arc<dyn Store> = deps.engine.store().clone();
+        let runs = Runs::new(deps.engine.clone(), deps.config.max_running_workflows);
+        let state = AppState::new(Shared {
+            auth: Authenticator::new(deps.keys.clone(), deps.config.api_keys, jwt),
+            engine: deps.engine,
+            store,
+            keys: deps.keys,
+            limiter: deps.limiter,
+            runs,
+            definitions: deps.definitions,
+            base_options: deps.base_options,
+            validators: crate::openapi::validators()?,
+            shutdown: CancellationToken::new(),
+            config: deps.config,
+        });
+        Ok(Gateway {
+            state,
+            workers: deps.workers,
+        })
+    }
+
+    /// The router (for tests without a socket, and for [`Gateway::serve`]).
+    pub fn router(&self) -> Router {
+        let state = self.state.clone();
+        let v1 = Router::new()
+            .route(
+                "/v1/workflows",
+                post(api::workflows::submit).get(api::workflows::list),
+            )
+            .route("/v1/workflows/{id}", get(api::workflows::get))
+            .route("/v1/workflows/{id}/history", get(api::workflows::history))
+            .route("/v1/workflows/{id}/events", get(api::events::events))
+            .route("/v1/workflows/{id}/approve", post(api::workflows::approve))
+            .route("/v1/workflows/{id}/reject", post(api::workflows::reject))
+            .route("/v1/workflows/{id}/cancel", post(api::workflows::cancel))
+            .route("/v1/workflows/{id}/resume", post(api::workflows::resume))
+            .route("/v1/workflow-definitions", get(api::system::definitions))
+            .route("/v1/agents", get(api::agents::list))
+            .route("/v1/keys", get(api::keys::list).post(api::keys::create))
+            .route("/v1/keys/{key_id}/revoke", post(api::keys::revoke))
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                api::authenticate,
+            ));
+        Router::new()
+            .route("/healthz", get(api::system::healthz))
+            .route("/readyz", get(api::system::readyz))
+            .route("/openapi.json", get(api::system::openapi))
+            .route("/docs", get(api::system::docs))
+            .route("/docs/{file}", get(api::system::docs_asset))
+            .merge(v1)
+            .fallback(|| async { crate::problem::ApiError::NotFound("no such route".to_string()) })
+            .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+            .layer(middleware::from_fn(api::request_context))
+            .with_state(state)
+    }
+
+    /// Picks up the workflows a previous process left unfinished.
+    pub async fn resume_unfinished(&self) -> anyhow::Result<usize> {
+        self.state
+            .runs
+            .resume_unfinished()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot list unfinished workflows: {e}"))
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then stops
+    /// gracefully: no new connections, event streams end, node runs in hand
+    /// get `shutdown_grace_s` to commit (then they are abandoned and their
+    /// workflows resume at the next start), the outbox is flushed.
+    /// `on_listening` is called with the bound address once serving.
+    pub async fn serve(
+        self,
+        listener: std::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        listener
+            .set_nonblocking(true)
+            .context("cannot make the listener non-blocking")?;
+        let addr = listener.local_addr().context("listener address")?;
+        let config = self.state.config.clone();
+        let grace = Duration::from_secs(config.shutdown_grace_s);
+        let handle = axum_server::Handle::<SocketAddr>::new();
+        let state = self.state.clone();
+        {
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                info!("Shutting down: no new requests; in-flight ones finish.");
+                state.shutdown.cancel();
+                handle.graceful_shutdown(Some(grace));
+            });
+        }
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let resumed = self.resume_unfinished().await?;
+        match &config.tls {
+            Some(tls) => {
+                let rustls = tls_config(tls)?;
+                info!(%addr, resumed, "Serving HTTPS.");
+                axum_server::from_tcp_rustls(listener, rustls)
+                    .context("cannot serve on the listener")?
+                    .handle(handle)
+                    .serve(app)
+                    .await
+                    .context("the HTTPS server failed")?;
+            }
+            None => {
+                info!(%addr, resumed, "Serving HTTP.");
+                axum_server::from_tcp(listener)
+                    .context("cannot serve on the listener")?
+                    .handle(handle)
+                    .serve(app)
+                    .await
+                    .context("the HTTP server failed")?;
+            }
+        }
+        self.stop(grace).await;
+        Ok(())
+    }
+
+    /// Stops background runs and workers, then flushes the outbox.
+    async fn stop(self, grace: Duration) {
+        self.state.shutdown.cancel();
+        self.state.runs.stop().await;
+        if let Some(workers) = self.workers {
+            let abort = workers_abort_handle(&workers);
+            if tokio::time::timeout(grace, workers.shutdown())
+                .await
+                .is_err()
+            {
+                warn!(
+                    grace_s = grace.as_secs(),
+                    "Node runs did not finish in time; abandoned (their workflows resume at the next start)."
+                );
+                abort.cancel();
+            }
+        }
+        self.state.engine.close().await;
+        info!("Stopped.");
+    }
+}
+
+/// Workers are aborted by dropping their tasks when the runtime ends; this
+/// token only marks that the grace period ran out, for the log.
+fn workers_abort_handle(_workers: &WorkerHandle) -> CancellationToken {
+    CancellationToken::new()
+}
+
+fn tls_config(
+    tls: &crate::config::TlsConfig,
+) -> anyhow::Result<axum_server::tls_rustls::RustlsConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert)
+        .with_context(|| format!("cannot read the TLS certificate {}", tls.cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| {
+            format!(
+                "the TLS certificate {} is not valid PEM",
+                tls.cert.display()
+            )
+        })?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "the TLS certificate file {} holds no certificate",
+        tls.cert.display()
+    );
+    let key = PrivateKeyDer::from_pem_file(&tls.key)
+        .with_context(|| format!("cannot read the TLS key {} (PEM)", tls.key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("the TLS certificate and key do not match or are not supported")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(axum_server::tls_rustls::RustlsConfig::from_config(
+        Arc::new(config),
+    ))
+}
