@@ -296,6 +296,15 @@ pub enum BenchCommand {
     Api(BenchApiArgs),
 }
 
+/// Where `bench api`'s workflows run.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum BenchExecution {
+    /// In the server process.
+    Local,
+    /// Started here, tasks queued for remote workers.
+    Dispatch,
+}
+
 /// `bench api`
 #[derive(Debug, Args)]
 pub struct BenchApiArgs {
@@ -311,7 +320,13 @@ pub struct BenchApiArgs {
     /// Sleep inside every node of the submitted workflows (a stand-in for LLM time).
     #[arg(long, default_value_t = 0)]
     pub llm_latency_ms: u64,
-    /// Engine workers running the submitted workflows.
+    /// Where the submitted workflows run: `local` (this process runs every
+    /// node, as `agentry serve` does) or `dispatch` (they are started and
+    /// their first tasks queued for workers elsewhere, as a gateway in front
+    /// of remote workers does).
+    #[arg(long, value_enum, default_value = "local")]
+    pub execution: BenchExecution,
+    /// Engine workers running the submitted workflows (`local` only).
     #[arg(long, default_value_t = 64)]
     pub workers: usize,
     /// Requests in flight at most (a send due beyond it is dropped and counted).

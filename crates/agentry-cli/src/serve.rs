@@ -19,7 +19,7 @@ use agentry_gateway::{
 
 use crate::app::App;
 use crate::bench_api::{run_load, LoadSpec};
-use crate::cli::{BenchApiArgs, KeysCommand, ServeArgs};
+use crate::cli::{BenchApiArgs, BenchExecution, KeysCommand, ServeArgs};
 use crate::llm::LlmChoice;
 
 /// Definitions an API submission may name: the bundled `sdlc`, the
@@ -175,6 +175,7 @@ pub async fn serve(app: App, args: ServeArgs, json: bool) -> Result<ExitCode> {
         definitions: Arc::new(AppDefinitions::new(&app)?),
         base_options: json!({ "llm": choice.to_options() }),
         config,
+        execution: agentry_gateway::Execution::Local,
     })?;
     if json {
         println!(
@@ -305,9 +306,26 @@ pub async fn bench_api(args: &BenchApiArgs) -> Result<ExitCode> {
         agentry_engine::bench::bench_runner(Duration::from_millis(args.llm_latency_ms)),
         EngineConfig::default(),
     );
-    let workers = engine
-        .start_workers(Engine::all_queues(), args.workers.max(1))
-        .await;
+    // `dispatch`: accepted workflows are started and their first tasks
+    // queued for workers elsewhere, as a gateway in front of remote workers
+    // does; `local`: this process also runs every node.
+    let execution = match args.execution {
+        BenchExecution::Local => agentry_gateway::Execution::Local,
+        BenchExecution::Dispatch => agentry_gateway::Execution::Dispatch,
+    };
+    let workers = match args.execution {
+        BenchExecution::Dispatch => None,
+        BenchExecution::Local => Some(
+            engine
+                .start_workers(Engine::all_queues(), args.workers.max(1))
+                .await,
+        ),
+    };
+    let workers_n = if workers.is_some() {
+        args.workers.max(1)
+    } else {
+        0
+    };
     let issued = keys::issue("bench", AccessRole::Operator, "bench").map_err(|e| anyhow!("{e}"))?;
     store
         .create_api_key(issued.record.clone())
@@ -325,7 +343,7 @@ pub async fn bench_api(args: &BenchApiArgs) -> Result<ExitCode> {
     };
     let gateway = Gateway::new(GatewayDeps {
         engine: engine.clone(),
-        workers: Some(workers),
+        workers,
         keys: store.clone(),
         limiter: Arc::new(MemoryRateLimiter::new()),
         definitions: Arc::new(OneDefinition(
@@ -333,6 +351,7 @@ pub async fn bench_api(args: &BenchApiArgs) -> Result<ExitCode> {
         )),
         base_options: json!({}),
         config,
+        execution,
     })?;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind loopback")?;
     let addr = listener.local_addr()?;
@@ -360,7 +379,11 @@ pub async fn bench_api(args: &BenchApiArgs) -> Result<ExitCode> {
         map.insert("store".into(), json!("sqlite"));
         map.insert("synchronous".into(), json!(args.synchronous));
         map.insert("node_latency_ms".into(), json!(args.llm_latency_ms));
-        map.insert("workers".into(), json!(args.workers));
+        map.insert(
+            "execution".into(),
+            json!(format!("{:?}", args.execution).to_lowercase()),
+        );
+        map.insert("workers".into(), json!(workers_n));
         map.insert("node_runs_committed".into(), json!(completed_steps));
         map.insert(
             "peak_rss_mb".into(),

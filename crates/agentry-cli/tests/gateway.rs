@@ -271,7 +271,7 @@ async fn auth_matrix_gives_the_right_status_and_leaks_nothing() {
     let workflow = server.at(&format!("/v1/workflows/{id}"));
     let submit_url = server.at("/v1/workflows");
     let body = json!({"requirement": "a todo app"});
-    let secret_of = |k: &str| k.rsplit('_').next().unwrap().to_string();
+    let secret_of = |k: &str| k.splitn(3, '_').nth(2).unwrap().to_string();
     let bad_key = format!("{}x", &operator_a[..operator_a.len() - 1]);
 
     struct Case {
@@ -675,7 +675,7 @@ async fn request_id_is_returned_logged_and_carried_into_events() {
     assert_eq!(f["tenant"], "acme");
     assert_eq!(f["key_id"], key_id);
     assert!(f["latency_ms"].as_f64().is_some());
-    let secret = key.rsplit('_').next().unwrap();
+    let secret = key.splitn(3, '_').nth(2).unwrap();
     assert!(server.logs().iter().all(|l| !l.contains(secret)));
 }
 
@@ -786,7 +786,7 @@ fn keys_are_shown_once_stored_hashed_and_revocable() {
     let created = stdout_json(&out);
     let key = created["key"].as_str().unwrap();
     assert!(key.starts_with("agk_"), "{key}");
-    let secret = key.rsplit('_').next().unwrap();
+    let secret = key.splitn(3, '_').nth(2).unwrap();
     let out = run(agentry(&data).args(["--json", "keys", "list"]));
     assert_ok(&out);
     let list = String::from_utf8_lossy(&out.stdout).to_string();

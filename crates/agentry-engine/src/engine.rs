@@ -432,6 +432,42 @@ impl Engine {
         Ok(record)
     }
 
+    /// Starts a `pending` workflow and returns at once: the start
+    /// transition and its first tasks on the bus, nothing waited for.
+    /// Workers (here or in other processes) advance it from there, each
+    /// commit dispatching the next step; [`Engine::run`] by anyone later
+    /// recovers a stalled one. A workflow that is not pending is returned
+    /// as it is. This is the whole job of a gateway whose workers run
+    /// elsewhere.
+    pub async fn start_detached(&self, id: WorkflowId) -> Result<WorkflowRecord> {
+        self.ensure_background();
+        let submitted = self.inner.submitted.lock().remove(&id);
+        let record = match submitted {
+            Some(r) => r,
+            None => self.inner.store.get_workflow(id).await?,
+        };
+        if record.status != WorkflowStatus::Pending {
+            return Ok(record);
+        }
+        let span = info_span!("workflow", workflow_id = %id, request_id = %record.request_id);
+        async {
+            let started = match self.start(&record).await {
+                Ok(r) => r,
+                // Someone else started or stopped it first.
+                Err(e) if conflict_is_benign(&e) => return self.inner.store.get_workflow(id).await,
+                Err(e) => return Err(e),
+            };
+            if started.status == WorkflowStatus::Running {
+                let def = self.definition_for(&started)?;
+                self.dispatch_nodes(&started, &def, &started.cursor.pending)
+                    .await;
+            }
+            Ok(started)
+        }
+        .instrument(span)
+        .await
+    }
+
     /// Drives a workflow until it is terminal or awaiting approval, and
     /// returns its record. This is also resume: a `pending` workflow starts
     /// from its empty checkpoint, a `failed` or `cancelled` one continues
@@ -498,8 +534,22 @@ impl Engine {
                 }
                 // Someone else moved it; look again.
                 Err(e) if conflict_is_benign(&e) => {
+                    let was_start = record.status == WorkflowStatus::Pending;
                     fresh = false;
                     record = self.inner.store.get_workflow(id).await?;
+                    // Stopped before it started (a cancel between submit and
+                    // run): this run is a start, not a resume, so it stays
+                    // stopped.
+                    if was_start
+                        && matches!(
+                            record.status,
+                            WorkflowStatus::Cancelled
+                                | WorkflowStatus::Failed
+                                | WorkflowStatus::Rejected
+                        )
+                    {
+                        return Ok(record);
+                    }
                 }
                 Err(e) => return Err(e),
             }

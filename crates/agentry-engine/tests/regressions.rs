@@ -277,3 +277,71 @@ async fn a_recovered_advance_routes_on_the_siblings_merged_in_commit_order() {
     assert_eq!(stored.shared_context["k"], json!("from x"));
     assert_eq!(runner.runs("z"), 1, "routing must see the stored value");
 }
+
+#[tokio::test]
+async fn a_detached_start_is_carried_to_the_end_by_workers_alone() {
+    let store = Arc::new(MemoryStore::new());
+    let recorder = Arc::new(Recorder::default());
+    let engine = Engine::new(
+        store.clone(),
+        Arc::new(InprocBus::new()),
+        recorder.clone(),
+        config(),
+    );
+    let _workers = engine.start_workers(Engine::all_queues(), 2).await;
+    let bench = WorkflowDefinition::bench().unwrap();
+    let record = engine
+        .submit(Submission {
+            definition: bench,
+            ..submission(GATED)
+        })
+        .await
+        .unwrap();
+    let started = engine.start_detached(record.id).await.unwrap();
+    assert_eq!(started.status, WorkflowStatus::Running);
+    // Nobody runs `Engine::run`: each commit dispatches the next step.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = store.get_workflow(record.id).await.unwrap();
+        if r.status == WorkflowStatus::Completed {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {} at step {}",
+            r.status,
+            r.cursor.step
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(recorder.0.lock().unwrap().len(), 7);
+    // A second start of a running or finished workflow changes nothing.
+    let again = engine.start_detached(record.id).await.unwrap();
+    assert_eq!(again.status, WorkflowStatus::Completed);
+}
+
+#[tokio::test]
+async fn a_workflow_cancelled_before_its_run_starts_stays_cancelled() {
+    let store = Arc::new(MemoryStore::new());
+    let recorder = Arc::new(Recorder::default());
+    let engine = Engine::new(
+        store.clone(),
+        Arc::new(InprocBus::new()),
+        recorder.clone(),
+        config(),
+    );
+    let _workers = engine.start_workers(Engine::all_queues(), 2).await;
+    let record = engine.submit(submission(GATED)).await.unwrap();
+    // The cancel lands between submit and run (another process, or an API
+    // call racing the background start).
+    let control = Engine::new(
+        store.clone(),
+        Arc::new(InprocBus::new()),
+        recorder.clone(),
+        config(),
+    );
+    control.cancel(record.id, "changed my mind").await.unwrap();
+    let after = run(&engine, record.id).await;
+    assert_eq!(after.status, WorkflowStatus::Cancelled);
+    assert_eq!(recorder.runs("a"), 0, "a cancelled workflow ran a node");
+}

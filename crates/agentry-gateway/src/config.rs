@@ -28,6 +28,9 @@ pub struct GatewayConfig {
     pub sse_keepalive_s: u64,
     /// Accept API keys (`agk_...`).
     pub api_keys: bool,
+    /// Seconds a stored key record is cached (a revocation made by another
+    /// process applies within this time; 0: read the store every request).
+    pub api_key_cache_s: u64,
     /// OAuth 2.0 bearer JWTs; absent: tokens are refused.
     #[serde(skip_serializing)]
     pub jwt: Option<JwtConfig>,
@@ -46,6 +49,7 @@ impl Default for GatewayConfig {
             shutdown_grace_s: 30,
             sse_keepalive_s: 15,
             api_keys: true,
+            api_key_cache_s: 2,
             jwt: None,
             tls: None,
         }

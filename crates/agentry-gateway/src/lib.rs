@@ -25,4 +25,5 @@ pub mod server;
 pub use api::DefinitionSource;
 pub use config::{GatewayConfig, TlsConfig};
 pub use ratelimit::MemoryRateLimiter;
+pub use runs::Execution;
 pub use server::{Gateway, GatewayDeps};

@@ -246,6 +246,76 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The problem answers of an operation, for the OpenAPI document.
+fn problem_responses(
+    statuses: &[(u16, &str)],
+) -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::Response>> {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    statuses
+        .iter()
+        .map(|(status, description)| {
+            let response = ResponseBuilder::new()
+                .description(*description)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build();
+            (status.to_string(), response.into())
+        })
+        .collect()
+}
+
+const READ_ERRORS: &[(u16, &str)] = &[
+    (
+        401,
+        "Not authenticated: no, invalid, revoked or expired credentials",
+    ),
+    (
+        403,
+        "The caller's role does not allow it, or the token grants no role",
+    ),
+    (404, "No such resource in the caller's tenant"),
+    (422, "An invalid parameter, named in `errors`"),
+    (429, "Rate limited; retry after `Retry-After` seconds"),
+    (
+        503,
+        "A limit is reached or a dependency is down; retry after `Retry-After` seconds",
+    ),
+];
+
+const WRITE_ERRORS: &[(u16, &str)] = &[
+    (400, "Malformed request (body not JSON)"),
+    (409, "The resource's state does not allow it"),
+    (413, "Body larger than the limit"),
+    (415, "Body not JSON"),
+];
+
+/// The problem answers of a read operation: 401, 403, 404, 422, 429, 503.
+pub struct ReadErrors;
+
+impl utoipa::IntoResponses for ReadErrors {
+    fn responses(
+    ) -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::Response>> {
+        problem_responses(READ_ERRORS)
+    }
+}
+
+/// The problem answers of a write operation: those of a read, and 400,
+/// 409, 413, 415.
+pub struct WriteErrors;
+
+impl utoipa::IntoResponses for WriteErrors {
+    fn responses(
+    ) -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::Response>> {
+        let mut all = problem_responses(READ_ERRORS);
+        all.extend(problem_responses(WRITE_ERRORS));
+        all
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,29 @@ use tracing::{info, info_span, warn, Instrument};
 
 use crate::problem::ApiError;
 
+/// Where a server's workflows run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Execution {
+    /// Driven by this server to their end, node runs by its workers (the
+    /// embedded mode), under the running limit.
+    #[default]
+    Local,
+    /// Only started here (start transition, first tasks on the bus);
+    /// workers elsewhere advance them. No permit is held past the start.
+    Dispatch,
+}
+
+/// How a run begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// A workflow just submitted (pending).
+    New,
+    /// Any other start: only a pending or running workflow is run.
+    Checked,
+    /// An explicit resume: a cancelled or failed workflow continues.
+    Resume,
+}
+
 /// The background runs of one server.
 pub struct Runs {
     engine: Engine,
@@ -29,11 +52,16 @@ pub struct Runs {
     active: Mutex<HashSet<WorkflowId>>,
     tasks: TaskTracker,
     stop: CancellationToken,
+    /// Drive runs here (embedded), or only start them for workers
+    /// elsewhere.
+    execution: Execution,
+    /// Notified whenever a run leaves `active`.
+    ended: tokio::sync::Notify,
 }
 
 impl Runs {
     /// Runs at most `limit` workflows at once on `engine`.
-    pub fn new(engine: Engine, limit: usize) -> Arc<Runs> {
+    pub fn new(engine: Engine, limit: usize, execution: Execution) -> Arc<Runs> {
         Arc::new(Runs {
             engine,
             permits: Arc::new(Semaphore::new(limit.max(1))),
@@ -41,6 +69,8 @@ impl Runs {
             active: Mutex::new(HashSet::new()),
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
+            execution,
+            ended: tokio::sync::Notify::new(),
         })
     }
 
@@ -75,8 +105,45 @@ impl Runs {
 
     /// Drives `id` in the background until it ends or awaits approval. A
     /// workflow already driven here is left to that run (the permit is
-    /// given back). Without a permit, the run waits for one.
+    /// given back). Without a permit, the run waits for one. A workflow
+    /// found cancelled or failed when its run begins (stopped before it
+    /// started) is left so.
     pub fn start(self: &Arc<Self>, id: WorkflowId, permit: Option<OwnedSemaphorePermit>) {
+        self.spawn(id, permit, Mode::Checked);
+    }
+
+    /// [`Runs::start`] for a workflow just submitted: the engine's start of
+    /// a `pending` workflow already refuses one cancelled meanwhile, so no
+    /// store read is needed.
+    pub fn start_new(self: &Arc<Self>, id: WorkflowId, permit: OwnedSemaphorePermit) {
+        self.spawn(id, Some(permit), Mode::New);
+    }
+
+    /// Like [`Runs::start`], but a cancelled or failed workflow continues
+    /// from its last checkpoint (an explicit resume).
+    pub fn resume(self: &Arc<Self>, id: WorkflowId, permit: Option<OwnedSemaphorePermit>) {
+        self.spawn(id, permit, Mode::Resume);
+    }
+
+    /// Waits until `id` is not driven here, at most `timeout`; whether it
+    /// is free.
+    pub async fn wait_inactive(&self, id: WorkflowId, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, async {
+            loop {
+                let ended = self.ended.notified();
+                tokio::pin!(ended);
+                ended.as_mut().enable();
+                if !self.is_active(id) {
+                    return;
+                }
+                ended.await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+
+    fn spawn(self: &Arc<Self>, id: WorkflowId, permit: Option<OwnedSemaphorePermit>, mode: Mode) {
         if self.stop.is_cancelled() || !self.active.lock().insert(id) {
             return;
         }
@@ -91,7 +158,28 @@ impl Runs {
                         p = runs.permits.clone().acquire_owned() => p.ok(),
                     },
                 };
-                if permit.is_some() {
+                // `Engine::run` also resumes: a workflow cancelled before
+                // this run began must stay cancelled unless resumed.
+                let go = permit.is_some()
+                    && (mode != Mode::Checked
+                        || match runs.engine.store().get_workflow(id).await {
+                            Ok(r) => matches!(
+                                r.status,
+                                WorkflowStatus::Pending | WorkflowStatus::Running
+                            ),
+                            Err(error) => {
+                                warn!(%error, "Cannot read the workflow; not running it.");
+                                false
+                            }
+                        });
+                if go && runs.execution == Execution::Dispatch {
+                    match runs.engine.start_detached(id).await {
+                        Ok(record) => {
+                            info!(status = %record.status, "Workflow started for the workers.")
+                        }
+                        Err(error) => warn!(%error, "Workflow start failed."),
+                    }
+                } else if go {
                     tokio::select! {
                         _ = runs.stop.cancelled() => {
                             info!("Server stopping; the workflow resumes at the next start.");
@@ -103,6 +191,7 @@ impl Runs {
                     }
                 }
                 runs.active.lock().remove(&id);
+                runs.ended.notify_waiters();
                 drop(permit);
             }
             .instrument(span),

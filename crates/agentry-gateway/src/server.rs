@@ -40,6 +40,8 @@ pub struct GatewayDeps {
     pub base_options: Value,
     /// Settings.
     pub config: GatewayConfig,
+    /// Whether workflows run here or only start here.
+    pub execution: crate::runs::Execution,
 }
 
 /// A gateway ready to serve.
@@ -60,9 +62,18 @@ impl Gateway {
             .transpose()
             .context("gateway.jwt")?;
         let store: Arc<dyn Store> = deps.engine.store().clone();
-        let runs = Runs::new(deps.engine.clone(), deps.config.max_running_workflows);
+        let runs = Runs::new(
+            deps.engine.clone(),
+            deps.config.max_running_workflows,
+            deps.execution,
+        );
         let state = AppState::new(Shared {
-            auth: Authenticator::new(deps.keys.clone(), deps.config.api_keys, jwt),
+            auth: Authenticator::new(
+                deps.keys.clone(),
+                deps.config.api_keys,
+                jwt,
+                Duration::from_secs(deps.config.api_key_cache_s),
+            ),
             engine: deps.engine,
             store,
             keys: deps.keys,

@@ -6,17 +6,14 @@ use axum::Json;
 
 use super::model::{AgentList, AgentStatus};
 use super::{require, AppState, Caller};
-use crate::problem::{ApiError, Problem};
+use crate::problem::{ApiError, ReadErrors};
 
 /// Agent roles with their workers, load and status.
 #[utoipa::path(
     get, path = "/v1/agents", operation_id = "listAgents", tag = "agents",
     responses(
         (status = 200, description = "Roles and load", body = AgentList),
-        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not entitled", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Unavailable", body = Problem, content_type = "application/problem+json"),
+        ReadErrors,
     ),
     security(("bearer" = []), ("api_key" = []))
 )]

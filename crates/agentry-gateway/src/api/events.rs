@@ -22,7 +22,7 @@ use serde::Deserialize;
 use super::model::EventView;
 use super::workflows::parse_query;
 use super::{require, AppState, Caller};
-use crate::problem::{ApiError, Problem};
+use crate::problem::{ApiError, ReadErrors};
 
 const BATCH: u32 = 500;
 const POLL: Duration = Duration::from_millis(1000);
@@ -69,12 +69,7 @@ fn is_final(status: WorkflowStatus) -> bool {
     ),
     responses(
         (status = 200, description = "An event stream: each message has `event:` the kind, `data:` an EventView JSON, and (for stored events) `id:` its position", content_type = "text/event-stream", body = super::model::SseMessage),
-        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not entitled", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such workflow in the caller's tenant", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Malformed id or position", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Unavailable", body = Problem, content_type = "application/problem+json"),
+        ReadErrors,
     ),
     security(("bearer" = []), ("api_key" = []))
 )]
@@ -164,6 +159,8 @@ fn follow(
             loop {
                 tokio::select! {
                     _ = state.shutdown.cancelled() => return,
+                    // The client went away: stop reading for it.
+                    _ = tx.closed() => return,
                     _ = &mut deadline => break,
                     next = live.next() => match next {
                         None => {

@@ -8,17 +8,14 @@ use axum::Json;
 use super::model::{CreateKey, CreatedKey, KeyInfo, KeyList};
 use super::{require, AppState, Caller, ValidJson};
 use crate::auth::keys;
-use crate::problem::{ApiError, Problem};
+use crate::problem::{ApiError, ReadErrors, WriteErrors};
 
 /// The caller's tenant's API keys.
 #[utoipa::path(
     get, path = "/v1/keys", operation_id = "listKeys", tag = "keys",
     responses(
         (status = 200, description = "Keys, oldest first", body = KeyList),
-        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Unavailable", body = Problem, content_type = "application/problem+json"),
+        ReadErrors,
     ),
     security(("bearer" = []), ("api_key" = []))
 )]
@@ -39,14 +36,7 @@ pub async fn list(
     request_body = CreateKey,
     responses(
         (status = 201, description = "Created; `key` is shown only now", body = CreatedKey),
-        (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Unavailable", body = Problem, content_type = "application/problem+json"),
+        WriteErrors,
     ),
     security(("bearer" = []), ("api_key" = []))
 )]
@@ -78,12 +68,7 @@ pub async fn create(
     params(("key_id" = String, Path, description = "Key id")),
     responses(
         (status = 200, description = "Revoked (or already revoked)", body = KeyInfo),
-        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such key in the caller's tenant", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A key cannot revoke itself", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Unavailable", body = Problem, content_type = "application/problem+json"),
+        WriteErrors,
     ),
     security(("bearer" = []), ("api_key" = []))
 )]
@@ -111,7 +96,9 @@ pub async fn revoke(
                 .to_string(),
         ));
     }
-    let record = match state.keys.revoke_api_key(&key_id, chrono::Utc::now()).await {
+    let revoked = state.keys.revoke_api_key(&key_id, chrono::Utc::now()).await;
+    state.auth.forget_key(&key_id);
+    let record = match revoked {
         Ok(r) => r,
         Err(Error::NotFound(_)) => return Err(not_found()),
         Err(e) => return Err(e.into()),

@@ -156,9 +156,28 @@ where
         if let Some(validator) = state.validators.get(name.as_ref()) {
             let errors: Vec<FieldError> = validator
                 .iter_errors(&value)
-                .map(|e| FieldError {
-                    field: pointer_or_root(&e.instance_path.to_string()),
-                    message: e.to_string(),
+                .flat_map(|e| {
+                    use jsonschema::error::ValidationErrorKind as Kind;
+                    let at = e.instance_path.to_string();
+                    let member =
+                        |name: &str| format!("{at}/{}", name.replace('~', "~0").replace('/', "~1"));
+                    match &e.kind {
+                        Kind::AdditionalProperties { unexpected } => unexpected
+                            .iter()
+                            .map(|name| FieldError {
+                                field: member(name),
+                                message: "is not a known field".to_string(),
+                            })
+                            .collect(),
+                        Kind::Required { property } => vec![FieldError {
+                            field: member(property.as_str().unwrap_or_default()),
+                            message: "is required".to_string(),
+                        }],
+                        _ => vec![FieldError {
+                            field: pointer_or_root(&at),
+                            message: e.to_string(),
+                        }],
+                    }
                 })
                 .collect();
             if !errors.is_empty() {

@@ -85,6 +85,7 @@ pub struct SubmitWorkflow {
     #[schema(pattern = r"^[a-z0-9][a-z0-9_-]{0,63}$")]
     pub workflow: Option<String>,
     /// Per-run options.
+    #[schema(nullable = false)]
     pub options: Option<RunOptions>,
 }
 

@@ -11,7 +11,7 @@ use axum::Json;
 
 use super::model::{DefinitionList, Health, Readiness};
 use super::{require, AppState, Caller};
-use crate::problem::{ApiError, Problem};
+use crate::problem::{ApiError, ReadErrors};
 
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "system",
@@ -68,9 +68,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     get, path = "/v1/workflow-definitions", operation_id = "listWorkflowDefinitions", tag = "workflows",
     responses(
         (status = 200, description = "Names", body = DefinitionList),
-        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not entitled", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        ReadErrors,
     ),
     security(("bearer" = []), ("api_key" = []))
 )]

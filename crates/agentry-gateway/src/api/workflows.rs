@@ -12,7 +12,7 @@ use tracing::info;
 
 use super::model::*;
 use super::{require, AppState, Caller, ValidJson};
-use crate::problem::{current_request_id, ApiError, Problem};
+use crate::problem::{current_request_id, ApiError, ReadErrors, WriteErrors};
 
 /// Query of `GET /v1/workflows`.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -35,8 +35,19 @@ pub fn parse_query<T: serde::de::DeserializeOwned + Default>(
 ) -> Result<T, ApiError> {
     match raw.as_deref() {
         None | Some("") => Ok(T::default()),
-        Some(q) => serde_urlencoded::from_str(q)
-            .map_err(|error| ApiError::field("query", error.to_string())),
+        Some(q) => serde_urlencoded::from_str(q).map_err(|error| {
+            // Every parameter is optional, so the first pair that fails on
+            // its own is the one to name.
+            let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q).unwrap_or_default();
+            let field = pairs
+                .iter()
+                .find(|pair| {
+                    serde_urlencoded::to_string([pair])
+                        .is_ok_and(|one| serde_urlencoded::from_str::<T>(&one).is_err())
+                })
+                .map_or_else(|| "query".to_string(), |(name, _)| name.clone());
+            ApiError::field(field, error.to_string())
+        }),
     }
 }
 
@@ -62,23 +73,17 @@ fn accepted(record: &agentry_core::WorkflowRecord, status: StatusCode) -> Respon
         (status = 202, description = "Accepted; the workflow runs in the background", body = WorkflowAccepted,
             headers(("location" = String, description = "The workflow's URL"))),
         (status = 200, description = "The same request id was submitted before with the same requirement: that workflow", body = WorkflowAccepted),
-        (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Role does not allow it", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The request id was used for another submission", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "At the running-workflow limit", body = Problem, content_type = "application/problem+json"),
+        WriteErrors,
     ),
     security(("bearer" = []), ("api_key" = []))
 )]
 pub async fn submit(
     State(state): State<AppState>,
     axum::Extension(p): Caller,
+    headers: axum::http::HeaderMap,
     ValidJson(body): ValidJson<SubmitWorkflow>,
 ) -> Result<Response, ApiError> {
+    let client_request_id = headers.contains_key("x-request-id");
     require(&p, AccessRole::Operator)?;
     if body.requirement.trim().is_empty() {
         return Err(ApiError::field("/requirement", "must not be blank"));
@@ -98,9 +103,12 @@ pub async fn submit(
         .load(body.workflow.as_deref())
         .map_err(|message| ApiError::field("/workflow", message))?;
     let request_id = current_request_id().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    // A resubmission of the same request id answers without a permit.
-    if let Some(existing) = state.store.find_by_request_id(&request_id).await? {
-        return resubmitted(&p, &existing, &body.requirement);
+    // A resubmission of a request id the client chose answers without a
+    // permit; an id this server generated is new by construction.
+    if client_request_id {
+        if let Some(existing) = state.store.find_by_request_id(&request_id).await? {
+            return resubmitted(&p, &existing, &body.requirement);
+        }
     }
     let permit = state.runs.try_permit()?;
     let mut options = match state.base_options.clone() {
@@ -140,7 +148,7 @@ pub async fn submit(
         return resubmitted(&p, &record, &body.requirement);
     }
     info!(workflow_id = %record.id, tenant = %p.tenant, "Workflow accepted.");
-    state.runs.start(record.id, Some(permit));
+    state.runs.start_new(record.id, permit);
     Ok(accepted(&record, StatusCode::ACCEPTED))
 }
 
@@ -165,11 +173,7 @@ fn resubmitted(
     params(ListParams),
     responses(
         (status = 200, description = "A page of workflows", body = WorkflowList),
-        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not entitled", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Unavailable", body = Problem, content_type = "application/problem+json"),
+        ReadErrors,
     ),
     security(("bearer" = []), ("api_key" = []))
 )]
@@ -212,12 +216,7 @@ pub async fn list(
     params(("id" = String, Path, format = Uuid, description = "Workflow id")),
     responses(
         (status = 200, description = "The workflow", body = WorkflowDetail),
-        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not entitled", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such workflow in the caller's tenant", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Unavailable", body = Problem, content_type = "application/problem+json"),
+        ReadErrors,
     ),
     security(("bearer" = []), ("api_key" = []))
 )]
@@ -239,12 +238,7 @@ pub async fn get(
     params(("id" = String, Path, format = Uuid, description = "Workflow id")),
     responses(
         (status = 200, description = "The history", body = History),
-        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not entitled", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such workflow in the caller's tenant", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Unavailable", body = Problem, content_type = "application/problem+json"),
+        ReadErrors,
     ),
     security(("bearer" = []), ("api_key" = []))
 )]
@@ -284,16 +278,7 @@ macro_rules! control_path {
             request_body(content = $body, description = "Optional for approve, cancel and resume"),
             responses(
                 (status = $ok, description = $okdesc, body = WorkflowAccepted),
-                (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
-                (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-                (status = 403, description = "Role does not allow it", body = Problem, content_type = "application/problem+json"),
-                (status = 404, description = "No such workflow in the caller's tenant", body = Problem, content_type = "application/problem+json"),
-                (status = 409, description = "The workflow's status does not allow it", body = Problem, content_type = "application/problem+json"),
-                (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-                (status = 415, description = "Body not JSON", body = Problem, content_type = "application/problem+json"),
-                (status = 422, description = "Invalid fields or id", body = Problem, content_type = "application/problem+json"),
-                (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
-                (status = 503, description = "At the running-workflow limit, or unavailable", body = Problem, content_type = "application/problem+json"),
+                WriteErrors,
             ),
             security(("bearer" = []), ("api_key" = []))
         )]
@@ -414,10 +399,27 @@ pub async fn resume(
         _ => {}
     }
     if state.runs.is_active(record.id) {
-        return Ok(accepted(&record, StatusCode::ACCEPTED));
+        if matches!(
+            record.status,
+            WorkflowStatus::Pending | WorkflowStatus::Running
+        ) {
+            return Ok(accepted(&record, StatusCode::ACCEPTED));
+        }
+        // Its run is winding down (the workflow was cancelled or failed a
+        // moment ago); a start now would be dropped, so wait for it.
+        if !state
+            .runs
+            .wait_inactive(record.id, std::time::Duration::from_secs(5))
+            .await
+        {
+            return Err(ApiError::Unavailable {
+                detail: format!("workflow {} is still stopping; retry", record.id),
+                retry_after: std::time::Duration::from_secs(1),
+            });
+        }
     }
     let permit = state.runs.try_permit()?;
     info!(workflow_id = %record.id, note = %note_of(&p, "resumed", body.note.as_deref()), "Workflow resumed.");
-    state.runs.start(record.id, Some(permit));
+    state.runs.resume(record.id, Some(permit));
     Ok(accepted(&record, StatusCode::ACCEPTED))
 }

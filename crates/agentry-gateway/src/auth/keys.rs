@@ -105,11 +105,14 @@ pub async fn authenticate(
         .api_key(id)
         .await
         .map_err(|e| AuthFailure::Unavailable(format!("the key store failed: {e}")))?;
+    verify(record.as_ref(), secret)
+}
+
+/// Checks a presented secret against the stored record of its key id
+/// (None: no such key).
+pub fn verify(record: Option<&ApiKeyRecord>, secret: &str) -> Result<Principal, AuthFailure> {
     // An unknown id still hashes, so both failures take about as long.
-    let expected = record
-        .as_ref()
-        .map(|r| r.secret_hash.clone())
-        .unwrap_or_else(|| "0".repeat(64));
+    let expected = record.map_or("0".repeat(64), |r| r.secret_hash.clone());
     let matches: bool = hash_secret(secret)
         .as_bytes()
         .ct_eq(expected.as_bytes())
@@ -117,9 +120,9 @@ pub async fn authenticate(
     match record {
         Some(r) if matches && r.is_revoked() => Err(AuthFailure::RevokedKey),
         Some(r) if matches => Ok(Principal {
-            tenant: r.tenant,
+            tenant: r.tenant.clone(),
             role: r.role,
-            subject: r.id,
+            subject: r.id.clone(),
             kind: CredentialKind::ApiKey,
         }),
         _ => Err(AuthFailure::InvalidKey),

@@ -89,11 +89,22 @@ impl AuthFailure {
 
 /// Checks a request's credentials: `Authorization: Bearer <key or JWT>`,
 /// or `x-api-key: <key>`.
+///
+/// Stored key records are cached for `key_cache` (a revocation through
+/// this server's API applies at once; one made elsewhere, e.g. by `agentry
+/// keys revoke`, within that time), so a request costs no store read.
 pub struct Authenticator {
     keys: std::sync::Arc<dyn agentry_core::ApiKeyStore>,
     api_keys: bool,
     jwt: Option<std::sync::Arc<jwt::JwtValidator>>,
+    key_cache: std::time::Duration,
+    cached: parking_lot::Mutex<
+        std::collections::HashMap<String, (agentry_core::ApiKeyRecord, std::time::Instant)>,
+    >,
 }
+
+/// Most key records cached at once.
+const KEY_CACHE_CAP: usize = 10_000;
 
 impl Authenticator {
     /// Accepts API keys from `keys` when `api_keys`, and JWTs when `jwt` is
@@ -102,12 +113,20 @@ impl Authenticator {
         keys: std::sync::Arc<dyn agentry_core::ApiKeyStore>,
         api_keys: bool,
         jwt: Option<jwt::JwtValidator>,
+        key_cache: std::time::Duration,
     ) -> Self {
         Authenticator {
             keys,
             api_keys,
             jwt: jwt.map(std::sync::Arc::new),
+            key_cache,
+            cached: parking_lot::Mutex::new(std::collections::HashMap::new()),
         }
+    }
+
+    /// Drops a key's cached record (after a revocation).
+    pub fn forget_key(&self, id: &str) {
+        self.cached.lock().remove(id);
     }
 
     /// The caller of a request with these headers.
@@ -158,6 +177,36 @@ impl Authenticator {
                 "API keys are not accepted by this server".to_string(),
             ));
         }
-        keys::authenticate(&self.keys, key).await
+        let Some((id, secret)) = keys::parse(key) else {
+            return Err(AuthFailure::InvalidKey);
+        };
+        let now = std::time::Instant::now();
+        let hit = self
+            .cached
+            .lock()
+            .get(id)
+            .filter(|(_, at)| now.duration_since(*at) < self.key_cache)
+            .map(|(record, _)| record.clone());
+        let record = match hit {
+            Some(record) => Some(record),
+            None => {
+                let record =
+                    self.keys.api_key(id).await.map_err(|e| {
+                        AuthFailure::Unavailable(format!("the key store failed: {e}"))
+                    })?;
+                // Only keys that exist are cached: unknown ids cannot fill it.
+                if let Some(r) = &record {
+                    if !self.key_cache.is_zero() {
+                        let mut cached = self.cached.lock();
+                        if cached.len() >= KEY_CACHE_CAP {
+                            cached.clear();
+                        }
+                        cached.insert(id.to_string(), (r.clone(), now));
+                    }
+                }
+                record
+            }
+        };
+        keys::verify(record.as_ref(), secret)
     }
 }
