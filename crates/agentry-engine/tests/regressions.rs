@@ -278,8 +278,14 @@ async fn a_recovered_advance_routes_on_the_siblings_merged_in_commit_order() {
     assert_eq!(runner.runs("z"), 1, "routing must see the stored value");
 }
 
-#[tokio::test]
-async fn a_detached_start_is_carried_to_the_end_by_workers_alone() {
+/// An engine over a memory store whose nodes only record that they ran,
+/// with two workers.
+async fn recorded_engine() -> (
+    Arc<MemoryStore>,
+    Arc<Recorder>,
+    Engine,
+    agentry_engine::WorkerHandle,
+) {
     let store = Arc::new(MemoryStore::new());
     let recorder = Arc::new(Recorder::default());
     let engine = Engine::new(
@@ -288,7 +294,13 @@ async fn a_detached_start_is_carried_to_the_end_by_workers_alone() {
         recorder.clone(),
         config(),
     );
-    let _workers = engine.start_workers(Engine::all_queues(), 2).await;
+    let workers = engine.start_workers(Engine::all_queues(), 2).await;
+    (store, recorder, engine, workers)
+}
+
+#[tokio::test]
+async fn a_detached_start_is_carried_to_the_end_by_workers_alone() {
+    let (store, recorder, engine, _workers) = recorded_engine().await;
     let bench = WorkflowDefinition::bench().unwrap();
     let record = engine
         .submit(Submission {
@@ -322,15 +334,7 @@ async fn a_detached_start_is_carried_to_the_end_by_workers_alone() {
 
 #[tokio::test]
 async fn a_workflow_cancelled_before_its_run_starts_stays_cancelled() {
-    let store = Arc::new(MemoryStore::new());
-    let recorder = Arc::new(Recorder::default());
-    let engine = Engine::new(
-        store.clone(),
-        Arc::new(InprocBus::new()),
-        recorder.clone(),
-        config(),
-    );
-    let _workers = engine.start_workers(Engine::all_queues(), 2).await;
+    let (store, recorder, engine, _workers) = recorded_engine().await;
     let record = engine.submit(submission(GATED)).await.unwrap();
     // The cancel lands between submit and run (another process, or an API
     // call racing the background start).

@@ -414,12 +414,12 @@ async fn a_wrong_secret_for_an_existing_key_reads_exactly_like_an_unknown_key() 
     );
 }
 
-#[tokio::test]
-async fn a_revoked_key_is_401() {
-    // Revoked behind the server's back (as `agentry keys revoke` does): with
-    // the key cache off, the next request sees it.
+/// A server whose key records are cached for `cache_s`, and a working
+/// operator key revoked behind the server's back (as `agentry keys revoke`
+/// does from another process).
+async fn key_revoked_elsewhere(cache_s: u64) -> (Api, String) {
     let config = GatewayConfig {
-        api_key_cache_s: 0,
+        api_key_cache_s: cache_s,
         ..GatewayConfig::default()
     };
     let api = Api::with(config, Duration::ZERO).await;
@@ -428,36 +428,26 @@ async fn a_revoked_key_is_401() {
         api.send(get("/v1/workflows").key(&issued.key)).await.status,
         200
     );
-
     api.store
         .revoke_api_key(&issued.record.id, chrono::Utc::now())
         .await
         .unwrap();
+    (api, issued.key)
+}
 
-    api.send(get("/v1/workflows").key(&issued.key))
-        .await
-        .problem(401);
+#[tokio::test]
+async fn a_revoked_key_is_401() {
+    // With the key cache off, the very next request sees the revocation.
+    let (api, key) = key_revoked_elsewhere(0).await;
+    api.send(get("/v1/workflows").key(&key)).await.problem(401);
 }
 
 #[tokio::test]
 async fn a_key_revoked_elsewhere_is_refused_once_its_cache_entry_expires() {
-    let config = GatewayConfig {
-        api_key_cache_s: 1,
-        ..GatewayConfig::default()
-    };
-    let api = Api::with(config, Duration::ZERO).await;
-    let issued = api.issue("acme", Operator).await;
-    assert_eq!(
-        api.send(get("/v1/workflows").key(&issued.key)).await.status,
-        200
-    );
-    api.store
-        .revoke_api_key(&issued.record.id, chrono::Utc::now())
-        .await
-        .unwrap();
+    let (api, key) = key_revoked_elsewhere(1).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let status = api.send(get("/v1/workflows").key(&issued.key)).await.status;
+        let status = api.send(get("/v1/workflows").key(&key)).await.status;
         if status == 401 {
             break;
         }
