@@ -631,10 +631,16 @@ async fn request_id_is_returned_logged_and_carried_into_events() {
     assert_eq!(headers["x-request-id"], "req-abc-123");
     assert_eq!(body["request_id"], "req-abc-123");
     let id = body["id"].as_str().unwrap().to_string();
-    wait_status(&server, &key, &id, Duration::from_secs(60), |s| {
+    let detail = wait_status(&server, &key, &id, Duration::from_secs(60), |s| {
         s == "completed"
     })
     .await;
+    // The server's LLM settings are not shown to callers.
+    assert!(
+        detail["options"].get("llm").is_none(),
+        "{}",
+        detail["options"]
+    );
     let resp = client()
         .get(server.at(&format!("/v1/workflows/{id}/events")))
         .bearer_auth(&key)

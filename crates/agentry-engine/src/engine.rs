@@ -224,6 +224,24 @@ impl WorkerHandle {
         }
     }
 
+    /// Stops taking deliveries and waits up to `grace` for the ones in
+    /// hand to settle; workers still busy then are killed (their
+    /// deliveries go back unsettled, and the tasks run again elsewhere or
+    /// at the next start). Returns whether every worker stopped in time.
+    pub async fn shutdown_within(mut self, grace: Duration) -> bool {
+        self.stop.cancel();
+        let deadline = tokio::time::Instant::now() + grace;
+        let mut clean = true;
+        for task in self.tasks.drain(..) {
+            let abort = task.abort_handle();
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                abort.abort();
+                clean = false;
+            }
+        }
+        clean
+    }
+
     /// Kills the workers now (tasks in flight are dropped unsettled).
     pub fn abort(&self) {
         for t in &self.tasks {
@@ -432,37 +450,51 @@ impl Engine {
         Ok(record)
     }
 
-    /// Starts a `pending` workflow and returns at once: the start
-    /// transition and its first tasks on the bus, nothing waited for.
-    /// Workers (here or in other processes) advance it from there, each
-    /// commit dispatching the next step; [`Engine::run`] by anyone later
-    /// recovers a stalled one. A workflow that is not pending is returned
-    /// as it is. This is the whole job of a gateway whose workers run
+    /// Sets a workflow going and returns at once, waiting for nothing: a
+    /// `pending` one is started (the start transition and its first tasks
+    /// on the bus), a `running` one gets the tasks of its current step that
+    /// are missing dispatched (after an approval or a crash), and a
+    /// `failed` or `cancelled` one continues from its last checkpoint when
+    /// `resume_stopped` (else it is left as it is). Workers, here or in
+    /// other processes, carry it from there: each commit dispatches the
+    /// next step. This is the whole job of a gateway whose workers run
     /// elsewhere.
-    pub async fn start_detached(&self, id: WorkflowId) -> Result<WorkflowRecord> {
+    pub async fn start_detached(
+        &self,
+        id: WorkflowId,
+        resume_stopped: bool,
+    ) -> Result<WorkflowRecord> {
         self.ensure_background();
         let submitted = self.inner.submitted.lock().remove(&id);
         let record = match submitted {
             Some(r) => r,
             None => self.inner.store.get_workflow(id).await?,
         };
-        if record.status != WorkflowStatus::Pending {
-            return Ok(record);
-        }
         let span = info_span!("workflow", workflow_id = %id, request_id = %record.request_id);
         async {
-            let started = match self.start(&record).await {
+            let attempt = match record.status {
+                WorkflowStatus::Pending => self.start(&record).await.map(|r| (r, true)),
+                WorkflowStatus::Failed | WorkflowStatus::Cancelled if resume_stopped => {
+                    self.resume(&record).await.map(|r| (r, false))
+                }
+                WorkflowStatus::Running => Ok((record.clone(), false)),
+                _ => return Ok(record.clone()),
+            };
+            let (now, fresh) = match attempt {
                 Ok(r) => r,
-                // Someone else started or stopped it first.
+                // Someone else moved it first; they own what happens next.
                 Err(e) if conflict_is_benign(&e) => return self.inner.store.get_workflow(id).await,
                 Err(e) => return Err(e),
             };
-            if started.status == WorkflowStatus::Running {
-                let def = self.definition_for(&started)?;
-                self.dispatch_nodes(&started, &def, &started.cursor.pending)
-                    .await;
+            if now.status == WorkflowStatus::Running {
+                if fresh {
+                    let def = self.definition_for(&now)?;
+                    self.dispatch_nodes(&now, &def, &now.cursor.pending).await;
+                } else {
+                    self.kick(&now, true).await?;
+                }
             }
-            Ok(started)
+            Ok(now)
         }
         .instrument(span)
         .await
@@ -476,6 +508,18 @@ impl Engine {
     /// un-advanced step advanced. Needs workers ([`Engine::start_workers`]),
     /// here or in another process.
     pub async fn run(&self, id: WorkflowId) -> Result<WorkflowRecord> {
+        self.run_with(id, true).await
+    }
+
+    /// [`Engine::run`], except that a `failed` or `cancelled` workflow is
+    /// returned as it is, never resumed: for a process that runs workflows
+    /// on its own initiative (a server after a submission, an approval or a
+    /// restart), where a stop made meanwhile by someone else must stand.
+    pub async fn run_unless_stopped(&self, id: WorkflowId) -> Result<WorkflowRecord> {
+        self.run_with(id, false).await
+    }
+
+    async fn run_with(&self, id: WorkflowId, resume_stopped: bool) -> Result<WorkflowRecord> {
         self.ensure_background();
         // A record `submit` just created is still pending unless someone
         // started it meanwhile; then starting it is a conflict, and `drive`
@@ -486,13 +530,19 @@ impl Engine {
             None => self.inner.store.get_workflow(id).await?,
         };
         let span = info_span!("workflow", workflow_id = %id, request_id = %record.request_id);
-        self.run_inner(record).instrument(span).await
+        self.run_inner(record, resume_stopped)
+            .instrument(span)
+            .await
     }
 
-    async fn run_inner(&self, record: WorkflowRecord) -> Result<WorkflowRecord> {
+    async fn run_inner(
+        &self,
+        record: WorkflowRecord,
+        resume_stopped: bool,
+    ) -> Result<WorkflowRecord> {
         let id = record.id;
         let notify = self.waiter(id);
-        let result = self.drive(record, &notify).await;
+        let result = self.drive(record, &notify, resume_stopped).await;
         {
             // Another `run` of the same workflow in this process may share
             // the waiter (map + ours = 2 references when we are the last).
@@ -509,7 +559,12 @@ impl Engine {
         result
     }
 
-    async fn drive(&self, mut record: WorkflowRecord, notify: &Notify) -> Result<WorkflowRecord> {
+    async fn drive(
+        &self,
+        mut record: WorkflowRecord,
+        notify: &Notify,
+        resume_stopped: bool,
+    ) -> Result<WorkflowRecord> {
         let id = record.id;
         // Armed before anything is dispatched, so an end of the run that
         // happens before the loop below waits still wakes it.
@@ -523,7 +578,9 @@ impl Engine {
                     fresh = true;
                     self.start(&record).await
                 }
-                WorkflowStatus::Failed | WorkflowStatus::Cancelled => self.resume(&record).await,
+                WorkflowStatus::Failed | WorkflowStatus::Cancelled if resume_stopped => {
+                    self.resume(&record).await
+                }
                 WorkflowStatus::Running => break,
                 _ => return Ok(record),
             };

@@ -309,7 +309,7 @@ async fn a_detached_start_is_carried_to_the_end_by_workers_alone() {
         })
         .await
         .unwrap();
-    let started = engine.start_detached(record.id).await.unwrap();
+    let started = engine.start_detached(record.id, false).await.unwrap();
     assert_eq!(started.status, WorkflowStatus::Running);
     // Nobody runs `Engine::run`: each commit dispatches the next step.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -328,7 +328,7 @@ async fn a_detached_start_is_carried_to_the_end_by_workers_alone() {
     }
     assert_eq!(recorder.0.lock().unwrap().len(), 7);
     // A second start of a running or finished workflow changes nothing.
-    let again = engine.start_detached(record.id).await.unwrap();
+    let again = engine.start_detached(record.id, false).await.unwrap();
     assert_eq!(again.status, WorkflowStatus::Completed);
 }
 

@@ -7,7 +7,7 @@
 //! previous process left `pending` or `running` is picked up again (the
 //! engine's run is also its resume), queueing for permits.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,15 +33,23 @@ pub enum Execution {
     Dispatch,
 }
 
-/// How a run begins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// A workflow just submitted (pending).
-    New,
-    /// Any other start: only a pending or running workflow is run.
-    Checked,
-    /// An explicit resume: a cancelled or failed workflow continues.
-    Resume,
+/// A request, made while a run is in progress, to run once more.
+#[derive(Debug, Default)]
+struct Again {
+    rerun: bool,
+    resume: bool,
+}
+
+/// Takes a workflow out of `active` when its run task ends.
+struct Leave<'a> {
+    runs: &'a Runs,
+    id: WorkflowId,
+}
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.runs.active.lock().remove(&self.id);
+    }
 }
 
 /// The background runs of one server.
@@ -49,14 +57,12 @@ pub struct Runs {
     engine: Engine,
     permits: Arc<Semaphore>,
     limit: usize,
-    active: Mutex<HashSet<WorkflowId>>,
+    active: Mutex<HashMap<WorkflowId, Again>>,
     tasks: TaskTracker,
     stop: CancellationToken,
     /// Drive runs here (embedded), or only start them for workers
     /// elsewhere.
     execution: Execution,
-    /// Notified whenever a run leaves `active`.
-    ended: tokio::sync::Notify,
 }
 
 impl Runs {
@@ -66,11 +72,10 @@ impl Runs {
             engine,
             permits: Arc::new(Semaphore::new(limit.max(1))),
             limit: limit.max(1),
-            active: Mutex::new(HashSet::new()),
+            active: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
             execution,
-            ended: tokio::sync::Notify::new(),
         })
     }
 
@@ -93,6 +98,11 @@ impl Runs {
         self.active.lock().len()
     }
 
+    /// Where its workflows run.
+    pub fn execution(&self) -> Execution {
+        self.execution
+    }
+
     /// The limit.
     pub fn limit(&self) -> usize {
         self.limit
@@ -100,57 +110,51 @@ impl Runs {
 
     /// Whether `id` is being driven here.
     pub fn is_active(&self, id: WorkflowId) -> bool {
-        self.active.lock().contains(&id)
+        self.active.lock().contains_key(&id)
     }
 
-    /// Drives `id` in the background until it ends or awaits approval. A
-    /// workflow already driven here is left to that run (the permit is
-    /// given back). Without a permit, the run waits for one. A workflow
-    /// found cancelled or failed when its run begins (stopped before it
-    /// started) is left so.
+    /// Drives `id` in the background until it ends or awaits approval.
+    /// Without a permit, the run waits for one. A workflow found cancelled
+    /// or failed (stopped meanwhile by someone else) is left so. If `id` is
+    /// being driven here already, that run goes round once more when it
+    /// ends (an approval that lands while the previous run is finishing
+    /// must not be lost); the permit is given back.
     pub fn start(self: &Arc<Self>, id: WorkflowId, permit: Option<OwnedSemaphorePermit>) {
-        self.spawn(id, permit, Mode::Checked);
+        self.spawn(id, permit, false);
     }
 
-    /// [`Runs::start`] for a workflow just submitted: the engine's start of
-    /// a `pending` workflow already refuses one cancelled meanwhile, so no
-    /// store read is needed.
+    /// [`Runs::start`] for a workflow just submitted.
     pub fn start_new(self: &Arc<Self>, id: WorkflowId, permit: OwnedSemaphorePermit) {
-        self.spawn(id, Some(permit), Mode::New);
+        self.spawn(id, Some(permit), false);
     }
 
     /// Like [`Runs::start`], but a cancelled or failed workflow continues
     /// from its last checkpoint (an explicit resume).
     pub fn resume(self: &Arc<Self>, id: WorkflowId, permit: Option<OwnedSemaphorePermit>) {
-        self.spawn(id, permit, Mode::Resume);
+        self.spawn(id, permit, true);
     }
 
-    /// Waits until `id` is not driven here, at most `timeout`; whether it
-    /// is free.
-    pub async fn wait_inactive(&self, id: WorkflowId, timeout: Duration) -> bool {
-        tokio::time::timeout(timeout, async {
-            loop {
-                let ended = self.ended.notified();
-                tokio::pin!(ended);
-                ended.as_mut().enable();
-                if !self.is_active(id) {
-                    return;
-                }
-                ended.await;
-            }
-        })
-        .await
-        .is_ok()
-    }
-
-    fn spawn(self: &Arc<Self>, id: WorkflowId, permit: Option<OwnedSemaphorePermit>, mode: Mode) {
-        if self.stop.is_cancelled() || !self.active.lock().insert(id) {
+    fn spawn(self: &Arc<Self>, id: WorkflowId, permit: Option<OwnedSemaphorePermit>, resume: bool) {
+        if self.stop.is_cancelled() {
             return;
+        }
+        {
+            let mut active = self.active.lock();
+            if let Some(again) = active.get_mut(&id) {
+                // The run in progress goes round once more when it ends.
+                again.rerun = true;
+                again.resume |= resume;
+                return;
+            }
+            active.insert(id, Again::default());
         }
         let runs = self.clone();
         let span = info_span!("run", workflow_id = %id);
         self.tasks.spawn(
             async move {
+                // Leaves `active` however the task ends (a panic included),
+                // so the workflow can be run again.
+                let _leave = Leave { runs: &runs, id };
                 let permit = match permit {
                     Some(p) => Some(p),
                     None => tokio::select! {
@@ -158,44 +162,58 @@ impl Runs {
                         p = runs.permits.clone().acquire_owned() => p.ok(),
                     },
                 };
-                // `Engine::run` also resumes: a workflow cancelled before
-                // this run began must stay cancelled unless resumed.
-                let go = permit.is_some()
-                    && (mode != Mode::Checked
-                        || match runs.engine.store().get_workflow(id).await {
-                            Ok(r) => matches!(
-                                r.status,
-                                WorkflowStatus::Pending | WorkflowStatus::Running
-                            ),
-                            Err(error) => {
-                                warn!(%error, "Cannot read the workflow; not running it.");
-                                false
-                            }
-                        });
-                if go && runs.execution == Execution::Dispatch {
-                    match runs.engine.start_detached(id).await {
-                        Ok(record) => {
-                            info!(status = %record.status, "Workflow started for the workers.")
-                        }
-                        Err(error) => warn!(%error, "Workflow start failed."),
+                if permit.is_none() {
+                    return;
+                }
+                let mut resume = resume;
+                loop {
+                    if !runs.run_once(id, resume).await {
+                        return;
                     }
-                } else if go {
-                    tokio::select! {
-                        _ = runs.stop.cancelled() => {
-                            info!("Server stopping; the workflow resumes at the next start.");
+                    // Asked to go round again while running?
+                    let mut active = runs.active.lock();
+                    match active.get_mut(&id) {
+                        Some(again) if again.rerun => {
+                            resume = again.resume;
+                            *again = Again::default();
                         }
-                        result = runs.engine.run(id) => match result {
-                            Ok(record) => info!(status = %record.status, "Workflow run ended."),
-                            Err(error) => warn!(%error, "Workflow run failed."),
-                        },
+                        _ => return,
                     }
                 }
-                runs.active.lock().remove(&id);
-                runs.ended.notify_waiters();
-                drop(permit);
             }
             .instrument(span),
         );
+    }
+
+    /// One run of `id`; false when the server is stopping.
+    async fn run_once(&self, id: WorkflowId, resume: bool) -> bool {
+        if self.execution == Execution::Dispatch {
+            match self.engine.start_detached(id, resume).await {
+                Ok(record) => info!(status = %record.status, "Workflow set going for the workers."),
+                Err(error) => warn!(%error, "Workflow start failed."),
+            }
+            return true;
+        }
+        let run = async {
+            if resume {
+                self.engine.run(id).await
+            } else {
+                self.engine.run_unless_stopped(id).await
+            }
+        };
+        tokio::select! {
+            _ = self.stop.cancelled() => {
+                info!("Server stopping; the workflow resumes at the next start.");
+                false
+            }
+            result = run => {
+                match result {
+                    Ok(record) => info!(status = %record.status, "Workflow run ended."),
+                    Err(error) => warn!(%error, "Workflow run failed."),
+                }
+                true
+            }
+        }
     }
 
     /// Picks up every workflow left `pending` or `running` (by a crash or a

@@ -152,13 +152,20 @@ impl Gateway {
         let addr = listener.local_addr().context("listener address")?;
         let config = self.state.config.clone();
         let grace = Duration::from_secs(config.shutdown_grace_s);
+        // TLS files are read before anything starts, so a bad file stops
+        // the server before it picks up any workflow.
+        let rustls = config.tls.as_ref().map(tls_config).transpose()?;
         let handle = axum_server::Handle::<SocketAddr>::new();
-        let state = self.state.clone();
+        // One deadline for the whole shutdown, set when the signal comes.
+        let deadline = Arc::new(parking_lot::Mutex::new(None::<tokio::time::Instant>));
         {
             let handle = handle.clone();
+            let state = self.state.clone();
+            let deadline = deadline.clone();
             tokio::spawn(async move {
                 shutdown.await;
                 info!("Shutting down: no new requests; in-flight ones finish.");
+                *deadline.lock() = Some(tokio::time::Instant::now() + grace);
                 state.shutdown.cancel();
                 handle.graceful_shutdown(Some(grace));
             });
@@ -167,9 +174,8 @@ impl Gateway {
             .router()
             .into_make_service_with_connect_info::<SocketAddr>();
         let resumed = self.resume_unfinished().await?;
-        match &config.tls {
-            Some(tls) => {
-                let rustls = tls_config(tls)?;
+        match rustls {
+            Some(rustls) => {
                 info!(%addr, resumed, "Serving HTTPS.");
                 axum_server::from_tcp_rustls(listener, rustls)
                     .context("cannot serve on the listener")?
@@ -188,36 +194,32 @@ impl Gateway {
                     .context("the HTTP server failed")?;
             }
         }
-        self.stop(grace).await;
+        let left = deadline
+            .lock()
+            .map(|d| d.saturating_duration_since(tokio::time::Instant::now()))
+            .unwrap_or(grace);
+        self.stop(left).await;
         Ok(())
     }
 
-    /// Stops background runs and workers, then flushes the outbox.
-    async fn stop(self, grace: Duration) {
+    /// Stops background runs, gives the workers what is `left` of the
+    /// grace period to settle the node runs in hand (then kills them: their
+    /// deliveries stay unsettled and their workflows resume at the next
+    /// start), and flushes the outbox.
+    async fn stop(self, left: Duration) {
         self.state.shutdown.cancel();
         self.state.runs.stop().await;
         if let Some(workers) = self.workers {
-            let abort = workers_abort_handle(&workers);
-            if tokio::time::timeout(grace, workers.shutdown())
-                .await
-                .is_err()
-            {
+            if !workers.shutdown_within(left).await {
                 warn!(
-                    grace_s = grace.as_secs(),
-                    "Node runs did not finish in time; abandoned (their workflows resume at the next start)."
+                    grace_s = left.as_secs(),
+                    "Node runs did not finish in time and were stopped; their workflows resume at the next start."
                 );
-                abort.cancel();
             }
         }
         self.state.engine.close().await;
         info!("Stopped.");
     }
-}
-
-/// Workers are aborted by dropping their tasks when the runtime ends; this
-/// token only marks that the grace period ran out, for the log.
-fn workers_abort_handle(_workers: &WorkerHandle) -> CancellationToken {
-    CancellationToken::new()
 }
 
 fn tls_config(

@@ -146,9 +146,9 @@ impl Default for RateLimit {
 impl RateLimit {
     /// Checks the limit makes sense.
     pub fn validate(&self) -> Result<()> {
-        if !(self.rate_per_s.is_finite() && self.rate_per_s > 0.0) {
+        if !(self.rate_per_s.is_finite() && (0.001..=1e9).contains(&self.rate_per_s)) {
             return Err(Error::invalid(format!(
-                "rate limit: rate_per_s must be a positive number, not {}",
+                "rate limit: rate_per_s must be between 0.001 and 1e9, not {}",
                 self.rate_per_s
             )));
         }

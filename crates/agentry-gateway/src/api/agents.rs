@@ -48,7 +48,11 @@ pub async fn list(
         })
         .collect();
     Ok(Json(AgentList {
-        mode: "embedded".to_string(),
+        mode: match state.runs.execution() {
+            crate::runs::Execution::Local => "embedded",
+            crate::runs::Execution::Dispatch => "distributed",
+        }
+        .to_string(),
         running_workflows: state.runs.running() as u64,
         max_running_workflows: state.runs.limit() as u64,
         agents,

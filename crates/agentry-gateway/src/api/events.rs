@@ -94,7 +94,7 @@ pub async fn events(
         None => params.after.unwrap_or(0),
     };
     let keepalive = Duration::from_secs(state.config.sse_keepalive_s.max(1));
-    let stream = follow(state, record.id, after);
+    let stream = follow(state, record.id, record.tenant.clone(), after);
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(keepalive))
         .into_response())
@@ -103,6 +103,7 @@ pub async fn events(
 fn follow(
     state: AppState,
     id: agentry_core::WorkflowId,
+    tenant: Option<String>,
     after: u64,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     async_stream(move |tx| async move {
@@ -120,7 +121,7 @@ fn follow(
             let mut ended = false;
             for stored in &batch {
                 last = stored.seq;
-                let view = EventView::stored(stored);
+                let view = EventView::stored(stored, tenant.as_deref());
                 let event = SseEvent::default()
                     .id(stored.seq.to_string())
                     .event(view.kind.clone())
@@ -129,7 +130,9 @@ fn follow(
                 if tx.send(event).await.is_err() {
                     return;
                 }
-                ended |= ends_stream(stored.event.kind);
+                // Only the latest event counts: a failure followed by a
+                // resume goes on.
+                ended = ends_stream(stored.event.kind);
             }
             if batch.len() as u32 == BATCH {
                 continue;
@@ -169,7 +172,7 @@ fn follow(
                         }
                         Some(ev) if ev.workflow_id != id => {}
                         Some(ev) if ev.kind == EventKind::AgentProgress => {
-                            let view = EventView::new(&ev, None);
+                            let view = EventView::new(&ev, None, tenant.as_deref());
                             if let Ok(event) = SseEvent::default().event(view.kind.clone()).json_data(&view) {
                                 if tx.send(event).await.is_err() {
                                     return;

@@ -68,7 +68,8 @@ pub async fn create(
     params(("key_id" = String, Path, description = "Key id")),
     responses(
         (status = 200, description = "Revoked (or already revoked)", body = KeyInfo),
-        WriteErrors,
+        (status = 409, description = "A key cannot revoke itself", body = crate::problem::Problem, content_type = "application/problem+json"),
+        ReadErrors,
     ),
     security(("bearer" = []), ("api_key" = []))
 )]

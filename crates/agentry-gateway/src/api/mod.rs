@@ -24,7 +24,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
-use crate::auth::{Authenticator, Principal};
+use crate::auth::{AuthFailure, Authenticator, Principal};
 use crate::config::GatewayConfig;
 use crate::problem::{ApiError, FieldError, REQUEST_ID};
 use crate::runs::Runs;
@@ -217,7 +217,12 @@ pub async fn authenticate(
         .auth
         .authenticate(req.headers())
         .await
-        .map_err(ApiError::Auth)?;
+        .map_err(|failure| {
+            if let AuthFailure::Unavailable(detail) = &failure {
+                tracing::warn!(error = %detail, "Authentication is unavailable.");
+            }
+            ApiError::Auth(failure)
+        })?;
     let limit = state.config.rate_limit;
     let decision = state
         .limiter
@@ -245,7 +250,7 @@ pub type Caller = Extension<Principal>;
 /// with that id in scope, returns the id, and writes one access-log line.
 pub async fn request_context(req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let request_id = request_id_of(req.headers());
+    let (request_id, valid) = request_id_of(req.headers());
     let method = req.method().clone();
     let route = req
         .extensions()
@@ -255,8 +260,16 @@ pub async fn request_context(req: Request, next: Next) -> Response {
     let span = tracing::info_span!("request", request_id = %request_id, route = %route);
     let mut response = {
         use tracing::Instrument;
+        let handle = async move {
+            if valid {
+                next.run(req).await
+            } else {
+                ApiError::field("x-request-id", "must be 1 to 128 visible ASCII characters")
+                    .into_response()
+            }
+        };
         REQUEST_ID
-            .scope(request_id.clone(), next.run(req))
+            .scope(request_id.clone(), handle)
             .instrument(span)
             .await
     };
@@ -278,14 +291,18 @@ pub async fn request_context(req: Request, next: Next) -> Response {
     response
 }
 
-/// The request's id: `x-request-id` when it is 1–128 visible ASCII
-/// characters, else a new UUID.
-fn request_id_of(headers: &HeaderMap) -> String {
-    headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+/// The request's id: `x-request-id` as sent, or a new UUID when there is
+/// none; and whether a sent one is valid (1–128 visible ASCII characters).
+/// An invalid one is refused rather than replaced, since a submission's
+/// request id is its idempotency key.
+fn request_id_of(headers: &HeaderMap) -> (String, bool) {
+    let Some(sent) = headers.get("x-request-id") else {
+        return (uuid::Uuid::new_v4().to_string(), true);
+    };
+    match sent.to_str().map(str::trim) {
+        Ok(v) if !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()) => {
+            (v.to_string(), true)
+        }
+        _ => (uuid::Uuid::new_v4().to_string(), false),
+    }
 }

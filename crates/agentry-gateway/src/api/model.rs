@@ -13,6 +13,23 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+/// The stored request id of a tenant's submission: `<tenant>:<x-request-id>`.
+/// Request ids are idempotency keys, and scoping them by tenant keeps one
+/// tenant from probing or squatting another's. Tenants never contain `:`.
+pub fn scoped_request_id(tenant: &str, request_id: &str) -> String {
+    format!("{tenant}:{request_id}")
+}
+
+/// The request id as its client sent it (the stored one without the
+/// tenant scope).
+pub fn client_request_id(tenant: Option<&str>, stored: &str) -> String {
+    tenant
+        .and_then(|t| stored.strip_prefix(t))
+        .and_then(|rest| rest.strip_prefix(':'))
+        .unwrap_or(stored)
+        .to_string()
+}
+
 /// Largest requirement text the schema admits (the configured limit can be
 /// lower).
 pub const MAX_REQUIREMENT_CHARS: usize = 100_000;
@@ -165,7 +182,7 @@ impl From<&WorkflowRecord> for WorkflowSummary {
         WorkflowSummary {
             id: r.id.to_string(),
             status: r.status.into(),
-            request_id: r.request_id.clone(),
+            request_id: client_request_id(r.tenant.as_deref(), &r.request_id),
             workflow: r.workflow_name.clone(),
             requirement: r.requirements.chars().take(200).collect(),
             current_step: r.current_step.clone(),
@@ -307,7 +324,7 @@ pub struct WorkflowDetail {
     pub current_step: String,
     /// Super-step.
     pub step: u64,
-    /// Run options (LLM, project key, repository, budget).
+    /// Run options: project key, repository, budget (when set).
     pub options: Value,
     /// Agent outputs, oldest first.
     pub outputs: Vec<AgentOutput>,
@@ -340,12 +357,12 @@ impl WorkflowDetail {
         WorkflowDetail {
             id: record.id.to_string(),
             status: record.status.into(),
-            request_id: record.request_id.clone(),
+            request_id: client_request_id(record.tenant.as_deref(), &record.request_id),
             workflow: record.workflow_name.clone(),
             requirement: record.requirements.clone(),
             current_step: record.current_step.clone(),
             step: record.cursor.step,
-            options: record.options.clone(),
+            options: public_options(&record.options),
             outputs: outputs.iter().map(AgentOutput::from).collect(),
             shared_context: state.shared_context.clone(),
             artifacts: Artifacts {
@@ -361,6 +378,18 @@ impl WorkflowDetail {
             links: WorkflowLinks::of(record.id),
         }
     }
+}
+
+/// The run options a caller may see: the project, repository and budget it
+/// chose, not the server's LLM settings.
+fn public_options(options: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    for key in ["project_key", "repository", "budget"] {
+        if let Some(v) = options.get(key).filter(|v| !v.is_null()) {
+            out.insert(key.to_string(), v.clone());
+        }
+    }
+    Value::Object(out)
 }
 
 /// One entry of a workflow's history.
@@ -449,8 +478,9 @@ pub struct EventView {
 }
 
 impl EventView {
-    /// The view of an event, with its store position when stored.
-    pub fn new(event: &agentry_core::Event, seq: Option<u64>) -> Self {
+    /// The view of an event of `tenant`'s workflow, with its store position
+    /// when stored.
+    pub fn new(event: &agentry_core::Event, seq: Option<u64>, tenant: Option<&str>) -> Self {
         EventView {
             seq,
             id: event.id.to_string(),
@@ -459,15 +489,18 @@ impl EventView {
             step: event.step,
             node: event.node.clone(),
             attempt: event.attempt,
-            request_id: event.request_id.clone(),
+            request_id: event
+                .request_id
+                .as_deref()
+                .map(|r| client_request_id(tenant, r)),
             payload: event.payload.clone(),
             at: event.at,
         }
     }
 
-    /// The view of a stored event.
-    pub fn stored(e: &StoredEvent) -> Self {
-        Self::new(&e.event, Some(e.seq))
+    /// The view of a stored event of `tenant`'s workflow.
+    pub fn stored(e: &StoredEvent, tenant: Option<&str>) -> Self {
+        Self::new(&e.event, Some(e.seq), tenant)
     }
 }
 
@@ -654,7 +687,7 @@ pub struct Health {
 pub struct Readiness {
     /// `ready` or `unavailable`.
     pub status: String,
-    /// Each dependency: `ok` or what is wrong.
+    /// Each dependency: `ok` or `failed` (the cause is in the server log).
     pub checks: BTreeMap<String, String>,
 }
 

@@ -31,16 +31,26 @@ pub async fn healthz() -> Json<Health> {
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let mut checks = BTreeMap::new();
     let timeout = std::time::Duration::from_secs(2);
-    let store = match tokio::time::timeout(timeout, state.store.health()).await {
+    // Callers see `ok` or `failed`; the cause goes to the log.
+    let verdict = |what: &str, result: Result<agentry_core::Result<()>, _>| match result {
         Ok(Ok(())) => "ok".to_string(),
-        Ok(Err(error)) => error.to_string(),
-        Err(_) => "timed out".to_string(),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, check = what, "Readiness check failed.");
+            "failed".to_string()
+        }
+        Err(tokio::time::error::Elapsed { .. }) => {
+            tracing::warn!(check = what, "Readiness check timed out.");
+            "failed".to_string()
+        }
     };
-    let bus = match tokio::time::timeout(timeout, state.engine.bus().health()).await {
-        Ok(Ok(())) => "ok".to_string(),
-        Ok(Err(error)) => error.to_string(),
-        Err(_) => "timed out".to_string(),
-    };
+    let store = verdict(
+        "store",
+        tokio::time::timeout(timeout, state.store.health()).await,
+    );
+    let bus = verdict(
+        "bus",
+        tokio::time::timeout(timeout, state.engine.bus().health()).await,
+    );
     let draining = state.shutdown.is_cancelled();
     let ready = store == "ok" && bus == "ok" && !draining;
     checks.insert(format!("store ({})", state.store.name()), store);

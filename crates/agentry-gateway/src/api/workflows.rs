@@ -55,7 +55,7 @@ fn accepted(record: &agentry_core::WorkflowRecord, status: StatusCode) -> Respon
     let body = WorkflowAccepted {
         id: record.id.to_string(),
         status: record.status.into(),
-        request_id: record.request_id.clone(),
+        request_id: client_request_id(record.tenant.as_deref(), &record.request_id),
         links: WorkflowLinks::of(record.id),
     };
     let mut response = (status, Json(body)).into_response();
@@ -102,12 +102,15 @@ pub async fn submit(
         .definitions
         .load(body.workflow.as_deref())
         .map_err(|message| ApiError::field("/workflow", message))?;
-    let request_id = current_request_id().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let request_id = scoped_request_id(
+        &p.tenant,
+        &current_request_id().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+    );
     // A resubmission of a request id the client chose answers without a
     // permit; an id this server generated is new by construction.
     if client_request_id {
         if let Some(existing) = state.store.find_by_request_id(&request_id).await? {
-            return resubmitted(&p, &existing, &body.requirement);
+            return resubmitted(&p, &existing, &body.requirement, &definition.name);
         }
     }
     let permit = state.runs.try_permit()?;
@@ -130,6 +133,7 @@ pub async fn submit(
                 serde_json::to_value(&budget).map_err(|e| ApiError::Internal(e.to_string()))?;
         }
     }
+    let definition_name = definition.name.clone();
     let record = state
         .engine
         .submit(Submission {
@@ -145,7 +149,7 @@ pub async fn submit(
         || record.status != WorkflowStatus::Pending
     {
         // Lost a race with a submission of the same request id.
-        return resubmitted(&p, &record, &body.requirement);
+        return resubmitted(&p, &record, &body.requirement, &definition_name);
     }
     info!(workflow_id = %record.id, tenant = %p.tenant, "Workflow accepted.");
     state.runs.start_new(record.id, permit);
@@ -156,8 +160,11 @@ fn resubmitted(
     p: &crate::auth::Principal,
     existing: &agentry_core::WorkflowRecord,
     requirement: &str,
+    workflow: &str,
 ) -> Result<Response, ApiError> {
-    if existing.tenant.as_deref() == Some(p.tenant.as_str()) && existing.requirements == requirement
+    if existing.tenant.as_deref() == Some(p.tenant.as_str())
+        && existing.requirements == requirement
+        && existing.workflow_name == workflow
     {
         Ok(accepted(existing, StatusCode::OK))
     } else {
@@ -398,25 +405,13 @@ pub async fn resume(
         }
         _ => {}
     }
-    if state.runs.is_active(record.id) {
-        if matches!(
+    if state.runs.is_active(record.id)
+        && matches!(
             record.status,
             WorkflowStatus::Pending | WorkflowStatus::Running
-        ) {
-            return Ok(accepted(&record, StatusCode::ACCEPTED));
-        }
-        // Its run is winding down (the workflow was cancelled or failed a
-        // moment ago); a start now would be dropped, so wait for it.
-        if !state
-            .runs
-            .wait_inactive(record.id, std::time::Duration::from_secs(5))
-            .await
-        {
-            return Err(ApiError::Unavailable {
-                detail: format!("workflow {} is still stopping; retry", record.id),
-                retry_after: std::time::Duration::from_secs(1),
-            });
-        }
+        )
+    {
+        return Ok(accepted(&record, StatusCode::ACCEPTED));
     }
     let permit = state.runs.try_permit()?;
     info!(workflow_id = %record.id, note = %note_of(&p, "resumed", body.note.as_deref()), "Workflow resumed.");

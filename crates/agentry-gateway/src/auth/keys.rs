@@ -21,12 +21,21 @@ const ID_LEN: usize = 12;
 const ID_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
 
 /// A key just made: the record to store and the full key to show once.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct IssuedKey {
     /// What the store keeps.
     pub record: ApiKeyRecord,
     /// `agk_<id>_<secret>`; never stored or logged.
     pub key: String,
+}
+
+impl std::fmt::Debug for IssuedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedKey")
+            .field("record", &self.record)
+            .field("key", &"***")
+            .finish()
+    }
 }
 
 /// Makes a new key for `tenant` with `role`.

@@ -70,8 +70,9 @@ pub enum AuthFailure {
     /// tenant (403).
     #[error("{0}")]
     NotEntitled(String),
-    /// The key set or key store could not be reached (503).
-    #[error("authentication is unavailable: {0}")]
+    /// The key set or key store could not be reached (503). The detail is
+    /// for the log; callers get a generic text.
+    #[error("authentication is temporarily unavailable; retry shortly")]
     Unavailable(String),
 }
 
