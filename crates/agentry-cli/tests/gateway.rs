@@ -939,3 +939,68 @@ async fn openapi_document_validates_and_schemathesis_finds_no_violation() {
         "schemathesis submitted no workflow:\n{report}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_bad_credentials_from_one_address_are_slowed_to_429() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let key = create_key(&data, "acme", "viewer");
+    let server = Server::start(
+        &data,
+        &["--llm", "demo"],
+        &[
+            ("AGENTRY_GATEWAY__FAILED_AUTH_LIMIT__RATE_PER_S", "0.01"),
+            ("AGENTRY_GATEWAY__FAILED_AUTH_LIMIT__BURST", "3"),
+        ],
+    );
+    let bad = format!("{}x", &key[..key.len() - 1]);
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let (status, headers, _) =
+            send(client().get(server.at("/v1/workflows")).bearer_auth(&bad)).await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            assert!(headers.contains_key("retry-after"));
+        }
+        statuses.push(status.as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 401, 429, 429]);
+    // Good credentials from the same address still work, and requests
+    // without any do not count.
+    let (status, _, _) = send(client().get(server.at("/v1/workflows")).bearer_auth(&key)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = send(client().get(server.at("/v1/workflows"))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_are_capped_per_caller() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let key = create_key(&data, "acme", "operator");
+    let server = Server::start(
+        &data,
+        &["--llm", "demo", "--llm-latency-ms", "300"],
+        &[("AGENTRY_GATEWAY__MAX_EVENT_STREAMS_PER_CALLER", "1")],
+    );
+    let id = submit(&server, &key, "a URL shortener").await;
+    let url = server.at(&format!("/v1/workflows/{id}/events"));
+    let first = client().get(&url).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let (status, headers, body) = send(client().get(&url).bearer_auth(&key)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(headers.contains_key("retry-after"));
+    // Closing the first frees its place.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = client().get(&url).bearer_auth(&key).send().await.unwrap();
+        if resp.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed stream's place was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

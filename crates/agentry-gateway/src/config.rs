@@ -26,6 +26,13 @@ pub struct GatewayConfig {
     pub shutdown_grace_s: u64,
     /// Seconds between SSE keep-alive comments.
     pub sse_keepalive_s: u64,
+    /// Event streams open at once per caller (429 beyond).
+    pub max_event_streams_per_caller: usize,
+    /// Event streams open at once in all (503 beyond).
+    pub max_event_streams: usize,
+    /// Failed authentications allowed per client address (429 beyond):
+    /// slows down guessing keys and tokens.
+    pub failed_auth_limit: RateLimit,
     /// Accept API keys (`agk_...`).
     pub api_keys: bool,
     /// Seconds a stored key record is cached (a revocation made by another
@@ -48,6 +55,12 @@ impl Default for GatewayConfig {
             max_running_workflows: 32,
             shutdown_grace_s: 30,
             sse_keepalive_s: 15,
+            max_event_streams_per_caller: 16,
+            max_event_streams: 1024,
+            failed_auth_limit: RateLimit {
+                rate_per_s: 1.0,
+                burst: 30,
+            },
             api_keys: true,
             api_key_cache_s: 2,
             jwt: None,
@@ -72,6 +85,13 @@ impl GatewayConfig {
         self.rate_limit
             .validate()
             .map_err(|e| anyhow::anyhow!("gateway.rate_limit: {e}"))?;
+        self.failed_auth_limit
+            .validate()
+            .map_err(|e| anyhow::anyhow!("gateway.failed_auth_limit: {e}"))?;
+        anyhow::ensure!(
+            self.max_event_streams >= 1 && self.max_event_streams_per_caller >= 1,
+            "gateway.max_event_streams and max_event_streams_per_caller must be at least 1"
+        );
         anyhow::ensure!(
             self.max_body_bytes >= 1024,
             "gateway.max_body_bytes must be at least 1024, not {}",

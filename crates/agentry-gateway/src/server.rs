@@ -82,6 +82,10 @@ impl Gateway {
             definitions: deps.definitions,
             base_options: deps.base_options,
             validators: crate::openapi::validators()?,
+            streams: crate::api::events::StreamCaps::new(
+                deps.config.max_event_streams_per_caller,
+                deps.config.max_event_streams,
+            ),
             shutdown: CancellationToken::new(),
             config: deps.config,
         });

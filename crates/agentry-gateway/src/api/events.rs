@@ -94,7 +94,8 @@ pub async fn events(
         None => params.after.unwrap_or(0),
     };
     let keepalive = Duration::from_secs(state.config.sse_keepalive_s.max(1));
-    let stream = follow(state, record.id, record.tenant.clone(), after);
+    let slot = state.streams.open(&p.subject)?;
+    let stream = follow(state, record.id, record.tenant.clone(), after, slot);
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(keepalive))
         .into_response())
@@ -105,8 +106,11 @@ fn follow(
     id: agentry_core::WorkflowId,
     tenant: Option<String>,
     after: u64,
+    slot: StreamSlot,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     async_stream(move |tx| async move {
+        // Held while the stream lives: counts against the caps.
+        let _slot = slot;
         // Subscribe before the first read, so nothing falls between them.
         let mut live = state.engine.subscribe();
         let mut last = after;
@@ -185,6 +189,70 @@ fn follow(
             }
         }
     })
+}
+
+/// Open event streams, capped per caller and in all: each one is a task
+/// that reads the store, so a client must not be able to open without end.
+#[derive(Debug)]
+pub struct StreamCaps {
+    per_caller: usize,
+    total: usize,
+    open: std::sync::Arc<parking_lot::Mutex<std::collections::HashMap<String, usize>>>,
+}
+
+/// One open stream; closing it (dropping) frees its place.
+#[derive(Debug)]
+pub struct StreamSlot {
+    caller: String,
+    open: std::sync::Arc<parking_lot::Mutex<std::collections::HashMap<String, usize>>>,
+}
+
+impl StreamCaps {
+    /// At most `per_caller` streams per caller and `total` in all.
+    pub fn new(per_caller: usize, total: usize) -> Self {
+        StreamCaps {
+            per_caller: per_caller.max(1),
+            total: total.max(1),
+            open: Default::default(),
+        }
+    }
+
+    /// A place for one more stream of `caller`: 429 over the caller's cap,
+    /// 503 over the server's.
+    pub fn open(&self, caller: &str) -> Result<StreamSlot, ApiError> {
+        let mut open = self.open.lock();
+        let all: usize = open.values().sum();
+        let mine = open.get(caller).copied().unwrap_or(0);
+        if mine >= self.per_caller {
+            return Err(ApiError::RateLimited(Duration::from_secs(5)));
+        }
+        if all >= self.total {
+            return Err(ApiError::Unavailable {
+                detail: format!(
+                    "the server has its limit of {} event streams open; retry later",
+                    self.total
+                ),
+                retry_after: Duration::from_secs(5),
+            });
+        }
+        *open.entry(caller.to_string()).or_insert(0) += 1;
+        Ok(StreamSlot {
+            caller: caller.to_string(),
+            open: self.open.clone(),
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock();
+        if let Some(n) = open.get_mut(&self.caller) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.caller);
+            }
+        }
+    }
 }
 
 /// A stream fed by a producer task through a small channel; the task stops

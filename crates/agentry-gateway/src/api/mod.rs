@@ -61,6 +61,7 @@ pub struct Shared {
     /// Options every workflow starts with (the server's LLM choice).
     pub(crate) base_options: Value,
     pub(crate) validators: HashMap<String, jsonschema::Validator>,
+    pub(crate) streams: events::StreamCaps,
     pub(crate) shutdown: CancellationToken,
 }
 
@@ -213,16 +214,35 @@ pub async fn authenticate(
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let principal = state
-        .auth
-        .authenticate(req.headers())
-        .await
-        .map_err(|failure| {
+    let principal = match state.auth.authenticate(req.headers()).await {
+        Ok(p) => p,
+        Err(failure) => {
             if let AuthFailure::Unavailable(detail) = &failure {
                 tracing::warn!(error = %detail, "Authentication is unavailable.");
+            } else if !matches!(failure, AuthFailure::Missing) {
+                // Wrong credentials cost their client address a token; a
+                // client that keeps guessing is slowed to the limit's rate.
+                let peer = req
+                    .extensions()
+                    .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                    .map(|c| c.0.ip().to_string());
+                if let Some(ip) = peer {
+                    let decision = state
+                        .limiter
+                        .acquire(
+                            &format!("auth-failures:{ip}"),
+                            state.config.failed_auth_limit,
+                        )
+                        .await
+                        .map_err(ApiError::from)?;
+                    if !decision.allowed {
+                        return Err(ApiError::RateLimited(decision.retry_after));
+                    }
+                }
             }
-            ApiError::Auth(failure)
-        })?;
+            return Err(ApiError::Auth(failure));
+        }
+    };
     let limit = state.config.rate_limit;
     let decision = state
         .limiter
