@@ -344,6 +344,9 @@ pub enum BenchStore {
     Memory,
     /// SQLite file in a temporary directory (or --data-dir).
     Sqlite,
+    /// PostgreSQL at `AGENTRY_DATABASE_URL`, in a temporary schema dropped
+    /// afterwards.
+    Postgres,
 }
 
 /// `bench engine`

@@ -30,7 +30,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
     let command = match cli.command {
         // The benchmark uses its own stores, never the data directory's.
         Command::Bench(BenchCommand::Engine(args)) => {
-            return bench_engine(&args, cli.data_dir.as_deref()).await
+            return bench_engine(&args, cli.data_dir.as_deref(), &config).await
         }
         Command::Bench(BenchCommand::Api(args)) => return crate::serve::bench_api(&args).await,
         // A provider check needs no data directory.
@@ -397,7 +397,11 @@ fn history_entry(cp: &Checkpoint) -> Value {
 /// Reports a benchmark store's size in bytes, when it can tell.
 type SizeProbe = Box<dyn Fn() -> Option<u64> + Send + Sync>;
 
-async fn bench_engine(args: &BenchEngineArgs, data_dir: Option<&Path>) -> Result<ExitCode> {
+async fn bench_engine(
+    args: &BenchEngineArgs,
+    data_dir: Option<&Path>,
+    config: &Config,
+) -> Result<ExitCode> {
     if args.workflows == 0 || args.concurrency == 0 {
         bail!("--workflows and --concurrency must be at least 1");
     }
@@ -428,6 +432,17 @@ async fn bench_engine(args: &BenchEngineArgs, data_dir: Option<&Path>) -> Result
             let store = Arc::new(store);
             let probe = store.clone();
             (store, Box::new(move || probe.file_size_bytes().ok()))
+        }
+        BenchStore::Postgres => {
+            let url = config.database_url.clone().ok_or_else(|| {
+                anyhow!("--store postgres needs AGENTRY_DATABASE_URL (or database_url in the config), e.g. postgres://postgres@127.0.0.1:5432/test")
+            })?;
+            let options = agentry_store_postgres::PostgresOptions::default()
+                .with_max_connections(args.concurrency.clamp(4, 32) as u32);
+            let store = agentry_store_postgres::PostgresStore::connect_temporary(&url, options)
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            (Arc::new(store), Box::new(|| None))
         }
     };
     let report = agentry_engine::bench::bench_engine(

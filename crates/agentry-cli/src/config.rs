@@ -37,6 +37,10 @@ pub struct Config {
     pub budget: agentry_core::Budget,
     /// The API gateway (`agentry serve`).
     pub gateway: agentry_gateway::GatewayConfig,
+    /// PostgreSQL URL (`AGENTRY_DATABASE_URL`): the store of the
+    /// distributed mode; today used by `agentry bench engine --store
+    /// postgres`.
+    pub database_url: Option<String>,
 }
 
 /// Deployment mode.
