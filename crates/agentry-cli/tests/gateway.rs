@@ -181,6 +181,28 @@ async fn wait_status(
     }
 }
 
+/// Polls a workflow until it is running at a step after `step`.
+async fn wait_progress(server: &Server, key: &str, id: &str, step: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, _, body) = send(
+            client()
+                .get(server.at(&format!("/v1/workflows/{id}")))
+                .bearer_auth(key),
+        )
+        .await;
+        if body["status"] == "running" && body["step"].as_u64().unwrap_or(0) > step {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "workflow {id} made no progress past step {step}: {}",
+            body["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 // ------------------------------------------------------------------ JWTs
 
 /// An ES256 key pair made for this test run, with its JWKS.
@@ -690,7 +712,7 @@ async fn a_workflow_survives_sigterm_and_sigkill_of_the_server() {
     let dir = tempdir();
     let data = dir.path().join("data");
     let key = create_key(&data, "acme", "operator");
-    let args = ["--llm", "demo", "--llm-latency-ms", "250"];
+    let args = ["--llm", "demo", "--llm-latency-ms", "300"];
     let status_in_store = |id: &str| {
         let out = run(agentry(&data).args(["--json", "workflows", "show", id]));
         assert_ok(&out);
@@ -704,7 +726,7 @@ async fn a_workflow_survives_sigterm_and_sigkill_of_the_server() {
         s == "running"
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         server.terminate(Duration::from_secs(40)),
         "serve exits 0 on SIGTERM"
@@ -712,13 +734,15 @@ async fn a_workflow_survives_sigterm_and_sigkill_of_the_server() {
     // Stopped mid-way: the workflow stays running in the store.
     assert_eq!(status_in_store(&id), "running");
 
-    // Restart: it picks the workflow up; SIGKILL it mid-way again.
+    // Restart: it picks the workflow up; SIGKILL it as soon as it has made
+    // progress (one more step), not after a fixed time, so it is surely
+    // killed mid-way.
+    let stopped_at = {
+        let out = run(agentry(&data).args(["--json", "workflows", "show", &id]));
+        stdout_json(&out)["step"].as_u64().unwrap()
+    };
     let server = Server::start(&data, &args, &[]);
-    wait_status(&server, &key, &id, Duration::from_secs(30), |s| {
-        s != "pending"
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    wait_progress(&server, &key, &id, stopped_at).await;
     server.kill();
     assert_eq!(status_in_store(&id), "running", "killed mid-way");
 

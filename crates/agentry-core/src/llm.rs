@@ -305,6 +305,21 @@ pub struct Spend {
 }
 
 impl Spend {
+    /// The total and the per-role sums of `(role, spend)` pairs (a role may
+    /// come more than once): what [`LlmLedger::spend`] returns.
+    pub fn by_role(
+        parts: impl IntoIterator<Item = (String, Spend)>,
+    ) -> (Spend, std::collections::BTreeMap<String, Spend>) {
+        let mut total = Spend::default();
+        let mut roles = std::collections::BTreeMap::<String, Spend>::new();
+        for (role, s) in parts {
+            total = total.plus(s);
+            let entry = roles.entry(role).or_default();
+            *entry = entry.plus(s);
+        }
+        (total, roles)
+    }
+
     /// Sum of two spends.
     pub fn plus(self, other: Spend) -> Spend {
         Spend {
@@ -456,15 +471,10 @@ pub trait LlmLedger: Send + Sync + 'static {
         &self,
         workflow: WorkflowId,
     ) -> Result<(Spend, std::collections::BTreeMap<String, Spend>)> {
-        let mut total = Spend::default();
-        let mut roles = std::collections::BTreeMap::<String, Spend>::new();
-        for call in self.calls(workflow).await? {
-            let s = call.spend();
-            total = total.plus(s);
-            let entry = roles.entry(call.role.as_str().to_string()).or_default();
-            *entry = entry.plus(s);
-        }
-        Ok((total, roles))
+        let calls = self.calls(workflow).await?;
+        Ok(Spend::by_role(calls.iter().map(|call| {
+            (call.role.as_str().to_string(), call.spend())
+        })))
     }
 }
 

@@ -218,6 +218,22 @@ pub struct WorkflowQuery {
     pub before: Option<WorkflowId>,
 }
 
+impl WorkflowQuery {
+    /// Page size when `limit` is 0.
+    pub const DEFAULT_LIMIT: u32 = 50;
+    /// Largest page size.
+    pub const MAX_LIMIT: u32 = 500;
+
+    /// The page size every store uses: `limit`, 0 meaning
+    /// [`Self::DEFAULT_LIMIT`], capped at [`Self::MAX_LIMIT`].
+    pub fn page_size(&self) -> u32 {
+        match self.limit {
+            0 => Self::DEFAULT_LIMIT,
+            n => n.min(Self::MAX_LIMIT),
+        }
+    }
+}
+
 /// A page of results.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Page<T> {
@@ -225,6 +241,21 @@ pub struct Page<T> {
     pub items: Vec<T>,
     /// Pass as `before` to get the next page; None at the end.
     pub next: Option<WorkflowId>,
+}
+
+impl Page<WorkflowRecord> {
+    /// The page of a query that fetched one row more than `page_size`
+    /// (newest first), to learn whether a next page exists without a count.
+    pub fn from_overfetch(mut items: Vec<WorkflowRecord>, page_size: u32) -> Self {
+        let more = items.len() > page_size as usize;
+        items.truncate(page_size as usize);
+        let next = if more {
+            items.last().map(|r| r.id)
+        } else {
+            None
+        };
+        Page { items, next }
+    }
 }
 
 /// Durable state of workflows. Implemented by the SQLite, in-memory and

@@ -27,11 +27,6 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use uuid::Uuid;
 
-/// Default page size of [`Store::list_workflows`] when the query says 0.
-const DEFAULT_LIMIT: u32 = 50;
-/// Largest page size of [`Store::list_workflows`].
-const MAX_LIMIT: u32 = 500;
-
 /// A [`Store`] that keeps everything in memory. Cheap to create; cloning is
 /// not offered, share it as `Arc<MemoryStore>`.
 #[derive(Default)]
@@ -218,10 +213,7 @@ impl Store for MemoryStore {
     }
 
     async fn list_workflows(&self, query: WorkflowQuery) -> Result<ListPage<WorkflowRecord>> {
-        let limit = match query.limit {
-            0 => DEFAULT_LIMIT,
-            n => n.min(MAX_LIMIT),
-        } as usize;
+        let limit = query.page_size() as usize;
         let inner = self.inner.lock();
         let ids: Box<dyn Iterator<Item = &WorkflowId>> = match query.before {
             Some(before) => Box::new(inner.order.range(..before).rev()),

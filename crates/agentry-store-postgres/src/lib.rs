@@ -91,10 +91,6 @@ use crate::rows::{
     workflow_from_row, CHECKPOINT_COLUMNS, EVENT_COLUMNS, OUTPUT_COLUMNS, WORKFLOW_COLUMNS,
 };
 
-/// Default page size of [`Store::list_workflows`] (limit 0).
-const DEFAULT_LIST_LIMIT: u32 = 50;
-/// Largest page of [`Store::list_workflows`].
-const MAX_LIST_LIMIT: u32 = 500;
 /// Number of events of [`Store::events`] and [`Store::unpublished_events`]
 /// when `limit` is 0.
 const DEFAULT_EVENT_LIMIT: u32 = 1000;
@@ -456,10 +452,7 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(skip_all, fields(status = ?query.status, tenant = ?query.tenant))]
     async fn list_workflows(&self, query: WorkflowQuery) -> Result<ListPage<WorkflowRecord>> {
-        let limit = match query.limit {
-            0 => DEFAULT_LIST_LIMIT,
-            n => n.min(MAX_LIST_LIMIT),
-        };
+        let limit = query.page_size();
         self.bounded("list_workflows", async {
             // Only the filters in use, so the planner can pick the index.
             let mut conditions = Vec::new();
@@ -502,18 +495,11 @@ impl Store for PostgresStore {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(|error| db_error("listing workflows", error))?;
-            let mut items = rows
+            let items = rows
                 .iter()
                 .map(workflow_from_row)
                 .collect::<Result<Vec<_>>>()?;
-            let more = items.len() > limit as usize;
-            items.truncate(limit as usize);
-            let next = if more {
-                items.last().map(|r| r.id)
-            } else {
-                None
-            };
-            Ok(ListPage { items, next })
+            Ok(ListPage::from_overfetch(items, limit))
         })
         .await
     }

@@ -68,10 +68,6 @@ use crate::rows::{
 };
 use crate::writer::{WriteOp, WriteRequest, WriterCounters, Written};
 
-/// Default page size of [`Store::list_workflows`] (limit 0).
-const DEFAULT_LIST_LIMIT: u32 = 50;
-/// Largest page of [`Store::list_workflows`].
-const MAX_LIST_LIMIT: u32 = 500;
 /// Default number of events of [`Store::events`] and
 /// [`Store::unpublished_events`] when `limit` is 0.
 const DEFAULT_EVENT_LIMIT: u32 = 1000;
@@ -505,10 +501,7 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(skip_all, fields(status = ?query.status, tenant = ?query.tenant))]
     async fn list_workflows(&self, query: WorkflowQuery) -> Result<ListPage<WorkflowRecord>> {
-        let limit = match query.limit {
-            0 => DEFAULT_LIST_LIMIT,
-            n => n.min(MAX_LIST_LIMIT),
-        };
+        let limit = query.page_size();
         self.read("list_workflows", move |conn| {
             Box::pin(async move {
                 // Only the filters in use, so SQLite can pick the matching index.
@@ -546,18 +539,11 @@ impl Store for SqliteStore {
                     .fetch_all(&mut *conn)
                     .await
                     .map_err(|error| db_error("listing workflows", error))?;
-                let mut items = rows
+                let items = rows
                     .iter()
                     .map(workflow_from_row)
                     .collect::<Result<Vec<_>>>()?;
-                let more = items.len() > limit as usize;
-                items.truncate(limit as usize);
-                let next = if more {
-                    items.last().map(|r| r.id)
-                } else {
-                    None
-                };
-                Ok(ListPage { items, next })
+                Ok(ListPage::from_overfetch(items, limit))
             })
         })
         .await

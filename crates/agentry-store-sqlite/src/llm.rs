@@ -91,20 +91,21 @@ impl LlmLedger for SqliteStore {
                 .fetch_all(&mut *conn)
                 .await
                 .map_err(|error| db_error("summing LLM spend", error))?;
-                let mut total = Spend::default();
-                let mut roles = BTreeMap::new();
-                for row in &rows {
-                    let get = |e| db_error("reading LLM spend", e);
-                    let role: String = row.try_get("role").map_err(get)?;
-                    let tokens: i64 = row.try_get("tokens").map_err(get)?;
-                    let spend = Spend {
-                        cost_usd: row.try_get("cost").map_err(get)?,
-                        tokens: u64::try_from(tokens).unwrap_or(0),
-                    };
-                    total = total.plus(spend);
-                    roles.insert(role, spend);
-                }
-                Ok((total, roles))
+                let parts = rows
+                    .iter()
+                    .map(|row| {
+                        let get = |e| db_error("reading LLM spend", e);
+                        let tokens: i64 = row.try_get("tokens").map_err(get)?;
+                        Ok((
+                            row.try_get::<String, _>("role").map_err(get)?,
+                            Spend {
+                                cost_usd: row.try_get("cost").map_err(get)?,
+                                tokens: u64::try_from(tokens).unwrap_or(0),
+                            },
+                        ))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Spend::by_role(parts))
             })
         })
         .await

@@ -4,9 +4,7 @@
 //! The secret is 256 random bits, so a plain SHA-256 is as strong as a slow
 //! password hash here and costs microseconds per request.
 
-use std::sync::Arc;
-
-use agentry_core::{AccessRole, ApiKeyRecord, ApiKeyStore, Error};
+use agentry_core::{AccessRole, ApiKeyRecord, Error};
 use base64::Engine as _;
 use chrono::Utc;
 use rand::RngCore;
@@ -100,21 +98,6 @@ pub fn looks_like_key(credential: &str) -> bool {
 fn hash_secret(secret: &str) -> String {
     let digest = Sha256::digest(secret.as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Checks a presented key against the store.
-pub async fn authenticate(
-    store: &Arc<dyn ApiKeyStore>,
-    presented: &str,
-) -> Result<Principal, AuthFailure> {
-    let Some((id, secret)) = parse(presented) else {
-        return Err(AuthFailure::InvalidKey);
-    };
-    let record = store
-        .api_key(id)
-        .await
-        .map_err(|e| AuthFailure::Unavailable(format!("the key store failed: {e}")))?;
-    verify(record.as_ref(), secret)
 }
 
 /// Checks a presented secret against the stored record of its key id
