@@ -35,11 +35,14 @@ pub use path::RepoPath;
 pub use ports::access::{
     AccessRole, ApiKeyRecord, ApiKeyStore, RateDecision, RateLimit, RateLimiter,
 };
-pub use ports::bus::{Bus, Delivery, DeliveryAck, TaskMessage};
+pub use ports::bus::{
+    queues_for, Bus, DeadLetter, DeadLetters, Delivery, DeliveryAck, TaskMessage, MAX_WORKER_TAGS,
+};
 pub use ports::codehost::{
     CodeHost, CommitInfo, CommitRequest, FileChange, MergeRequest, MergeRequestState,
     MergeRequestUpdate, NewMergeRequest, Repository, TestResultLink,
 };
+pub use ports::registry::{WorkerBeat, WorkerHealth, WorkerInfo, WorkerRecord, WorkerRegistry};
 pub use ports::sandbox::{ProjectKind, Sandbox, SandboxLimits, TestRun, TestRunRequest};
 pub use ports::tracker::{
     Attachment, Comment, Issue, IssueKind, IssueLink, NewAttachment, NewComment, NewIssue,

@@ -3,6 +3,7 @@
 pub mod access;
 pub mod bus;
 pub mod codehost;
+pub mod registry;
 pub mod sandbox;
 pub mod tracker;
 pub mod wiki;
