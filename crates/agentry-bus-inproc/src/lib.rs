@@ -15,11 +15,17 @@
 //! `broadcast` channel of [`EVENT_CAPACITY`]: a subscriber that falls more
 //! than that behind skips the events it missed (they stay in the store's
 //! outbox, readable by `seq`) instead of slowing publishers down.
+//!
+//! Dead letters (`nack(false)`) are kept in memory with an id, listed and
+//! replayed through the [`DeadLetters`] port like RabbitMQ's dead-letter
+//! queue; this bus has no delivery limit, so their reason is `rejected`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use agentry_core::{Bus, Delivery, DeliveryAck, Error, Event, Result, TaskMessage};
+use agentry_core::{
+    Bus, DeadLetter, DeadLetters, Delivery, DeliveryAck, Error, Event, Result, TaskMessage,
+};
 use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 use parking_lot::Mutex;
@@ -34,7 +40,22 @@ pub const EVENT_CAPACITY: usize = 4096;
 struct Envelope {
     message: TaskMessage,
     redelivered: bool,
+    /// How many times it was handed to a consumer.
+    deliveries: u32,
 }
+
+impl Envelope {
+    fn new(message: TaskMessage) -> Self {
+        Envelope {
+            message,
+            redelivered: false,
+            deliveries: 0,
+        }
+    }
+}
+
+/// The dead letters, oldest first.
+type DeadList = Arc<Mutex<Vec<DeadLetter>>>;
 
 #[derive(Clone)]
 struct Queue {
@@ -46,7 +67,7 @@ struct Queue {
 pub struct InprocBus {
     events: broadcast::Sender<Event>,
     queues: Mutex<HashMap<String, Queue>>,
-    dead: Arc<Mutex<Vec<TaskMessage>>>,
+    dead: DeadList,
 }
 
 impl Default for InprocBus {
@@ -77,9 +98,10 @@ impl InprocBus {
             .clone()
     }
 
-    /// Messages dead-lettered by `nack(requeue = false)`, oldest first.
+    /// Messages dead-lettered by `nack(requeue = false)`, oldest first
+    /// (replayed ones excluded).
     pub fn dead_letters(&self) -> Vec<TaskMessage> {
-        self.dead.lock().clone()
+        self.dead.lock().iter().map(|d| d.message.clone()).collect()
     }
 
     /// Messages waiting on a queue (not counting unsettled deliveries).
@@ -93,7 +115,7 @@ struct InprocAck {
     /// The message while unsettled; taken when settled.
     envelope: Option<Envelope>,
     queue: async_channel::Sender<Envelope>,
-    dead: Arc<Mutex<Vec<TaskMessage>>>,
+    dead: DeadList,
 }
 
 impl InprocAck {
@@ -121,7 +143,13 @@ impl DeliveryAck for InprocAck {
             self.requeue();
         } else if let Some(env) = self.envelope.take() {
             tracing::warn!(task = %env.message.task, queue = %env.message.queue, "Task dead-lettered.");
-            self.dead.lock().push(env.message);
+            self.dead.lock().push(DeadLetter {
+                id: uuid::Uuid::new_v4().to_string(),
+                message: env.message,
+                reason: "rejected".into(),
+                deliveries: Some(env.deliveries),
+                dead_at: Some(chrono::Utc::now()),
+            });
         }
         Ok(())
     }
@@ -172,10 +200,7 @@ impl Bus for InprocBus {
         let queue = self.queue(&task.queue);
         queue
             .tx
-            .send(Envelope {
-                message: task,
-                redelivered: false,
-            })
+            .send(Envelope::new(task))
             .await
             .map_err(|_| Error::transient("in-process queue closed"))
     }
@@ -188,7 +213,8 @@ impl Bus for InprocBus {
             let q = self.queue(name);
             let dead = self.dead.clone();
             let tx = q.tx.clone();
-            q.rx.map(move |env| {
+            q.rx.map(move |mut env| {
+                env.deliveries += 1;
                 Ok(Delivery {
                     message: env.message.clone(),
                     redelivered: env.redelivered,
@@ -202,6 +228,33 @@ impl Bus for InprocBus {
             .boxed()
         });
         Ok(futures::stream::select_all(streams).boxed())
+    }
+}
+
+#[async_trait]
+impl DeadLetters for InprocBus {
+    async fn list_dead(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        Ok(self.dead.lock().iter().take(limit).cloned().collect())
+    }
+
+    async fn replay_dead(&self, id: &str) -> Result<TaskMessage> {
+        let (index, letter) = {
+            let mut dead = self.dead.lock();
+            let index = dead
+                .iter()
+                .position(|d| d.id == id)
+                .ok_or_else(|| Error::not_found(format!("no dead letter with id `{id}`")))?;
+            (index, dead.remove(index))
+        };
+        if let Err(error) = self.dispatch(letter.message.clone()).await {
+            // Put it back where it was: a failed replay loses nothing.
+            let mut dead = self.dead.lock();
+            let index = index.min(dead.len());
+            dead.insert(index, letter);
+            return Err(error);
+        }
+        tracing::info!(dead_letter = %id, task = %letter.message.task, queue = %letter.message.queue, "Dead letter replayed.");
+        Ok(letter.message)
     }
 }
 
@@ -300,6 +353,59 @@ mod tests {
         let dead = bus.dead_letters();
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].task.node, "a");
+    }
+
+    #[tokio::test]
+    async fn dead_letters_are_listed_and_replayed() {
+        let bus = InprocBus::new();
+        let mut s = bus.consume(&["qa".into()]).await.unwrap();
+        for node in ["a", "b", "c"] {
+            bus.dispatch(task(node, "qa")).await.unwrap();
+        }
+        let first = next(&mut s).await;
+        first.ack.nack(true).await.unwrap();
+        for _ in 0..3 {
+            next(&mut s).await.ack.nack(false).await.unwrap();
+        }
+        check_empty(&mut s).await;
+
+        let dead = bus.list_dead(10).await.unwrap();
+        assert_eq!(
+            bus.list_dead(10).await.unwrap(),
+            dead,
+            "listing removes nothing"
+        );
+        let nodes: Vec<&str> = dead.iter().map(|d| d.message.task.node.as_str()).collect();
+        assert_eq!(nodes, vec!["b", "c", "a"], "oldest first");
+        assert!(dead
+            .iter()
+            .all(|d| d.reason == "rejected" && d.dead_at.is_some()));
+        assert_eq!(
+            dead[2].deliveries,
+            Some(2),
+            "a was delivered, requeued, delivered"
+        );
+        assert_eq!(dead[0].deliveries, Some(1));
+        assert_eq!(bus.list_dead(1).await.unwrap(), dead[..1].to_vec());
+
+        let replayed = bus.replay_dead(&dead[1].id).await.unwrap();
+        assert_eq!(replayed, dead[1].message);
+        let d = next(&mut s).await;
+        assert_eq!(d.message, dead[1].message);
+        assert!(!d.redelivered, "a replay is a fresh dispatch");
+        d.ack.ack().await.unwrap();
+        assert_eq!(
+            bus.list_dead(10).await.unwrap(),
+            vec![dead[0].clone(), dead[2].clone()]
+        );
+        assert_eq!(bus.dead_letters().len(), 2);
+
+        let err = bus.replay_dead("nope").await.unwrap_err();
+        assert!(matches!(err, Error::NotFound(_)), "{err}");
+        assert!(
+            bus.replay_dead(&dead[1].id).await.is_err(),
+            "replayed once only"
+        );
     }
 
     #[tokio::test]

@@ -1,4 +1,10 @@
 //! Wiring: configuration -> adapters -> engine.
+//!
+//! Key design decision: the app holds every adapter as a port (`Arc<dyn
+//! ...>`), chosen once from `mode`: the embedded mode opens SQLite and
+//! gives each engine its own in-process bus; the distributed mode connects
+//! to PostgreSQL, RabbitMQ and (when configured) Redis, shared by every
+//! engine of the process. Commands never know which.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -10,22 +16,36 @@ use anyhow::{anyhow, Context, Result};
 use agentry_agents::{AgentConfig, AgentDeps, AgentNodeRunner};
 use agentry_bus_inproc::InprocBus;
 use agentry_core::{
-    Budget, CodeHost, LlmProvider, NodeContext, NodeOutput, NodeRunner, SandboxLimits, Store,
-    Tracker, Wiki, WorkflowRecord,
+    ApiKeyStore, Budget, Bus, CodeHost, DeadLetters, LlmCache, LlmLedger, LlmProvider, NodeContext,
+    NodeOutput, NodeRunner, RateLimiter, SandboxLimits, Store, Tracker, Wiki, WorkerRegistry,
+    WorkflowRecord,
 };
 use agentry_engine::{Engine, EngineConfig, WorkerHandle, WorkflowDefinition};
 use agentry_integrations_local::LocalIntegrations;
 use agentry_sandbox_process::ProcessSandbox;
 use agentry_store_sqlite::SqliteStore;
 
-use crate::config::Config;
+use crate::config::{Config, Mode};
 
-/// The embedded deployment: every adapter of one data directory.
+/// Every store port in one object: the SQLite and PostgreSQL stores
+/// implement them all.
+pub trait StoreAll: Store + LlmLedger + LlmCache + ApiKeyStore + WorkerRegistry {}
+
+impl<T> StoreAll for T where T: Store + LlmLedger + LlmCache + ApiKeyStore + WorkerRegistry {}
+
+/// The adapters of one deployment.
 pub struct App {
     /// Effective configuration.
     pub config: Config,
-    /// The store.
-    pub store: Arc<SqliteStore>,
+    /// The store (SQLite or PostgreSQL).
+    pub store: Arc<dyn StoreAll>,
+    /// The shared bus of the distributed mode (RabbitMQ); None in the
+    /// embedded mode, where each engine gets its own in-process bus.
+    pub bus: Option<Arc<agentry_bus_amqp::AmqpBus>>,
+    /// The LLM response cache (Redis when configured, else the store).
+    pub llm_cache: Arc<dyn LlmCache>,
+    /// Rate-limit buckets (Redis when configured, else this process).
+    pub limiter: Arc<dyn RateLimiter>,
     /// The tracker.
     pub tracker: Arc<dyn Tracker>,
     /// The wiki.
@@ -39,7 +59,8 @@ pub struct App {
 pub const DB_FILE: &str = "agentry.db";
 
 impl App {
-    /// Opens (creating if needed) the data directory and its adapters.
+    /// Opens (creating if needed) the data directory and the adapters of
+    /// the configured mode.
     pub async fn open(cli_data_dir: Option<&Path>, config: Config) -> Result<App> {
         let data_dir = cli_data_dir
             .map(Path::to_path_buf)
@@ -51,9 +72,19 @@ impl App {
             .canonicalize()
             .with_context(|| format!("cannot resolve data directory {}", data_dir.display()))?;
         let db_path = data_dir.join(DB_FILE);
-        let store = SqliteStore::open(&db_path, sqlite_options(&config.store.synchronous)?)
-            .await
-            .with_context(|| format!("cannot open the store {}", db_path.display()))?;
+        let (store, bus, llm_cache, limiter) = match config.mode {
+            Mode::Embedded => {
+                let store: Arc<dyn StoreAll> = Arc::new(
+                    SqliteStore::open(&db_path, sqlite_options(&config.store.synchronous)?)
+                        .await
+                        .with_context(|| format!("cannot open the store {}", db_path.display()))?,
+                );
+                let limiter: Arc<dyn RateLimiter> =
+                    Arc::new(agentry_gateway::MemoryRateLimiter::new());
+                (store.clone(), None, store as Arc<dyn LlmCache>, limiter)
+            }
+            Mode::Distributed => crate::cluster::connect(&config).await?,
+        };
         let local = LocalIntegrations::open(&db_path, &data_dir)
             .await
             .with_context(|| {
@@ -68,7 +99,10 @@ impl App {
             wiki: local.wiki(),
             code_host: local.code_host(),
             sandbox: Arc::new(sandbox),
-            store: Arc::new(store),
+            store,
+            bus,
+            llm_cache,
+            limiter,
             config,
         })
     }
@@ -76,6 +110,47 @@ impl App {
     /// The store as the port.
     pub fn store(&self) -> Arc<dyn Store> {
         self.store.clone()
+    }
+
+    /// The worker registry (in the store).
+    pub fn registry(&self) -> Arc<dyn WorkerRegistry> {
+        self.store.clone()
+    }
+
+    /// The dead-letter queue: RabbitMQ's in the distributed mode; None in
+    /// the embedded mode (its in-process bus lives and dies with one
+    /// command).
+    pub fn dead_letters(&self) -> Option<Arc<dyn DeadLetters>> {
+        self.bus.clone().map(|b| b as Arc<dyn DeadLetters>)
+    }
+
+    /// Whether agents run in `agentry worker` processes (distributed) rather
+    /// than in this one.
+    pub fn distributed(&self) -> bool {
+        self.config.mode == Mode::Distributed
+    }
+
+    /// The agents' node runner over `llm`.
+    pub fn runner(&self, llm: Arc<dyn LlmProvider>, budget_override: Budget) -> AgentNodeRunner {
+        AgentNodeRunner::new(
+            AgentDeps {
+                llm,
+                llm_by_role: HashMap::new(),
+                tracker: self.tracker.clone(),
+                wiki: self.wiki.clone(),
+                code_host: self.code_host.clone(),
+                sandbox: self.sandbox.clone(),
+                ledger: Some(self.store.clone()),
+            },
+            AgentConfig {
+                sandbox_limits: self.sandbox_limits(),
+                default_project_key: self.config.project.key.clone(),
+                prices: self.config.llm.prices.clone(),
+                budget: self.config.budget.clone(),
+                budget_override,
+                ..AgentConfig::default()
+            },
+        )
     }
 
     /// Sandbox limits from the configuration.
@@ -101,35 +176,22 @@ impl App {
     }
 
     /// [`App::engine`], keeping the workers' handle so a server can stop
-    /// them gracefully.
+    /// them gracefully. In the distributed mode no worker starts here:
+    /// `agentry worker` processes run the agents.
     pub async fn engine_with_workers(
         &self,
         llm: Arc<dyn LlmProvider>,
         budget_override: Budget,
     ) -> Result<(Engine, WorkerHandle)> {
-        let runner = AgentNodeRunner::new(
-            AgentDeps {
-                llm,
-                llm_by_role: HashMap::new(),
-                tracker: self.tracker.clone(),
-                wiki: self.wiki.clone(),
-                code_host: self.code_host.clone(),
-                sandbox: self.sandbox.clone(),
-                ledger: Some(self.store.clone()),
-            },
-            AgentConfig {
-                sandbox_limits: self.sandbox_limits(),
-                default_project_key: self.config.project.key.clone(),
-                prices: self.config.llm.prices.clone(),
-                budget: self.config.budget.clone(),
-                budget_override,
-                ..AgentConfig::default()
-            },
-        );
+        let runner = self.runner(llm, budget_override);
         let engine = self.engine_with(Arc::new(runner));
-        let workers = engine
-            .start_workers(Engine::all_queues(), self.config.engine.workers)
-            .await;
+        let workers = if self.distributed() {
+            WorkerHandle::none()
+        } else {
+            engine
+                .start_workers(Engine::all_queues(), self.config.engine.workers)
+                .await
+        };
         Ok((engine, workers))
     }
 
@@ -139,12 +201,21 @@ impl App {
         self.engine_with(Arc::new(ControlOnly))
     }
 
-    fn engine_with(&self, runner: Arc<dyn NodeRunner>) -> Engine {
+    /// An engine over this deployment's store and bus.
+    pub fn engine_with(&self, runner: Arc<dyn NodeRunner>) -> Engine {
+        let (bus, route_by_tags): (Arc<dyn Bus>, bool) = match &self.bus {
+            Some(bus) => (bus.clone(), true),
+            // In-process workers serve every variant of a role.
+            None => (Arc::new(InprocBus::new()), false),
+        };
         Engine::new(
             self.store(),
-            Arc::new(InprocBus::new()),
+            bus,
             runner,
-            EngineConfig::default(),
+            EngineConfig {
+                route_by_tags,
+                ..EngineConfig::default()
+            },
         )
     }
 

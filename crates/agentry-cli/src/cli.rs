@@ -53,6 +53,62 @@ pub enum Command {
     /// API keys of the gateway.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Run agents as a worker process of the distributed mode (consumes the
+    /// roles' task queues on RabbitMQ until SIGTERM).
+    Worker(WorkerArgs),
+    /// Show the registered workers with their roles, load and health.
+    Agents(AgentsArgs),
+    /// The dead-letter queue of the distributed mode.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+/// `agentry worker`
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Roles to serve, comma-separated (`developer,qa`), or `all`.
+    #[arg(long, value_name = "ROLES", default_value = "all")]
+    pub roles: String,
+    /// Tasks run at once.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub concurrency: usize,
+    /// Variant tags this worker serves, comma-separated (`python`,
+    /// `model:large`): it also takes the tasks of nodes tagged with any
+    /// subset of them.
+    #[arg(long, value_name = "TAGS")]
+    pub tags: Option<String>,
+}
+
+/// `agentry agents`
+#[derive(Debug, Args)]
+pub struct AgentsArgs {
+    /// Also show workers that stopped cleanly.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `agentry dlq ...`
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead-lettered tasks (oldest first; listing removes nothing).
+    List(DlqListArgs),
+    /// Put a dead-lettered task back on its queue.
+    Replay(DlqReplayArgs),
+}
+
+/// `dlq list`
+#[derive(Debug, Args)]
+pub struct DlqListArgs {
+    /// At most this many.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub limit: usize,
+}
+
+/// `dlq replay`
+#[derive(Debug, Args)]
+pub struct DlqReplayArgs {
+    /// The dead letter's id (from `dlq list`).
+    pub id: String,
 }
 
 /// `agentry serve`
@@ -182,7 +238,9 @@ pub struct RunArgs {
     /// Request id (idempotency: running the same request id again returns the same workflow).
     #[arg(long, value_name = "ID")]
     pub request_id: Option<String>,
-    /// Submit only; do not run (use `agentry resume ID` later).
+    /// Submit and return: the embedded mode only stores it (run it later
+    /// with `agentry resume ID`); the distributed mode also starts it, for
+    /// the workers to carry.
     #[arg(long)]
     pub detach: bool,
     /// LLM options.
@@ -367,4 +425,25 @@ pub struct BenchEngineArgs {
     /// SQLite synchronous mode (`full` or `normal`).
     #[arg(long, default_value = "full")]
     pub synchronous: String,
+    /// Bus: `inproc`, or `amqp` (RabbitMQ at `AGENTRY_AMQP_URL`, under a
+    /// fresh name prefix).
+    #[arg(long, value_enum, default_value = "inproc")]
+    pub bus: BenchBus,
+    /// Run the nodes in this many `agentry worker` processes instead of in
+    /// this one (needs `--bus amqp` and `--store postgres`).
+    #[arg(long, value_name = "W", default_value_t = 0)]
+    pub worker_processes: usize,
+    /// Tasks each worker process runs at once (default: the concurrency
+    /// divided among the workers).
+    #[arg(long, value_name = "N")]
+    pub worker_concurrency: Option<usize>,
+}
+
+/// Bus choice for the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchBus {
+    /// In-process channels.
+    Inproc,
+    /// RabbitMQ.
+    Amqp,
 }

@@ -15,8 +15,8 @@ use agentry_engine::{Engine, Submission};
 
 use crate::app::{env_map, App};
 use crate::cli::{
-    ApproveArgs, BenchCommand, BenchEngineArgs, BenchStore, Cli, Command, DemoArgs, HistoryArgs,
-    ListArgs, LlmArgs, LlmCommand, ResumeArgs, RunArgs, WorkflowsCommand,
+    ApproveArgs, BenchBus, BenchCommand, BenchEngineArgs, BenchStore, Cli, Command, DemoArgs,
+    HistoryArgs, ListArgs, LlmArgs, LlmCommand, ResumeArgs, RunArgs, WorkflowsCommand,
 };
 use crate::config::Config;
 use crate::llm::LlmChoice;
@@ -60,6 +60,9 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Serve(args) => crate::serve::serve(app, args, json).await,
         Command::Keys(command) => crate::serve::keys_command(&app, command, json).await,
+        Command::Worker(args) => crate::cluster::worker(app, args, json).await,
+        Command::Agents(args) => crate::cluster::agents(&app, args, json).await,
+        Command::Dlq(command) => crate::cluster::dlq(&app, command, json).await,
         Command::Bench(_) | Command::Llm(_) => {
             bail!("internal error: bench and llm are handled before the data directory opens")
         }
@@ -107,7 +110,7 @@ async fn run(app: &App, args: RunArgs, json: bool) -> Result<ExitCode> {
     }
     let engine = app
         .engine(
-            choice.provider(&app.config, app.store.clone())?,
+            choice.provider(&app.config, app.llm_cache.clone())?,
             Budget::default(),
         )
         .await?;
@@ -123,6 +126,19 @@ async fn run(app: &App, args: RunArgs, json: bool) -> Result<ExitCode> {
         .map_err(|e| anyhow!("{e}"))?;
     eprintln!("workflow {}", record.id);
     if args.detach {
+        // Distributed: started and its first tasks queued; the workers
+        // carry it from there. Embedded: stored, to be run by `resume`
+        // (this process's workers end with it).
+        let record = if app.distributed() {
+            let started = engine
+                .start_detached(record.id, false)
+                .await
+                .map_err(|e| anyhow!("{e}"));
+            engine.close().await;
+            started?
+        } else {
+            record
+        };
         print_status(&record, json);
         return Ok(ExitCode::SUCCESS);
     }
@@ -172,7 +188,7 @@ async fn approve(app: &App, args: ApproveArgs, json: bool) -> Result<ExitCode> {
 async fn engine_for(app: &App, record: &WorkflowRecord, llm: &LlmArgs) -> Result<Engine> {
     let choice = LlmChoice::resolve(llm, Some(&record.options), &app.config)?;
     app.engine(
-        choice.provider(&app.config, app.store.clone())?,
+        choice.provider(&app.config, app.llm_cache.clone())?,
         flag_budget(llm)?,
     )
     .await
@@ -405,13 +421,19 @@ async fn bench_engine(
     if args.workflows == 0 || args.concurrency == 0 {
         bail!("--workflows and --concurrency must be at least 1");
     }
+    let remote = args.worker_processes > 0;
+    if remote && (args.bus != BenchBus::Amqp || !matches!(args.store, BenchStore::Postgres)) {
+        bail!("--worker-processes needs --bus amqp and --store postgres (the workers share them)");
+    }
     let cfg = agentry_engine::bench::BenchConfig {
         workflows: args.workflows,
         concurrency: args.concurrency,
         node_latency: Duration::from_millis(args.llm_latency_ms),
+        local_workers: !remote,
     };
     // Each store with its size probe (the memory store's JSON, or the
     // SQLite database plus its log).
+    let mut schema = None;
     let (store, size): (Arc<dyn Store>, SizeProbe) = match args.store {
         BenchStore::Memory => {
             let store = Arc::new(agentry_store_memory::MemoryStore::new());
@@ -442,22 +464,69 @@ async fn bench_engine(
             let store = agentry_store_postgres::PostgresStore::connect_temporary(&url, options)
                 .await
                 .map_err(|e| anyhow!("{e}"))?;
+            schema = store.schema().map(str::to_string);
             (Arc::new(store), Box::new(|| None))
         }
     };
-    let report = agentry_engine::bench::bench_engine(
-        store,
-        Arc::new(agentry_bus_inproc::InprocBus::new()),
-        cfg,
-        size,
-    )
-    .await
-    .map_err(|e| anyhow!("{e}"))?;
+    let prefix = format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let (bus, amqp): (Arc<dyn agentry_core::Bus>, _) = match args.bus {
+        BenchBus::Inproc => (Arc::new(agentry_bus_inproc::InprocBus::new()), None),
+        BenchBus::Amqp => {
+            let url = config.amqp_url.clone().ok_or_else(|| {
+                anyhow!("--bus amqp needs AGENTRY_AMQP_URL (or amqp_url in the config), e.g. amqp://guest:guest@127.0.0.1:5672/%2f")
+            })?;
+            let bus = Arc::new(
+                agentry_bus_amqp::AmqpBus::connect(agentry_bus_amqp::AmqpOptions {
+                    url,
+                    prefix: prefix.clone(),
+                    prefetch: config.cluster.prefetch,
+                    ..agentry_bus_amqp::AmqpOptions::default()
+                })
+                .await
+                .map_err(|e| anyhow!("cannot connect to RabbitMQ: {e}"))?,
+            );
+            (bus.clone(), Some(bus))
+        }
+    };
+    let fleet = if remote {
+        let per = args
+            .worker_concurrency
+            .unwrap_or_else(|| args.concurrency.div_ceil(args.worker_processes))
+            .max(1);
+        Some(
+            crate::cluster::BenchFleet::start(
+                config,
+                schema.as_deref().unwrap_or("public"),
+                &prefix,
+                args.worker_processes,
+                per,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    let result = agentry_engine::bench::bench_engine(store, bus, cfg, size).await;
+    if let Some(fleet) = fleet {
+        fleet.stop().await;
+    }
+    if let Some(bus) = amqp {
+        bus.close().await;
+    }
+    let report = result.map_err(|e| anyhow!("{e}"))?;
     let mut value = serde_json::to_value(&report)?;
     if let Value::Object(map) = &mut value {
         if matches!(args.store, BenchStore::Sqlite) {
             map.insert("synchronous".into(), json!(args.synchronous));
         }
+        map.insert(
+            "bus".into(),
+            json!(match args.bus {
+                BenchBus::Inproc => "inproc",
+                BenchBus::Amqp => "amqp",
+            }),
+        );
+        map.insert("worker_processes".into(), json!(args.worker_processes));
     }
     println!("{}", serde_json::to_string(&value)?);
     Ok(ExitCode::SUCCESS)

@@ -17,8 +17,9 @@ const NON_CONFIG_ENV: &[&str] = &["AGENTRY_LOG", "AGENTRY_LOG_FORMAT"];
 pub struct Config {
     /// Data directory (SQLite file, git repositories, wiki mirror).
     pub data_dir: Option<PathBuf>,
-    /// `embedded` (the only mode today; `distributed` arrives with the
-    /// PostgreSQL/RabbitMQ adapters).
+    /// `embedded` (one process: SQLite, in-process bus) or `distributed`
+    /// (PostgreSQL store, RabbitMQ task queues and events, `agentry worker`
+    /// processes run the agents; Redis shared by replicas when set).
     pub mode: Mode,
     /// Store settings.
     pub store: StoreConfig,
@@ -38,9 +39,69 @@ pub struct Config {
     /// The API gateway (`agentry serve`).
     pub gateway: agentry_gateway::GatewayConfig,
     /// PostgreSQL URL (`AGENTRY_DATABASE_URL`): the store of the
-    /// distributed mode; today used by `agentry bench engine --store
-    /// postgres`.
+    /// distributed mode, and of `agentry bench engine --store postgres`.
     pub database_url: Option<String>,
+    /// RabbitMQ URL (`AGENTRY_AMQP_URL`): the bus of the distributed mode.
+    pub amqp_url: Option<String>,
+    /// Redis URL (`AGENTRY_REDIS_URL`): rate-limit buckets shared by
+    /// gateway replicas and the LLM response cache (distributed mode;
+    /// without it each replica limits alone and the cache is in
+    /// PostgreSQL).
+    pub redis_url: Option<String>,
+    /// Distributed-mode settings.
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: the distributed mode's settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Name prefix of the RabbitMQ exchanges and queues
+    /// (`<prefix>.tasks.<role>`).
+    pub amqp_prefix: String,
+    /// Unacknowledged tasks a worker holds per queue.
+    pub prefetch: u16,
+    /// Deliveries of one task before it is dead-lettered (a task that
+    /// keeps killing its worker).
+    pub delivery_limit: u32,
+    /// Key prefix in Redis.
+    pub redis_prefix: String,
+    /// Seconds between a worker's heartbeats.
+    pub heartbeat_s: u64,
+    /// A worker without a heartbeat for this long shows as unhealthy.
+    pub unhealthy_after_s: u64,
+    /// Seconds between sweeps for stalled workflows (one process at a time
+    /// sweeps, under a lease).
+    pub sweep_interval_s: u64,
+    /// A running workflow unchanged for this long is checked for lost
+    /// tasks.
+    pub stall_after_s: u64,
+    /// Seconds a stopping worker gives the tasks in hand.
+    pub shutdown_grace_s: u64,
+    /// PostgreSQL connections per process.
+    pub max_connections: u32,
+    /// PostgreSQL schema of the store (created when missing; default: the
+    /// connection's search path, normally `public`). Deployments sharing a
+    /// database keep apart by it.
+    pub database_schema: Option<String>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            amqp_prefix: "agent".into(),
+            prefetch: 4,
+            delivery_limit: 5,
+            redis_prefix: "agentry:".into(),
+            heartbeat_s: 2,
+            unhealthy_after_s: 10,
+            sweep_interval_s: 10,
+            stall_after_s: 30,
+            shutdown_grace_s: 30,
+            max_connections: 16,
+            database_schema: None,
+        }
+    }
 }
 
 /// Deployment mode.
@@ -50,6 +111,8 @@ pub enum Mode {
     /// One process: SQLite, in-process bus, local integrations.
     #[default]
     Embedded,
+    /// PostgreSQL store, RabbitMQ bus, workers in their own processes.
+    Distributed,
 }
 
 /// `[store]`
@@ -296,7 +359,11 @@ impl Config {
             let Some(rest) = name.strip_prefix("AGENTRY_") else {
                 continue;
             };
-            if NON_CONFIG_ENV.contains(&name.as_str()) || rest.is_empty() {
+            // `AGENTRY_TEST_*` belong to the test suite, not to the config.
+            if NON_CONFIG_ENV.contains(&name.as_str())
+                || rest.is_empty()
+                || rest.starts_with("TEST_")
+            {
                 continue;
             }
             let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
@@ -338,6 +405,32 @@ impl Config {
             if role.parse::<agentry_core::AgentRole>().is_err() {
                 bail!("invalid configuration: `{role}` is not an agent role (business_analyst, developer, qa, technical_writer, devops)");
             }
+        }
+        if self.mode == Mode::Distributed {
+            let missing: Vec<&str> = [
+                ("database_url (AGENTRY_DATABASE_URL)", &self.database_url),
+                ("amqp_url (AGENTRY_AMQP_URL)", &self.amqp_url),
+            ]
+            .iter()
+            .filter(|(_, v)| v.as_deref().is_none_or(|v| v.trim().is_empty()))
+            .map(|(n, _)| *n)
+            .collect();
+            if !missing.is_empty() {
+                bail!(
+                    "invalid configuration: mode = \"distributed\" needs {}",
+                    missing.join(" and ")
+                );
+            }
+        }
+        let c = &self.cluster;
+        if c.prefetch == 0 || c.delivery_limit == 0 || c.max_connections == 0 {
+            bail!("invalid configuration: cluster.prefetch, cluster.delivery_limit and cluster.max_connections must be at least 1");
+        }
+        if c.heartbeat_s == 0 || c.unhealthy_after_s <= c.heartbeat_s {
+            bail!("invalid configuration: cluster.heartbeat_s must be at least 1 and cluster.unhealthy_after_s larger than it");
+        }
+        if c.sweep_interval_s == 0 || c.stall_after_s == 0 {
+            bail!("invalid configuration: cluster.sweep_interval_s and cluster.stall_after_s must be at least 1");
         }
         if self.sandbox.wall_time_s == 0 || self.sandbox.memory_mb < 16 {
             bail!("invalid configuration: sandbox.wall_time_s must be > 0 and sandbox.memory_mb >= 16");

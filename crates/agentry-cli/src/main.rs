@@ -10,6 +10,7 @@
 mod app;
 mod bench_api;
 mod cli;
+mod cluster;
 mod commands;
 mod config;
 mod llm;
@@ -24,7 +25,10 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    init_tracing(matches!(cli.command, cli::Command::Serve(_)));
+    init_tracing(matches!(
+        cli.command,
+        cli::Command::Serve(_) | cli::Command::Worker(_)
+    ));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

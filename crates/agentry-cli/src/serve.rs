@@ -155,10 +155,12 @@ pub async fn serve(app: App, args: ServeArgs, json: bool) -> Result<ExitCode> {
     let choice = LlmChoice::resolve(&args.llm, None, &app.config)?;
     let (engine, workers) = app
         .engine_with_workers(
-            choice.provider(&app.config, app.store.clone())?,
+            choice.provider(&app.config, app.llm_cache.clone())?,
             Budget::default(),
         )
         .await?;
+    let distributed = app.distributed();
+    let cluster = app.config.cluster.clone();
     let listener = std::net::TcpListener::bind(config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
@@ -167,16 +169,52 @@ pub async fn serve(app: App, args: ServeArgs, json: bool) -> Result<ExitCode> {
     } else {
         "http"
     };
+    let unhealthy_after = Duration::from_secs(cluster.unhealthy_after_s);
     let gateway = Gateway::new(GatewayDeps {
-        engine,
-        workers: Some(workers),
+        engine: engine.clone(),
+        workers: (!distributed).then_some(workers),
         keys: app.store.clone(),
-        limiter: Arc::new(MemoryRateLimiter::new()),
+        limiter: app.limiter.clone(),
         definitions: Arc::new(AppDefinitions::new(&app)?),
         base_options: json!({ "llm": choice.to_options() }),
         config,
-        execution: agentry_gateway::Execution::Local,
+        // Distributed: this server only accepts and dispatches; the
+        // workers' commits carry every workflow on, and the registry
+        // shows them.
+        execution: if distributed {
+            agentry_gateway::Execution::Dispatch
+        } else {
+            agentry_gateway::Execution::Local
+        },
+        registry: distributed.then(|| (app.registry(), unhealthy_after)),
     })?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let background = if distributed {
+        // Lost dispatches (a worker killed between commit and dispatch
+        // with its redelivery dead-lettered, a broker outage) are swept by
+        // whichever process holds the lease: a worker or a server.
+        tokio::spawn(crate::cluster::sweep_loop(
+            app.registry(),
+            engine.clone(),
+            format!("gateway-{}", uuid::Uuid::now_v7().simple()),
+            Duration::from_secs(cluster.sweep_interval_s),
+            Duration::from_secs(cluster.stall_after_s),
+            unhealthy_after,
+            stop.clone(),
+        ))
+    } else {
+        // The embedded server is this deployment's one worker: it shows in
+        // `agentry agents` like a worker process does.
+        let roles = Engine::all_queues();
+        let info = crate::cluster::worker_info(&roles, &[], app.config.engine.workers as u32);
+        tokio::spawn(crate::cluster::heartbeat_loop(
+            app.registry(),
+            engine.clone(),
+            info,
+            Duration::from_secs(cluster.heartbeat_s),
+            stop.clone(),
+        ))
+    };
     if json {
         println!(
             "{}",
@@ -187,12 +225,15 @@ pub async fn serve(app: App, args: ServeArgs, json: bool) -> Result<ExitCode> {
             "agentry serve: listening on {scheme}://{addr} (API docs at {scheme}://{addr}/docs)"
         );
     }
-    gateway.serve(listener, shutdown_signal()).await?;
+    let served = gateway.serve(listener, shutdown_signal()).await;
+    stop.cancel();
+    let _ = background.await;
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
@@ -352,6 +393,7 @@ pub async fn bench_api(args: &BenchApiArgs) -> Result<ExitCode> {
         base_options: json!({}),
         config,
         execution,
+        registry: None,
     })?;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind loopback")?;
     let addr = listener.local_addr()?;

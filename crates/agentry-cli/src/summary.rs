@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use agentry_core::{
-    LlmCall, LlmLedger, MergeRequest, UsageRecord, WorkflowErrorEntry, WorkflowId, WorkflowState,
+    LlmCall, MergeRequest, UsageRecord, WorkflowErrorEntry, WorkflowId, WorkflowState,
     WorkflowStatus,
 };
 

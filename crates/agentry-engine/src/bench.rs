@@ -36,6 +36,24 @@ pub struct BenchConfig {
     pub concurrency: usize,
     /// Sleep inside each node (zero: none).
     pub node_latency: Duration,
+    /// Whether this process runs the nodes (`concurrency` workers here), or
+    /// only submits and drives while worker processes elsewhere run them
+    /// (the distributed benchmark; their runner is picked by
+    /// [`bench_options`] in each workflow's options).
+    pub local_workers: bool,
+}
+
+/// The options of a benchmark workflow: they tell a worker process to run
+/// its nodes with [`bench_runner`] (see [`bench_latency`]).
+pub fn bench_options(node_latency: Duration) -> Value {
+    json!({ "bench": { "node_latency_ms": node_latency.as_secs_f64() * 1e3 } })
+}
+
+/// The node latency of a benchmark workflow's options, None when they are
+/// not a benchmark's.
+pub fn bench_latency(options: &Value) -> Option<Duration> {
+    let ms = options.get("bench")?.get("node_latency_ms")?.as_f64()?;
+    (ms.is_finite() && ms >= 0.0).then(|| Duration::from_secs_f64(ms / 1e3))
 }
 
 /// What a store-size closure may return: bytes, or a `Result` of bytes (an
@@ -194,9 +212,14 @@ where
         blob: Value::String("x".repeat(PAYLOAD_BYTES)),
     });
     let engine = Engine::new(store.clone(), bus, runner, EngineConfig::default());
-    let workers = engine
-        .start_workers(Engine::all_queues(), concurrency)
-        .await;
+    let workers = if cfg.local_workers {
+        engine
+            .start_workers(Engine::all_queues(), concurrency)
+            .await
+    } else {
+        crate::engine::WorkerHandle::none()
+    };
+    let options = bench_options(cfg.node_latency);
     let before = engine.metrics();
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -205,6 +228,7 @@ where
         let engine = engine.clone();
         let next = next.clone();
         let def = def.clone();
+        let options = options.clone();
         let total = cfg.workflows;
         drivers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
@@ -220,7 +244,7 @@ where
                         requirements: format!("benchmark workflow {i}"),
                         request_id: None,
                         definition: def.clone(),
-                        options: Value::Null,
+                        options: options.clone(),
                         tenant: None,
                     })
                     .await?;
@@ -246,7 +270,13 @@ where
     workers.shutdown().await;
     engine.close().await;
     let m = engine.metrics();
-    let steps = m.tasks_committed - before.tasks_committed;
+    // Remote workers' commits are not counted here: every completed
+    // workflow committed its seven steps.
+    let steps = if cfg.local_workers {
+        m.tasks_committed - before.tasks_committed
+    } else {
+        STEPS_PER_WORKFLOW * (cfg.workflows as u64 - failed)
+    };
     let task_ns = (m.task_ns - before.task_ns) as f64;
     let node_ns = (m.node_ns - before.node_ns) as f64;
     latencies.sort_by(|a, b| a.total_cmp(b));

@@ -119,10 +119,19 @@ pub struct NodeDef {
     pub max_visits: Option<u32>,
     /// Effective retry policy (the default merged with the node's override).
     pub retry: RetryPolicy,
-    /// Tags for agent selection.
+    /// Tags for agent selection: the node's tasks go to the queue of its
+    /// role and tags, served only by workers carrying every one of them.
     pub tags: Vec<String>,
     /// Free-form settings (a JSON object), passed to the node.
     pub settings: Value,
+}
+
+impl NodeDef {
+    /// The task queue of this node: its role, plus its tags when it has
+    /// any (`developer.python`).
+    pub fn queue(&self) -> String {
+        agentry_core::TaskMessage::queue_for(self.role.as_str(), &self.tags)
+    }
 }
 
 /// What taking an edge does.
@@ -349,10 +358,11 @@ impl WorkflowDefinition {
             .filter_map(|i| self.edges.get(*i))
     }
 
-    /// The task queue names of all nodes (their agent roles), deduplicated.
+    /// The task queue names of all nodes (their agent roles, with their
+    /// variant tags: [`agentry_core::TaskMessage::queue_for`]), deduplicated.
     pub fn queues(&self) -> Vec<String> {
-        let set: BTreeSet<&str> = self.nodes.values().map(|n| n.role.as_str()).collect();
-        set.into_iter().map(String::from).collect()
+        let set: BTreeSet<String> = self.nodes.values().map(NodeDef::queue).collect();
+        set.into_iter().collect()
     }
 
     fn build(raw: RawDefinition, text: &str, file: &str) -> Result<WorkflowDefinition> {
@@ -409,6 +419,10 @@ impl WorkflowDefinition {
                     .map_err(|e| bad(format!("node `{name}`: settings: {e}")))?,
                 None => Value::Object(Default::default()),
             };
+            // Checked as a worker's tags are, so every node's queue can be
+            // served.
+            agentry_core::queues_for(&[role.as_str().to_string()], &rn.tags)
+                .map_err(|e| bad(format!("node `{name}`: tags: {e}")))?;
             nodes.insert(
                 name.clone(),
                 NodeDef {

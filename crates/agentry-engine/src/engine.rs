@@ -8,7 +8,7 @@
 //! the bus only through the outbox relay, so a published event always
 //! describes committed state.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,8 +48,20 @@ pub struct EngineConfig {
     /// How often the relay looks at the outbox without being woken (events
     /// committed by other processes).
     pub relay_interval: Duration,
-    /// Store attempts for one commit on transient store errors.
+    /// Store attempts for one commit on transient store errors (at
+    /// least; retries go on while `outage_grace` lasts).
     pub commit_attempts: u32,
+    /// How long a worker keeps retrying a store or bus that is unavailable
+    /// (a database restart, a broker restart) before it gives the task
+    /// back to the queue. Giving a task back counts against the bus's
+    /// delivery limit, so riding out an outage in place keeps tasks off
+    /// the dead-letter queue.
+    pub outage_grace: Duration,
+    /// Whether a tagged node's tasks go to their variant queue
+    /// (`developer.python`, served only by workers with those tags) or to
+    /// the plain role queue. Off in the embedded mode, whose in-process
+    /// workers serve every variant.
+    pub route_by_tags: bool,
 }
 
 impl Default for EngineConfig {
@@ -61,6 +73,8 @@ impl Default for EngineConfig {
             relay_batch: 1024,
             relay_interval: Duration::from_secs(1),
             commit_attempts: 3,
+            outage_grace: Duration::from_secs(60),
+            route_by_tags: true,
         }
     }
 }
@@ -89,6 +103,8 @@ pub struct EngineMetrics {
     node_ns: AtomicU64,
     attempts_failed: AtomicU64,
     queues: Mutex<BTreeMap<String, QueueLoad>>,
+    /// Tasks being processed by this process's workers (TaskId texts).
+    running: Mutex<BTreeSet<String>>,
 }
 
 /// Load of one queue (an agent role) in this process: the agent manager's
@@ -122,6 +138,12 @@ impl EngineMetrics {
     /// Per-queue load, by queue name.
     pub fn queue_loads(&self) -> Vec<QueueLoad> {
         self.queues.lock().values().cloned().collect()
+    }
+
+    /// The tasks this process's workers are processing now, as `TaskId`
+    /// texts (`<workflow>:<step>:<node>#<attempt>`).
+    pub fn running_tasks(&self) -> Vec<String> {
+        self.running.lock().iter().cloned().collect()
     }
 }
 
@@ -216,6 +238,14 @@ pub struct WorkerHandle {
 }
 
 impl WorkerHandle {
+    /// A handle of no workers (a process whose workers run elsewhere).
+    pub fn none() -> WorkerHandle {
+        WorkerHandle {
+            tasks: Vec::new(),
+            stop: CancellationToken::new(),
+        }
+    }
+
     /// Stops taking deliveries, lets the ones in hand finish, and waits.
     pub async fn shutdown(mut self) {
         self.stop.cancel();
@@ -311,6 +341,56 @@ fn conflict_is_benign(error: &Error) -> bool {
     matches!(error, Error::Conflict(_))
 }
 
+/// Runs `op` until it succeeds, fails with an error that is not
+/// retryable, `grace` has passed since the first failure, or `stop` is
+/// cancelled; backs off from 50 ms to 2 s between tries. `what` names the
+/// call in the log (one warning per outage, one line when it is over).
+async fn ride_out<T, F, Fut>(
+    what: &str,
+    grace: Duration,
+    stop: &CancellationToken,
+    mut op: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut first_failure: Option<Instant> = None;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match op().await {
+            Ok(value) => {
+                if let Some(t) = first_failure {
+                    info!(
+                        what,
+                        after_ms = t.elapsed().as_millis() as u64,
+                        "Available again."
+                    );
+                }
+                return Ok(value);
+            }
+            Err(error) if error.class().is_retryable() && !stop.is_cancelled() => {
+                let since = *first_failure.get_or_insert_with(Instant::now);
+                let left = grace.saturating_sub(since.elapsed());
+                if left.is_zero() {
+                    return Err(error);
+                }
+                if since.elapsed() < delay {
+                    warn!(%error, what, grace_s = grace.as_secs(), "Unavailable; retrying.");
+                } else {
+                    debug!(%error, what, "Still unavailable; retrying.");
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return Err(error),
+                    _ = tokio::time::sleep(delay.min(left)) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 /// The state at the START of `record`'s current step, folded from
 /// checkpoints: every checkpoint of earlier steps plus control actions of
 /// this step.
@@ -375,6 +455,21 @@ impl Engine {
         }
     }
 
+    /// [`ride_out`] with this engine's grace and shutdown.
+    async fn ride<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        ride_out(
+            what,
+            self.inner.config.outage_grace,
+            &self.inner.shutdown,
+            op,
+        )
+        .await
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
@@ -393,6 +488,100 @@ impl Engine {
     /// Load of every queue this process's workers consume.
     pub fn queue_loads(&self) -> Vec<QueueLoad> {
         self.inner.metrics.queue_loads()
+    }
+
+    /// The tasks this process's workers are processing now (see
+    /// [`EngineMetrics::running_tasks`]).
+    pub fn running_tasks(&self) -> Vec<String> {
+        self.inner.metrics.running_tasks()
+    }
+
+    /// Recovers running workflows that no process is moving: for each
+    /// whose record has not changed for `stalled_for`, a finished but
+    /// un-advanced step is advanced, and the pending tasks that have no
+    /// checkpoint and are not in `busy` (task keys `<workflow>:<step>:<node>`
+    /// that live workers report running) are dispatched again. This is
+    /// what makes a dispatch lost to a dead process or a broker outage
+    /// harmless when no `run` is waiting on the workflow (a gateway that
+    /// only dispatches). Run it from one process at a time (a lease); a
+    /// task dispatched twice is still committed once. Returns how many
+    /// workflows it kicked.
+    pub async fn sweep_stalled(
+        &self,
+        stalled_for: Duration,
+        busy: &HashSet<String>,
+    ) -> Result<usize> {
+        self.ensure_background();
+        let cutoff = Utc::now()
+            - chrono::Duration::from_std(stalled_for).unwrap_or_else(|_| chrono::Duration::zero());
+        let mut kicked = 0;
+        let mut before = None;
+        loop {
+            let page = self
+                .inner
+                .store
+                .list_workflows(agentry_core::WorkflowQuery {
+                    status: Some(WorkflowStatus::Running),
+                    tenant: None,
+                    limit: agentry_core::WorkflowQuery::MAX_LIMIT,
+                    before,
+                })
+                .await?;
+            for record in page.items.iter().filter(|r| r.updated_at < cutoff) {
+                let step = record.cursor.step;
+                let all_busy = record
+                    .cursor
+                    .pending
+                    .iter()
+                    .all(|n| busy.contains(&format!("{}:{step}:{n}", record.id)));
+                if all_busy && !record.cursor.pending.is_empty() {
+                    continue;
+                }
+                let span = info_span!("sweep", workflow_id = %record.id, step, request_id = %record.request_id);
+                let result = self
+                    .kick_except(record, busy)
+                    .instrument(span.clone())
+                    .await;
+                let _g = span.enter();
+                match result {
+                    Ok(()) => {
+                        kicked += 1;
+                        info!("Stalled workflow kicked.");
+                    }
+                    Err(error) => warn!(%error, "Could not kick a stalled workflow."),
+                }
+            }
+            match page.next {
+                Some(next) => before = Some(next),
+                None => break,
+            }
+        }
+        Ok(kicked)
+    }
+
+    /// [`Engine::kick`] with dispatch, leaving out the tasks in `busy`.
+    async fn kick_except(&self, record: &WorkflowRecord, busy: &HashSet<String>) -> Result<()> {
+        let step = record.cursor.step;
+        let key = |n: &str| format!("{}:{step}:{n}", record.id);
+        {
+            let mut inflight = self.inner.inflight.lock();
+            // What this process dispatched for the step long ago and is not
+            // running anywhere was lost (its delivery dropped): forget it so
+            // it is dispatched again. What runs elsewhere is marked in
+            // flight for the kick, so it is left alone.
+            inflight.retain(|(w, s, _)| *w != record.id || *s != step);
+            for n in &record.cursor.pending {
+                if busy.contains(&key(n)) {
+                    inflight.insert((record.id, step, n.clone()));
+                }
+            }
+        }
+        let result = self.kick(record, true).await;
+        self.inner
+            .inflight
+            .lock()
+            .retain(|(w, s, n)| !(*w == record.id && *s == step && busy.contains(&key(n))));
+        result
     }
 
     /// Every agent-role queue name, for workers that serve all roles
@@ -489,7 +678,11 @@ impl Engine {
             if now.status == WorkflowStatus::Running {
                 if fresh {
                     let def = self.definition_for(&now)?;
-                    self.dispatch_nodes(&now, &def, &now.cursor.pending).await;
+                    if let Err(error) = self.dispatch_nodes(&now, &def, &now.cursor.pending).await {
+                        // Started and stored: the stall sweep dispatches
+                        // what is missing once the bus is back.
+                        warn!(%error, "Started, but its first tasks are not dispatched yet.");
+                    }
                 } else {
                     self.kick(&now, true).await?;
                 }
@@ -616,8 +809,13 @@ impl Engine {
         }
         if fresh {
             let def = self.definition_for(&record)?;
-            self.dispatch_nodes(&record, &def, &record.cursor.pending)
-                .await;
+            if let Err(error) = self
+                .dispatch_nodes(&record, &def, &record.cursor.pending)
+                .await
+            {
+                // The stall check below dispatches them again.
+                warn!(%error, "Started, but its first tasks are not dispatched yet.");
+            }
         } else {
             self.kick(&record, true).await?;
         }
@@ -632,7 +830,10 @@ impl Engine {
         loop {
             let r = match known.take() {
                 Some(r) => r,
-                None => self.inner.store.get_workflow(id).await?,
+                None => {
+                    self.ride("store: read workflow", || self.inner.store.get_workflow(id))
+                        .await?
+                }
             };
             if r.status != WorkflowStatus::Running {
                 info!(status = %r.status, step = r.cursor.step, "Workflow run ended.");
@@ -811,14 +1012,18 @@ impl Engine {
     /// it but the reply was lost and the retry came back duplicate; or another
     /// process's that died before dispatching. Dispatch whatever the current
     /// step still misses (tasks in flight here are not dispatched twice).
-    async fn recover_after_refused_commit(&self, id: WorkflowId) {
-        let recovered = match self.inner.store.get_workflow(id).await {
+    async fn recover_after_refused_commit(&self, id: WorkflowId) -> Result<()> {
+        let recovered = match self
+            .ride("store: read workflow", || self.inner.store.get_workflow(id))
+            .await
+        {
             Ok(r) => self.kick(&r, true).await,
             Err(error) => Err(error),
         };
-        if let Err(error) = recovered {
+        if let Err(error) = &recovered {
             warn!(%error, "Recovery after a refused commit failed.");
         }
+        recovered
     }
 
     /// The record of a workflow that must be awaiting approval, or a
@@ -975,11 +1180,25 @@ impl Engine {
             let stop = stop.clone();
             tasks.push(tokio::spawn(async move {
                 let _gone = gone;
-                let mut stream = match engine.inner.bus.consume(&queues).await {
-                    Ok(s) => s,
-                    Err(error) => {
-                        warn!(%error, worker, "Worker cannot consume; it stops.");
-                        return;
+                // A bus that cannot be consumed from now (a broker
+                // restarting) is tried again with backoff; only a
+                // permanent refusal stops the worker.
+                let mut delay = Duration::from_millis(100);
+                let mut stream = loop {
+                    match engine.inner.bus.consume(&queues).await {
+                        Ok(s) => break s,
+                        Err(error) if error.class().is_retryable() => {
+                            warn!(%error, worker, "Worker cannot consume yet; retrying.");
+                            tokio::select! {
+                                _ = stop.cancelled() => return,
+                                _ = tokio::time::sleep(delay) => {}
+                            }
+                            delay = (delay * 2).min(Duration::from_secs(5));
+                        }
+                        Err(error) => {
+                            warn!(%error, worker, "Worker cannot consume; it stops.");
+                            return;
+                        }
                     }
                 };
                 loop {
@@ -1016,6 +1235,12 @@ impl Engine {
             q.in_flight += 1;
             q.last_task_at = Some(chrono::Utc::now());
         });
+        let running_key = task.to_string();
+        self.inner
+            .metrics
+            .running
+            .lock()
+            .insert(running_key.clone());
         let span = info_span!(
             "task",
             workflow_id = %task.workflow_id,
@@ -1037,6 +1262,7 @@ impl Engine {
         if !matches!(settle, Settle::Requeue) {
             self.inner.inflight.lock().remove(&key);
         }
+        self.inner.metrics.running.lock().remove(&running_key);
         self.inner.metrics.queue(&queue, |q| {
             q.in_flight = q.in_flight.saturating_sub(1);
             match settle {
@@ -1071,7 +1297,10 @@ impl Engine {
         };
         let loaded = match cached {
             Some(r) => Ok(r),
-            None => self.inner.store.get_workflow(id).await.map(Arc::new),
+            None => self
+                .ride("store: read workflow", || self.inner.store.get_workflow(id))
+                .await
+                .map(Arc::new),
         };
         let record = match loaded {
             Ok(r) => r,
@@ -1081,7 +1310,6 @@ impl Engine {
             }
             Err(error) if error.class().is_retryable() => {
                 warn!(%error, "Store unavailable; task requeued.");
-                tokio::time::sleep(Duration::from_millis(100)).await;
                 return (Settle::Requeue, 0, false);
             }
             Err(error) => {
@@ -1098,23 +1326,34 @@ impl Engine {
                 // A worker died after committing (or not) but before acking:
                 // make sure what should follow was dispatched.
                 if let Err(error) = self.kick(&record, true).await {
-                    warn!(%error, "Recovery after a redelivery failed.");
+                    warn!(%error, "Recovery after a redelivery failed; task requeued.");
+                    return (Settle::Requeue, 0, false);
                 }
             }
             return (Settle::Ack, 0, false);
         }
         if redelivered {
-            match self.inner.store.checkpoints(id).await {
+            let cps = self
+                .ride("store: read checkpoints", || {
+                    self.inner.store.checkpoints(id)
+                })
+                .await;
+            match cps {
                 Ok(cps)
                     if task_checkpoints_at(&cps, task.step).contains_key(task.node.as_str()) =>
                 {
                     debug!("Redelivered task was already committed.");
                     if let Err(error) = self.kick(&record, true).await {
-                        warn!(%error, "Recovery after a redelivery failed.");
+                        warn!(%error, "Recovery after a redelivery failed; task requeued.");
+                        return (Settle::Requeue, 0, false);
                     }
                     return (Settle::Ack, 0, false);
                 }
-                _ => {}
+                Ok(_) => {}
+                Err(error) => {
+                    warn!(%error, "Cannot read the checkpoints; task requeued.");
+                    return (Settle::Requeue, 0, false);
+                }
             }
         }
         let def = match self.definition_for(&record) {
@@ -1132,11 +1371,13 @@ impl Engine {
             self.fail_task(&record, task, task.attempt, &error).await;
             return (Settle::Ack, 0, false);
         };
-        let state = match self.step_start_state(&record, &def).await {
+        let state = match self
+            .ride("store: read state", || self.step_start_state(&record, &def))
+            .await
+        {
             Ok(s) => s,
             Err(error) => {
                 warn!(%error, "Cannot load the workflow state; task requeued.");
-                tokio::time::sleep(Duration::from_millis(100)).await;
                 return (Settle::Requeue, 0, false);
             }
         };
@@ -1314,7 +1555,12 @@ impl Engine {
         let is_last = if pending.len() <= 1 {
             true
         } else {
-            match self.inner.store.checkpoints(id).await {
+            match self
+                .ride("store: read checkpoints", || {
+                    self.inner.store.checkpoints(id)
+                })
+                .await
+            {
                 Ok(cps) => {
                     let done = task_checkpoints_at(&cps, step);
                     let all = pending
@@ -1384,37 +1630,53 @@ impl Engine {
                 return (Settle::DeadLetter, false);
             }
         };
+        // After a commit the delivery is acknowledged only once what follows
+        // is on the bus: if dispatching fails (the broker is down), the task
+        // goes back and its redelivery finds it committed and dispatches
+        // the rest.
+        let then = |followed: Result<()>| match followed {
+            Ok(()) => Settle::Ack,
+            Err(error) => {
+                warn!(%error, "Could not dispatch what follows a commit; task requeued for recovery.");
+                Settle::Requeue
+            }
+        };
         match outcome {
             CommitOutcome::Committed { seq } => {
                 debug!(seq, advanced = advance.is_some(), "Task committed.");
                 self.inner.relay_wake.notify_one();
-                match (advance, next_state) {
+                let followed = match (advance, next_state) {
                     (Some(adv), Some(state)) => self.after_advance(record, def, adv, state).await,
                     _ => {
                         // Fan-out: a sibling may have committed meanwhile
                         // without seeing us; whoever commits last advances.
-                        if let Ok(r) = self.inner.store.get_workflow(id).await {
-                            if let Err(error) = self.kick(&r, false).await {
-                                warn!(%error, "Advance check after a sibling commit failed.");
-                            }
+                        match self
+                            .ride("store: read workflow", || self.inner.store.get_workflow(id))
+                            .await
+                        {
+                            Ok(r) => self.kick(&r, false).await,
+                            Err(error) => Err(error),
                         }
                     }
-                }
-                (Settle::Ack, true)
+                };
+                (then(followed), true)
             }
             CommitOutcome::Duplicate => {
                 debug!("Task was already committed (duplicate); dropped.");
-                self.recover_after_refused_commit(task.workflow_id).await;
-                (Settle::Ack, false)
+                let followed = self.recover_after_refused_commit(task.workflow_id).await;
+                (then(followed), false)
             }
             CommitOutcome::Stale { status, step } => {
                 debug!(%status, at_step = step, "Workflow moved on (stale commit); dropped.");
-                self.recover_after_refused_commit(task.workflow_id).await;
-                (Settle::Ack, false)
+                let followed = self.recover_after_refused_commit(task.workflow_id).await;
+                (then(followed), false)
             }
         }
     }
 
+    /// Commits, retrying transient store errors at least `commit_attempts`
+    /// times and for as long as `outage_grace` lasts. A retry after a lost
+    /// reply finds the first try committed (`Duplicate`).
     async fn commit_with_retry(&self, commit: TaskCommit) -> Result<CommitOutcome> {
         let attempts = self.inner.config.commit_attempts.max(1);
         let mut n = 1;
@@ -1425,6 +1687,13 @@ impl Engine {
                     warn!(%error, attempt = n, "Commit failed; retrying.");
                     tokio::time::sleep(Duration::from_millis(20 * u64::from(n))).await;
                     n += 1;
+                }
+                Err(error) if error.class().is_retryable() => {
+                    return self
+                        .ride("store: commit task", || {
+                            self.inner.store.commit_task(commit.clone())
+                        })
+                        .await;
                 }
                 Err(error) => return Err(error),
             }
@@ -1442,7 +1711,7 @@ impl Engine {
         def: &Arc<WorkflowDefinition>,
         advance: Advance,
         next_state: WorkflowState,
-    ) {
+    ) -> Result<()> {
         let id = base.id;
         let status = advance.status;
         if status == WorkflowStatus::Running {
@@ -1458,11 +1727,12 @@ impl Engine {
             self.set_record(def, &record);
             let rec_like = (id, step, record.request_id.as_str());
             self.dispatch_pending(rec_like, def, &record.cursor.pending)
-                .await;
+                .await
         } else {
             info!(%status, "Workflow run ended.");
             self.wake(id);
             self.forget(id);
+            Ok(())
         }
     }
 
@@ -1504,7 +1774,12 @@ impl Engine {
             }],
             note: format!("node `{}` failed: {message}", task.node),
         };
-        match self.apply_transition(record.id, t).await {
+        match self
+            .ride("store: record failure", || {
+                self.apply_transition(record.id, t.clone())
+            })
+            .await
+        {
             Ok(_) => {
                 self.wake(record.id);
                 self.forget(record.id);
@@ -1526,7 +1801,11 @@ impl Engine {
             return Ok(());
         }
         let def = self.definition_for(record)?;
-        let cps = self.inner.store.checkpoints(record.id).await?;
+        let cps = self
+            .ride("store: read checkpoints", || {
+                self.inner.store.checkpoints(record.id)
+            })
+            .await?;
         let step = record.cursor.step;
         let done = task_checkpoints_at(&cps, step);
         let missing: Vec<String> = record
@@ -1591,7 +1870,7 @@ impl Engine {
                         status: r.status,
                         current_step: r.current_step.clone(),
                     };
-                    self.after_advance(&r, &def, advance, state).await;
+                    self.after_advance(&r, &def, advance, state).await?;
                 }
                 Err(e) if conflict_is_benign(&e) => {
                     debug!(error = %e, "Someone else advanced the step.")
@@ -1600,7 +1879,7 @@ impl Engine {
             }
         } else if dispatch_missing {
             self.dispatch_pending((record.id, step, &record.request_id), &def, &missing)
-                .await;
+                .await?;
         }
         Ok(())
     }
@@ -1610,24 +1889,26 @@ impl Engine {
         record: &WorkflowRecord,
         def: &WorkflowDefinition,
         nodes: &[String],
-    ) {
+    ) -> Result<()> {
         self.dispatch_pending(
             (record.id, record.cursor.step, &record.request_id),
             def,
             nodes,
         )
-        .await;
+        .await
     }
 
     /// Puts a task on the bus for each node, unless this process already has
-    /// it in flight.
+    /// it in flight; a bus that is down is retried for `outage_grace`. Err
+    /// when some node could not be dispatched (the others were).
     async fn dispatch_pending(
         &self,
         at: (WorkflowId, u64, &str),
         def: &WorkflowDefinition,
         nodes: &[String],
-    ) {
+    ) -> Result<()> {
         let (id, step, request_id) = at;
+        let mut failed = None;
         for n in nodes {
             let Some(node) = def.node(n) else {
                 warn!(node = %n, "Pending node is not in the definition; not dispatched.");
@@ -1643,15 +1924,27 @@ impl Engine {
                     node: n.clone(),
                     attempt: 1,
                 },
-                queue: node.role.as_str().to_string(),
+                queue: if self.inner.config.route_by_tags {
+                    node.queue()
+                } else {
+                    node.role.as_str().to_string()
+                },
                 request_id: Some(request_id.to_string()),
                 tags: node.tags.clone(),
                 enqueued_at: Utc::now(),
             };
-            if let Err(error) = self.inner.bus.dispatch(msg).await {
-                warn!(%error, node = %n, "Dispatch failed; the run's recovery will retry.");
+            let sent = self
+                .ride("bus: dispatch", || self.inner.bus.dispatch(msg.clone()))
+                .await;
+            if let Err(error) = sent {
+                warn!(%error, node = %n, "Dispatch failed; recovery will retry.");
                 self.inner.inflight.lock().remove(&(id, step, n.clone()));
+                failed = Some(error);
             }
+        }
+        match failed {
+            None => Ok(()),
+            Some(error) => Err(error),
         }
     }
 

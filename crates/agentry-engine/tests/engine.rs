@@ -1067,6 +1067,7 @@ async fn bench_smoke_runs_seven_steps_per_workflow() {
         store,
         Arc::new(InprocBus::new()),
         BenchConfig {
+            local_workers: true,
             workflows: 6,
             concurrency: 3,
             node_latency: Duration::from_millis(1),

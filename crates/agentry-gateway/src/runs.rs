@@ -220,7 +220,16 @@ impl Runs {
     /// shutdown), of every tenant. Returns how many.
     pub async fn resume_unfinished(self: &Arc<Self>) -> agentry_core::Result<usize> {
         let mut resumed = 0;
-        for status in [WorkflowStatus::Running, WorkflowStatus::Pending] {
+        // Dispatch only: running workflows are the workers' (and the stall
+        // sweep's, under its lease); kicking them from every starting
+        // replica would dispatch tasks that are running elsewhere. Pending
+        // ones (accepted, never started) are started here: a start is
+        // guarded, so two replicas cannot both start one.
+        let statuses: &[WorkflowStatus] = match self.execution {
+            Execution::Local => &[WorkflowStatus::Running, WorkflowStatus::Pending],
+            Execution::Dispatch => &[WorkflowStatus::Pending],
+        };
+        for &status in statuses {
             let mut before = None;
             loop {
                 let page = self

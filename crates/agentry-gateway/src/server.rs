@@ -42,6 +42,10 @@ pub struct GatewayDeps {
     pub config: GatewayConfig,
     /// Whether workflows run here or only start here.
     pub execution: crate::runs::Execution,
+    /// The worker registry `GET /v1/agents` reads (every worker process of
+    /// the deployment), with the heartbeat age past which a worker is
+    /// unhealthy; None shows this process's own workers only.
+    pub registry: Option<(Arc<dyn agentry_core::WorkerRegistry>, Duration)>,
 }
 
 /// A gateway ready to serve.
@@ -75,6 +79,7 @@ impl Gateway {
                 Duration::from_secs(deps.config.api_key_cache_s),
             ),
             engine: deps.engine,
+            registry: deps.registry,
             store,
             keys: deps.keys,
             limiter: deps.limiter,

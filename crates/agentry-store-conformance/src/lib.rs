@@ -21,9 +21,10 @@
 //! written (stale and duplicate commits, conflicting transitions), because a
 //! store that writes too much passes every "is it there" check.
 //!
-//! Two smaller suites cover the other ports a store implements:
-//! [`llm_data_conformance_tests!`] (`LlmLedger`, `LlmCache`) and
-//! [`api_key_conformance_tests!`] (`ApiKeyStore`).
+//! Three smaller suites cover the other ports a store implements:
+//! [`llm_data_conformance_tests!`] (`LlmLedger`, `LlmCache`),
+//! [`api_key_conformance_tests!`] (`ApiKeyStore`) and
+//! [`worker_registry_conformance_tests!`] (`WorkerRegistry`).
 
 // This crate is test code: a failed expectation is the test failure, so it
 // panics with a message instead of returning errors.
@@ -46,6 +47,9 @@ pub use agentry_core;
 
 mod access;
 pub use access::*;
+
+mod registry;
+pub use registry::*;
 
 /// Lists every behaviour, in the order [`run_all`] runs them, and hands the
 /// list to `$callback`. The single list keeps [`run_all`] and

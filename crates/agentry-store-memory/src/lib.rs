@@ -4,8 +4,9 @@
 //! duplicate detection, a store-wide event outbox, newest-first listings), so
 //! the engine's tests and benchmark exercise the same commit protocol as the
 //! SQLite and PostgreSQL stores, minus the I/O. It also keeps the LLM call
-//! ledger and cache and the gateway's API keys, with the same semantics as
-//! the SQLite store (the conformance suites hold both to them).
+//! ledger and cache, the gateway's API keys and the worker registry
+//! ([`WorkerRegistry`]: workers and leases), with the same semantics as the
+//! SQLite store (the conformance suites hold both to them).
 //!
 //! Key design decision: all data lives in ONE struct behind ONE
 //! `parking_lot::Mutex`, taken for the whole of each operation and never held
@@ -19,7 +20,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use agentry_core::{
     AgentOutputRecord, ApiKeyRecord, ApiKeyStore, ChatResponse, Checkpoint, CommitOutcome, Error,
     Event, ListPage, LlmCache, LlmCall, LlmLedger, NewWorkflow, Result, StateDelta, Store,
-    StoredEvent, TaskCommit, Transition, WorkflowId, WorkflowQuery, WorkflowRecord, WorkflowStatus,
+    StoredEvent, TaskCommit, Transition, WorkerBeat, WorkerInfo, WorkerRecord, WorkerRegistry,
+    WorkflowId, WorkflowQuery, WorkflowRecord, WorkflowStatus,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -50,6 +52,10 @@ struct Inner {
     llm_cache: HashMap<String, (ChatResponse, Option<std::time::Instant>)>,
     /// The gateway's API keys, by id.
     api_keys: HashMap<String, ApiKeyRecord>,
+    /// Registered workers, by id.
+    workers: HashMap<String, WorkerRecord>,
+    /// Leases by name: (holder, expiry). Live while `now < expiry`.
+    leases: HashMap<String, (String, DateTime<Utc>)>,
 }
 
 struct WorkflowData {
@@ -509,5 +515,100 @@ impl ApiKeyStore for MemoryStore {
             .ok_or_else(|| Error::not_found(format!("API key `{id}`")))?;
         key.revoked_at.get_or_insert(at);
         Ok(key.clone())
+    }
+}
+
+#[async_trait]
+impl WorkerRegistry for MemoryStore {
+    async fn register(&self, info: WorkerInfo) -> Result<()> {
+        let beat = WorkerBeat {
+            id: info.id.clone(),
+            in_flight: 0,
+            tasks: Vec::new(),
+            completed: 0,
+            failed: 0,
+            last_task_at: None,
+            at: info.started_at,
+        };
+        let record = WorkerRecord {
+            info,
+            beat,
+            stopped_at: None,
+        };
+        self.inner
+            .lock()
+            .workers
+            .insert(record.info.id.clone(), record);
+        Ok(())
+    }
+
+    async fn heartbeat(&self, beat: WorkerBeat) -> Result<()> {
+        let mut inner = self.inner.lock();
+        let record = inner
+            .workers
+            .get_mut(&beat.id)
+            .ok_or_else(|| Error::not_found(format!("worker `{}`", beat.id)))?;
+        record.beat = beat;
+        Ok(())
+    }
+
+    async fn deregister(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
+        if let Some(record) = self.inner.lock().workers.get_mut(id) {
+            record.stopped_at.get_or_insert(at);
+        }
+        Ok(())
+    }
+
+    async fn list_workers(&self) -> Result<Vec<WorkerRecord>> {
+        let mut workers: Vec<WorkerRecord> = self.inner.lock().workers.values().cloned().collect();
+        workers
+            .sort_by(|a, b| (a.info.started_at, &a.info.id).cmp(&(b.info.started_at, &b.info.id)));
+        Ok(workers)
+    }
+
+    async fn prune_workers(&self, before: DateTime<Utc>) -> Result<u64> {
+        let mut inner = self.inner.lock();
+        let count = inner.workers.len();
+        // Kept while its last beat or its stop is at or after the cut.
+        inner.workers.retain(|_, record| {
+            record.beat.at >= before || record.stopped_at.is_some_and(|at| at >= before)
+        });
+        Ok((count - inner.workers.len()) as u64)
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let expires = chrono::Duration::from_std(ttl)
+            .ok()
+            .and_then(|ttl| now.checked_add_signed(ttl))
+            .ok_or_else(|| Error::invalid(format!("lease `{name}`: ttl {ttl:?} is too long")))?;
+        let mut inner = self.inner.lock();
+        let granted = match inner.leases.get(name) {
+            Some((current, expiry)) => current == holder || *expiry <= now,
+            None => true,
+        };
+        if granted {
+            inner
+                .leases
+                .insert(name.to_string(), (holder.to_string(), expires));
+        }
+        Ok(granted)
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        let mut inner = self.inner.lock();
+        if inner
+            .leases
+            .get(name)
+            .is_some_and(|(current, _)| current == holder)
+        {
+            inner.leases.remove(name);
+        }
+        Ok(())
     }
 }

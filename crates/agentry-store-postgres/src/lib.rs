@@ -5,8 +5,9 @@
 //! states), the seed's `workflows`, `agent_outputs` and `shared_context`
 //! tables (UUID keys, JSONB content, TIMESTAMPTZ) and the event outbox, plus
 //! the LLM call ledger and cache ([`agentry_core::LlmLedger`],
-//! [`agentry_core::LlmCache`]) and the gateway's API keys
-//! ([`agentry_core::ApiKeyStore`]), created by embedded migrations in the
+//! [`agentry_core::LlmCache`]), the gateway's API keys
+//! ([`agentry_core::ApiKeyStore`]) and the worker registry with its leases
+//! ([`agentry_core::WorkerRegistry`]), created by embedded migrations in the
 //! configured schema ([`PostgresOptions::schema`]).
 //!
 //! Key design decision: each [`Store::commit_task`] and [`Store::transition`]
@@ -46,8 +47,9 @@
 //!
 //! - TIMESTAMPTZ keeps microseconds. Times the store makes are truncated to
 //!   microseconds before they are written; times a caller hands in (an
-//!   event's `at`, an API key's times) keep the nanoseconds below in a
-//!   `*_ns` column, so they read back exactly.
+//!   event's `at`, an API key's times, a worker's beats, a lease's expiry)
+//!   keep the nanoseconds below in a `*_ns` column, so they read back
+//!   exactly and compare exactly.
 //! - The seed's column lengths are enforced (`request_id VARCHAR(255)`,
 //!   `agent_name VARCHAR(100)`, `output_type VARCHAR(50)`, `key
 //!   VARCHAR(255)`): a longer value is [`Error::InvalidInput`] and writes
@@ -65,6 +67,7 @@ mod access;
 mod error;
 mod llm;
 mod options;
+mod registry;
 mod rows;
 mod write;
 

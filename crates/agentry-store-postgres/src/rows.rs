@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 
 use agentry_core::{
     AccessRole, AgentOutputRecord, ApiKeyRecord, Checkpoint, Cursor, Error, Event, EventKind,
-    Result, StateDelta, StoredEvent, WorkflowId, WorkflowRecord, WorkflowStatus,
+    Result, StateDelta, StoredEvent, WorkerBeat, WorkerInfo, WorkerRecord, WorkflowId,
+    WorkflowRecord, WorkflowStatus,
 };
 use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::Value;
@@ -41,6 +42,11 @@ pub(crate) const EVENT_COLUMNS: &str =
 /// Columns of `api_keys` that make an [`ApiKeyRecord`].
 pub(crate) const API_KEY_COLUMNS: &str =
     "id, tenant, role, name, secret_hash, created_at, created_at_ns, revoked_at, revoked_at_ns";
+
+/// Columns of `workers` that make a [`WorkerRecord`].
+pub(crate) const WORKER_COLUMNS: &str = "id, host, pid, roles, tags, concurrency, version, \
+     started_at, started_at_ns, in_flight, tasks, completed, failed, last_task_at, \
+     last_task_at_ns, beat_at, beat_at_ns, stopped_at, stopped_at_ns";
 
 /// The current time as the store writes it (whole microseconds).
 pub(crate) fn now() -> DateTime<Utc> {
@@ -84,6 +90,11 @@ fn get_opt_u64(row: &PgRow, table: &str, column: &str) -> Result<Option<u64>> {
         .transpose()
 }
 
+fn get_u32(row: &PgRow, table: &str, column: &str) -> Result<u32> {
+    let value: i64 = get(row, table, column)?;
+    u32::try_from(value).map_err(|_| corrupt(table, format!("{column} out of range: {value}")))
+}
+
 fn get_opt_u32(row: &PgRow, table: &str, column: &str) -> Result<Option<u32>> {
     let value: Option<i64> = get(row, table, column)?;
     value
@@ -96,6 +107,19 @@ fn get_opt_u32(row: &PgRow, table: &str, column: &str) -> Result<Option<u32>> {
 fn get_time(row: &PgRow, table: &str, column: &str) -> Result<DateTime<Utc>> {
     let at: Option<DateTime<Utc>> = get(row, table, column)?;
     at.ok_or_else(|| corrupt(table, format!("{column} is NULL")))
+}
+
+/// A caller's time kept as `column` and `column_ns` (see [`split_time`]).
+fn get_exact_time(row: &PgRow, table: &str, column: &str) -> Result<DateTime<Utc>> {
+    let ns: i32 = get(row, table, &format!("{column}_ns"))?;
+    Ok(join_time(get_time(row, table, column)?, ns))
+}
+
+/// Like [`get_exact_time`], for a nullable time.
+fn get_opt_exact_time(row: &PgRow, table: &str, column: &str) -> Result<Option<DateTime<Utc>>> {
+    let at: Option<DateTime<Utc>> = get(row, table, column)?;
+    let ns: Option<i32> = get(row, table, &format!("{column}_ns"))?;
+    Ok(at.map(|at| join_time(at, ns.unwrap_or(0))))
 }
 
 fn get_json<T: serde::de::DeserializeOwned>(row: &PgRow, table: &str, column: &str) -> Result<T> {
@@ -225,6 +249,34 @@ pub(crate) fn api_key_from_row(row: &PgRow) -> Result<ApiKeyRecord> {
         ),
         revoked_at: revoked_at.map(|at| join_time(at, revoked_ns.unwrap_or(0))),
         id,
+    })
+}
+
+/// Decodes a `workers` row selected with [`WORKER_COLUMNS`].
+pub(crate) fn worker_from_row(row: &PgRow) -> Result<WorkerRecord> {
+    const T: &str = "workers";
+    let id: String = get(row, T, "id")?;
+    Ok(WorkerRecord {
+        info: WorkerInfo {
+            id: id.clone(),
+            host: get(row, T, "host")?,
+            pid: get_u32(row, T, "pid")?,
+            roles: get_json(row, T, "roles")?,
+            tags: get_json(row, T, "tags")?,
+            concurrency: get_u32(row, T, "concurrency")?,
+            version: get(row, T, "version")?,
+            started_at: get_exact_time(row, T, "started_at")?,
+        },
+        beat: WorkerBeat {
+            id,
+            in_flight: get_u32(row, T, "in_flight")?,
+            tasks: get_json(row, T, "tasks")?,
+            completed: get_u64(row, T, "completed")?,
+            failed: get_u64(row, T, "failed")?,
+            last_task_at: get_opt_exact_time(row, T, "last_task_at")?,
+            at: get_exact_time(row, T, "beat_at")?,
+        },
+        stopped_at: get_opt_exact_time(row, T, "stopped_at")?,
     })
 }
 

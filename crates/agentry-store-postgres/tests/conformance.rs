@@ -1,6 +1,6 @@
-//! The three conformance suites (`Store`, LLM data, API keys) against the
-//! PostgreSQL store: every behaviour on a fresh schema of the test database
-//! (`AGENTRY_TEST_DATABASE_URL`, default
+//! The four conformance suites (`Store`, LLM data, API keys, worker
+//! registry) against the PostgreSQL store: every behaviour on a fresh schema
+//! of the test database (`AGENTRY_TEST_DATABASE_URL`, default
 //! `postgres://postgres@127.0.0.1:5432/test`), dropped afterwards.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -36,6 +36,13 @@ mod llm_data {
 mod api_keys {
     use super::*;
     agentry_store_conformance::api_key_conformance_tests!(async {
+        Arc::new(support::fresh_store().await)
+    });
+}
+
+mod workers {
+    use super::*;
+    agentry_store_conformance::worker_registry_conformance_tests!(async {
         Arc::new(support::fresh_store().await)
     });
 }

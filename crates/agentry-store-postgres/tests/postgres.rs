@@ -1,6 +1,7 @@
 //! Behaviours specific to the PostgreSQL store: several stores (processes)
-//! on one schema, reopening, the outbox's seq order under concurrent
-//! commits, connection failures and PostgreSQL's own limits on values.
+//! on one schema (racing commits, racing for a lease), reopening, the
+//! outbox's seq order under concurrent commits, connection failures and
+//! PostgreSQL's own limits on values.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -10,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentry_core::{CommitOutcome, Error, ErrorClass, StateDelta, Store, TaskId};
+use agentry_core::{CommitOutcome, Error, ErrorClass, StateDelta, Store, TaskId, WorkerRegistry};
 use agentry_store_conformance::{advance_to, commit_of, new_workflow, started, task};
 use agentry_store_postgres::{PostgresOptions, PostgresStore};
 
@@ -53,6 +54,53 @@ async fn two_stores_racing_one_task_one_commits_the_other_is_duplicate() {
         assert_eq!(b.events(Some(id), 0, 100).await.expect("events").len(), 2);
     }
     drop(second);
+}
+
+/// Ten holders spread over three stores on one schema (three processes),
+/// racing for one free lease: one wins, every round, and every store sees
+/// it as the holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lease_race_between_stores_on_one_schema_grants_one() {
+    let first = Arc::new(support::fresh_store().await);
+    let stores = [
+        first.clone(),
+        Arc::new(same_schema(&first).await),
+        Arc::new(same_schema(&first).await),
+    ];
+    let now = agentry_store_conformance::worker_time(0);
+    let ttl = Duration::from_secs(30);
+    for round in 0..10 {
+        let name = format!("resume-{round}");
+        let races: Vec<_> = (0..10)
+            .map(|i| {
+                let store = stores[i % stores.len()].clone();
+                let name = name.clone();
+                tokio::spawn(async move {
+                    let holder = format!("w-{i}");
+                    let taken = store.acquire_lease(&name, &holder, ttl, now).await;
+                    (holder, taken.expect("acquire is not an error"))
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for race in races {
+            let (holder, taken) = race.await.expect("the racing task");
+            if taken {
+                winners.push(holder);
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        for store in &stores {
+            assert!(
+                store
+                    .acquire_lease(&name, &winners[0], ttl, now)
+                    .await
+                    .expect("renew"),
+                "round {round}: every store sees {} as the holder",
+                winners[0]
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,8 +5,9 @@
 //! in one SQLite file, created and migrated by embedded migrations. Other
 //! crates may keep their own tables in the same file (see [`SqliteStore::pool`]).
 //! The same file holds the LLM call ledger and cache ([`agentry_core::LlmLedger`],
-//! [`agentry_core::LlmCache`]) and the gateway's API keys
-//! ([`agentry_core::ApiKeyStore`]), written row by row through the pool.
+//! [`agentry_core::LlmCache`]), the gateway's API keys
+//! ([`agentry_core::ApiKeyStore`]) and the worker registry with its leases
+//! ([`agentry_core::WorkerRegistry`]), written row by row through the pool.
 //!
 //! Key design decision: GROUP COMMIT through a single writer task. SQLite
 //! allows one writer at a time and, at `synchronous = FULL`, every COMMIT
@@ -32,6 +33,7 @@ mod error;
 mod llm;
 mod options;
 mod procedures;
+mod registry;
 mod requests;
 mod rows;
 mod writer;

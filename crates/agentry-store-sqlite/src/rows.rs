@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 
 use agentry_core::{
     AccessRole, AgentOutputRecord, ApiKeyRecord, Checkpoint, Cursor, Error, Event, EventKind,
-    Result, StateDelta, StoredEvent, WorkflowId, WorkflowRecord, WorkflowStatus,
+    Result, StateDelta, StoredEvent, WorkerBeat, WorkerInfo, WorkerRecord, WorkflowId,
+    WorkflowRecord, WorkflowStatus,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
@@ -38,6 +39,10 @@ pub(crate) const EVENT_COLUMNS: &str =
 /// Columns of `api_keys` that make an [`ApiKeyRecord`].
 pub(crate) const API_KEY_COLUMNS: &str =
     "id, tenant, role, name, secret_hash, created_at, revoked_at";
+
+/// Columns of `workers` that make a [`WorkerRecord`].
+pub(crate) const WORKER_COLUMNS: &str = "id, host, pid, roles, tags, concurrency, version, \
+     started_at, in_flight, tasks, completed, failed, last_task_at, beat_at, stopped_at";
 
 /// A timestamp as stored.
 pub(crate) fn timestamp(at: DateTime<Utc>) -> String {
@@ -72,6 +77,11 @@ fn get_opt_u64(row: &SqliteRow, table: &str, column: &str) -> Result<Option<u64>
     value
         .map(|v| u64::try_from(v).map_err(|_| corrupt(table, format!("{column} is negative: {v}"))))
         .transpose()
+}
+
+fn get_u32(row: &SqliteRow, table: &str, column: &str) -> Result<u32> {
+    let value: i64 = get(row, table, column)?;
+    u32::try_from(value).map_err(|_| corrupt(table, format!("{column} out of range: {value}")))
 }
 
 fn get_opt_u32(row: &SqliteRow, table: &str, column: &str) -> Result<Option<u32>> {
@@ -227,6 +237,34 @@ pub(crate) fn api_key_from_row(row: &SqliteRow) -> Result<ApiKeyRecord> {
         created_at: get_time(row, T, "created_at")?,
         revoked_at: get_opt_time(row, T, "revoked_at")?,
         id,
+    })
+}
+
+/// Decodes a `workers` row selected with [`WORKER_COLUMNS`].
+pub(crate) fn worker_from_row(row: &SqliteRow) -> Result<WorkerRecord> {
+    const T: &str = "workers";
+    let id: String = get(row, T, "id")?;
+    Ok(WorkerRecord {
+        info: WorkerInfo {
+            id: id.clone(),
+            host: get(row, T, "host")?,
+            pid: get_u32(row, T, "pid")?,
+            roles: get_json(row, T, "roles")?,
+            tags: get_json(row, T, "tags")?,
+            concurrency: get_u32(row, T, "concurrency")?,
+            version: get(row, T, "version")?,
+            started_at: get_time(row, T, "started_at")?,
+        },
+        beat: WorkerBeat {
+            id,
+            in_flight: get_u32(row, T, "in_flight")?,
+            tasks: get_json(row, T, "tasks")?,
+            completed: get_u64(row, T, "completed")?,
+            failed: get_u64(row, T, "failed")?,
+            last_task_at: get_opt_time(row, T, "last_task_at")?,
+            at: get_time(row, T, "beat_at")?,
+        },
+        stopped_at: get_opt_time(row, T, "stopped_at")?,
     })
 }
 

@@ -1,6 +1,7 @@
-//! The Store conformance suite against the SQLite store: every behaviour on
-//! a fresh file-backed database at `synchronous = FULL` (the default), and
-//! the whole suite again at `synchronous = NORMAL`.
+//! The conformance suites (`Store`, LLM data, API keys, worker registry)
+//! against the SQLite store: every behaviour on a fresh file-backed database
+//! at `synchronous = FULL` (the default), and the whole `Store` suite again
+//! at `synchronous = NORMAL`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -64,6 +65,17 @@ mod llm_data {
 mod api_keys {
     use super::*;
     agentry_store_conformance::api_key_conformance_tests!(async {
+        Arc::new(
+            SqliteStore::open_in_memory()
+                .await
+                .expect("open a temporary store"),
+        )
+    });
+}
+
+mod workers {
+    use super::*;
+    agentry_store_conformance::worker_registry_conformance_tests!(async {
         Arc::new(
             SqliteStore::open_in_memory()
                 .await

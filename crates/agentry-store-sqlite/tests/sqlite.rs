@@ -1,6 +1,7 @@
 //! What the SQLite store promises beyond the shared conformance suite:
 //! durability across reopen, migrations, clear errors on foreign files, the
-//! seed's table layout, and group commit.
+//! seed's table layout, group commit, and leases that hold across
+//! processes sharing the file.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use agentry_core::{
     AccessRole, ApiKeyStore, CommitOutcome, Error, ErrorClass, Event, EventKind, NewWorkflow,
-    StateDelta, Store, WorkflowId, WorkflowStatus,
+    StateDelta, Store, WorkerRegistry, WorkflowId, WorkflowStatus,
 };
 use agentry_store_conformance::{
     advance_to, commit_of, commit_ok, new_workflow, output, snapshot, start_transition, started,
@@ -766,4 +767,78 @@ async fn api_keys_survive_reopen() {
     let store = open(&path).await;
     assert_eq!(store.api_key("k1").await.unwrap(), Some(revoked.clone()));
     assert_eq!(store.list_api_keys(None).await.unwrap(), vec![revoked]);
+}
+
+/// Stores opened on one file are what separate `agentry` processes are to
+/// SQLite (connections of their own, the file's locks between them): ten
+/// holders spread over four of them, racing for one free lease, one wins,
+/// every round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lease_race_between_stores_sharing_a_file_grants_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agentry.db");
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        stores.push(open(&path).await);
+    }
+    let now = agentry_store_conformance::worker_time(0);
+    let ttl = Duration::from_secs(30);
+    for round in 0..10 {
+        let name = format!("resume-{round}");
+        let races = (0..10).map(|i| {
+            let store = stores[i % stores.len()].clone();
+            let name = name.clone();
+            tokio::spawn(async move {
+                let holder = format!("w-{i}");
+                let taken = store.acquire_lease(&name, &holder, ttl, now).await;
+                (holder, taken.expect("acquire is not an error"))
+            })
+        });
+        let winners: Vec<String> = futures::future::join_all(races)
+            .await
+            .into_iter()
+            .map(|joined| joined.expect("the racing task"))
+            .filter(|(_, taken)| *taken)
+            .map(|(holder, _)| holder)
+            .collect();
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        for store in &stores {
+            assert!(
+                store
+                    .acquire_lease(&name, &winners[0], ttl, now)
+                    .await
+                    .unwrap(),
+                "round {round}: every store sees {} as the holder",
+                winners[0]
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn workers_and_leases_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agentry.db");
+    let store = open(&path).await;
+    let info = agentry_store_conformance::worker_info("w-1", 0);
+    let beat = agentry_store_conformance::worker_beat("w-1", 5, &["wf/1/qa#1"]);
+    let now = agentry_store_conformance::worker_time(5);
+    store.register(info.clone()).await.unwrap();
+    store.heartbeat(beat.clone()).await.unwrap();
+    assert!(store
+        .acquire_lease("sweep", "w-1", Duration::from_secs(60), now)
+        .await
+        .unwrap());
+    let before = store.list_workers().await.unwrap();
+    drop(store);
+    let store = open(&path).await;
+    assert_eq!(store.list_workers().await.unwrap(), before);
+    assert_eq!(before[0].beat, beat);
+    assert!(
+        !store
+            .acquire_lease("sweep", "w-2", Duration::from_secs(60), now)
+            .await
+            .unwrap(),
+        "the lease is still w-1's"
+    );
 }

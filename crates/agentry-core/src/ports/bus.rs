@@ -199,7 +199,11 @@ mod tests {
 
     #[test]
     fn a_worker_consumes_every_subset_of_its_tags() {
-        let q = queues_for(&strings(&["developer", "qa"]), &strings(&["rust", "python"])).unwrap();
+        let q = queues_for(
+            &strings(&["developer", "qa"]),
+            &strings(&["rust", "python"]),
+        )
+        .unwrap();
         assert_eq!(
             q,
             strings(&[
@@ -213,7 +217,10 @@ mod tests {
                 "qa.rust",
             ])
         );
-        assert_eq!(queues_for(&strings(&["qa"]), &[]).unwrap(), strings(&["qa"]));
+        assert_eq!(
+            queues_for(&strings(&["qa"]), &[]).unwrap(),
+            strings(&["qa"])
+        );
         let err = queues_for(&strings(&["qa"]), &strings(&["a b"])).unwrap_err();
         assert!(err.to_string().contains("`a b`"), "{err}");
         let many: Vec<String> = (0..7).map(|i| format!("t{i}")).collect();

@@ -51,6 +51,7 @@ impl AppState {
 #[doc(hidden)]
 pub struct Shared {
     pub(crate) engine: Engine,
+    pub(crate) registry: Option<(Arc<dyn agentry_core::WorkerRegistry>, std::time::Duration)>,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) keys: Arc<dyn ApiKeyStore>,
     pub(crate) limiter: Arc<dyn RateLimiter>,

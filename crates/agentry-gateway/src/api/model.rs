@@ -570,6 +570,41 @@ pub struct AgentStatus {
     pub failed: u64,
     /// When a task of the role last started.
     pub last_task_at: Option<DateTime<Utc>>,
+    /// Registered workers of the role whose heartbeat is overdue
+    /// (distributed mode; 0 otherwise).
+    #[serde(default)]
+    pub unhealthy_workers: u32,
+}
+
+/// One worker process of the registry.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct WorkerView {
+    /// Worker id.
+    pub id: String,
+    /// Host name.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// Roles it serves.
+    pub roles: Vec<String>,
+    /// Variant tags it serves.
+    pub tags: Vec<String>,
+    /// Tasks it runs at once.
+    pub concurrency: u32,
+    /// `healthy`, `unhealthy` (heartbeat overdue) or `stopped`.
+    pub health: String,
+    /// Tasks running now.
+    pub in_flight: u32,
+    /// Deliveries acknowledged since it started.
+    pub completed: u64,
+    /// Deliveries given back or dead-lettered since it started.
+    pub failed: u64,
+    /// Its last heartbeat.
+    pub last_heartbeat: DateTime<Utc>,
+    /// When it last started a task.
+    pub last_task_at: Option<DateTime<Utc>>,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
 }
 
 /// `GET /v1/agents`
@@ -583,6 +618,9 @@ pub struct AgentList {
     pub max_running_workflows: u64,
     /// Roles.
     pub agents: Vec<AgentStatus>,
+    /// Registered worker processes that have not stopped cleanly
+    /// (distributed mode; empty when agents run in this server).
+    pub workers: Vec<WorkerView>,
 }
 
 /// An access role.

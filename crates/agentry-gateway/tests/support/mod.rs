@@ -72,6 +72,7 @@ impl Api {
             base_options: json!({}),
             config,
             execution: agentry_gateway::Execution::Local,
+            registry: None,
         })
         .expect("the gateway builds");
         Api {
