@@ -36,6 +36,10 @@ pub(crate) struct Broker {
     /// Tells the supervisor to look at the connection now.
     suspect: Arc<Notify>,
     declared: Mutex<Declared>,
+    /// Held while declaring: RabbitMQ 3.10 answers concurrent declarations
+    /// of one quorum queue with INTERNAL_ERROR and closes the connection,
+    /// so this process declares one thing at a time.
+    declaring: tokio::sync::Mutex<()>,
     /// Subscriptions of this bus not (yet, or not again) bound to the
     /// events exchange; publishers wait for it to be zero.
     unbound_subscribers: watch::Sender<usize>,
@@ -50,6 +54,7 @@ impl Broker {
             link,
             suspect,
             declared: Mutex::new(Declared::default()),
+            declaring: tokio::sync::Mutex::new(()),
             unbound_subscribers: watch::Sender::new(0),
         }
     }
@@ -107,6 +112,10 @@ impl Broker {
         if self.with_declared(generation, |d| d.base) {
             return Ok(());
         }
+        let _declaring = self.declaring.lock().await;
+        if self.with_declared(generation, |d| d.base) {
+            return Ok(());
+        }
         let channel = self.channel(connection).await?;
         let result = declare_base(&channel, &self.names).await;
         close_quietly(&channel).await;
@@ -124,6 +133,10 @@ impl Broker {
         queue: &str,
     ) -> Result<()> {
         self.ensure_base(generation, connection).await?;
+        if self.with_declared(generation, |d| d.queues.contains(queue)) {
+            return Ok(());
+        }
+        let _declaring = self.declaring.lock().await;
         if self.with_declared(generation, |d| d.queues.contains(queue)) {
             return Ok(());
         }

@@ -263,11 +263,15 @@ pub async fn sweep_loop(
     registry: Arc<dyn WorkerRegistry>,
     engine: Engine,
     holder: String,
-    interval: Duration,
-    stalled_for: Duration,
-    unhealthy_after: Duration,
+    timing: SweepTiming,
     stop: CancellationToken,
 ) {
+    let SweepTiming {
+        interval,
+        stalled_for,
+        unhealthy_after,
+        forget_after,
+    } = timing;
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
@@ -285,6 +289,14 @@ pub async fn sweep_loop(
                 continue;
             }
         }
+        let forget_before = Utc::now()
+            - chrono::Duration::from_std(forget_after)
+                .unwrap_or_else(|_| chrono::Duration::days(1));
+        match registry.prune_workers(forget_before).await {
+            Ok(0) => {}
+            Ok(n) => info!(pruned = n, "Forgot long-gone workers."),
+            Err(error) => warn!(%error, "Cannot prune the worker registry."),
+        }
         let busy = match registry.list_workers().await {
             Ok(workers) => busy_tasks(&workers, unhealthy_after),
             Err(error) => {
@@ -299,6 +311,31 @@ pub async fn sweep_loop(
         }
     }
     let _ = registry.release_lease(SWEEP_LEASE, &holder).await;
+}
+
+/// How often the sweep runs and what it considers stalled, dead or gone.
+#[derive(Debug, Clone, Copy)]
+pub struct SweepTiming {
+    /// Between sweeps.
+    pub interval: Duration,
+    /// A running workflow unchanged this long is checked.
+    pub stalled_for: Duration,
+    /// A worker silent this long is not trusted to run what it reported.
+    pub unhealthy_after: Duration,
+    /// A worker silent this long leaves the registry.
+    pub forget_after: Duration,
+}
+
+impl SweepTiming {
+    /// From the `[cluster]` settings.
+    pub fn of(c: &crate::config::ClusterConfig) -> Self {
+        SweepTiming {
+            interval: Duration::from_secs(c.sweep_interval_s),
+            stalled_for: Duration::from_secs(c.stall_after_s),
+            unhealthy_after: Duration::from_secs(c.unhealthy_after_s),
+            forget_after: Duration::from_secs(c.forget_after_s),
+        }
+    }
 }
 
 /// Task keys (`<workflow>:<step>:<node>`) that healthy workers run now.
@@ -346,9 +383,7 @@ pub async fn worker(app: App, args: WorkerArgs, json_out: bool) -> Result<ExitCo
         app.registry(),
         engine.clone(),
         info.id.clone(),
-        Duration::from_secs(cluster.sweep_interval_s),
-        Duration::from_secs(cluster.stall_after_s),
-        Duration::from_secs(cluster.unhealthy_after_s),
+        SweepTiming::of(&cluster),
         stop.clone(),
     ));
     if json_out {

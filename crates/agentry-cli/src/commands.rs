@@ -506,10 +506,13 @@ async fn bench_engine(
     } else {
         None
     };
-    let result = agentry_engine::bench::bench_engine(store, bus, cfg, size).await;
+    // The store outlives the worker processes: a temporary schema is
+    // dropped with it.
+    let result = agentry_engine::bench::bench_engine(store.clone(), bus, cfg, size).await;
     if let Some(fleet) = fleet {
         fleet.stop().await;
     }
+    drop(store);
     if let Some(bus) = amqp {
         bus.close().await;
     }

@@ -78,6 +78,8 @@ pub struct ClusterConfig {
     pub stall_after_s: u64,
     /// Seconds a stopping worker gives the tasks in hand.
     pub shutdown_grace_s: u64,
+    /// Workers silent (or stopped) for this long leave the registry.
+    pub forget_after_s: u64,
     /// PostgreSQL connections per process.
     pub max_connections: u32,
     /// PostgreSQL schema of the store (created when missing; default: the
@@ -98,6 +100,7 @@ impl Default for ClusterConfig {
             sweep_interval_s: 10,
             stall_after_s: 30,
             shutdown_grace_s: 30,
+            forget_after_s: 86_400,
             max_connections: 16,
             database_schema: None,
         }
@@ -429,6 +432,9 @@ impl Config {
         if c.heartbeat_s == 0 || c.unhealthy_after_s <= c.heartbeat_s {
             bail!("invalid configuration: cluster.heartbeat_s must be at least 1 and cluster.unhealthy_after_s larger than it");
         }
+        if c.forget_after_s <= c.unhealthy_after_s {
+            bail!("invalid configuration: cluster.forget_after_s must be larger than cluster.unhealthy_after_s");
+        }
         if c.sweep_interval_s == 0 || c.stall_after_s == 0 {
             bail!("invalid configuration: cluster.sweep_interval_s and cluster.stall_after_s must be at least 1");
         }
@@ -502,6 +508,46 @@ mod tests {
         assert_eq!(cfg.sandbox.wall_time_s, 30);
         assert_eq!(cfg.project.key.as_deref(), Some("SHOP"));
         assert_eq!(cfg.llm.provider.as_deref(), Some("demo"));
+    }
+
+    #[test]
+    fn distributed_mode_comes_from_the_environment_and_needs_its_urls() {
+        let cfg = Config::load(
+            None,
+            &env(&[
+                ("AGENTRY_MODE", "distributed"),
+                ("AGENTRY_DATABASE_URL", "postgres://db/agentry"),
+                ("AGENTRY_AMQP_URL", "amqp://mq/%2f"),
+                ("AGENTRY_REDIS_URL", "redis://cache/"),
+                ("AGENTRY_CLUSTER__DELIVERY_LIMIT", "3"),
+                // The test suite's own variables are not config keys.
+                ("AGENTRY_TEST_DATABASE_URL", "postgres://elsewhere/"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.mode, Mode::Distributed);
+        assert_eq!(cfg.database_url.as_deref(), Some("postgres://db/agentry"));
+        assert_eq!(cfg.amqp_url.as_deref(), Some("amqp://mq/%2f"));
+        assert_eq!(cfg.redis_url.as_deref(), Some("redis://cache/"));
+        assert_eq!(cfg.cluster.delivery_limit, 3);
+
+        let err = Config::load(None, &env(&[("AGENTRY_MODE", "distributed")])).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("database_url (AGENTRY_DATABASE_URL)")
+                && text.contains("amqp_url (AGENTRY_AMQP_URL)"),
+            "{text}"
+        );
+        let err = Config::load(None, &env(&[("AGENTRY_MODE", "cluster")])).unwrap_err();
+        assert!(format!("{err:#}").contains("cluster"), "{err:#}");
+        for (key, value) in [
+            ("AGENTRY_CLUSTER__DELIVERY_LIMIT", "0"),
+            ("AGENTRY_CLUSTER__UNHEALTHY_AFTER_S", "1"),
+            ("AGENTRY_CLUSTER__FORGET_AFTER_S", "5"),
+        ] {
+            let err = Config::load(None, &env(&[(key, value)])).unwrap_err();
+            assert!(format!("{err:#}").contains("cluster."), "{key}: {err:#}");
+        }
     }
 
     #[test]

@@ -197,9 +197,7 @@ pub async fn serve(app: App, args: ServeArgs, json: bool) -> Result<ExitCode> {
             app.registry(),
             engine.clone(),
             format!("gateway-{}", uuid::Uuid::now_v7().simple()),
-            Duration::from_secs(cluster.sweep_interval_s),
-            Duration::from_secs(cluster.stall_after_s),
-            unhealthy_after,
+            crate::cluster::SweepTiming::of(&cluster),
             stop.clone(),
         ))
     } else {
