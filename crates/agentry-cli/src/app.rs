@@ -214,6 +214,10 @@ impl App {
             runner,
             EngineConfig {
                 route_by_tags,
+                // Distributed: tasks may be running in other processes;
+                // only the sweep, which knows what live workers run,
+                // dispatches a stuck step's tasks again.
+                redispatch_on_stall: self.bus.is_none(),
                 ..EngineConfig::default()
             },
         )

@@ -42,6 +42,9 @@ use crate::llm::LlmChoice;
 /// The lease one process at a time holds to sweep for stalled workflows.
 pub const SWEEP_LEASE: &str = "sweep-stalled";
 
+/// Dead letters the sweep reads to leave their tasks alone.
+const DEAD_LETTERS_SEEN: usize = 1000;
+
 /// The distributed adapters: store, bus, LLM cache and rate limiter.
 pub async fn connect(
     config: &Config,
@@ -261,6 +264,7 @@ fn beat_of(engine: &Engine, id: &str) -> WorkerBeat {
 /// no live worker is running.
 pub async fn sweep_loop(
     registry: Arc<dyn WorkerRegistry>,
+    dead_letters: Option<Arc<dyn agentry_core::DeadLetters>>,
     engine: Engine,
     holder: String,
     timing: SweepTiming,
@@ -297,17 +301,38 @@ pub async fn sweep_loop(
             Ok(n) => info!(pruned = n, "Forgot long-gone workers."),
             Err(error) => warn!(%error, "Cannot prune the worker registry."),
         }
-        let busy = match registry.list_workers().await {
+        let mut busy = match registry.list_workers().await {
             Ok(workers) => busy_tasks(&workers, unhealthy_after),
             Err(error) => {
                 warn!(%error, "Cannot read the worker registry; sweep skipped.");
                 continue;
             }
         };
-        match engine.sweep_stalled(stalled_for, &busy).await {
-            Ok(0) => {}
-            Ok(n) => info!(kicked = n, "Swept stalled workflows."),
-            Err(error) => warn!(%error, "Sweep failed."),
+        // A dead-lettered task waits for `dlq replay`: never re-dispatched.
+        if let Some(dead) = &dead_letters {
+            match dead.list_dead(DEAD_LETTERS_SEEN).await {
+                Ok(list) => busy.extend(list.iter().map(|d| {
+                    let t = &d.message.task;
+                    format!("{}:{}:{}", t.workflow_id, t.step, t.node)
+                })),
+                Err(error) => {
+                    warn!(%error, "Cannot read the dead-letter queue; sweep skipped.");
+                    continue;
+                }
+            }
+        }
+        // One pass stays well inside the lease, and a stop does not wait
+        // for it.
+        let pass = tokio::time::timeout(interval * 2, engine.sweep_stalled(stalled_for, &busy));
+        let result = tokio::select! {
+            _ = stop.cancelled() => break,
+            r = pass => r,
+        };
+        match result {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => info!(kicked = n, "Swept stalled workflows."),
+            Ok(Err(error)) => warn!(%error, "Sweep failed."),
+            Err(_) => warn!("A sweep pass took longer than two intervals; cut short."),
         }
     }
     let _ = registry.release_lease(SWEEP_LEASE, &holder).await;
@@ -381,6 +406,7 @@ pub async fn worker(app: App, args: WorkerArgs, json_out: bool) -> Result<ExitCo
     ));
     let sweeps = tokio::spawn(sweep_loop(
         app.registry(),
+        app.dead_letters(),
         engine.clone(),
         info.id.clone(),
         SweepTiming::of(&cluster),
@@ -615,6 +641,7 @@ impl BenchFleet {
                 .context("cannot start a worker process")?;
             children.push(child);
         }
+        // Dropped on an early return below: the workers are killed.
         let mut fleet = BenchFleet {
             children,
             _data: data,
@@ -655,6 +682,10 @@ impl BenchFleet {
     /// SIGTERM to every worker; waits for them (killing any still there
     /// after 30 s).
     pub async fn stop(mut self) {
+        self.terminate().await;
+    }
+
+    async fn terminate(&mut self) {
         for child in &self.children {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(child.id() as i32),
@@ -673,6 +704,19 @@ impl BenchFleet {
                     }
                     Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
                 }
+            }
+        }
+    }
+}
+
+impl Drop for BenchFleet {
+    fn drop(&mut self) {
+        // Workers still running (a benchmark that failed half-way) die
+        // with the fleet.
+        for child in &mut self.children {
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+                let _ = child.wait();
             }
         }
     }

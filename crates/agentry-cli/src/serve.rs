@@ -195,6 +195,7 @@ pub async fn serve(app: App, args: ServeArgs, json: bool) -> Result<ExitCode> {
         // whichever process holds the lease: a worker or a server.
         tokio::spawn(crate::cluster::sweep_loop(
             app.registry(),
+            app.dead_letters(),
             engine.clone(),
             format!("gateway-{}", uuid::Uuid::now_v7().simple()),
             crate::cluster::SweepTiming::of(&cluster),

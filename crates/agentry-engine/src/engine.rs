@@ -62,6 +62,13 @@ pub struct EngineConfig {
     /// the plain role queue. Off in the embedded mode, whose in-process
     /// workers serve every variant.
     pub route_by_tags: bool,
+    /// Whether `run`'s stall check also re-dispatches the pending tasks of
+    /// a stuck step (after a second check). On in one process, where
+    /// `run` knows every worker; off in the distributed mode, where the
+    /// tasks may be running in other processes and the stall sweep
+    /// ([`Engine::sweep_stalled`]), which knows what live workers run,
+    /// does it instead.
+    pub redispatch_on_stall: bool,
 }
 
 impl Default for EngineConfig {
@@ -75,6 +82,7 @@ impl Default for EngineConfig {
             commit_attempts: 3,
             outage_grace: Duration::from_secs(60),
             route_by_tags: true,
+            redispatch_on_stall: true,
         }
     }
 }
@@ -192,11 +200,21 @@ struct WfCache {
     record: Option<Arc<WorkflowRecord>>,
 }
 
+/// Most times the stall sweep re-dispatches one task (see
+/// [`Engine::sweep_stalled`]).
+pub const SWEEP_MAX_REDISPATCH: u32 = 3;
+
 /// The most records [`Engine::submit`] keeps for the [`Engine::run`] that
 /// usually follows (beyond it the map is cleared: it only saves a read).
 const SUBMITTED_CAP: usize = 4096;
 
 type Waiters = Arc<Mutex<HashMap<WorkflowId, Arc<Notify>>>>;
+
+/// A task of a workflow's step: (workflow, step, node).
+type TaskKey = (WorkflowId, u64, String);
+
+/// The consumer stream the worker tasks of one `start_workers` share.
+type SharedStream = Arc<tokio::sync::Mutex<Option<BoxStream<'static, Result<Delivery>>>>>;
 
 struct Inner {
     store: Arc<dyn Store>,
@@ -213,6 +231,8 @@ struct Inner {
     waiters: Waiters,
     /// Tasks dispatched by this process and not yet settled here.
     inflight: Mutex<HashSet<(WorkflowId, u64, String)>>,
+    /// Tasks the stall sweep re-dispatched: when last, and how often.
+    swept: Mutex<HashMap<TaskKey, (Instant, u32)>>,
     relay_wake: Arc<Notify>,
     /// The outbox relay's task, awaited by [`Engine::close`].
     relay_task: Mutex<Option<JoinHandle<()>>>,
@@ -445,6 +465,7 @@ impl Engine {
                 cancels: Mutex::new(HashMap::new()),
                 waiters: Arc::new(Mutex::new(HashMap::new())),
                 inflight: Mutex::new(HashSet::new()),
+                swept: Mutex::new(HashMap::new()),
                 relay_wake: Arc::new(Notify::new()),
                 relay_task: Mutex::new(None),
                 progress_tx: Mutex::new(None),
@@ -496,16 +517,22 @@ impl Engine {
         self.inner.metrics.running_tasks()
     }
 
-    /// Recovers running workflows that no process is moving: for each
-    /// whose record has not changed for `stalled_for`, a finished but
-    /// un-advanced step is advanced, and the pending tasks that have no
-    /// checkpoint and are not in `busy` (task keys `<workflow>:<step>:<node>`
-    /// that live workers report running) are dispatched again. This is
-    /// what makes a dispatch lost to a dead process or a broker outage
-    /// harmless when no `run` is waiting on the workflow (a gateway that
-    /// only dispatches). Run it from one process at a time (a lease); a
-    /// task dispatched twice is still committed once. Returns how many
-    /// workflows it kicked.
+    /// Recovers workflows that no process is moving. Running ones whose
+    /// record has not changed for `stalled_for`: a finished but un-advanced
+    /// step is advanced, and the pending tasks that have no checkpoint and
+    /// are not in `busy` are dispatched again. `busy` holds task keys
+    /// (`<workflow>:<step>:<node>`) that live workers report running, and
+    /// those of dead-lettered tasks (a poison task stays in the dead-letter
+    /// queue until someone replays it). A task is re-dispatched at most
+    /// [`SWEEP_MAX_REDISPATCH`] times, the n-th time only `stalled_for *
+    /// 2^n` after the one before, so a task that is merely queued (a
+    /// backlog, a variant no worker serves) gets a bounded number of
+    /// copies. Pending ones older than `stalled_for` (accepted, but their
+    /// start was lost) are started. This is what makes a dispatch lost to a
+    /// dead process or a broker outage harmless when no `run` waits on the
+    /// workflow. Run it from one process at a time (a lease); a task
+    /// dispatched twice is still committed once. Returns how many
+    /// workflows it kicked or started.
     pub async fn sweep_stalled(
         &self,
         stalled_for: Duration,
@@ -515,73 +542,104 @@ impl Engine {
         let cutoff = Utc::now()
             - chrono::Duration::from_std(stalled_for).unwrap_or_else(|_| chrono::Duration::zero());
         let mut kicked = 0;
-        let mut before = None;
-        loop {
-            let page = self
-                .inner
-                .store
-                .list_workflows(agentry_core::WorkflowQuery {
-                    status: Some(WorkflowStatus::Running),
-                    tenant: None,
-                    limit: agentry_core::WorkflowQuery::MAX_LIMIT,
-                    before,
-                })
-                .await?;
-            for record in page.items.iter().filter(|r| r.updated_at < cutoff) {
-                let step = record.cursor.step;
-                let all_busy = record
-                    .cursor
-                    .pending
-                    .iter()
-                    .all(|n| busy.contains(&format!("{}:{step}:{n}", record.id)));
-                if all_busy && !record.cursor.pending.is_empty() {
-                    continue;
-                }
-                let span = info_span!("sweep", workflow_id = %record.id, step, request_id = %record.request_id);
-                let result = self
-                    .kick_except(record, busy)
-                    .instrument(span.clone())
-                    .await;
-                let _g = span.enter();
-                match result {
-                    Ok(()) => {
-                        kicked += 1;
-                        info!("Stalled workflow kicked.");
+        for status in [WorkflowStatus::Running, WorkflowStatus::Pending] {
+            let mut before = None;
+            loop {
+                let page = self
+                    .inner
+                    .store
+                    .list_workflows(agentry_core::WorkflowQuery {
+                        status: Some(status),
+                        tenant: None,
+                        limit: agentry_core::WorkflowQuery::MAX_LIMIT,
+                        before,
+                    })
+                    .await?;
+                for record in page.items.iter().filter(|r| r.updated_at < cutoff) {
+                    let span = info_span!("sweep", workflow_id = %record.id, step = record.cursor.step, request_id = %record.request_id);
+                    let result = if status == WorkflowStatus::Pending {
+                        self.start_detached(record.id, false)
+                            .instrument(span.clone())
+                            .await
+                            .map(|_| true)
+                    } else {
+                        self.sweep_one(record, stalled_for, busy)
+                            .instrument(span.clone())
+                            .await
+                    };
+                    let _g = span.enter();
+                    match result {
+                        Ok(true) => {
+                            kicked += 1;
+                            info!(%status, "Stalled workflow kicked.");
+                        }
+                        Ok(false) => {}
+                        Err(error) => warn!(%error, "Could not kick a stalled workflow."),
                     }
-                    Err(error) => warn!(%error, "Could not kick a stalled workflow."),
                 }
-            }
-            match page.next {
-                Some(next) => before = Some(next),
-                None => break,
+                match page.next {
+                    Some(next) => before = Some(next),
+                    None => break,
+                }
             }
         }
         Ok(kicked)
     }
 
-    /// [`Engine::kick`] with dispatch, leaving out the tasks in `busy`.
-    async fn kick_except(&self, record: &WorkflowRecord, busy: &HashSet<String>) -> Result<()> {
+    /// One running workflow of the sweep: [`Engine::kick`] with dispatch,
+    /// leaving out busy tasks and tasks re-dispatched too often or too
+    /// recently. Whether it did anything.
+    async fn sweep_one(
+        &self,
+        record: &WorkflowRecord,
+        stalled_for: Duration,
+        busy: &HashSet<String>,
+    ) -> Result<bool> {
         let step = record.cursor.step;
         let key = |n: &str| format!("{}:{step}:{n}", record.id);
+        let now = Instant::now();
+        let (allowed, held): (Vec<String>, Vec<String>) = {
+            let swept = self.inner.swept.lock();
+            record.cursor.pending.iter().cloned().partition(|n| {
+                if busy.contains(&key(n)) {
+                    return false;
+                }
+                match swept.get(&(record.id, step, n.clone())) {
+                    None => true,
+                    Some((at, count)) => {
+                        *count < SWEEP_MAX_REDISPATCH
+                            && now.duration_since(*at) >= stalled_for * 2u32.saturating_pow(*count)
+                    }
+                }
+            })
+        };
+        if allowed.is_empty() && !record.cursor.pending.is_empty() {
+            return Ok(false);
+        }
         {
             let mut inflight = self.inner.inflight.lock();
             // What this process dispatched for the step long ago and is not
             // running anywhere was lost (its delivery dropped): forget it so
-            // it is dispatched again. What runs elsewhere is marked in
-            // flight for the kick, so it is left alone.
+            // it is dispatched again. What is held back is marked in flight
+            // for the kick, so it is left alone.
             inflight.retain(|(w, s, _)| *w != record.id || *s != step);
-            for n in &record.cursor.pending {
-                if busy.contains(&key(n)) {
-                    inflight.insert((record.id, step, n.clone()));
-                }
+            for n in &held {
+                inflight.insert((record.id, step, n.clone()));
             }
         }
         let result = self.kick(record, true).await;
         self.inner
             .inflight
             .lock()
-            .retain(|(w, s, n)| !(*w == record.id && *s == step && busy.contains(&key(n))));
-        result
+            .retain(|(w, s, n)| !(*w == record.id && *s == step && held.contains(n)));
+        result?;
+        let mut swept = self.inner.swept.lock();
+        for n in allowed {
+            let entry = swept.entry((record.id, step, n)).or_insert((now, 0));
+            entry.0 = now;
+            entry.1 += 1;
+        }
+        Ok(true)
     }
 
     /// Every agent-role queue name, for workers that serve all roles
@@ -854,7 +912,8 @@ impl Engine {
                     step = last_step,
                     stalls, "No progress for a while; checking the step."
                 );
-                if let Err(error) = self.kick(&r, stalls > 1).await {
+                let redispatch = stalls > 1 && self.inner.config.redispatch_on_stall;
+                if let Err(error) = self.kick(&r, redispatch).await {
                     warn!(%error, "Stall check failed.");
                 }
                 last_change = Instant::now();
@@ -1173,41 +1232,44 @@ impl Engine {
             queues: queues.clone(),
             count: concurrency.max(1) as u32,
         });
+        // One consumer stream shared by the worker tasks: a free task takes
+        // the next delivery whichever queue it came from, so a delivery the
+        // bus handed this process (prefetch) never waits behind one busy
+        // task while another is idle.
+        let shared: SharedStream = Arc::new(tokio::sync::Mutex::new(None));
         for worker in 0..concurrency.max(1) {
             let gone = gone.clone();
             let engine = self.clone();
             let queues = queues.clone();
             let stop = stop.clone();
+            let shared = shared.clone();
             tasks.push(tokio::spawn(async move {
                 let _gone = gone;
-                // A bus that cannot be consumed from now (a broker
-                // restarting) is tried again with backoff; only a
-                // permanent refusal stops the worker.
-                let mut delay = Duration::from_millis(100);
-                let mut stream = loop {
-                    match engine.inner.bus.consume(&queues).await {
-                        Ok(s) => break s,
-                        Err(error) if error.class().is_retryable() => {
-                            warn!(%error, worker, "Worker cannot consume yet; retrying.");
-                            tokio::select! {
-                                _ = stop.cancelled() => return,
-                                _ = tokio::time::sleep(delay) => {}
-                            }
-                            delay = (delay * 2).min(Duration::from_secs(5));
-                        }
-                        Err(error) => {
-                            warn!(%error, worker, "Worker cannot consume; it stops.");
-                            return;
-                        }
-                    }
-                };
                 loop {
-                    let next = tokio::select! {
-                        _ = stop.cancelled() => break,
-                        n = stream.next() => n,
+                    let next = {
+                        let mut guard = tokio::select! {
+                            _ = stop.cancelled() => break,
+                            g = shared.lock() => g,
+                        };
+                        if guard.is_none() {
+                            match engine.consume_with_retry(&queues, &stop, worker).await {
+                                Some(s) => *guard = Some(s),
+                                None => break,
+                            }
+                        }
+                        let Some(stream) = guard.as_mut() else { break };
+                        let next = tokio::select! {
+                            _ = stop.cancelled() => break,
+                            n = stream.next() => n,
+                        };
+                        if next.is_none() {
+                            // The bus ended this stream: consume again.
+                            *guard = None;
+                        }
+                        next
                     };
                     match next {
-                        None => break,
+                        None => {}
                         Some(Err(error)) => {
                             warn!(%error, worker, "Delivery failed.");
                             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -1218,6 +1280,35 @@ impl Engine {
             }));
         }
         WorkerHandle { tasks, stop }
+    }
+
+    /// Consumes `queues`, retrying a bus that cannot be consumed from now
+    /// (a broker restarting) with backoff. None when stopped or refused for
+    /// good.
+    async fn consume_with_retry(
+        &self,
+        queues: &[String],
+        stop: &CancellationToken,
+        worker: usize,
+    ) -> Option<BoxStream<'static, Result<Delivery>>> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.inner.bus.consume(queues).await {
+                Ok(s) => return Some(s),
+                Err(error) if error.class().is_retryable() => {
+                    warn!(%error, worker, "Worker cannot consume yet; retrying.");
+                    tokio::select! {
+                        _ = stop.cancelled() => return None,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(error) => {
+                    warn!(%error, worker, "Worker cannot consume; it stops.");
+                    return None;
+                }
+            }
+        }
     }
 
     // ---------------------------------------------------------------- worker
@@ -2065,9 +2156,7 @@ impl Engine {
 
     /// Drops per-workflow caches once a run ended.
     fn forget(&self, id: WorkflowId) {
-        self.inner.cache.lock().remove(&id);
-        self.inner.cancels.lock().remove(&id);
-        self.inner.inflight.lock().retain(|(w, _, _)| *w != id);
+        forget_in(&self.inner, id);
     }
 
     /// Stops the background tasks (relay, event router, progress
@@ -2116,6 +2205,7 @@ impl Engine {
         )));
 
         let waiters = self.inner.waiters.clone();
+        let weak = Arc::downgrade(&self.inner);
         let mut events = bus.subscribe();
         let sd = shutdown.clone();
         tokio::spawn(async move {
@@ -2128,6 +2218,14 @@ impl Engine {
                 if ev.kind.ends_run() {
                     if let Some(n) = waiters.lock().get(&ev.workflow_id) {
                         n.notify_waiters();
+                    }
+                    // The run ended (here or in another process): drop its
+                    // caches, unless a `run` here still waits on it (it
+                    // forgets them itself when it returns).
+                    if let Some(inner) = weak.upgrade() {
+                        if !inner.waiters.lock().contains_key(&ev.workflow_id) {
+                            forget_in(&inner, ev.workflow_id);
+                        }
                     }
                 }
             }
@@ -2148,6 +2246,14 @@ impl Engine {
             }
         });
     }
+}
+
+/// Drops a workflow's per-workflow caches.
+fn forget_in(inner: &Inner, id: WorkflowId) {
+    inner.cache.lock().remove(&id);
+    inner.cancels.lock().remove(&id);
+    inner.inflight.lock().retain(|(w, _, _)| *w != id);
+    inner.swept.lock().retain(|(w, _, _), _| *w != id);
 }
 
 enum AttemptsOutcome {

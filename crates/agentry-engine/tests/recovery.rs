@@ -435,3 +435,87 @@ async fn running_tasks_are_reported_while_they_run() {
     }
     assert!(!engine.running_tasks().iter().any(|t| t.contains(":0:a#")));
 }
+
+#[tokio::test]
+async fn the_sweep_re_dispatches_a_task_only_queued_a_bounded_number_of_times() {
+    let bus = FlakyBus::new();
+    let store = Arc::new(MemoryStore::new());
+    let engine = Engine::new(
+        store.clone(),
+        bus.clone(),
+        Arc::new(Recorder::default()),
+        config(),
+    );
+    // Nobody serves `devops.python`: its task stays queued.
+    let _workers = engine.start_workers(Engine::all_queues(), 1).await;
+    let record = engine.submit(submission()).await.unwrap();
+    engine.start_detached(record.id, false).await.unwrap();
+    let id = record.id;
+    for _ in 0..200 {
+        if store.get_workflow(id).await.unwrap().cursor.step == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        store.get_workflow(id).await.unwrap().cursor.pending,
+        vec!["c"]
+    );
+    for _ in 0..10 {
+        engine
+            .sweep_stalled(Duration::ZERO, &HashSet::new())
+            .await
+            .unwrap();
+    }
+    let copies = bus
+        .queues
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|q| *q == "devops.python")
+        .count();
+    assert_eq!(
+        copies,
+        1 + agentry_engine::engine::SWEEP_MAX_REDISPATCH as usize,
+        "the first dispatch and at most the cap of copies"
+    );
+}
+
+#[tokio::test]
+async fn a_run_without_workers_leaves_a_slow_task_to_the_worker_that_runs_it() {
+    struct Slow(Recorder);
+    #[async_trait]
+    impl NodeRunner for Slow {
+        async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
+            if ctx.task.node == "b" {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+            }
+            self.0.run(ctx).await
+        }
+    }
+    let store = Arc::new(MemoryStore::new());
+    let bus = Arc::new(InprocBus::new());
+    let runner = Arc::new(Slow(Recorder::default()));
+    // The worker process.
+    let workers_engine = Engine::new(store.clone(), bus.clone(), runner.clone(), config());
+    let _workers = workers_engine.start_workers(all_queues(), 2).await;
+    // The process that submits and waits (`agentry run` in the distributed
+    // mode): its stall check must not dispatch `b` again while it runs.
+    let mut cfg = config();
+    cfg.stall_check_after = Duration::from_millis(100);
+    cfg.redispatch_on_stall = false;
+    let driver = Engine::new(
+        store.clone(),
+        bus.clone(),
+        Arc::new(Recorder::default()),
+        cfg,
+    );
+    let record = driver.submit(submission()).await.unwrap();
+    let done = driver.run(record.id).await.unwrap();
+    assert_eq!(done.status, WorkflowStatus::Completed);
+    assert_eq!(
+        *runner.0 .0.lock().unwrap(),
+        vec!["a", "b", "c"],
+        "b ran once"
+    );
+}

@@ -47,7 +47,7 @@ pub struct WorkerBeat {
     pub id: String,
     /// Tasks running now.
     pub in_flight: u32,
-    /// The tasks running now, as `TaskId` texts (`<workflow>/<step>/<node>#<attempt>`).
+    /// The tasks running now, as `TaskId` texts (`<workflow>:<step>:<node>#<attempt>`).
     pub tasks: Vec<String>,
     /// Deliveries it settled by acknowledgement since it started.
     pub completed: u64,
