@@ -219,6 +219,55 @@ impl AmqpBus {
 
     /// Passive declaration of `name`. It does not wait for a reconnection:
     /// views asking for stats during an outage get an error at once.
+    /// Deletes this prefix's topology from the broker: the task queues of
+    /// the logical names `queues`, the dead-letter queue and the three
+    /// exchanges, with whatever messages they hold. For throw-away
+    /// prefixes (a benchmark's); a deployment's topology is never deleted
+    /// by Agentry itself.
+    pub async fn delete_topology(&self, queues: &[String]) -> Result<()> {
+        let Some((_, connection)) = self.broker.live_now() else {
+            return Err(self.not_connected());
+        };
+        let names = &self.broker.names;
+        let channel = self.broker.channel(&connection).await?;
+        let mut result = Ok(());
+        let mut all: Vec<String> = Vec::new();
+        for q in queues {
+            names.check_task_queue(q)?;
+            all.push(names.task_queue(q));
+        }
+        all.push(names.dead_letter_queue());
+        for queue in &all {
+            if let Err(e) = channel
+                .queue_delete(short(queue)?, lapin::options::QueueDeleteOptions::default())
+                .await
+            {
+                result = Err(classify(&format!("deleting queue {queue}"), &e));
+                break;
+            }
+        }
+        if result.is_ok() {
+            for exchange in [
+                names.task_exchange(),
+                names.dead_letter_exchange(),
+                names.events_exchange(),
+            ] {
+                if let Err(e) = channel
+                    .exchange_delete(
+                        short(&exchange)?,
+                        lapin::options::ExchangeDeleteOptions::default(),
+                    )
+                    .await
+                {
+                    result = Err(classify(&format!("deleting exchange {exchange}"), &e));
+                    break;
+                }
+            }
+        }
+        close_quietly(&channel).await;
+        result
+    }
+
     async fn passive_stats(&self, name: &str) -> Result<QueueStats> {
         let Some((_, connection)) = self.broker.live_now() else {
             return Err(self.not_connected());

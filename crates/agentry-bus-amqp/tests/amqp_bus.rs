@@ -212,6 +212,29 @@ async fn dispatch_consume_and_ack_removes() {
 }
 
 #[tokio::test]
+async fn delete_topology_removes_the_queues_and_their_messages() {
+    let scope = Scope::new(&["qa", "devops"]);
+    let bus = scope.bus().await;
+    bus.dispatch(task("a", "qa")).await.unwrap();
+    bus.dispatch(task("b", "devops")).await.unwrap();
+    assert_eq!(bus.queue_stats("qa").await.unwrap().ready, 1);
+    bus.delete_topology(&strings(&["qa", "devops"]))
+        .await
+        .unwrap();
+    for q in ["qa", "devops"] {
+        let err = bus.queue_stats(q).await.unwrap_err();
+        assert!(
+            matches!(err, agentry_core::Error::NotFound(_)),
+            "{q}: {err}"
+        );
+    }
+    let err = bus.dead_letter_stats().await.unwrap_err();
+    assert!(matches!(err, agentry_core::Error::NotFound(_)), "{err}");
+    let bad = bus.delete_topology(&strings(&["dead"])).await.unwrap_err();
+    assert_eq!(bad.class(), ErrorClass::InvalidInput, "{bad}");
+}
+
+#[tokio::test]
 async fn probing_missing_queues_keeps_the_connection() {
     let scope = Scope::new(&["qa", "nobody"]);
     let bus = scope.bus().await;

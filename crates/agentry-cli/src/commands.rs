@@ -514,6 +514,10 @@ async fn bench_engine(
     }
     drop(store);
     if let Some(bus) = amqp {
+        // The benchmark's queues and exchanges go with it.
+        if let Err(error) = bus.delete_topology(&Engine::all_queues()).await {
+            tracing::warn!(%error, "Cannot delete the benchmark's RabbitMQ queues.");
+        }
         bus.close().await;
     }
     let report = result.map_err(|e| anyhow!("{e}"))?;
