@@ -635,6 +635,12 @@ impl BenchFleet {
                 )
                 .env("AGENTRY_CLUSTER__HEARTBEAT_S", "1")
                 .env("AGENTRY_CLUSTER__UNHEALTHY_AFTER_S", "5")
+                // A connection per task plus two for the heartbeat and the
+                // relay, so a fleet fits PostgreSQL's default 100.
+                .env(
+                    "AGENTRY_CLUSTER__MAX_CONNECTIONS",
+                    (concurrency + 2).min(16).to_string(),
+                )
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
                 .spawn()

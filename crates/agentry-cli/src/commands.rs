@@ -459,8 +459,10 @@ async fn bench_engine(
             let url = config.database_url.clone().ok_or_else(|| {
                 anyhow!("--store postgres needs AGENTRY_DATABASE_URL (or database_url in the config), e.g. postgres://postgres@127.0.0.1:5432/test")
             })?;
+            // With worker processes, this process only submits and waits.
+            let pool = if args.worker_processes > 0 { 8 } else { 32 };
             let options = agentry_store_postgres::PostgresOptions::default()
-                .with_max_connections(args.concurrency.clamp(4, 32) as u32);
+                .with_max_connections(args.concurrency.clamp(4, pool) as u32);
             let store = agentry_store_postgres::PostgresStore::connect_temporary(&url, options)
                 .await
                 .map_err(|e| anyhow!("{e}"))?;

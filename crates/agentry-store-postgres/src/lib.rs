@@ -11,37 +11,74 @@
 //! configured schema ([`PostgresOptions::schema`]).
 //!
 //! Key design decision: each [`Store::commit_task`] and [`Store::transition`]
-//! is ONE `READ COMMITTED` transaction on a pooled connection, and the outbox
-//! seq is allocated under a lock held until COMMIT, so **seq order is commit
+//! is ONE statement (a chain of CTEs, one round trip, committed on its own),
+//! and it takes no store-wide lock: its events go to a staging table,
+//! `events_pending`, without a seq, and a **sequencer** numbers committed
+//! ones into `events` later, so **seq order is the sequencer's commit
 //! order**:
 //!
 //! - The guard is checked under the workflow's row lock (`SELECT ... FOR
-//!   UPDATE`): two racing writers of one workflow run one after the other,
-//!   and the second sees the first's result (stale step or status).
+//!   NO KEY UPDATE` in the statement's first CTE): two racing writers of
+//!   one workflow run one after the other, and the second sees the first's
+//!   result (stale step or status: in READ COMMITTED, a lock that had to
+//!   wait returns the row as the winner left it).
 //! - A task's checkpoint is unique per `(workflow_id, step, node)`; its
 //!   `INSERT ... ON CONFLICT DO NOTHING` writing no row is the
 //!   [`CommitOutcome::Duplicate`] (checked before the guard's Stale when the
 //!   workflow has moved on, so a redelivered task reads as a duplicate).
-//! - Event seqs do NOT come from a sequence. A sequence hands out numbers at
-//!   INSERT time, and transactions can commit in another order: a reader of
-//!   `events(after)` could see seq 6 before seq 5 commits, move its position
-//!   to 6 and never see 5. Instead the transaction adds its events' count
-//!   to the single row of `event_seq` (`UPDATE ... RETURNING`) just before
-//!   inserting them; that row lock is held until COMMIT, so the next writer
-//!   of events allocates only after this one has committed (and is visible
-//!   to new snapshots: PostgreSQL releases row locks after marking the
-//!   transaction committed). Every snapshot therefore sees a gap-free
-//!   prefix of seqs, `events(after)` never skips one, and a rolled-back
-//!   commit gives its seqs back. The cost is that committing events is
-//!   serialized store-wide (the lock covers the events' INSERT and the
-//!   COMMIT's WAL flush only; the guard, checkpoint and seed-table writes
-//!   run in parallel across workflows). Commits that carry no events never
-//!   take it. The counter row lives in the store's schema, so stores in
-//!   different schemas never contend.
+//!   Every other write of the statement hangs off that row, so a refused
+//!   commit writes nothing.
+//! - Event seqs come neither from a sequence nor from the committing
+//!   transaction. A sequence hands out numbers at INSERT time and
+//!   transactions commit in another order: a reader of `events(after)`
+//!   could see seq 6 before seq 5 commits, move its position to 6 and never
+//!   see 5. Allocating from a counter row inside the commit (what this
+//!   store did first) keeps the order but holds the counter's lock through
+//!   every commit's WAL flush, so commits with events ran one at a time:
+//!   about 1,000 steps/s at most on the benchmark machine, whatever the
+//!   concurrency (BENCHMARKS.md). Now commits only INSERT into
+//!   `events_pending` (whose `ord`, taken under the workflow's row lock,
+//!   orders each workflow's events), so commits of different workflows
+//!   flush their WAL together.
+//! - A sequencer pass is one short transaction: lock the single row of
+//!   `event_seq`, then (in a statement whose snapshot is taken after the
+//!   lock was granted) delete pending rows in `ord` order, number them on
+//!   from `event_seq.last`, insert them into `events` and move `last` on.
+//!   Passes, of this store or of any other on the schema, hold that lock
+//!   until COMMIT, so they commit one after the other and in seq order, and
+//!   PostgreSQL releases a row lock only once its transaction is visible:
+//!   every snapshot sees a gap-free prefix of the passes, so
+//!   `events(after)` never skips a seq. Each workflow's events keep their
+//!   commit order (a pass that sees a workflow's later event sees its
+//!   earlier ones too, with smaller `ord`s). A pass amortises its WAL flush
+//!   over every event it moves.
+//! - The readers run the sequencer: [`Store::events`] and
+//!   [`Store::unpublished_events`] first move whatever is pending (a cheap
+//!   `SELECT EXISTS` when nothing is), so an event is readable, with its
+//!   seq, as soon as its commit returned, through any store on the schema
+//!   (read-your-writes). Nothing sequences eagerly after a commit: the
+//!   engine's outbox relay reads right after its commits anyway, and one
+//!   pass per relay batch flushes far less often than one per commit. The
+//!   passes of one store are single-flight: callers that arrive while a
+//!   pass runs share the next one. A pass moves at most 10,000 events and
+//!   is repeated until the backlog is gone.
+//! - An event id is unique in the outbox. A commit repeating the id of a
+//!   pending event fails as a conflict; one repeating the id of an event
+//!   already sequenced carries the same event again, and the sequencer
+//!   drops it (its seq stays unused) rather than stop the outbox.
 //!
-//! Locks are always taken in the order workflow row, then `event_seq`, so
-//! they cannot deadlock. Connections run with `statement_timeout` and every
-//! operation is bounded by the acquire timeout plus the statement timeout.
+//! Nothing waits for a lock while holding another that a writer could want:
+//! commits lock only their workflow's row; a pass holds `event_seq`, and
+//! the foreign-key checks of its inserts take `KEY SHARE` on workflow rows,
+//! which `NO KEY UPDATE` does not block. (A build from before the staging
+//! table, still running on the schema during an upgrade, locks workflow
+//! rows `FOR UPDATE` and then `event_seq`; a pass can deadlock with it,
+//! and PostgreSQL aborts one of the two, a transient error. Such a build
+//! does not see events still pending until a newer store reads.)
+//! Connections run with `statement_timeout` and `jit = off` (the store's
+//! statements are all short: compiling one costs more than it saves), and
+//! every operation is bounded by the acquire timeout plus the statement
+//! timeout.
 //!
 //! Where PostgreSQL differs from the SQLite store, by choice:
 //!
@@ -67,6 +104,7 @@ mod access;
 mod error;
 mod llm;
 mod options;
+mod outbox;
 mod registry;
 mod rows;
 mod write;
@@ -110,6 +148,8 @@ pub struct PostgresStore {
     /// Set for [`PostgresStore::connect_temporary`]: the schema to drop when
     /// the store is dropped.
     temporary: Option<(PgConnectOptions, String)>,
+    /// Numbers committed events into `events` before they are read.
+    sequencer: outbox::Sequencer,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -182,6 +222,7 @@ impl PostgresStore {
             pool,
             options,
             shown,
+            sequencer: outbox::Sequencer::default(),
         };
         store.migrate().await?;
         tracing::debug!(server = %store.shown, "PostgreSQL store open.");
@@ -580,6 +621,7 @@ impl Store for PostgresStore {
     ) -> Result<Vec<StoredEvent>> {
         let after = to_i64(after, "event seq").unwrap_or(i64::MAX);
         self.bounded("events", async {
+            self.sequencer.catch_up(&self.pool).await?;
             let rows = match workflow {
                 Some(id) => {
                     let sql = format!(
@@ -613,6 +655,7 @@ impl Store for PostgresStore {
     #[tracing::instrument(skip_all, fields(limit))]
     async fn unpublished_events(&self, limit: u32) -> Result<Vec<StoredEvent>> {
         self.bounded("unpublished_events", async {
+            self.sequencer.catch_up(&self.pool).await?;
             let sql = format!(
                 "SELECT {EVENT_COLUMNS} FROM events WHERE NOT published ORDER BY seq LIMIT $1"
             );
