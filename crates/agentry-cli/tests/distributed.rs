@@ -152,6 +152,28 @@ impl Cluster {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut first)
             .unwrap();
+        if !first.contains("\"worker\"") {
+            // A service just back from an outage may refuse the first
+            // connection: one more try, then fail loudly.
+            let _ = child.wait();
+            std::thread::sleep(Duration::from_secs(1));
+            let mut retry = self.cmd();
+            retry.envs(env.iter().copied());
+            retry
+                .args(["--json", "worker", "--concurrency", "2"])
+                .args(args);
+            if !args.contains(&"--roles") {
+                retry.args(["--roles", "all"]);
+            }
+            retry
+                .stdout(Stdio::piped())
+                .stderr(File::create(&log).unwrap());
+            child = retry.spawn().expect("spawn agentry worker");
+            first.clear();
+            BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut first)
+                .unwrap();
+        }
         assert!(
             first.contains("\"worker\""),
             "the worker did not start: {first:?}\n{}",
@@ -190,9 +212,23 @@ impl Cluster {
         v["id"].as_str().unwrap().to_string()
     }
 
+    /// `agentry --json ARGS`, tried again for up to 30 s while it fails
+    /// (a service just back from an outage may refuse a moment longer).
+    fn json_eventually(&self, args: &[&str]) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = run(self.cmd().arg("--json").args(args));
+            if out.status.success() || Instant::now() > deadline {
+                assert_ok(&out);
+                return stdout_json(&out);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     /// Statuses of the given workflows.
     fn statuses(&self, ids: &[String]) -> Vec<String> {
-        let list = self.json(&["workflows", "list", "--limit", "500"]);
+        let list = self.json_eventually(&["workflows", "list", "--limit", "500"]);
         ids.iter()
             .map(|id| {
                 list.as_array()
@@ -260,7 +296,7 @@ impl Cluster {
     /// Checks a finished workflow: its artifacts are the embedded demo's,
     /// and its repository has no commit twice.
     fn check_artifacts(&self, id: &str, baseline: &Value) {
-        let v = self.json(&["workflows", "show", id]);
+        let v = self.json_eventually(&["workflows", "show", id]);
         assert_eq!(v["status"], "completed", "{id}");
         let artifacts = &v["artifacts"];
         assert_eq!(
@@ -279,6 +315,36 @@ impl Cluster {
             log.len(),
             "workflow {id}: duplicate commits {log:?}"
         );
+    }
+}
+
+impl Drop for Cluster {
+    /// Kills the workers, then deletes this test's queues and exchanges
+    /// (quorum queues cost the broker even when idle).
+    fn drop(&mut self) {
+        self.workers.clear();
+        let env: std::collections::HashMap<String, String> = self.env.iter().cloned().collect();
+        let options = agentry_bus_amqp::AmqpOptions::new(env["AGENTRY_AMQP_URL"].clone())
+            .with_prefix(env["AGENTRY_CLUSTER__AMQP_PREFIX"].clone())
+            .with_connect_timeout(Duration::from_secs(5));
+        let mut queues = agentry_engine::Engine::all_queues();
+        queues.extend(
+            agentry_core::queues_for(&queues.clone(), &["python".to_string()]).unwrap_or_default(),
+        );
+        queues.sort();
+        queues.dedup();
+        let cleanup = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Runtime::new() else {
+                return;
+            };
+            runtime.block_on(async move {
+                if let Ok(bus) = agentry_bus_amqp::AmqpBus::connect(options).await {
+                    let _ = bus.delete_topology(&queues).await;
+                    bus.close().await;
+                }
+            });
+        });
+        let _ = cleanup.join();
     }
 }
 
@@ -406,11 +472,18 @@ fn dist_postgres_restarted_mid_run_outage() {
         .map(|e| e.file_name().to_string_lossy().to_string())
         .max()
         .expect("a PostgreSQL version");
-    let out = Command::new("pg_ctlcluster")
-        .args(["--skip-systemctl-redirect", &version, "main", "restart"])
-        .output()
-        .expect("pg_ctlcluster runs");
-    assert!(out.status.success(), "PostgreSQL did not restart: {out:?}");
+    // Down for two seconds: the workers' commits, reads and beats fail
+    // meanwhile, and must be ridden out.
+    let pg = |action: &str| {
+        let out = Command::new("pg_ctlcluster")
+            .args(["--skip-systemctl-redirect", &version, "main", action])
+            .output()
+            .expect("pg_ctlcluster runs");
+        assert!(out.status.success(), "PostgreSQL did not {action}: {out:?}");
+    };
+    pg("stop");
+    std::thread::sleep(Duration::from_secs(2));
+    pg("start");
     cluster.wait_completed(&ids, Duration::from_secs(240), |_| {});
     let logs = cluster.full_logs();
     assert!(
