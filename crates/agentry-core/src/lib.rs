@@ -42,7 +42,9 @@ pub use ports::codehost::{
     CodeHost, CommitInfo, CommitRequest, FileChange, MergeRequest, MergeRequestState,
     MergeRequestUpdate, NewMergeRequest, Repository, TestResultLink,
 };
-pub use ports::registry::{WorkerBeat, WorkerHealth, WorkerInfo, WorkerRecord, WorkerRegistry};
+pub use ports::registry::{
+    lease_expiry, WorkerBeat, WorkerHealth, WorkerInfo, WorkerRecord, WorkerRegistry,
+};
 pub use ports::sandbox::{ProjectKind, Sandbox, SandboxLimits, TestRun, TestRunRequest};
 pub use ports::tracker::{
     Attachment, Comment, Issue, IssueKind, IssueLink, NewAttachment, NewComment, NewIssue,

@@ -583,10 +583,7 @@ impl WorkerRegistry for MemoryStore {
         ttl: std::time::Duration,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        let expires = chrono::Duration::from_std(ttl)
-            .ok()
-            .and_then(|ttl| now.checked_add_signed(ttl))
-            .ok_or_else(|| Error::invalid(format!("lease `{name}`: ttl {ttl:?} is too long")))?;
+        let expires = agentry_core::lease_expiry(name, ttl, now)?;
         let mut inner = self.inner.lock();
         let granted = match inner.leases.get(name) {
             Some((current, expiry)) => current == holder || *expiry <= now,

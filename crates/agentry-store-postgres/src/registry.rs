@@ -156,7 +156,7 @@ impl WorkerRegistry for PostgresStore {
         ttl: Duration,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        let (expires, expires_ns) = split_time(lease_expiry(name, ttl, now)?);
+        let (expires, expires_ns) = split_time(agentry_core::lease_expiry(name, ttl, now)?);
         let (now, now_ns) = split_time(now);
         self.bounded("acquire_lease", async {
             let taken = sqlx::query(
@@ -196,12 +196,4 @@ impl WorkerRegistry for PostgresStore {
         })
         .await
     }
-}
-
-/// `now + ttl`; a ttl beyond what a time can hold is invalid input.
-fn lease_expiry(name: &str, ttl: Duration, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
-    chrono::Duration::from_std(ttl)
-        .ok()
-        .and_then(|ttl| now.checked_add_signed(ttl))
-        .ok_or_else(|| Error::invalid(format!("lease `{name}`: ttl {ttl:?} is too long")))
 }

@@ -150,7 +150,7 @@ impl WorkerRegistry for SqliteStore {
         ttl: Duration,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        let expires = lease_expiry(name, ttl, now)?;
+        let expires = agentry_core::lease_expiry(name, ttl, now)?;
         let (name, holder) = (name.to_string(), holder.to_string());
         self.read("acquire_lease", move |conn| {
             Box::pin(async move {
@@ -193,12 +193,4 @@ impl WorkerRegistry for SqliteStore {
         })
         .await
     }
-}
-
-/// `now + ttl`; a ttl beyond what a time can hold is invalid input.
-fn lease_expiry(name: &str, ttl: Duration, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
-    chrono::Duration::from_std(ttl)
-        .ok()
-        .and_then(|ttl| now.checked_add_signed(ttl))
-        .ok_or_else(|| Error::invalid(format!("lease `{name}`: ttl {ttl:?} is too long")))
 }

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// What a worker says of itself when it starts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +112,15 @@ impl WorkerRecord {
             _ => WorkerHealth::Healthy,
         }
     }
+}
+
+/// When the lease `name` taken at `now` for `ttl` expires; a ttl beyond
+/// what a time can hold is invalid input. Every store computes it this way.
+pub fn lease_expiry(name: &str, ttl: Duration, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
+    chrono::Duration::from_std(ttl)
+        .ok()
+        .and_then(|ttl| now.checked_add_signed(ttl))
+        .ok_or_else(|| Error::invalid(format!("lease `{name}`: ttl {ttl:?} is too long")))
 }
 
 /// Worker registration, heartbeats and leases.
