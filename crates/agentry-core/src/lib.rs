@@ -27,8 +27,8 @@ pub use event::{Event, EventKind, StoredEvent};
 pub use ids::{IdempotencyKey, RequestId, TaskId, WorkflowId};
 pub use llm::{
     Budget, ChatMessage, ChatRequest, ChatResponse, ChatRole, Limit, LlmCache, LlmCall, LlmLedger,
-    LlmProvider, ModelPrice, OutputSchema, PriceTable, RequestMeta, Spend, ToolCall,
-    ToolDefinition, Usage,
+    LlmObserver, LlmProgress, LlmProvider, ModelPrice, OutputSchema, PriceTable, RequestMeta,
+    Spend, ToolCall, ToolDefinition, Usage,
 };
 pub use node::{NoProgress, NodeContext, NodeOutput, NodeRunner, Progress, ProgressSink};
 pub use path::RepoPath;

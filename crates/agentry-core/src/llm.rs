@@ -196,6 +196,35 @@ pub trait LlmProvider: Send + Sync + 'static {
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse>;
 }
 
+/// What a provider reports while it works on one call, for progress
+/// displays: the local model reports every token; hosted providers may
+/// report nothing.
+#[derive(Debug, Clone, Copy)]
+pub enum LlmProgress<'a> {
+    /// Prompt tokens processed so far, of `total`.
+    Prompt {
+        /// Done.
+        done: u64,
+        /// To do.
+        total: u64,
+    },
+    /// Text generated since the last report, and the tokens so far.
+    Tokens {
+        /// New text.
+        text: &'a str,
+        /// Completion tokens so far.
+        generated: u64,
+        /// Generation speed so far, tokens per second.
+        tokens_per_s: f64,
+    },
+}
+
+/// Receives [`LlmProgress`] reports.
+pub trait LlmObserver: Send + Sync + 'static {
+    /// One report on the call `meta` describes.
+    fn on_progress(&self, meta: &RequestMeta, progress: LlmProgress<'_>);
+}
+
 /// Rough token count of a text (about 4 characters a token), for providers
 /// that do not report usage themselves.
 pub fn estimate_tokens(text: &str) -> u64 {
