@@ -37,6 +37,8 @@ pub struct Conversation<'a> {
     turn: u32,
     usage: Vec<UsageRecord>,
     accounting: Accounting,
+    offer_tools: bool,
+    max_repairs: u32,
 }
 
 impl<'a> Conversation<'a> {
@@ -55,7 +57,21 @@ impl<'a> Conversation<'a> {
             turn: 0,
             usage: Vec::new(),
             accounting: Accounting::default(),
+            offer_tools: true,
+            max_repairs: 1,
         }
+    }
+
+    /// Offers the toolbox's tools to the model (default), or none.
+    pub fn with_tools(mut self, offer: bool) -> Self {
+        self.offer_tools = offer;
+        self
+    }
+
+    /// Repair rounds allowed after an invalid answer (default 1).
+    pub fn with_repairs(mut self, repairs: u32) -> Self {
+        self.max_repairs = repairs;
+        self
     }
 
     /// Prices, records and caps the calls with `accounting`.
@@ -71,7 +87,7 @@ impl<'a> Conversation<'a> {
 
     /// Runs the loop until the model gives a valid `T`: returns it and its
     /// JSON. Tool rounds past the bound, or an answer still invalid after
-    /// one repair round, are permanent errors naming the role; LLM errors
+    /// the repair rounds, are permanent errors naming the role; LLM errors
     /// propagate with their class.
     pub async fn run<T: AgentOutput>(
         &mut self,
@@ -81,10 +97,14 @@ impl<'a> Conversation<'a> {
     ) -> Result<(T, Value)> {
         let schema = output_schema::<T>()?;
         let validator = OutputValidator::new(&schema)?;
-        let definitions = tools.definitions();
+        let definitions = if self.offer_tools {
+            tools.definitions()
+        } else {
+            Vec::new()
+        };
         let mut messages = vec![ChatMessage::system(system), ChatMessage::user(user)];
         let mut tool_rounds = 0u32;
-        let mut repaired = false;
+        let mut repairs = 0u32;
         loop {
             let turn = self.turn;
             self.turn += 1;
@@ -137,15 +157,20 @@ impl<'a> Conversation<'a> {
                 Ok(parsed) => return Ok(parsed),
                 Err(problems) => {
                     let errors = problems.join("; ");
-                    if repaired {
+                    if repairs >= self.max_repairs {
+                        let rounds = match self.max_repairs {
+                            0 => "without a repair round".to_string(),
+                            1 => "after one repair round".to_string(),
+                            n => format!("after {n} repair rounds"),
+                        };
                         return Err(Error::permanent(format!(
-                            "{} returned invalid output after one repair round: {errors}",
+                            "{} returned invalid output {rounds}: {errors}",
                             self.role
                         )));
                     }
                     warn!(workflow_id = %self.ctx.task.workflow_id, node = %self.ctx.task.node,
                         step = self.ctx.task.step, error = %errors, "Agent output invalid; asking for a repair.");
-                    repaired = true;
+                    repairs += 1;
                     messages.push(ChatMessage::assistant(response.content, Vec::new()));
                     messages.push(ChatMessage::user(format!(
                         "Your answer did not validate against the schema: {errors}. \

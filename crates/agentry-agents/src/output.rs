@@ -221,6 +221,26 @@ impl AgentOutput for Pipeline {
     }
 }
 
+/// A file's content without the Markdown fence a model may have wrapped
+/// it in (```` ```python ... ``` ````); other content as it is.
+pub fn unfenced(content: &str) -> String {
+    let trimmed = content.trim();
+    let Some(rest) = trimmed.strip_prefix("```") else {
+        return content.to_string();
+    };
+    let Some(body) = rest.strip_suffix("```") else {
+        return content.to_string();
+    };
+    // The opening line may name a language (`python`), nothing else.
+    let (first, body) = body.split_once('\n').unwrap_or(("", body));
+    if first.trim().contains(char::is_whitespace) {
+        return content.to_string();
+    }
+    let mut text = body.trim_end().to_string();
+    text.push('\n');
+    text
+}
+
 /// The schema of `T` as sent in `ChatRequest::response_schema`.
 pub fn output_schema<T: AgentOutput>() -> Result<OutputSchema> {
     let schema = serde_json::to_value(schemars::schema_for!(T))
@@ -367,6 +387,17 @@ mod tests {
             json!({"files": [{"path": "Dockerfile", "content": "FROM x"}], "notes": ""}),
             Err(&["`.gitlab-ci.yml` is missing"]),
         );
+    }
+
+    #[test]
+    fn fenced_file_content_is_unwrapped() {
+        assert_eq!(unfenced("```python\nprint(1)\n```"), "print(1)\n");
+        assert_eq!(unfenced("```\nx = 1\n```\n"), "x = 1\n");
+        assert_eq!(unfenced("print(1)\n"), "print(1)\n");
+        let prose = "```not a fence line\nx\n```";
+        assert_eq!(unfenced(prose), prose);
+        let inner = "x = 1\n```\ny = 2\n";
+        assert_eq!(unfenced(inner), inner, "a fence inside the file stays");
     }
 
     #[test]

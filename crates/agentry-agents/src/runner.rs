@@ -58,6 +58,10 @@ pub struct AgentConfig {
     pub budget: Budget,
     /// Caps that win over both (a raised budget given on resume).
     pub budget_override: Budget,
+    /// Sized for a small local model: compact system prompts, no tools
+    /// (the code an agent would read is put in its message instead), and
+    /// two repair rounds.
+    pub compact: bool,
 }
 
 impl Default for AgentConfig {
@@ -70,6 +74,7 @@ impl Default for AgentConfig {
             prices: PriceTable::default(),
             budget: Budget::default(),
             budget_override: Budget::default(),
+            compact: false,
         }
     }
 }
@@ -126,6 +131,9 @@ impl NodeRunner for AgentNodeRunner {
     }
 }
 
+/// Most bytes of code put in a compact-mode message.
+pub const CODE_LISTING_LIMIT: usize = 12 * 1024;
+
 /// What an agent gets for one node run.
 pub(crate) struct AgentEnv<'a> {
     pub ctx: &'a NodeContext,
@@ -146,7 +154,11 @@ impl AgentEnv<'_> {
 
     /// The role's system prompt.
     pub fn system_prompt(&self) -> Result<String> {
-        prompts::load(self.role, self.config.prompts_dir.as_deref())
+        prompts::load(
+            self.role,
+            self.config.prompts_dir.as_deref(),
+            self.config.compact,
+        )
     }
 
     /// The budget of this workflow: the configured default, overlaid by
@@ -173,7 +185,9 @@ impl AgentEnv<'_> {
                     ledger: self.deps.ledger.clone(),
                     prices: self.config.prices.clone(),
                     budget: self.budget()?,
-                }),
+                })
+                .with_tools(!self.config.compact)
+                .with_repairs(if self.config.compact { 2 } else { 1 }),
         )
     }
 
@@ -214,6 +228,42 @@ impl AgentEnv<'_> {
             .map(str::to_owned)
     }
 
+    /// In compact mode, the code on `branch` for the agent's message (it
+    /// has no tools to read it): every file but QA's acceptance tests, up
+    /// to [`CODE_LISTING_LIMIT`] bytes; None otherwise.
+    pub async fn code_listing(
+        &self,
+        repository: &str,
+        branch: &str,
+        files: &[String],
+    ) -> Result<Option<String>> {
+        if !self.config.compact {
+            return Ok(None);
+        }
+        let mut out = String::new();
+        for path in files {
+            if path.starts_with("tests/acceptance/") {
+                continue;
+            }
+            let repo_path = agentry_core::RepoPath::parse(path)?;
+            let Some(content) = self
+                .deps
+                .code_host
+                .read_file(repository, branch, &repo_path)
+                .await?
+            else {
+                continue;
+            };
+            let block = format!("`{path}`:\n```\n{}\n```\n", content.trim_end());
+            if out.len() + block.len() > CODE_LISTING_LIMIT {
+                out.push_str(&format!("(`{path}` and later files left out: too long)\n"));
+                break;
+            }
+            out.push_str(&block);
+        }
+        Ok(Some(out))
+    }
+
     /// The QA round of this visit (1-based).
     pub fn round(&self) -> u32 {
         self.ctx.visit + 1
@@ -231,6 +281,44 @@ mod tests {
         json!({"test_plan": "plan", "focus": ["resolve"],
             "test_files": [{"path": "tests/acceptance/test_api.py", "content": "import unittest\n"}]})
         .to_string()
+    }
+
+    #[tokio::test]
+    async fn compact_agents_get_short_prompts_no_tools_and_the_code() {
+        let kit = Kit::new();
+        let compact = AgentConfig {
+            compact: true,
+            ..AgentConfig::default()
+        };
+        kit.llm.push_all(vec![answer(
+            &json!({"summary": "s", "design": "d", "language": "python", "commit_message": "m",
+                "files": [{"path": "shortener/core.py", "content": "```python\ndef shorten(url):\n    return url\n```"}]})
+            .to_string(),
+        )]);
+        kit.runner_with(compact.clone())
+            .run(kit.ctx(AgentRole::Developer, 0))
+            .await
+            .unwrap();
+        kit.llm.push_all(vec![answer(&qa_answer())]);
+        kit.runner_with(compact)
+            .run(kit.ctx(AgentRole::Qa, 0))
+            .await
+            .unwrap();
+        let requests = kit.llm.requests();
+        for request in &requests {
+            assert!(request.tools.is_empty(), "no tools in compact mode");
+        }
+        let qa = requests.last().unwrap();
+        assert_eq!(
+            qa.messages[0].content,
+            prompts::bundled_compact(AgentRole::Qa)
+        );
+        let user = &qa.messages[1].content;
+        assert!(
+            user.contains("`shortener/core.py`:\n```\ndef shorten(url):\n    return url\n```"),
+            "QA sees the committed code, unfenced:\n{user}"
+        );
+        assert!(!user.contains("Read the code you need"), "{user}");
     }
 
     #[tokio::test]

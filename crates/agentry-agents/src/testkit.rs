@@ -468,6 +468,10 @@ impl Kit {
     }
 
     pub fn runner(&self) -> AgentNodeRunner {
+        self.runner_with(AgentConfig::default())
+    }
+
+    pub fn runner_with(&self, config: AgentConfig) -> AgentNodeRunner {
         AgentNodeRunner::new(
             AgentDeps {
                 llm: self.llm.clone(),
@@ -478,7 +482,7 @@ impl Kit {
                 sandbox: self.sandbox.clone(),
                 ledger: None,
             },
-            AgentConfig::default(),
+            config,
         )
     }
 

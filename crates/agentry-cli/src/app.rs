@@ -132,6 +132,11 @@ impl App {
 
     /// The agents' node runner over `llm`.
     pub fn runner(&self, llm: Arc<dyn LlmProvider>, budget_override: Budget) -> AgentNodeRunner {
+        let compact = self
+            .config
+            .llm
+            .compact_prompts
+            .unwrap_or(llm.name() == "local");
         AgentNodeRunner::new(
             AgentDeps {
                 llm,
@@ -148,6 +153,7 @@ impl App {
                 prices: self.config.llm.prices.clone(),
                 budget: self.config.budget.clone(),
                 budget_override,
+                compact,
                 ..AgentConfig::default()
             },
         )

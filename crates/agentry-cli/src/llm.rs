@@ -62,8 +62,8 @@ const PRESETS: &[(&str, ProviderKind, &str, Option<&str>)] = &[
     ),
 ];
 
-/// Offline providers, built in.
-const OFFLINE: &[&str] = &["scripted", "demo", "replay"];
+/// Offline providers, built in (`local` runs a model in-process).
+const OFFLINE: &[&str] = &["local", "scripted", "demo", "replay"];
 
 /// Hosts that always need a key.
 const HOSTED: &[&str] = &["api.openai.com", "api.anthropic.com"];
@@ -93,6 +93,12 @@ pub struct LlmChoice {
 impl LlmChoice {
     /// Resolves flags, then the workflow's stored choice, then the config.
     pub fn resolve(args: &LlmArgs, stored: Option<&Value>, config: &Config) -> Result<LlmChoice> {
+        if config.llm.providers.contains_key("local") {
+            bail!(
+                "[llm.providers.local]: `local` is the built-in local model ([llm.local]); \
+                 give that provider another name"
+            );
+        }
         let stored_llm = stored.and_then(|o| o.get("llm"));
         let stored_str = |k: &str| {
             stored_llm
@@ -120,14 +126,8 @@ impl LlmChoice {
             .or_else(|| stored_str("provider"))
             .or_else(|| config.llm.provider.clone())
             .or_else(|| script.as_ref().map(|_| "scripted".to_string()))
-            .ok_or_else(|| {
-                anyhow!(
-                    "no LLM provider configured: pass --llm NAME (openai, anthropic, ollama, \
-                     vllm, or a provider from the config's [llm.providers]) with --model, \
-                     set llm.provider in the config file, pass --llm-script FILE for a \
-                     scripted session, or try `agentry demo`"
-                )
-            })?;
+            // No hosted provider configured: the local model.
+            .unwrap_or_else(|| "local".to_string());
         // Stored URL and model belong to the stored provider only.
         let same_as_stored = stored_str("provider").as_deref() == Some(provider.as_str());
         let from_stored = |k: &str| if same_as_stored { stored_str(k) } else { None };
@@ -154,6 +154,10 @@ impl LlmChoice {
         };
         match choice.provider.as_str() {
             "demo" => {}
+            // Fails now, naming `agentry models pull`, when the model is missing.
+            "local" => {
+                config.llm.local.provider_config()?;
+            }
             "scripted" => {
                 let script = script.ok_or_else(|| {
                     anyhow!("the scripted LLM provider needs a script: pass --llm-script FILE")
@@ -216,6 +220,7 @@ impl LlmChoice {
         let factory = Factory {
             config,
             cache: (config.llm.cache.enabled && !self.no_cache).then_some(cache),
+            local: std::cell::OnceCell::new(),
         };
         let main = factory.stack(self, &self.provider, self.overrides())?;
         let mut by_role = HashMap::new();
@@ -432,6 +437,8 @@ fn http_provider(p: &ResolvedProvider) -> Result<Arc<dyn LlmProvider>> {
 struct Factory<'a> {
     config: &'a Config,
     cache: Option<Arc<dyn LlmCache>>,
+    /// The local model, loaded once however many roles route to it.
+    local: std::cell::OnceCell<Arc<dyn LlmProvider>>,
 }
 
 impl Factory<'_> {
@@ -469,6 +476,30 @@ impl Factory<'_> {
         })
     }
 
+    /// The local model behind its timeout and the response cache (no
+    /// retry: a failed generation fails the same way again).
+    fn local(&self) -> Result<Arc<dyn LlmProvider>> {
+        if let Some(provider) = self.local.get() {
+            return Ok(provider.clone());
+        }
+        let settings = &self.config.llm.local;
+        let raw = agentry_llm_local::LocalProvider::new(settings.provider_config()?)
+            .with_observer(crate::progress::meter());
+        let timed: Arc<dyn LlmProvider> = Arc::new(agentry_llm_layers::Timeout::new(
+            Arc::new(raw),
+            Duration::from_secs(settings.timeout_s.max(1)),
+        ));
+        let provider: Arc<dyn LlmProvider> = match &self.cache {
+            Some(cache) => Arc::new(Cached::new(
+                timed,
+                cache.clone(),
+                Duration::from_secs(self.config.llm.cache.ttl_s),
+            )),
+            None => timed,
+        };
+        Ok(self.local.get_or_init(|| provider).clone())
+    }
+
     /// The stack of a role (or the default): an offline provider as it is,
     /// or the named provider followed by the configured fallbacks.
     fn stack(
@@ -478,6 +509,7 @@ impl Factory<'_> {
         overrides: Overrides,
     ) -> Result<Arc<dyn LlmProvider>> {
         match name {
+            "local" => return self.local(),
             "demo" => {
                 let p = ScriptedProvider::from_toml_str(agentry_agents::demo::DEMO_SESSION, "demo")
                     .map_err(|e| anyhow!("bundled demo session: {e}"))?;
@@ -510,7 +542,9 @@ impl Factory<'_> {
         }
         let mut chain = vec![self.layered(name, overrides)?];
         for fallback in &self.config.llm.fallback {
-            if fallback != name {
+            if fallback == "local" {
+                chain.push(self.local()?);
+            } else if fallback != name {
                 chain.push(self.layered(fallback, Overrides::default())?);
             }
         }
@@ -580,9 +614,8 @@ pub async fn check(args: &LlmArgs, config: &Config) -> Vec<CheckReport> {
     if let Some(name) = &args.llm {
         push(name);
     } else {
-        if let Some(name) = &config.llm.provider {
-            push(name);
-        }
+        // No provider configured: the local model is the default.
+        push(config.llm.provider.as_deref().unwrap_or("local"));
         for name in &config.llm.fallback {
             push(name);
         }
@@ -626,6 +659,21 @@ async fn check_one(name: &str, config: &Config, overrides: Overrides) -> CheckRe
         latency_ms: None,
         error: None,
     };
+    if name == "local" {
+        report.kind = "local".into();
+        report.model = Some(config.llm.local.model.clone());
+        return match config.llm.local.provider_config() {
+            Ok(local) => {
+                report.base_url = Some(local.path.display().to_string());
+                let provider = Arc::new(agentry_llm_local::LocalProvider::new(local));
+                probe(report, provider, Duration::from_secs(120)).await
+            }
+            Err(error) => {
+                report.error = Some(format!("{error:#}"));
+                report
+            }
+        };
+    }
     if OFFLINE.contains(&name) {
         report.status = "ok";
         report.error = Some("offline provider: nothing to reach".into());
@@ -653,6 +701,15 @@ async fn check_one(name: &str, config: &Config, overrides: Overrides) -> CheckRe
         }
     };
     let limit = Duration::from_secs(resolved.settings.timeout_s.unwrap_or(60).min(60));
+    probe(report, provider, limit).await
+}
+
+/// Sends the tiny request to `provider` within `limit` and fills `report`.
+async fn probe(
+    mut report: CheckReport,
+    provider: Arc<dyn LlmProvider>,
+    limit: Duration,
+) -> CheckReport {
     let provider = agentry_llm_layers::Timeout::new(provider, limit);
     let request = ChatRequest {
         model: None,

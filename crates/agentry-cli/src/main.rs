@@ -14,6 +14,7 @@ mod cluster;
 mod commands;
 mod config;
 mod llm;
+mod models;
 mod progress;
 mod serve;
 mod summary;

@@ -4,7 +4,10 @@
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
+
+use agentry_core::{LlmObserver, LlmProgress, RequestMeta};
 
 use futures::{Stream, StreamExt};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -30,10 +33,17 @@ impl ProgressDisplay {
         } else {
             ProgressDrawTarget::hidden()
         };
+        let multi = MultiProgress::with_draw_target(target);
+        let started = Instant::now();
+        meter().attach(Sink {
+            fancy,
+            quiet,
+            started,
+        });
         ProgressDisplay {
-            multi: MultiProgress::with_draw_target(target),
+            multi,
             bars: HashMap::new(),
-            started: Instant::now(),
+            started,
             fancy,
             quiet,
         }
@@ -115,7 +125,8 @@ impl ProgressDisplay {
         );
         bar.set_prefix(format!("step {step} {node}"));
         bar.enable_steady_tick(Duration::from_millis(120));
-        self.bars.insert(key, bar.clone());
+        self.bars.insert(key.clone(), bar.clone());
+        meter().register(key, bar.clone());
         bar
     }
 
@@ -181,6 +192,114 @@ impl ProgressDisplay {
             EventKind::WorkflowCancelled => self.line("workflow cancelled"),
             EventKind::WorkflowRejected => self.line("workflow rejected"),
             _ => {}
+        }
+    }
+}
+
+/// Where the meter draws: the display's bars, or plain lines.
+struct Sink {
+    fancy: bool,
+    quiet: bool,
+    started: Instant,
+}
+
+/// Token-level progress of LLM calls (the local model reports every
+/// token), drawn on the node's line: prompt progress, tokens so far,
+/// speed and the tail of the text being written. Without a terminal it
+/// prints a line every 100 tokens.
+#[derive(Default)]
+pub struct LlmMeter {
+    state: Mutex<MeterState>,
+}
+
+#[derive(Default)]
+struct MeterState {
+    sink: Option<Sink>,
+    bars: HashMap<(u64, String), ProgressBar>,
+    tails: HashMap<(u64, String), String>,
+}
+
+/// The process's meter (providers report to it; the display draws it).
+pub fn meter() -> Arc<LlmMeter> {
+    static METER: OnceLock<Arc<LlmMeter>> = OnceLock::new();
+    METER.get_or_init(Arc::default).clone()
+}
+
+impl LlmMeter {
+    fn attach(&self, sink: Sink) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.sink = Some(sink);
+        state.bars.clear();
+        state.tails.clear();
+    }
+
+    fn register(&self, key: (u64, String), bar: ProgressBar) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.bars.insert(key, bar);
+    }
+}
+
+/// The last `n` characters of `text` on one line.
+fn tail(text: &str, n: usize) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let count = flat.chars().count();
+    flat.chars().skip(count.saturating_sub(n)).collect()
+}
+
+impl LlmObserver for LlmMeter {
+    fn on_progress(&self, meta: &RequestMeta, progress: LlmProgress<'_>) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let state = &mut *state;
+        let Some(sink) = &state.sink else { return };
+        if sink.quiet {
+            return;
+        }
+        let key = (meta.step, meta.node.clone());
+        let turn = meta.turn;
+        let message = match progress {
+            LlmProgress::Prompt { done, total } => {
+                state.tails.remove(&key);
+                if done < total {
+                    if !sink.fancy {
+                        return;
+                    }
+                    format!("LLM turn {turn}: reading the prompt ({done}/{total} tokens)")
+                } else {
+                    format!("LLM turn {turn}: read the prompt ({total} tokens)")
+                }
+            }
+            LlmProgress::Tokens {
+                text,
+                generated,
+                tokens_per_s,
+            } => {
+                let written = state.tails.entry(key.clone()).or_default();
+                written.push_str(text);
+                if written.len() > 512 {
+                    *written = tail(written, 200);
+                }
+                if !sink.fancy && generated % 100 != 0 {
+                    return;
+                }
+                format!(
+                    "LLM turn {turn}: {generated} tokens, {tokens_per_s:.1} tok/s · {}",
+                    tail(written, 48)
+                )
+            }
+        };
+        if sink.fancy {
+            if let Some(bar) = state.bars.get(&key) {
+                bar.set_message(message);
+            }
+        } else {
+            let elapsed = sink.started.elapsed().as_secs_f64();
+            eprintln!(
+                "[{elapsed:7.2}s] step {} {}: {message}",
+                meta.step, meta.node
+            );
         }
     }
 }

@@ -141,6 +141,28 @@ impl LlmProvider for LocalProvider {
     }
 }
 
+/// The conversation with the answer's JSON schema appended to the system
+/// prompt (what an unconstrained model needs to know to answer validly).
+fn with_schema_instructions(
+    messages: &[agentry_core::ChatMessage],
+    schema: &serde_json::Value,
+) -> Vec<agentry_core::ChatMessage> {
+    let instructions = format!(
+        "\n\nAnswer with one JSON object, and nothing else, valid against this JSON schema:\n{schema}"
+    );
+    let mut messages = messages.to_vec();
+    match messages.first_mut() {
+        Some(first) if first.role == agentry_core::ChatRole::System => {
+            first.content.push_str(&instructions)
+        }
+        _ => messages.insert(
+            0,
+            agentry_core::ChatMessage::system(instructions.trim_start()),
+        ),
+    }
+    messages
+}
+
 /// Sets the compute thread count once per process, before the first model
 /// runs (candle sizes its pool from `CANDLE_NUM_THREADS` at first use). A
 /// count already set in the environment wins.
@@ -184,8 +206,26 @@ fn complete_blocking(
 ) -> Result<ChatResponse> {
     let known = state.last_answer.take();
     let generator = ensure_loaded(state, config)?;
+    let schema = request.response_schema.as_ref().map(|s| &s.schema);
+    let mut grammar = if config.constrained {
+        constraint::grammar(schema, &request.tools)
+    } else {
+        None
+    };
+    if let Some(g) = &grammar {
+        if let Err(error) = generator.check_grammar(g.clone()) {
+            warn!(node = %request.meta.node, error = %error,
+                "The answer's schema cannot be turned into a grammar; generating unconstrained.");
+            grammar = None;
+        }
+    }
+    // Unconstrained, the model is told the schema instead.
+    let messages = match (schema, &grammar) {
+        (Some(schema), None) => with_schema_instructions(&request.messages, schema),
+        _ => request.messages.clone(),
+    };
     let segments = chat::render(
-        &request.messages,
+        &messages,
         &request.tools,
         known.as_ref().map(|(t, k)| (t.as_str(), k.as_slice())),
     );
@@ -207,19 +247,6 @@ fn complete_blocking(
     let mut sampling = config.sampling;
     if let Some(t) = request.temperature {
         sampling.temperature = t;
-    }
-    let schema = request.response_schema.as_ref().map(|s| &s.schema);
-    let mut grammar = if config.constrained {
-        constraint::grammar(schema, &request.tools)
-    } else {
-        None
-    };
-    if let Some(g) = &grammar {
-        if let Err(error) = generator.check_grammar(g.clone()) {
-            warn!(node = %request.meta.node, error = %error,
-                "The answer's schema cannot be turned into a grammar; generating unconstrained.");
-            grammar = None;
-        }
     }
     let constrained = grammar.is_some();
     let meta = &request.meta;

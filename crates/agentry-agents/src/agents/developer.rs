@@ -36,7 +36,13 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
     } else {
         Vec::new()
     };
-    let user = user_message(state, &project, env.ctx.visit, &files_now)?;
+    let code = if env.ctx.visit > 0 {
+        env.code_listing(&repo.name, &project.branch, &files_now)
+            .await?
+    } else {
+        None
+    };
+    let user = user_message(state, &project, env.ctx.visit, &files_now, code.as_deref())?;
 
     let mut tools = env.toolbox(Some(&repo.name), Some(&project.branch), Some(&project.key));
     let mut conversation = env.conversation()?;
@@ -144,12 +150,14 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
 
 /// The developer's user message: requirement, scope and stories; on a later
 /// visit also QA's failure output, the acceptance tests that failed, and the
-/// files now on the branch.
+/// files now on the branch (with their code in compact mode, where the
+/// developer has no tools to read them).
 pub(crate) fn user_message(
     state: &WorkflowState,
     project: &ProjectContext,
     visit: u32,
     files_now: &[String],
+    code: Option<&str>,
 ) -> Result<String> {
     let mut m = format!("## Requirement\n{}\n\n", state.requirements.trim());
     m.push_str(&analysis_context(state));
@@ -194,10 +202,19 @@ pub(crate) fn user_message(
         "\n## Files on the branch now\n{}\n",
         compact(&files_now)
     ));
-    m.push_str(
-        "\nRead the files you need with `read_file`, fix the CODE (not QA's tests), and return the \
-         Implementation JSON with the full content of every file you change.",
-    );
+    match code {
+        Some(code) => {
+            m.push_str(&format!("\n## The code now\n{code}"));
+            m.push_str(
+                "\nFix the CODE (not QA's tests) and return the Implementation JSON with the \
+                 full content of every file you change.",
+            );
+        }
+        None => m.push_str(
+            "\nRead the files you need with `read_file`, fix the CODE (not QA's tests), and \
+             return the Implementation JSON with the full content of every file you change.",
+        ),
+    }
     Ok(m)
 }
 
@@ -241,7 +258,7 @@ mod tests {
         }
         let project = context::project(&state).unwrap();
         let files = vec!["shortener/core.py".to_string()];
-        let msg = user_message(&state, &project, visit, &files).unwrap();
+        let msg = user_message(&state, &project, visit, &files, None).unwrap();
         for m in must {
             assert!(msg.contains(m), "missing `{m}` in:\n{msg}");
         }

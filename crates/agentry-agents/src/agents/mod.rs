@@ -115,7 +115,10 @@ pub(crate) fn change_set(
 ) -> Result<BTreeMap<RepoPath, Option<String>>> {
     let mut changes = staged.clone();
     for file in answered {
-        changes.insert(RepoPath::parse(&file.path)?, Some(file.content.clone()));
+        changes.insert(
+            RepoPath::parse(&file.path)?,
+            Some(crate::output::unfenced(&file.content)),
+        );
     }
     Ok(changes)
 }

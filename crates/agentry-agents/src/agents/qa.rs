@@ -47,7 +47,16 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
             paths.join(", ")
         ));
     }
-    user.push_str("\nRead the code you need, then return the QaReport JSON.");
+    match env
+        .code_listing(&repo.name, &project.branch, &files)
+        .await?
+    {
+        Some(code) => {
+            user.push_str(&format!("\n## The code\n{code}"));
+            user.push_str("\nReturn the QaReport JSON.");
+        }
+        None => user.push_str("\nRead the code you need, then return the QaReport JSON."),
+    }
 
     let mut tools = env.toolbox(Some(&repo.name), Some(&project.branch), Some(&project.key));
     let mut conversation = env.conversation()?;
@@ -59,7 +68,12 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
     let overlay = report
         .test_files
         .iter()
-        .map(|f| Ok((RepoPath::parse(&f.path)?, f.content.clone())))
+        .map(|f| {
+            Ok((
+                RepoPath::parse(&f.path)?,
+                crate::output::unfenced(&f.content),
+            ))
+        })
         .collect::<Result<Vec<_>>>()?;
     env.ctx.report("running tests", None);
     let run = env

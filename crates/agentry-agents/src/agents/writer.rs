@@ -48,11 +48,18 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
         ));
     }
     user.push_str(&format!(
-        "\n## Files on branch `{}` of repository `{}`\n{}\n\nReturn the Documentation JSON.",
+        "\n## Files on branch `{}` of repository `{}`\n{}\n",
         project.branch,
         project.repository,
         compact(&files)
     ));
+    if let Some(code) = env
+        .code_listing(&project.repository, &project.branch, &files)
+        .await?
+    {
+        user.push_str(&format!("\n## The code\n{code}"));
+    }
+    user.push_str("\nReturn the Documentation JSON.");
 
     let mut tools = env.toolbox(
         Some(&project.repository),
