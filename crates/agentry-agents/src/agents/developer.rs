@@ -206,7 +206,8 @@ pub(crate) fn user_message(
         Some(code) => {
             m.push_str(&format!("\n## The code now\n{code}"));
             m.push_str(
-                "\nFix the CODE (not QA's tests) and return the Implementation JSON with the \
+                "\nFix what the traceback points at (your code, or your own unit tests; never \
+                 QA's tests in `tests/acceptance/`) and return the Implementation JSON with the \
                  full content of every file you change.",
             );
         }
