@@ -16,6 +16,10 @@ use tracing::{debug, warn};
 use crate::output::{output_schema, AgentOutput, OutputValidator};
 use crate::tools::Toolbox;
 
+/// The sampling temperature of an agent's first answer, then of each
+/// repair round.
+const REPAIR_TEMPERATURES: [f32; 3] = [0.2, 0.5, 0.8];
+
 /// How a conversation prices, records and caps its LLM calls.
 #[derive(Clone, Default)]
 pub struct Accounting {
@@ -95,6 +99,21 @@ impl<'a> Conversation<'a> {
         user: String,
         tools: &mut Toolbox,
     ) -> Result<(T, Value)> {
+        self.run_checked(system, user, tools, |_: &T| Vec::new())
+            .await
+    }
+
+    /// [`Conversation::run`] with one more check of a parsed answer, for
+    /// rules that depend on more than the answer (QA's files are checked
+    /// together with those kept from its last round). Its problems get the
+    /// same repair rounds as the schema's.
+    pub async fn run_checked<T: AgentOutput>(
+        &mut self,
+        system: String,
+        user: String,
+        tools: &mut Toolbox,
+        check: impl Fn(&T) -> Vec<String>,
+    ) -> Result<(T, Value)> {
         let schema = output_schema::<T>()?;
         let validator = OutputValidator::new(&schema)?;
         let definitions = if self.offer_tools {
@@ -114,7 +133,11 @@ impl<'a> Conversation<'a> {
                 messages: messages.clone(),
                 tools: definitions.clone(),
                 response_schema: Some(schema.clone()),
-                temperature: Some(0.2),
+                // A repair round that repeats the rejected answer wastes the
+                // call: each one samples a little more freely.
+                temperature: Some(
+                    REPAIR_TEMPERATURES[(repairs as usize).min(REPAIR_TEMPERATURES.len() - 1)],
+                ),
                 max_tokens: None,
                 meta: RequestMeta {
                     workflow_id: Some(self.ctx.task.workflow_id),
@@ -153,7 +176,15 @@ impl<'a> Conversation<'a> {
                 continue;
             }
 
-            match validator.parse::<T>(&response.content) {
+            let checked = validator.parse::<T>(&response.content).and_then(|parsed| {
+                let problems = check(&parsed.0);
+                if problems.is_empty() {
+                    Ok(parsed)
+                } else {
+                    Err(problems)
+                }
+            });
+            match checked {
                 Ok(parsed) => return Ok(parsed),
                 Err(problems) => {
                     let errors = problems.join("; ");
@@ -281,9 +312,11 @@ mod tests {
     use agentry_core::ChatRole;
     use serde_json::json;
 
+    const TEST: &str = "def test_a():\n    assert True\n";
+
     fn report(test_plan: Option<&str>) -> String {
         let mut v =
-            json!({"test_files": [{"path": "tests/test_a.py", "content": "x"}], "focus": []});
+            json!({"test_files": [{"path": "tests/test_a.py", "content": TEST}], "focus": []});
         if let Some(p) = test_plan {
             v["test_plan"] = json!(p);
         }

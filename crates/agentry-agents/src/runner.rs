@@ -279,7 +279,7 @@ mod tests {
 
     fn qa_answer() -> String {
         json!({"test_plan": "plan", "focus": ["resolve"],
-            "test_files": [{"path": "tests/acceptance/test_api.py", "content": "import unittest\n"}]})
+            "test_files": [{"path": "tests/acceptance/test_api.py", "content": "import unittest\n\nclass T(unittest.TestCase):\n    def test_api(self):\n        self.assertTrue(True)\n"}]})
         .to_string()
     }
 
@@ -350,8 +350,17 @@ mod tests {
             "QA committed something"
         );
         let overlay = &kit.sandbox.requests.lock().unwrap()[0].overlay;
-        assert_eq!(overlay.len(), 1);
-        assert_eq!(overlay[0].0.as_str(), "tests/acceptance/test_api.py");
+        // QA's test file, and the `__init__.py` files that make its
+        // directories packages unittest discovers (the branch has none).
+        let paths: Vec<&str> = overlay.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "tests/acceptance/test_api.py",
+                "tests/acceptance/__init__.py",
+                "tests/__init__.py"
+            ]
+        );
         assert_eq!(out.delta.shared_context["qa.passed"], json!(true));
         assert_eq!(out.delta.shared_context["qa.failure"], json!(null));
     }

@@ -160,6 +160,11 @@ struct BenchRow {
     prompt_tokens: u64,
     completion_tokens: u64,
     seconds: f64,
+    /// Why the answer is not valid: the JSON parse error or the first
+    /// schema violation (instance path and message).
+    invalid: Option<String>,
+    /// The answer's first 4,000 characters.
+    answer: String,
     error: Option<String>,
 }
 
@@ -222,17 +227,30 @@ pub async fn bench_llm(
                     prompt_tokens: 0,
                     completion_tokens: 0,
                     seconds,
+                    invalid: None,
+                    answer: String::new(),
                     error: None,
                 };
                 match result {
                     Ok(response) => {
                         let text = agentry_agents::output::extract_json(&response.content);
-                        if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
-                            row.parsed = true;
-                            row.valid = jsonschema::validator_for(&schema)
-                                .map(|v| v.is_valid(&value))
-                                .unwrap_or(false);
+                        match serde_json::from_str::<serde_json::Value>(text) {
+                            Ok(value) => {
+                                row.parsed = true;
+                                match jsonschema::validator_for(&schema) {
+                                    Ok(validator) => {
+                                        row.invalid = validator
+                                            .iter_errors(&value)
+                                            .next()
+                                            .map(|e| format!("at '{}': {e}", e.instance_path));
+                                        row.valid = row.invalid.is_none();
+                                    }
+                                    Err(e) => row.invalid = Some(format!("bad schema: {e}")),
+                                }
+                            }
+                            Err(e) => row.invalid = Some(format!("not JSON: {e}")),
                         }
+                        row.answer = response.content.chars().take(4000).collect();
                         row.finish_reason = response.finish_reason;
                         row.prompt_tokens = response.usage.prompt_tokens;
                         row.completion_tokens = response.usage.completion_tokens;
@@ -241,9 +259,18 @@ pub async fn bench_llm(
                 }
                 if !json {
                     eprintln!(
-                        "{:<18} {:<13} seed {seed}: parsed {:<5} valid {:<5} {:>5} tokens in {:>6.1}s ({})",
-                        row.role, row.mode, row.parsed, row.valid, row.completion_tokens,
-                        row.seconds, row.finish_reason
+                        "{:<18} {:<13} seed {seed}: parsed {:<5} valid {:<5} {:>5} tokens in {:>6.1}s ({}){}",
+                        row.role,
+                        row.mode,
+                        row.parsed,
+                        row.valid,
+                        row.completion_tokens,
+                        row.seconds,
+                        row.finish_reason,
+                        row.invalid
+                            .as_deref()
+                            .map(|why| format!(": {}", why.chars().take(160).collect::<String>()))
+                            .unwrap_or_default()
                     );
                 }
                 rows.push(row);

@@ -8,6 +8,14 @@ pub(crate) struct Counts {
     pub failed: Option<u32>,
 }
 
+impl Counts {
+    /// The summary says no test ran (`Ran 0 tests`, `0 passed`): an
+    /// empty suite exits 0 on Python 3.11 but tested nothing.
+    pub(crate) fn none_ran(&self) -> bool {
+        self.passed == Some(0) && self.failed.unwrap_or(0) == 0
+    }
+}
+
 /// Tries each known summary format over the combined output.
 pub(crate) fn parse(stdout: &str, stderr: &str) -> Counts {
     let text = format!("{stdout}\n{stderr}");
@@ -133,6 +141,17 @@ mod tests {
     fn check(output: &str, passed: Option<u32>, failed: Option<u32>) {
         assert_eq!(parse(output, ""), Counts { passed, failed }, "{output}");
         assert_eq!(parse("", output), Counts { passed, failed }, "{output}");
+    }
+
+    #[test]
+    fn a_summary_of_no_tests_says_none_ran() {
+        let none = |output: &str| parse(output, "").none_ran();
+        assert!(none("\n----------------------------------------------------------------------\nRan 0 tests in 0.000s\n\nOK\n"));
+        assert!(none("==== 2 skipped in 0.01s ===="));
+        assert!(!none("Ran 2 tests in 0.001s\n\nOK\n"));
+        assert!(!none("Ran 1 test in 0.001s\n\nFAILED (errors=1)\n"));
+        // No summary at all: nothing is known, the exit code decides.
+        assert!(!none("segfault"));
     }
 
     #[test]

@@ -70,8 +70,8 @@ impl Project {
 
 /// What the error says when nothing is recognised.
 pub(crate) const EXPECTED: &str = "expected pyproject.toml, Cargo.toml or package.json \
-     (or setup.py, setup.cfg, requirements*.txt, pytest.ini, tox.ini, or *.py files at \
-     the top level or in tests/)";
+     (or setup.py, setup.cfg, requirements*.txt, pytest.ini, tox.ini, *.py files at the \
+     top level or anywhere under tests/, or a top-level package with __init__.py)";
 
 /// Detects the project at `root`. Strong markers (Python packaging files,
 /// `Cargo.toml`, `package.json` with a test script) win over loose `*.py`
@@ -132,8 +132,38 @@ pub(crate) fn detect(root: &Path) -> Option<Project> {
         return Some(Project::Node);
     }
     let loose_python = top.iter().any(|n| n.ends_with(".py"))
-        || file_names(&tests_dir).iter().any(|n| n.ends_with(".py"));
+        || has_python_below(&tests_dir, MAX_TESTS_DEPTH)
+        || dir_names(root)
+            .iter()
+            .any(|d| root.join(d).join("__init__.py").is_file());
     loose_python.then(|| python(()))
+}
+
+/// How deep under `tests/` a loose `*.py` file is looked for.
+const MAX_TESTS_DEPTH: usize = 4;
+
+/// Whether `dir` or a directory below it (at most `depth` levels) holds a
+/// `*.py` file (`tests/acceptance/test_x.py`).
+fn has_python_below(dir: &Path, depth: usize) -> bool {
+    file_names(dir).iter().any(|n| n.ends_with(".py"))
+        || (depth > 0
+            && dir_names(dir)
+                .iter()
+                .any(|d| has_python_below(&dir.join(d), depth - 1)))
+}
+
+/// Names of the directories directly in `dir`, hidden ones left out (empty
+/// when unreadable).
+fn dir_names(dir: &Path) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect()
 }
 
 fn node_has_test_script(package_json: &str) -> bool {
@@ -193,6 +223,8 @@ mod tests {
         check(&[("requirements-dev.txt", "requests\n")], UNITTEST);
         check(&[("app.py", "")], UNITTEST);
         check(&[("tests/test_app.py", "")], UNITTEST_IN_TESTS);
+        check(&[("tests/acceptance/test_app.py", "")], UNITTEST_IN_TESTS);
+        check(&[("app/__init__.py", ""), ("app/core.py", "")], UNITTEST);
         check(
             &[("tests/__init__.py", ""), ("tests/test_app.py", "")],
             UNITTEST_IN_TESTS_PACKAGE,
@@ -229,6 +261,8 @@ mod tests {
             None,
         );
         check(&[("docs/conf.py", "")], None);
+        // A package needs its `__init__.py`; tests are looked for in `tests/` only.
+        check(&[("app/core.py", ""), ("docs/test_x.py", "")], None);
     }
 
     #[test]

@@ -267,7 +267,7 @@ impl ProcessSandbox {
             project_kind: project.map(|p| p.kind()),
             command,
             exit_code: outcome.exit_code,
-            passed: outcome.exit_code == Some(0) && !outcome.timed_out,
+            passed: outcome.exit_code == Some(0) && !outcome.timed_out && !counts.none_ran(),
             timed_out: outcome.timed_out,
             signal: outcome.signal,
             network_isolated: isolate,

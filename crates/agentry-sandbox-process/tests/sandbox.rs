@@ -174,6 +174,21 @@ async fn unittest_project_failing_reports_the_assertion() {
     );
 }
 
+#[tokio::test]
+async fn a_suite_in_which_no_test_ran_did_not_pass() {
+    let fx = Fixture::new();
+    let repo = Repo::new(&[("app.py", APP)]);
+    // Only a data file: discovery finds no test, and unittest exits 0.
+    let run = fx
+        .run(request(&repo, &[("tests/data/sample.txt", "a b a\n")]))
+        .await
+        .unwrap();
+    assert!(!run.passed, "{run:#?}");
+    assert_eq!((run.tests_passed, run.tests_failed), (Some(0), Some(0)));
+    // A Python version that exits 5 for an empty suite fails it too.
+    assert!(matches!(run.exit_code, Some(0) | Some(5)), "{run:#?}");
+}
+
 // ---- limits ---------------------------------------------------------------
 
 fn process_is_gone(pid: i32) -> bool {

@@ -51,11 +51,31 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
         .await?;
     let usage = conversation.into_usage();
 
-    let changes = change_set(tools.staged(), &implementation.files)?;
+    let mut changes = change_set(tools.staged(), &implementation.files)?;
+    // QA's acceptance tests are QA's: a developer's copy of one (a small
+    // model echoes what it was shown) is not committed.
+    let qa_tests: Vec<FileSpec> =
+        context::shared(state, context::QA_TEST_FILES)?.unwrap_or_default();
+    let mut left_out = Vec::new();
+    for test in &qa_tests {
+        if let Ok(path) = agentry_core::RepoPath::parse(&test.path) {
+            if changes.remove(&path).is_some() {
+                left_out.push(test.path.clone());
+            }
+        }
+    }
+    if !left_out.is_empty() {
+        tracing::warn!(files = ?left_out, "the developer's changes to QA's tests are left out");
+    }
     if changes.is_empty() {
-        return Err(Error::permanent(
-            "developer returned no files and staged none; nothing to commit",
-        ));
+        return Err(Error::permanent(if left_out.is_empty() {
+            "developer returned no files and staged none; nothing to commit".to_string()
+        } else {
+            format!(
+                "developer changed only QA's acceptance tests ({}), which it may not; nothing to commit",
+                left_out.join(", ")
+            )
+        }));
     }
     let committed_files: Vec<FileSpec> = changes
         .iter()
@@ -162,8 +182,10 @@ pub(crate) fn user_message(
     let mut m = format!("## Requirement\n{}\n\n", state.requirements.trim());
     m.push_str(&analysis_context(state));
     m.push_str(&format!(
-        "\n## Repository\n`{}`, branch `{}`\n",
-        project.repository, project.branch
+        "\n## Repository\n`{}`, branch `{}`; in Python its package is `{}`\n",
+        project.repository,
+        project.branch,
+        python_package(&project.repository)
     ));
     if visit == 0 {
         m.push_str("\nImplement the stories. Include unit tests under `tests/`. Return the Implementation JSON.");
@@ -219,6 +241,38 @@ pub(crate) fn user_message(
     Ok(m)
 }
 
+/// The import name of the project's Python package: the repository's name
+/// made a valid identifier (`wfc-python` -> `wfc_python`), since a small
+/// model otherwise names the directory after the repository, hyphen and all,
+/// and nothing can import it.
+pub(crate) fn python_package(repository: &str) -> String {
+    let mut name: String = repository
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    name = name.trim_matches('_').to_string();
+    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+        name.insert_str(0, "app_");
+    }
+    if PYTHON_KEYWORDS.contains(&name.as_str()) {
+        name.push_str("_pkg");
+    }
+    name
+}
+
+/// Python's keywords (lower-case ones: the name is lower-cased first).
+const PYTHON_KEYWORDS: &[&str] = &[
+    "and", "as", "assert", "async", "await", "break", "class", "continue", "def", "del", "elif",
+    "else", "except", "finally", "for", "from", "global", "if", "import", "in", "is", "lambda",
+    "nonlocal", "not", "or", "pass", "raise", "return", "try", "while", "with", "yield",
+];
+
 /// QA failure record for the shared context.
 pub(crate) fn failure_value(
     command: &[String],
@@ -239,6 +293,15 @@ mod tests {
     use super::*;
     use crate::testkit::Kit;
     use agentry_core::{AgentRole, StateDelta};
+
+    #[test]
+    fn python_package_names_are_import_names() {
+        assert_eq!(python_package("wfc-python"), "wfc_python");
+        assert_eq!(python_package("Todo.CLI"), "todo_cli");
+        assert_eq!(python_package("2048-game"), "app_2048_game");
+        assert_eq!(python_package("-"), "app_");
+        assert_eq!(python_package("class"), "class_pkg");
+    }
 
     fn check(visit: u32, qa_failed: bool, must: &[&str], must_not: &[&str]) {
         let kit = Kit::new();

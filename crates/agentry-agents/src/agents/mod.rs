@@ -117,7 +117,7 @@ pub(crate) fn change_set(
     for file in answered {
         changes.insert(
             RepoPath::parse(&file.path)?,
-            Some(crate::output::unfenced(&file.content)),
+            Some(crate::output::file_text(&file.path, &file.content)),
         );
     }
     Ok(changes)

@@ -2,7 +2,7 @@
 //! fresh checkout of the branch. A failing suite is a normal output
 //! (`qa.passed = false`), which routes the graph back to the developer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use agentry_core::{
     Error, IssueKind, MergeRequestUpdate, NewIssue, NewIssueLink, RepoPath, Result, StateDelta,
@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use crate::agents::business::analysis_context;
 use crate::agents::developer::failure_value;
 use crate::agents::{close_fixed_bugs, comment_on_epics, move_stories, output};
-use crate::context::{self, compact, tail, MergeRequestRecord};
-use crate::output::QaReport;
+use crate::context::{self, compact, head, tail, MergeRequestRecord, QaFailure};
+use crate::output::{FileSpec, QaReport};
 use crate::runner::AgentEnv;
 
 /// Runs QA.
@@ -40,11 +40,12 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
         project.branch,
         compact(&files)
     ));
-    if let Some(previous) = context::shared::<Vec<Value>>(state, context::QA_TEST_FILES)? {
-        let paths: Vec<&str> = previous.iter().filter_map(|f| f["path"].as_str()).collect();
-        user.push_str(&format!(
-            "\nYour tests from the last round: {}. Keep testing the same acceptance criteria.\n",
-            paths.join(", ")
+    let previous: Vec<FileSpec> =
+        context::shared(state, context::QA_TEST_FILES)?.unwrap_or_default();
+    if !previous.is_empty() {
+        user.push_str(&previous_round(
+            &previous,
+            context::shared::<QaFailure>(state, context::QA_FAILURE)?.as_ref(),
         ));
     }
     match env
@@ -60,20 +61,37 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
 
     let mut tools = env.toolbox(Some(&repo.name), Some(&project.branch), Some(&project.key));
     let mut conversation = env.conversation()?;
-    let (report, _) = conversation
-        .run::<QaReport>(env.system_prompt()?, user, &mut tools)
+    let (mut report, _) = conversation
+        .run_checked(env.system_prompt()?, user, &mut tools, |r: &QaReport| {
+            r.suite_problems(&previous)
+        })
         .await?;
     let usage = conversation.into_usage();
+    let suite = crate::output::with_kept(&previous, &report.test_files);
+    if suite.len() > report.test_files.len() {
+        let kept: Vec<&str> = suite[..suite.len() - report.test_files.len()]
+            .iter()
+            .map(|f| f.path.as_str())
+            .collect();
+        tracing::info!(files = ?kept, "QA's tests from its last round are kept");
+    }
+    report.test_files = suite;
+    let replaced = keep_code_under_test(&mut report.test_files, &files);
+    if !replaced.is_empty() {
+        tracing::warn!(files = ?replaced, "QA's files would replace the code under test; left out");
+    }
+    let packages = python_test_packages(&report.test_files, &files);
+    report.test_files.extend(packages);
 
+    // The repaired text (fence unwrapped, escapes mended) is what runs,
+    // what is stored, and what QA is shown in its next round.
+    for file in &mut report.test_files {
+        file.content = crate::output::file_text(&file.path, &file.content);
+    }
     let overlay = report
         .test_files
         .iter()
-        .map(|f| {
-            Ok((
-                RepoPath::parse(&f.path)?,
-                crate::output::unfenced(&f.content),
-            ))
-        })
+        .map(|f| Ok((RepoPath::parse(&f.path)?, f.content.clone())))
         .collect::<Result<Vec<_>>>()?;
     env.ctx.report("running tests", None);
     let run = env
@@ -173,6 +191,109 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
     })
 }
 
+/// Leaves out the files of QA's answer that would replace a file of the
+/// branch that is not a test (a small model echoes the code it was shown,
+/// sometimes changed): QA adds tests and their data, it never rewrites the
+/// code under test. Returns the paths left out.
+fn keep_code_under_test(tests: &mut Vec<FileSpec>, on_branch: &[String]) -> Vec<String> {
+    let branch: BTreeSet<&str> = on_branch.iter().map(String::as_str).collect();
+    let mut left_out = Vec::new();
+    tests.retain(|t| {
+        let path = t.path.trim_start_matches("./");
+        let keep = is_test_path(path) || !branch.contains(path);
+        if !keep {
+            left_out.push(path.to_string());
+        }
+        keep
+    });
+    left_out
+}
+
+/// How much of each earlier test file and of the last run's output QA is
+/// shown again.
+const PREVIOUS_FILE_LIMIT: usize = 6 * 1024;
+const PREVIOUS_OUTPUT_LIMIT: usize = 1500;
+
+/// What QA is told of its last round: its test files in full and how they
+/// failed, so it keeps what tests the criteria and fixes a test that
+/// expects the wrong thing (its own arithmetic, a file it never wrote)
+/// rather than starting again from nothing.
+fn previous_round(previous: &[FileSpec], failure: Option<&QaFailure>) -> String {
+    let mut m = String::from(
+        "\n## Your tests from the last round\nEach is kept as it is unless you return a file of the same path: return the files you change or add, each in full.\n",
+    );
+    for file in previous {
+        if file.content.trim().is_empty() {
+            m.push_str(&format!("`{}` (empty)\n", file.path));
+        } else {
+            m.push_str(&format!(
+                "`{}`:\n```\n{}\n```\n",
+                file.path,
+                head(&file.content, PREVIOUS_FILE_LIMIT)
+            ));
+        }
+    }
+    if let Some(f) = failure {
+        let output = if f.stderr_tail.trim().is_empty() {
+            &f.stdout_tail
+        } else {
+            &f.stderr_tail
+        };
+        m.push_str(&format!(
+            "\nThey failed on the developer's previous commit (`{}`); the code below is the fixed one:\n```\n{}\n```\nKeep testing the same acceptance criteria. Where a test itself is wrong (an expected value that does not follow from its input, a file it never wrote), fix the test; where the code is wrong, keep the test.\n",
+            f.command,
+            tail(output, PREVIOUS_OUTPUT_LIMIT)
+        ));
+    }
+    m
+}
+
+/// Whether a path is a test by the usual conventions: under `tests/`,
+/// `test/`, `__tests__/` or `spec/`, or named `test_*`, `*_test.*`,
+/// `*.test.*`, `*.spec.*` or `conftest.py`.
+fn is_test_path(path: &str) -> bool {
+    let mut parts: Vec<&str> = path.split('/').collect();
+    let name = parts.pop().unwrap_or_default();
+    let stem = name.split('.').next().unwrap_or_default();
+    parts
+        .iter()
+        .any(|d| matches!(*d, "tests" | "test" | "__tests__" | "spec"))
+        || name.starts_with("test_")
+        || stem.ends_with("_test")
+        || name.contains(".test.")
+        || name.contains(".spec.")
+        || name == "conftest.py"
+}
+
+/// The empty `__init__.py` files that make the directories of Python test
+/// files packages, where neither the branch nor the tests have one:
+/// unittest's discovery does not descend into a directory that is not a
+/// package, so `tests/acceptance/test_x.py` alone would never run.
+fn python_test_packages(tests: &[FileSpec], on_branch: &[String]) -> Vec<FileSpec> {
+    let mut have: BTreeSet<String> = on_branch.iter().cloned().collect();
+    have.extend(
+        tests
+            .iter()
+            .map(|t| t.path.trim_start_matches("./").to_string()),
+    );
+    let mut added = Vec::new();
+    for test in tests.iter().filter(|t| t.path.ends_with(".py")) {
+        let path = test.path.trim_start_matches("./");
+        let mut dir = path.rsplit_once('/').map(|(d, _)| d);
+        while let Some(d) = dir {
+            let init = format!("{d}/__init__.py");
+            if have.insert(init.clone()) {
+                added.push(FileSpec {
+                    path: init,
+                    content: String::new(),
+                });
+            }
+            dir = d.rsplit_once('/').map(|(parent, _)| parent);
+        }
+    }
+    added
+}
+
 /// One line: `QA round 1: FAILED (exit 1; 5 passed, 2 failed) in 340 ms`.
 fn summarize(run: &TestRun, round: u32) -> String {
     let verdict = if run.passed { "PASSED" } else { "FAILED" };
@@ -190,4 +311,113 @@ fn summarize(run: &TestRun, round: u32) -> String {
         run.duration_ms,
         run.command.join(" ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(path: &str) -> FileSpec {
+        FileSpec {
+            path: path.into(),
+            content: "import unittest\n".into(),
+        }
+    }
+
+    #[test]
+    fn qa_sees_its_last_tests_in_full_and_how_they_failed() {
+        let previous = [
+            FileSpec {
+                path: "tests/acceptance/test_acceptance.py".into(),
+                content: "def test_count():\n    assert count('tests/acceptance/in.txt') == 3\n"
+                    .into(),
+            },
+            FileSpec {
+                path: "tests/acceptance/__init__.py".into(),
+                content: String::new(),
+            },
+        ];
+        let failure = QaFailure {
+            command: "python3 -m unittest discover -v -s tests -t .".into(),
+            exit_code: Some(1),
+            stdout_tail: String::new(),
+            stderr_tail: "FileNotFoundError: 'tests/acceptance/in.txt'".into(),
+        };
+        let m = previous_round(&previous, Some(&failure));
+        assert!(
+            m.contains("kept as it is unless you return a file of the same path"),
+            "{m}"
+        );
+        assert!(
+            m.contains("assert count('tests/acceptance/in.txt') == 3"),
+            "{m}"
+        );
+        assert!(m.contains("`tests/acceptance/__init__.py` (empty)"), "{m}");
+        assert!(m.contains("FileNotFoundError"), "{m}");
+        assert!(
+            m.contains("`python3 -m unittest discover -v -s tests -t .`"),
+            "{m}"
+        );
+        // No failure recorded: the tests are still shown.
+        let m = previous_round(&previous, None);
+        assert!(m.contains("== 3") && !m.contains("failed"), "{m}");
+    }
+
+    #[test]
+    fn qa_never_replaces_the_code_under_test() {
+        let on_branch = ["app/core.py".to_string(), "tests/test_core.py".to_string()];
+        let mut files = vec![
+            spec("tests/acceptance/test_a.py"),
+            spec("app/core.py"),
+            spec("tests/test_core.py"),
+            spec("data/sample.txt"),
+        ];
+        assert_eq!(
+            keep_code_under_test(&mut files, &on_branch),
+            ["app/core.py"]
+        );
+        let kept: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            kept,
+            [
+                "tests/acceptance/test_a.py",
+                "tests/test_core.py",
+                "data/sample.txt"
+            ]
+        );
+        for path in [
+            "src/app.test.js",
+            "pkg/parser_test.go",
+            "conftest.py",
+            "spec/a.rb",
+        ] {
+            assert!(is_test_path(path), "{path}");
+        }
+        for path in ["src/app.js", "testing.py", "pkg/contest.py"] {
+            assert!(!is_test_path(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn python_test_directories_become_packages_where_they_are_not() {
+        let paths = |files: Vec<FileSpec>| files.into_iter().map(|f| f.path).collect::<Vec<_>>();
+        // Nothing on the branch: both levels get one, once.
+        let tests = [
+            spec("tests/acceptance/test_a.py"),
+            spec("tests/acceptance/test_b.py"),
+        ];
+        assert_eq!(
+            paths(python_test_packages(&tests, &[])),
+            ["tests/acceptance/__init__.py", "tests/__init__.py"]
+        );
+        // The branch's `tests/__init__.py` and QA's own are kept as they are.
+        let tests = [
+            spec("tests/acceptance/test_a.py"),
+            spec("tests/acceptance/__init__.py"),
+        ];
+        assert!(python_test_packages(&tests, &["tests/__init__.py".into()]).is_empty());
+        // Top-level and non-Python tests need nothing.
+        let tests = [spec("test_app.py"), spec("tests/app.test.js")];
+        assert!(python_test_packages(&tests, &[]).is_empty());
+    }
 }

@@ -73,7 +73,8 @@ pub struct TestRun {
     pub command: Vec<String>,
     /// Exit code (None when killed by a signal).
     pub exit_code: Option<i32>,
-    /// Exit code 0 and not killed.
+    /// Exit code 0, not killed, and tests ran: a run whose summary says
+    /// no test ran (`Ran 0 tests`) did not pass, whatever its exit code.
     pub passed: bool,
     /// Killed at the wall-time limit.
     pub timed_out: bool,
