@@ -27,11 +27,32 @@ fn json_options() -> Value {
 }
 
 fn with_options(schema: &Value) -> Value {
-    let mut schema = schema.clone();
+    let mut schema = closed(schema);
     if let Some(object) = schema.as_object_mut() {
         object.insert("x-guidance".into(), json_options());
     }
     schema
+}
+
+/// `schema` with every object that declares `properties` and says nothing
+/// of others closed to them (`additionalProperties: false`). JSON Schema
+/// allows unknown keys by default, and a grammar that allows them lets a
+/// small model wander: the analyst nested `"epics"` inside an epic, again
+/// and again, until the token cap. Objects that say what else they take
+/// (a map's `additionalProperties` schema) keep it.
+fn closed(schema: &Value) -> Value {
+    match schema {
+        Value::Object(map) => {
+            let mut out: serde_json::Map<String, Value> =
+                map.iter().map(|(k, v)| (k.clone(), closed(v))).collect();
+            if out.contains_key("properties") && !out.contains_key("additionalProperties") {
+                out.insert("additionalProperties".into(), Value::Bool(false));
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => Value::Array(items.iter().map(closed).collect()),
+        other => other.clone(),
+    }
 }
 
 /// The grammar of an answer: None when nothing constrains it (free text,
@@ -73,6 +94,36 @@ mod tests {
     fn no_schema_means_no_grammar() {
         assert!(grammar(None, &[]).is_none());
         assert!(grammar(Some(&json!({"type": "object"})), &[]).is_some());
+    }
+
+    #[test]
+    fn objects_with_properties_are_closed_to_other_keys() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "epics": {"type": "array", "items": {"$ref": "#/$defs/Epic"}},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}}
+            },
+            "$defs": {"Epic": {"type": "object", "properties": {"title": {"type": "string"}}}}
+        });
+        let closed = closed(&schema);
+        assert_eq!(closed["additionalProperties"], json!(false));
+        assert_eq!(
+            closed["$defs"]["Epic"]["additionalProperties"],
+            json!(false)
+        );
+        // A map keeps the values it allows; a plain type is left alone.
+        assert_eq!(
+            closed["properties"]["labels"]["additionalProperties"],
+            json!({"type": "string"})
+        );
+        assert!(closed["properties"]["epics"]
+            .get("additionalProperties")
+            .is_none());
+        assert_eq!(
+            with_options(&schema)["$defs"]["Epic"]["additionalProperties"],
+            json!(false)
+        );
     }
 
     #[test]
