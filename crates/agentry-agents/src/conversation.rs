@@ -356,6 +356,11 @@ mod tests {
             requests.iter().map(|r| r.meta.turn).collect::<Vec<_>>(),
             vec![0, 1]
         );
+        // The repair samples more freely than the first answer.
+        assert_eq!(
+            requests.iter().map(|r| r.temperature).collect::<Vec<_>>(),
+            vec![Some(0.2), Some(0.5)]
+        );
         let repair = requests[1].messages.last().unwrap();
         assert_eq!(repair.role, ChatRole::User);
         assert!(
