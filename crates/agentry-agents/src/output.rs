@@ -281,8 +281,9 @@ const DATA_EXTENSIONS: &[&str] = &[
 
 /// The data files a Python test reads by a relative path (a string literal
 /// such as `'tests/acceptance/input.txt'` or `"words.csv"`) that none of
-/// `files` holds, when the test shows no sign of creating or faking files
-/// itself (`tempfile`, a write, `mock_open`). A 1.5B model often reads an
+/// `files` holds, when the test shows no sign of creating, faking or
+/// cleaning up files itself (`tempfile`, a write, `mock_open`, `os.remove`,
+/// `tearDown`). A 1.5B model often reads an
 /// `example.txt` nobody wrote; the test then fails whatever the code does.
 pub fn data_files_missing(source: &str, files: &[FileSpec]) -> Vec<String> {
     let creates = [
@@ -296,6 +297,13 @@ pub fn data_files_missing(source: &str, files: &[FileSpec]) -> Vec<String> {
         "\"w+\"",
         "mock_open",
         "builtins.open",
+        // Cleaning up a file means the code under test writes it (a todo
+        // list's `tasks.json`).
+        "os.remove",
+        ".unlink(",
+        "rmtree",
+        "os.path.exists",
+        "tearDown",
     ];
     if creates.iter().any(|c| source.contains(c)) {
         return Vec::new();
@@ -815,6 +823,9 @@ mod tests {
         );
         let writes = format!("import tempfile\n{reads}");
         assert!(data_files_missing(&writes, &[]).is_empty());
+        // The code under test writes the file; the test cleans it up.
+        let cleans = format!("{reads}\n    def tearDown(self):\n        os.remove('tasks.json')\n");
+        assert!(data_files_missing(&cleans, &[]).is_empty());
 
         let report = QaReport {
             test_plan: "plan".into(),
