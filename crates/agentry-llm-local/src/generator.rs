@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
-use candle_transformers::models::quantized_qwen2::ModelWeights;
 use llguidance::api::TopLevelGrammar;
 use llguidance::{Matcher, ParserFactory};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::chat::Segment;
+use crate::qwen2::Qwen2;
 use crate::tokenizer::Vocabulary;
 
 /// Prompt tokens processed per forward pass (bounds the attention
@@ -125,7 +125,7 @@ fn rate(count: usize, time: Duration) -> f64 {
 
 /// A loaded model.
 pub struct Generator {
-    model: ModelWeights,
+    model: Qwen2,
     vocab: Vocabulary,
     factory: ParserFactory,
     device: Device,
@@ -160,7 +160,7 @@ impl Generator {
             .unwrap_or(32_768) as usize;
         let vocab = Vocabulary::from_gguf(&content)?;
         let device = Device::Cpu;
-        let model = ModelWeights::from_gguf(content, &mut file, &device)
+        let model = Qwen2::from_gguf(content, &mut file, &device)
             .map_err(|e| anyhow!("cannot load the weights of {}: {e}", path.display()))?;
         let mut factory = ParserFactory::new_simple(&vocab.env)
             .map_err(|e| anyhow!("cannot prepare the grammar engine: {e}"))?;

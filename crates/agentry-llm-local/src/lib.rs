@@ -9,6 +9,8 @@
 //! - [`chat`]: Qwen's chat template (ChatML, `<tool_call>` blocks).
 //! - [`constraint`]: grammars from JSON schemas (llguidance), so answers
 //!   with a schema always parse and validate.
+//! - [`qwen2`]: the model's forward pass (grouped-query attention over a
+//!   key-value cache that grows in place).
 //! - [`generator`]: the decoding loop (sampling, stop tokens, caps).
 //! - [`provider`]: [`LocalProvider`], the `LlmProvider` port.
 
@@ -17,6 +19,7 @@ pub mod constraint;
 pub mod generator;
 pub mod model;
 pub mod provider;
+pub mod qwen2;
 pub mod tokenizer;
 
 pub use generator::Sampling;
