@@ -129,7 +129,6 @@ pub struct Generator {
     vocab: Vocabulary,
     factory: ParserFactory,
     device: Device,
-    context_length: usize,
     /// Tokens whose keys and values the model holds, in order.
     in_cache: Vec<u32>,
 }
@@ -153,11 +152,6 @@ impl Generator {
                 path.display()
             );
         }
-        let context_length = content
-            .metadata
-            .get("qwen2.context_length")
-            .and_then(|v| v.to_u32().ok())
-            .unwrap_or(32_768) as usize;
         let vocab = Vocabulary::from_gguf(&content)?;
         let device = Device::Cpu;
         let model = Qwen2::from_gguf(content, &mut file, &device)
@@ -170,7 +164,6 @@ impl Generator {
             vocab,
             factory,
             device,
-            context_length,
             in_cache: Vec::new(),
         })
     }
@@ -182,7 +175,7 @@ impl Generator {
 
     /// The model's context length (prompt plus answer).
     pub fn context_length(&self) -> usize {
-        self.context_length
+        self.model.context_length()
     }
 
     /// Tokens of a rendered prompt.
@@ -347,11 +340,11 @@ impl Generator {
     /// One forward pass over `tokens` after those in the cache.
     fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         let position = self.in_cache.len();
-        if position + tokens.len() > self.context_length {
+        if position + tokens.len() > self.context_length() {
             self.reset();
             bail!(
                 "the conversation needs more than the model's {} tokens of context",
-                self.context_length
+                self.context_length()
             );
         }
         let result = (|| -> candle_core::Result<Vec<f32>> {

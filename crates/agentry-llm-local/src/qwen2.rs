@@ -39,28 +39,30 @@ impl KvCache {
     /// buffers, no copy). `max` caps the capacity (the model's context).
     fn append(&mut self, k: &Tensor, v: &Tensor, max: usize) -> Result<(Tensor, Tensor)> {
         let (b, heads, added, dim) = k.dims4()?;
-        let needed = self.len + added;
-        let capacity = self
-            .buffers
-            .as_ref()
-            .map_or(0, |(k, _)| k.dim(2).unwrap_or(0));
-        if needed > capacity {
-            let grown = (capacity * 2).max(MIN_CACHE).min(max).max(needed);
-            let new_k = Tensor::zeros((b, heads, grown, dim), k.dtype(), k.device())?;
-            let new_v = Tensor::zeros((b, heads, grown, dim), v.dtype(), v.device())?;
-            if let Some((old_k, old_v)) = &self.buffers {
-                if self.len > 0 {
-                    new_k.slice_set(&old_k.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
-                    new_v.slice_set(&old_v.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
-                }
+        let (len, needed) = (self.len, self.len + added);
+        let (buf_k, buf_v) = match self.buffers.take() {
+            Some((buf_k, buf_v)) if buf_k.dim(2)? >= needed => (buf_k, buf_v),
+            old => {
+                let capacity = old.as_ref().map_or(Ok(0), |(k, _)| k.dim(2))?;
+                let grown = (capacity * 2).max(MIN_CACHE).min(max).max(needed);
+                // A buffer of `grown` positions holding `old`'s first `len`.
+                let regrow = |old: Option<&Tensor>, like: &Tensor| -> Result<Tensor> {
+                    let new = Tensor::zeros((b, heads, grown, dim), like.dtype(), like.device())?;
+                    if let Some(old) = old.filter(|_| len > 0) {
+                        new.slice_set(&old.narrow(2, 0, len)?.contiguous()?, 2, 0)?;
+                    }
+                    Ok(new)
+                };
+                let (old_k, old_v) = old.map_or((None, None), |(k, v)| (Some(k), Some(v)));
+                (regrow(old_k.as_ref(), k)?, regrow(old_v.as_ref(), v)?)
             }
-            self.buffers = Some((new_k, new_v));
-        }
-        let (buf_k, buf_v) = self.buffers.as_ref().expect("allocated above");
-        buf_k.slice_set(k, 2, self.len)?;
-        buf_v.slice_set(v, 2, self.len)?;
+        };
+        buf_k.slice_set(k, 2, len)?;
+        buf_v.slice_set(v, 2, len)?;
+        let cached = (buf_k.narrow(2, 0, needed)?, buf_v.narrow(2, 0, needed)?);
+        self.buffers = Some((buf_k, buf_v));
         self.len = needed;
-        Ok((buf_k.narrow(2, 0, needed)?, buf_v.narrow(2, 0, needed)?))
+        Ok(cached)
     }
 
     fn clear(&mut self) {
@@ -193,6 +195,11 @@ impl Qwen2 {
             sin,
             neg_inf: Tensor::new(f32::NEG_INFINITY, device)?,
         })
+    }
+
+    /// Positions the model was trained for (prompt plus answer).
+    pub fn context_length(&self) -> usize {
+        self.dims.context
     }
 
     /// Forgets every cached key and value.
