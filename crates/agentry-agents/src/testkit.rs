@@ -388,7 +388,13 @@ pub fn test_run(passed: bool) -> TestRun {
         passed,
         timed_out: false,
         signal: None,
-        network_isolated: true,
+        isolation: Isolation {
+            mode: IsolationMode::Full,
+            namespaces: vec![Namespace::Mount, Namespace::Pid, Namespace::Net],
+            host_uid: None,
+            private_filesystem: true,
+            limits: SandboxLimits::default(),
+        },
         stdout: String::new(),
         stderr: if passed {
             "OK".into()

@@ -9,16 +9,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 
 use agentry_agents::{AgentConfig, AgentDeps, AgentNodeRunner};
 use agentry_bus_inproc::InprocBus;
 use agentry_core::{
-    ApiKeyStore, Budget, Bus, CodeHost, DeadLetters, LlmCache, LlmLedger, LlmProvider, NodeContext,
-    NodeOutput, NodeRunner, RateLimiter, SandboxLimits, Store, Tracker, Wiki, WorkerRegistry,
-    WorkflowRecord,
+    ApiKeyStore, Budget, Bus, CodeHost, DeadLetters, Isolation, LlmCache, LlmLedger, LlmProvider,
+    NodeContext, NodeOutput, NodeRunner, RateLimiter, SandboxLimits, Store, Tracker, Wiki,
+    WorkerRegistry, WorkflowRecord,
 };
 use agentry_engine::{Engine, EngineConfig, WorkerHandle, WorkflowDefinition};
 use agentry_integrations_local::LocalIntegrations;
@@ -93,7 +92,7 @@ impl App {
                     data_dir.display()
                 )
             })?;
-        let sandbox = ProcessSandbox::new(agentry_sandbox_process::SandboxConfig::default());
+        let sandbox = ProcessSandbox::new(config.sandbox.adapter());
         Ok(App {
             tracker: local.tracker(),
             wiki: local.wiki(),
@@ -161,12 +160,17 @@ impl App {
 
     /// Sandbox limits from the configuration.
     fn sandbox_limits(&self) -> SandboxLimits {
-        SandboxLimits {
-            wall_time: Duration::from_secs(self.config.sandbox.wall_time_s),
-            memory_bytes: self.config.sandbox.memory_mb * 1024 * 1024,
-            network: self.config.sandbox.network,
-            ..SandboxLimits::default()
-        }
+        self.config.sandbox.limits()
+    }
+
+    /// The isolation a test run gets here, or why none may run: asked
+    /// before agents start, so a host that cannot run generated code
+    /// safely fails at once rather than after the developer's work.
+    pub async fn sandbox_ready(&self) -> Result<Isolation> {
+        self.sandbox
+            .ready(&self.sandbox_limits())
+            .await
+            .map_err(|error| anyhow!("test runs cannot happen on this host: {error}"))
     }
 
     /// An engine whose agents use `llm`, with in-process workers started.
@@ -189,6 +193,9 @@ impl App {
         llm: Arc<dyn LlmProvider>,
         budget_override: Budget,
     ) -> Result<(Engine, WorkerHandle)> {
+        if !self.distributed() {
+            self.sandbox_ready().await?;
+        }
         let runner = self.runner(llm, budget_override);
         let engine = self.engine_with(Arc::new(runner));
         let workers = if self.distributed() {

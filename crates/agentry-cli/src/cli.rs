@@ -65,6 +65,18 @@ pub enum Command {
     /// the cache, fetch a model, verify one.
     #[command(subcommand)]
     Models(ModelsCommand),
+    /// The sandbox that runs generated tests.
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+}
+
+/// `agentry sandbox ...`
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Say whether test runs can happen on this host with the configured
+    /// isolation, and what they get (a jailed `true` is run); exits 1 when
+    /// they cannot.
+    Check,
 }
 
 /// `agentry models ...`

@@ -390,6 +390,14 @@ pub async fn worker(app: App, args: WorkerArgs, json_out: bool) -> Result<ExitCo
         .map(String::from)
         .collect();
     let queues = queues_for(&roles, &tags).map_err(|e| anyhow!("--tags: {e}"))?;
+    // QA runs generated code: a worker that would take QA's tasks on a
+    // host that cannot isolate it does not start.
+    if roles
+        .iter()
+        .any(|r| r == agentry_core::AgentRole::Qa.as_str())
+    {
+        app.sandbox_ready().await?;
+    }
     let concurrency = args.concurrency.max(1);
     let cluster = app.config.cluster.clone();
     let app = Arc::new(app);

@@ -16,7 +16,8 @@ use agentry_engine::{Engine, Submission};
 use crate::app::{env_map, App};
 use crate::cli::{
     ApproveArgs, BenchBus, BenchCommand, BenchEngineArgs, BenchStore, Cli, Command, DemoArgs,
-    HistoryArgs, ListArgs, LlmArgs, LlmCommand, ResumeArgs, RunArgs, WorkflowsCommand,
+    HistoryArgs, ListArgs, LlmArgs, LlmCommand, ResumeArgs, RunArgs, SandboxCommand,
+    WorkflowsCommand,
 };
 use crate::config::Config;
 use crate::llm::LlmChoice;
@@ -40,6 +41,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Llm(LlmCommand::Check(args)) => return llm_check(&args, &config, json).await,
         // The model cache is not in the data directory.
         Command::Models(command) => return crate::models::command(command, &config, json).await,
+        Command::Sandbox(SandboxCommand::Check) => return sandbox_check(&config, json).await,
         other => other,
     };
     let app = App::open(cli.data_dir.as_deref(), config).await?;
@@ -68,9 +70,9 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Worker(args) => crate::cluster::worker(app, args, json).await,
         Command::Agents(args) => crate::cluster::agents(&app, args, json).await,
         Command::Dlq(command) => crate::cluster::dlq(&app, command, json).await,
-        Command::Bench(_) | Command::Llm(_) | Command::Models(_) => {
+        Command::Bench(_) | Command::Llm(_) | Command::Models(_) | Command::Sandbox(_) => {
             bail!(
-                "internal error: bench, llm and models are handled before the data directory opens"
+                "internal error: bench, llm, models and sandbox are handled before the data directory opens"
             )
         }
     }
@@ -227,6 +229,29 @@ async fn llm_check(args: &LlmArgs, config: &Config, json: bool) -> Result<ExitCo
     }
     let healthy = !reports.is_empty() && reports.iter().all(|r| r.status == "ok");
     Ok(if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `agentry sandbox check`
+async fn sandbox_check(config: &Config, json: bool) -> Result<ExitCode> {
+    let sandbox = agentry_sandbox_process::ProcessSandbox::new(config.sandbox.adapter());
+    let ready = sandbox.ready(&config.sandbox.limits()).await;
+    match (&ready, json) {
+        (Ok(isolation), true) => println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"ready": true, "isolation": isolation}))?
+        ),
+        (Err(error), true) => println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"ready": false, "error": error.to_string()}))?
+        ),
+        (Ok(isolation), false) => println!("sandbox ready: {}", isolation.describe()),
+        (Err(error), false) => println!("sandbox NOT ready: {error}"),
+    }
+    Ok(if ready.is_ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

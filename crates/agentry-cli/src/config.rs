@@ -410,24 +410,86 @@ pub struct ProjectConfig {
     pub repository: Option<String>,
 }
 
-/// `[sandbox]`
+/// `[sandbox]`: how generated tests run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SandboxConfig {
+    /// `full` (namespaces and a private filesystem; refuse to run where
+    /// the host cannot give them) or `none` (a plain subprocess with the
+    /// host's filesystem and network: only where that is acceptable).
+    pub isolation: agentry_core::IsolationMode,
+    /// Allow network access in test runs (`full` only: with `none` runs
+    /// always have the host's network).
+    pub network: bool,
     /// Wall-time limit of a test run, seconds.
     pub wall_time_s: u64,
-    /// Memory (address-space) limit of a test run, MiB.
+    /// Memory (address-space) limit of each test process, MiB.
     pub memory_mb: u64,
-    /// Allow network access in test runs.
-    pub network: bool,
+    /// CPU time of each test process, seconds (default: the wall time).
+    pub cpu_time_s: Option<u64>,
+    /// Largest file a test may write, MiB.
+    pub file_size_mb: u64,
+    /// Open files of each test process.
+    pub open_files: u64,
+    /// Processes and threads of a test run together.
+    pub processes: u64,
+    /// Size of the private `/tmp` (which holds `HOME`), MiB.
+    pub tmp_size_mb: u64,
+    /// Extra host directories mounted read-only (a toolchain the sandbox
+    /// does not find by itself).
+    pub read_only_paths: Vec<PathBuf>,
+    /// The bubblewrap binary.
+    pub bwrap: PathBuf,
+    /// Where each run's scratch directory is made (default: the system's
+    /// temporary directory).
+    pub work_dir: Option<PathBuf>,
 }
 
 impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {
+            isolation: agentry_core::IsolationMode::Full,
+            network: false,
             wall_time_s: 120,
             memory_mb: 2048,
-            network: false,
+            cpu_time_s: None,
+            file_size_mb: 256,
+            open_files: 1024,
+            processes: 256,
+            tmp_size_mb: 512,
+            read_only_paths: Vec::new(),
+            bwrap: PathBuf::from("bwrap"),
+            work_dir: None,
+        }
+    }
+}
+
+impl SandboxConfig {
+    /// The limits of every test run.
+    pub fn limits(&self) -> agentry_core::SandboxLimits {
+        const MIB: u64 = 1024 * 1024;
+        agentry_core::SandboxLimits {
+            wall_time: std::time::Duration::from_secs(self.wall_time_s),
+            memory_bytes: self.memory_mb * MIB,
+            network: self.network,
+            cpu_time: std::time::Duration::from_secs(self.cpu_time_s.unwrap_or(self.wall_time_s)),
+            file_size_bytes: self.file_size_mb * MIB,
+            open_files: self.open_files,
+            processes: self.processes,
+            ..agentry_core::SandboxLimits::default()
+        }
+    }
+
+    /// The sandbox adapter's configuration.
+    pub fn adapter(&self) -> agentry_sandbox_process::SandboxConfig {
+        agentry_sandbox_process::SandboxConfig {
+            work_root: self.work_dir.clone(),
+            default_limits: self.limits(),
+            isolation: self.isolation,
+            bwrap: self.bwrap.clone(),
+            read_only_paths: self.read_only_paths.clone(),
+            tmp_bytes: self.tmp_size_mb * 1024 * 1024,
+            ..agentry_sandbox_process::SandboxConfig::default()
         }
     }
 }
@@ -539,8 +601,21 @@ impl Config {
         if c.sweep_interval_s == 0 || c.stall_after_s == 0 {
             bail!("invalid configuration: cluster.sweep_interval_s and cluster.stall_after_s must be at least 1");
         }
-        if self.sandbox.wall_time_s == 0 || self.sandbox.memory_mb < 16 {
+        let sb = &self.sandbox;
+        if sb.wall_time_s == 0 || sb.memory_mb < 16 {
             bail!("invalid configuration: sandbox.wall_time_s must be > 0 and sandbox.memory_mb >= 16");
+        }
+        if sb.cpu_time_s == Some(0) || sb.file_size_mb == 0 || sb.tmp_size_mb == 0 {
+            bail!("invalid configuration: sandbox.cpu_time_s, sandbox.file_size_mb and sandbox.tmp_size_mb must be at least 1");
+        }
+        if sb.open_files < 16 || sb.processes < 8 {
+            bail!("invalid configuration: sandbox.open_files must be at least 16 and sandbox.processes at least 8 (a test runner needs a few of each)");
+        }
+        if let Some(bad) = sb.read_only_paths.iter().find(|p| !p.is_absolute()) {
+            bail!(
+                "invalid configuration: sandbox.read_only_paths must be absolute paths, not `{}`",
+                bad.display()
+            );
         }
         Ok(())
     }

@@ -126,6 +126,9 @@ pub struct TestRunSummary {
     pub duration_ms: Option<u64>,
     /// Commit tested.
     pub commit: Option<String>,
+    /// The isolation the run had (`full (namespaces: ...)`), as recorded;
+    /// None for runs recorded before isolation was.
+    pub isolation: Option<String>,
 }
 
 /// Reads everything back.
@@ -311,6 +314,10 @@ fn test_run_summary(content: &Value) -> TestRunSummary {
             .get("commit")
             .and_then(Value::as_str)
             .map(str::to_string),
+        isolation: content
+            .get("isolation")
+            .and_then(|v| serde_json::from_value::<agentry_core::Isolation>(v.clone()).ok())
+            .map(|i| i.describe()),
     }
 }
 
@@ -378,6 +385,9 @@ pub fn render(summary: &Summary, with_calls: bool) -> String {
                     _ => String::new(),
                 }
             );
+            if let Some(isolation) = &r.isolation {
+                let _ = writeln!(out, "    isolation: {isolation}");
+            }
         }
     }
     if !summary.usage.is_empty() {

@@ -45,7 +45,10 @@ pub use ports::codehost::{
 pub use ports::registry::{
     lease_expiry, WorkerBeat, WorkerHealth, WorkerInfo, WorkerRecord, WorkerRegistry,
 };
-pub use ports::sandbox::{ProjectKind, Sandbox, SandboxLimits, TestRun, TestRunRequest};
+pub use ports::sandbox::{
+    Isolation, IsolationMode, Namespace, ProjectKind, Sandbox, SandboxLimits, TestRun,
+    TestRunRequest,
+};
 pub use ports::tracker::{
     Attachment, Comment, Issue, IssueKind, IssueLink, NewAttachment, NewComment, NewIssue,
     NewIssueLink, Project, Tracker,

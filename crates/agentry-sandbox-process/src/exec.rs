@@ -1,13 +1,13 @@
-//! Running one subprocess under limits: the wrapper chain (`prlimit`,
-//! `unshare`), its own process group, a wall-time limit that kills the whole
-//! group, and bounded capture of stdout and stderr.
+//! Running one subprocess: its own process group, a wall-time limit that
+//! kills the whole group, bounded capture of stdout and stderr; and the
+//! resource limits (`prlimit`) put in front of a test command.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use agentry_core::{Error, Result};
+use agentry_core::{Error, Result, SandboxLimits};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -18,61 +18,28 @@ use tokio::task::JoinHandle;
 /// drain, before giving up on them.
 const REAP_GRACE: Duration = Duration::from_secs(5);
 
-/// How the address-space limit is applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum MemoryLimiter {
-    /// `prlimit --as=<bytes> -- cmd...` (util-linux).
-    Prlimit(PathBuf),
-    /// `sh -c 'ulimit -v <kib>; exec "$@"' sh cmd...`.
-    ShellUlimit,
-}
-
-/// The wrapper chain in front of the user-visible command.
+/// The resource limits in front of the command: `prlimit` (util-linux),
+/// one flag per limit. Inside the jail it runs last, after the namespaces
+/// exist, so the process limit counts the run's own processes.
 #[derive(Debug, Clone)]
-pub(crate) struct Wrappers<'a> {
-    pub memory: &'a MemoryLimiter,
-    pub memory_bytes: u64,
-    pub max_processes: Option<u64>,
-    /// `unshare` binary when the run must be cut off from the network.
-    pub unshare: Option<&'a Path>,
+pub(crate) struct Rlimits<'a> {
+    pub prlimit: &'a Path,
+    pub limits: &'a SandboxLimits,
 }
 
-impl Wrappers<'_> {
-    /// The full argv: limiter, then network namespace, then `command`.
+impl Rlimits<'_> {
+    /// `prlimit --as=… --cpu=… --fsize=… --nofile=… --nproc=… -- command…`.
     pub(crate) fn wrap(&self, command: &[String]) -> Vec<OsString> {
-        let mut inner: Vec<OsString> = Vec::new();
-        if let Some(unshare) = self.unshare {
-            inner.push(unshare.as_os_str().to_owned());
-            for arg in ["--user", "--map-root-user", "--net", "--"] {
-                inner.push(arg.into());
-            }
-        }
-        inner.extend(command.iter().map(OsString::from));
-
-        let mut argv: Vec<OsString> = Vec::new();
-        match self.memory {
-            MemoryLimiter::Prlimit(prlimit) => {
-                argv.push(prlimit.as_os_str().to_owned());
-                argv.push(format!("--as={}", self.memory_bytes).into());
-                if let Some(n) = self.max_processes {
-                    argv.push(format!("--nproc={n}").into());
-                }
-                argv.push("--".into());
-            }
-            MemoryLimiter::ShellUlimit => {
-                let mut script = format!("ulimit -v {}", self.memory_bytes.div_ceil(1024));
-                if let Some(n) = self.max_processes {
-                    // `-u` is bash's and busybox's spelling; a shell without it
-                    // still runs the command, with the memory limit only.
-                    script.push_str(&format!("; ulimit -u {n} 2>/dev/null"));
-                }
-                script.push_str("; exec \"$@\"");
-                for arg in ["sh", "-c", script.as_str(), "sh"] {
-                    argv.push(arg.into());
-                }
-            }
-        }
-        argv.extend(inner);
+        let l = self.limits;
+        let mut argv: Vec<OsString> = vec![self.prlimit.as_os_str().to_owned()];
+        argv.push(format!("--as={}", l.memory_bytes).into());
+        // RLIMIT_CPU is whole seconds; zero would mean "none left".
+        argv.push(format!("--cpu={}", l.cpu_time.as_secs().max(1)).into());
+        argv.push(format!("--fsize={}", l.file_size_bytes).into());
+        argv.push(format!("--nofile={}", l.open_files).into());
+        argv.push(format!("--nproc={}", l.processes).into());
+        argv.push("--".into());
+        argv.extend(command.iter().map(OsString::from));
         argv
     }
 }
@@ -268,87 +235,42 @@ pub(crate) fn find_program(name: &Path, path: &str) -> Option<PathBuf> {
         .find(|p| is_exec(p))
 }
 
-/// Runs a quick probe command synchronously; true when it exits 0 within
-/// `limit`.
-pub(crate) fn probe(argv: &[&str], limit: Duration) -> bool {
-    let Some((program, args)) = argv.split_first() else {
-        return false;
-    };
-    let Ok(mut child) = std::process::Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-    else {
-        return false;
-    };
-    let deadline = Instant::now() + limit;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return status.success(),
-            Ok(None) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return false;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn check_wrap(wrappers: Wrappers<'_>, command: &[&str], expected: &[&str]) {
-        let command: Vec<String> = command.iter().map(|s| s.to_string()).collect();
-        let got: Vec<String> = wrappers
-            .wrap(&command)
-            .iter()
-            .map(|s| s.to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(got, expected);
-    }
-
     #[test]
-    fn wrapper_chain_puts_limits_before_namespace_before_command() {
-        let prlimit = MemoryLimiter::Prlimit("/usr/bin/prlimit".into());
-        let unshare = PathBuf::from("/usr/bin/unshare");
-        check_wrap(
-            Wrappers {
-                memory: &prlimit,
-                memory_bytes: 1024,
-                max_processes: Some(64),
-                unshare: Some(&unshare),
-            },
-            &["python3", "-m", "unittest"],
-            &[
+    fn rlimits_name_every_limit_before_the_command() {
+        let limits = SandboxLimits {
+            memory_bytes: 1024,
+            cpu_time: Duration::from_millis(1500),
+            file_size_bytes: 4096,
+            open_files: 64,
+            processes: 32,
+            ..SandboxLimits::default()
+        };
+        let argv: Vec<String> = Rlimits {
+            prlimit: Path::new("/usr/bin/prlimit"),
+            limits: &limits,
+        }
+        .wrap(&["python3".into(), "-m".into(), "unittest".into()])
+        .iter()
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect();
+        assert_eq!(
+            argv,
+            [
                 "/usr/bin/prlimit",
                 "--as=1024",
-                "--nproc=64",
-                "--",
-                "/usr/bin/unshare",
-                "--user",
-                "--map-root-user",
-                "--net",
+                "--cpu=1",
+                "--fsize=4096",
+                "--nofile=64",
+                "--nproc=32",
                 "--",
                 "python3",
                 "-m",
-                "unittest",
-            ],
-        );
-        check_wrap(
-            Wrappers {
-                memory: &MemoryLimiter::ShellUlimit,
-                memory_bytes: 4096,
-                max_processes: None,
-                unshare: None,
-            },
-            &["npm", "test"],
-            &["sh", "-c", "ulimit -v 4; exec \"$@\"", "sh", "npm", "test"],
+                "unittest"
+            ]
         );
     }
 

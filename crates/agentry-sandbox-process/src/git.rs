@@ -99,6 +99,27 @@ impl Git<'_> {
         })
     }
 
+    /// `git remote remove origin` in `checkout`: the clone keeps no way back
+    /// to the repository it came from (its branch is the agents'; a test
+    /// has nothing to push to).
+    pub(crate) async fn forget_origin(&self, checkout: &Path) -> Result<()> {
+        let args = [
+            OsString::from("remote"),
+            OsString::from("remove"),
+            OsString::from("origin"),
+        ];
+        let out = self.git(checkout, &args.iter().collect::<Vec<_>>()).await?;
+        if out.exit_code == Some(0) {
+            Ok(())
+        } else {
+            Err(Error::permanent(format!(
+                "git remote remove origin failed ({}): {}",
+                describe_exit(&out),
+                out.stderr.trim()
+            )))
+        }
+    }
+
     /// `git rev-parse HEAD` in `checkout`.
     pub(crate) async fn head(&self, checkout: &Path) -> Result<String> {
         let args = [OsString::from("rev-parse"), OsString::from("HEAD")];

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use agentry_core::{Error, ProjectKind, RepoPath, Sandbox, SandboxLimits, TestRun, TestRunRequest};
+use agentry_core::{
+    Error, IsolationMode, Namespace, ProjectKind, RepoPath, Sandbox, SandboxLimits, TestRun,
+    TestRunRequest,
+};
 use agentry_sandbox_process::{ProcessSandbox, SandboxConfig};
 use tempfile::TempDir;
 
@@ -73,12 +76,18 @@ struct Fixture {
 }
 
 impl Fixture {
+    /// The default sandbox (`isolation = "full"`). A host that cannot give
+    /// it fails these tests: the test command installs bubblewrap.
     fn new() -> Fixture {
+        Fixture::with(SandboxConfig::default())
+    }
+
+    fn with(config: SandboxConfig) -> Fixture {
         let work_root = tempfile::tempdir().unwrap();
         let sandbox = ProcessSandbox::new(SandboxConfig {
             work_root: Some(work_root.path().to_path_buf()),
             git_timeout: Duration::from_secs(30),
-            ..SandboxConfig::default()
+            ..config
         });
         Fixture { sandbox, work_root }
     }
@@ -108,8 +117,7 @@ fn request(repo: &Repo, overlay: &[(&str, &str)]) -> TestRunRequest {
         limits: SandboxLimits {
             wall_time: Duration::from_secs(20),
             memory_bytes: 1024 * 1024 * 1024,
-            network: false,
-            output_bytes: 64 * 1024,
+            ..SandboxLimits::default()
         },
     }
 }
@@ -145,10 +153,21 @@ async fn unittest_project_passing_reports_counts_and_commit() {
     );
     assert_eq!(run.commit.as_deref(), Some(repo.head().as_str()));
     assert!(!run.timed_out);
-    assert_eq!(
-        run.network_isolated,
-        fx.sandbox.network_isolation_available()
-    );
+    assert_eq!(run.isolation.mode, IsolationMode::Full);
+    assert!(run.isolation.network_cut_off());
+    assert!(run.isolation.private_filesystem);
+    for ns in [
+        Namespace::Mount,
+        Namespace::Pid,
+        Namespace::Ipc,
+        Namespace::Uts,
+    ] {
+        assert!(
+            run.isolation.namespaces.contains(&ns),
+            "{:?}",
+            run.isolation
+        );
+    }
 }
 
 #[tokio::test]
@@ -201,40 +220,59 @@ fn process_is_gone(pid: i32) -> bool {
     }
 }
 
+/// Processes whose command line holds `marker`, seen from the host.
+fn processes_with(marker: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| !process_is_gone(*pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+        })
+        .collect()
+}
+
 #[tokio::test]
-async fn wall_time_limit_kills_the_whole_process_group() {
+async fn no_process_outlives_a_timeout_not_even_one_started_with_setsid() {
     let fx = Fixture::new();
-    let outside = tempfile::tempdir().unwrap();
-    let pid_file = outside.path().join("grandchild.pid");
+    let marker = format!("agentry-marker-{}", uuid::Uuid::new_v4().simple());
     let tests = format!(
-        "import subprocess, time, unittest\n\n\
+        "import subprocess, sys, time, unittest\n\n\
          class T(unittest.TestCase):\n    def test_hangs(self):\n\
-         \x20       child = subprocess.Popen(['sleep', '1000'])\n\
-         \x20       with open({pid:?}, 'w') as f:\n            f.write(str(child.pid))\n\
-         \x20       time.sleep(30)\n",
-        pid = pid_file.display().to_string()
+         \x20       sleeper = ['python3', '-c', 'import time; time.sleep(1000)', {marker:?}]\n\
+         \x20       subprocess.Popen(sleeper)\n\
+         \x20       subprocess.Popen(sleeper, start_new_session=True)\n\
+         \x20       subprocess.Popen(['setsid', '-f'] + sleeper)\n\
+         \x20       print('children started', flush=True)\n\
+         \x20       time.sleep(30)\n"
     );
     let repo = Repo::new(&[("test_hang.py", &tests)]);
     let mut req = request(&repo, &[]);
-    req.limits.wall_time = Duration::from_secs(2);
+    req.limits.wall_time = Duration::from_secs(3);
 
     let started = Instant::now();
     let run = fx.run(req).await.unwrap();
     assert!(
-        started.elapsed() < Duration::from_secs(10),
+        started.elapsed() < Duration::from_secs(15),
         "{:?}",
         started.elapsed()
     );
     assert!(run.timed_out && !run.passed, "{run:#?}");
     assert_eq!(run.signal, Some(9));
     assert_eq!(run.exit_code, None);
+    assert!(run.stdout.contains("children started"), "{run:#?}");
 
-    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !process_is_gone(pid) {
+    loop {
+        let left = processes_with(&marker);
+        if left.is_empty() {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
-            "grandchild {pid} survived the timeout"
+            "processes {left:?} survived the timeout"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -280,21 +318,17 @@ async fn network_is_cut_off_unless_allowed() {
     open.limits.network = true;
     let run = fx.run(open).await.unwrap();
     assert!(run.passed, "{}", run.stderr);
-    assert!(!run.network_isolated);
+    assert!(!run.isolation.network_cut_off());
+    assert!(!run.isolation.namespaces.contains(&Namespace::Net));
 
     let run = fx.run(request(&repo, &[])).await.unwrap();
-    if fx.sandbox.network_isolation_available() {
-        assert!(run.network_isolated);
-        assert!(
-            !run.passed,
-            "connected from inside the sandbox: {}",
-            run.stderr
-        );
-        assert!(run.stderr.contains("Error"), "{}", run.stderr);
-    } else {
-        // Hosts without user namespaces say so instead of pretending.
-        assert!(!run.network_isolated);
-    }
+    assert!(run.isolation.network_cut_off());
+    assert!(
+        !run.passed,
+        "connected from inside the sandbox: {}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("Error"), "{}", run.stderr);
     drop(listener);
 }
 
@@ -418,4 +452,276 @@ async fn rust_and_node_projects_run_their_own_runners() {
     assert_eq!(run.project_kind, Some(ProjectKind::Node));
     assert!(run.passed, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("node ok"), "{}", run.stdout);
+}
+
+// ---- containment: what generated test code must not reach -----------------
+
+/// A Python test module whose test methods are `body`'s, with the usual
+/// imports.
+fn py_tests(body: &str) -> String {
+    format!(
+        "import errno, os, socket, subprocess, sys, unittest\n\n\
+         class T(unittest.TestCase):\n{body}"
+    )
+}
+
+#[tokio::test]
+async fn generated_tests_cannot_read_or_write_outside_their_clone() {
+    let fx = Fixture::new();
+    // What the review reached from a test: a file elsewhere on the host,
+    // the data directory with its database, and the host's /tmp.
+    let host = tempfile::tempdir().unwrap();
+    let secret = host.path().join("secret.txt");
+    std::fs::write(&secret, "s3cret").unwrap();
+    let data_dir = host.path().join("data");
+    std::fs::create_dir(&data_dir).unwrap();
+    std::fs::write(data_dir.join("agentry.db"), "SQLite format 3\0").unwrap();
+    let escaped = host.path().join("escaped.txt");
+    let host_tmp_probe =
+        std::env::temp_dir().join(format!("agentry-probe-{}", uuid::Uuid::new_v4()));
+
+    let body = format!(
+        "    def test_host_files_are_not_there(self):\n\
+         \x20       for path in ({secret:?}, {db:?}, '/etc/shadow', '/etc/ssh', '/home', '/run', '/var'):\n\
+         \x20           self.assertFalse(os.path.exists(path), path)\n\
+         \x20       # The root holds the system, the clone, and the way to the toolchain.\n\
+         \x20       toolchain = {{sys.prefix.split('/')[1], sys.base_prefix.split('/')[1]}}\n\
+         \x20       system = {{'usr', 'bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32', 'etc', 'proc', 'dev', 'tmp', 'workspace'}}\n\
+         \x20       self.assertEqual(set(os.listdir('/')) - system - toolchain, set())\n\
+         \x20       with self.assertRaises(OSError):\n\
+         \x20           open({secret:?}).read()\n\n\
+         \x20   def test_nothing_outside_the_clone_is_writable(self):\n\
+         \x20       for path in ({escaped:?}, '/usr/escaped', '/etc/escaped', '/escaped'):\n\
+         \x20           with self.assertRaises(OSError, msg=path):\n\
+         \x20               open(path, 'w').write('x')\n\n\
+         \x20   def test_tmp_and_the_clone_are_writable_and_private(self):\n\
+         \x20       with open({tmp:?}, 'w') as f:\n\
+         \x20           f.write('only inside')\n\
+         \x20       with open('written_by_test.txt', 'w') as f:\n\
+         \x20           f.write('discarded')\n\
+         \x20       self.assertTrue(os.path.isdir(os.environ['HOME']))\n",
+        secret = secret.display().to_string(),
+        db = data_dir.join("agentry.db").display().to_string(),
+        escaped = escaped.display().to_string(),
+        tmp = host_tmp_probe.display().to_string(),
+    );
+    let repo = Repo::new(&[("test_fs.py", &py_tests(&body))]);
+    let run = fx.run(request(&repo, &[])).await.unwrap();
+    assert!(run.passed, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!((run.tests_passed, run.tests_failed), (Some(3), Some(0)));
+    assert!(!escaped.exists());
+    assert!(!host_tmp_probe.exists(), "the test's /tmp is the host's");
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "s3cret");
+    // What the test left in its clone is gone with the clone.
+    assert!(!repo.path().join("written_by_test.txt").exists());
+}
+
+#[tokio::test]
+async fn generated_tests_cannot_read_the_parent_environment() {
+    // The parent's environment holds a secret; the test's is an allow-list.
+    std::env::set_var("AGENTRY_TEST_PARENT_SECRET", "hunter2");
+    let fx = Fixture::new();
+    let body = "    def test_no_secret_anywhere(self):\n\
+        \x20       self.assertNotIn('AGENTRY_TEST_PARENT_SECRET', os.environ)\n\
+        \x20       for pid in [p for p in os.listdir('/proc') if p.isdigit()]:\n\
+        \x20           try:\n\
+        \x20               environ = open(f'/proc/{pid}/environ', 'rb').read()\n\
+        \x20           except OSError:\n\
+        \x20               continue\n\
+        \x20           self.assertNotIn(b'hunter2', environ, pid)\n\n\
+        \x20   def test_environment_is_the_allow_list(self):\n\
+        \x20       allowed = {'PATH', 'HOME', 'TMPDIR', 'USER', 'LOGNAME', 'LANG', 'CI',\n\
+        \x20                  'PYTHONDONTWRITEBYTECODE', 'PYTHONHASHSEED', 'PWD', 'SHLVL', '_'}\n\
+        \x20       self.assertEqual(set(os.environ) - allowed, set())\n";
+    let repo = Repo::new(&[("test_env.py", &py_tests(body))]);
+    let run = fx.run(request(&repo, &[])).await.unwrap();
+    assert!(run.passed, "{}\n{}", run.stdout, run.stderr);
+}
+
+#[tokio::test]
+async fn generated_tests_cannot_push_or_change_any_branch() {
+    let fx = Fixture::new();
+    let body = format!(
+        "    def git(self, *args):\n\
+         \x20       return subprocess.run(['git', *args], capture_output=True, text=True)\n\n\
+         \x20   def test_no_way_back_to_the_repository(self):\n\
+         \x20       self.assertNotEqual(self.git('remote', 'get-url', 'origin').returncode, 0)\n\
+         \x20       self.git('-c', 'user.name=t', '-c', 'user.email=t@t', 'commit', '--allow-empty', '-qm', 'evil')\n\
+         \x20       for target in ('origin', {source:?}, 'file://' + {source:?}):\n\
+         \x20           pushed = self.git('push', target, 'HEAD:refs/heads/main', 'HEAD:refs/heads/evil')\n\
+         \x20           self.assertNotEqual(pushed.returncode, 0, pushed.stderr)\n",
+        source = "SOURCE"
+    );
+    let repo = Repo::new(&[("app.py", APP)]);
+    let body = body.replace("SOURCE", &repo.path().display().to_string());
+    std::fs::write(repo.path().join("test_push.py"), py_tests(&body)).unwrap();
+    Repo::commit(&repo.dir);
+    let before = repo.head();
+
+    let run = fx.run(request(&repo, &[])).await.unwrap();
+    assert!(run.passed, "{}\n{}", run.stdout, run.stderr);
+    // The result belongs to the agents' commit, and no branch moved.
+    assert_eq!(run.commit.as_deref(), Some(before.as_str()));
+    assert_eq!(repo.head(), before);
+    let branches = Command::new("git")
+        .args(["branch", "--list"])
+        .current_dir(repo.path())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&branches.stdout).trim(), "* main");
+}
+
+#[tokio::test]
+async fn unix_sockets_of_the_host_are_unreachable() {
+    use std::os::linux::net::SocketAddrExt;
+    let fx = Fixture::new();
+    let host = tempfile::tempdir().unwrap();
+    let path = host.path().join("service.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let name = format!("agentry-test-{}", uuid::Uuid::new_v4().simple());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let _abstract = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+
+    let body = format!(
+        "    def test_sockets(self):\n\
+         \x20       targets = [{path:?}, '\\0' + {name:?}, '/run/postgresql/.s.PGSQL.5432',\n\
+         \x20                  '/var/run/postgresql/.s.PGSQL.5432', '/run/dbus/system_bus_socket']\n\
+         \x20       for target in targets:\n\
+         \x20           s = socket.socket(socket.AF_UNIX)\n\
+         \x20           with self.assertRaises(OSError, msg=repr(target)):\n\
+         \x20               s.connect(target)\n\
+         \x20           s.close()\n",
+        path = path.display().to_string(),
+    );
+    let repo = Repo::new(&[("test_unix.py", &py_tests(&body))]);
+    let run = fx.run(request(&repo, &[])).await.unwrap();
+    assert!(run.passed, "{}\n{}", run.stdout, run.stderr);
+
+    // Control: the same test, unconfined, reaches the host's sockets.
+    let open = Fixture::with(SandboxConfig {
+        isolation: IsolationMode::None,
+        ..SandboxConfig::default()
+    });
+    let run = open.run(request(&repo, &[])).await.unwrap();
+    assert!(!run.passed, "the control did not reach the host's socket");
+    assert!(run.stderr.contains("AssertionError"), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn a_fork_bomb_stops_at_the_process_limit() {
+    let fx = Fixture::new();
+    let body = "    def test_bounded(self):\n\
+        \x20       children = []\n\
+        \x20       try:\n\
+        \x20           for _ in range(200):\n\
+        \x20               children.append(subprocess.Popen(['sleep', '30']))\n\
+        \x20       except OSError as e:\n\
+        \x20           self.assertEqual(e.errno, errno.EAGAIN)\n\
+        \x20       finally:\n\
+        \x20           for c in children:\n\
+        \x20               c.kill()\n\
+        \x20       self.assertLess(len(children), 32)\n";
+    let repo = Repo::new(&[("test_fork.py", &py_tests(body))]);
+    let mut req = request(&repo, &[]);
+    req.limits.processes = 32;
+    let run = fx.run(req).await.unwrap();
+    assert!(run.passed, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.isolation.limits.processes, 32);
+}
+
+#[tokio::test]
+async fn file_size_open_files_and_cpu_time_are_limited() {
+    let fx = Fixture::new();
+    let body = "    def test_file_size(self):\n\
+        \x20       with open('big.bin', 'wb') as f:\n\
+        \x20           with self.assertRaises(OSError) as caught:\n\
+        \x20               f.write(b'x' * (2 * 1024 * 1024))\n\
+        \x20               f.flush()\n\
+        \x20       self.assertEqual(caught.exception.errno, errno.EFBIG)\n\n\
+        \x20   def test_open_files(self):\n\
+        \x20       files = []\n\
+        \x20       with self.assertRaises(OSError) as caught:\n\
+        \x20           for _ in range(100):\n\
+        \x20               files.append(open('/dev/null'))\n\
+        \x20       self.assertEqual(caught.exception.errno, errno.EMFILE)\n\
+        \x20       self.assertLess(len(files), 64)\n\n\
+        \x20   def test_cpu_time(self):\n\
+        \x20       spin = subprocess.run([sys.executable, '-c', 'while True: pass'])\n\
+        \x20       self.assertNotEqual(spin.returncode, 0)\n";
+    let repo = Repo::new(&[("test_limits.py", &py_tests(body))]);
+    let mut req = request(&repo, &[]);
+    req.limits.file_size_bytes = 1024 * 1024;
+    req.limits.open_files = 64;
+    req.limits.cpu_time = Duration::from_secs(1);
+    let run = fx.run(req).await.unwrap();
+    assert!(run.passed, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!((run.tests_passed, run.tests_failed), (Some(3), Some(0)));
+    assert!(!run.timed_out);
+}
+
+// ---- refusing to run ----------------------------------------------------------
+
+#[tokio::test]
+async fn without_bubblewrap_no_generated_code_runs() {
+    let fx = Fixture::with(SandboxConfig {
+        bwrap: "/nonexistent/bwrap".into(),
+        ..SandboxConfig::default()
+    });
+    let repo = Repo::new(&[
+        ("app.py", APP),
+        (
+            "test_app.py",
+            &test_file("    def test_x(self):\n        open('ran', 'w')\n"),
+        ),
+    ]);
+    let err = fx.run(request(&repo, &[])).await.unwrap_err();
+    assert!(matches!(err, Error::Permanent(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("bubblewrap"), "{text}");
+    assert!(text.contains("sandbox.isolation = \"none\""), "{text}");
+    assert!(fx.sandbox.ready(&SandboxLimits::default()).await.is_err());
+}
+
+#[tokio::test]
+async fn a_kernel_that_refuses_the_namespaces_is_a_refusal() {
+    // A bwrap that fails the way it does where user namespaces are off.
+    let bin = tempfile::tempdir().unwrap();
+    let fake = bin.path().join("bwrap");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\ncase \"$1\" in --version) echo bubblewrap 0.8.0;; \
+         *) echo 'bwrap: No permissions to creating new namespace' >&2; exit 1;; esac\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let fx = Fixture::with(SandboxConfig {
+        bwrap: fake,
+        ..SandboxConfig::default()
+    });
+    let repo = Repo::new(&[("app.py", APP)]);
+    let err = fx.run(request(&repo, &[])).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("No permissions to creating new namespace"),
+        "{text}"
+    );
+    assert!(text.contains("refused"), "{text}");
+}
+
+#[tokio::test]
+async fn isolation_none_runs_unconfined_only_when_chosen_and_says_so() {
+    let fx = Fixture::with(SandboxConfig {
+        isolation: IsolationMode::None,
+        bwrap: "/nonexistent/bwrap".into(),
+        ..SandboxConfig::default()
+    });
+    let tests = test_file("    def test_ok(self):\n        self.assertTrue(shorten('a'))\n");
+    let repo = Repo::new(&[("app.py", APP), ("test_app.py", &tests)]);
+    let run = fx.run(request(&repo, &[])).await.unwrap();
+    assert!(run.passed, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.isolation.mode, IsolationMode::None);
+    assert!(run.isolation.namespaces.is_empty());
+    assert!(!run.isolation.private_filesystem);
+    assert!(!run.isolation.network_cut_off());
 }

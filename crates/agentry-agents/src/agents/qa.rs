@@ -144,8 +144,9 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
                 kind: IssueKind::Bug,
                 title: format!("QA round {round}: acceptance tests fail"),
                 description: format!(
-                    "{summary}\n\nCommand: `{}`\n\n```\n{}\n```\n\n```\n{}\n```\n",
+                    "{summary}\n\nCommand: `{}`\nIsolation: {}\n\n```\n{}\n```\n\n```\n{}\n```\n",
                     run.command.join(" "),
+                    run.isolation.describe(),
                     tail(&run.stdout, 3000),
                     tail(&run.stderr, 3000)
                 ),

@@ -1,5 +1,9 @@
-//! The `Sandbox` port: run a project's tests in a fresh checkout, in a
-//! subprocess with wall-time, memory and network limits.
+//! The `Sandbox` port: run a project's tests in a fresh checkout, isolated
+//! from the host, under limits.
+//!
+//! The code a sandbox runs was written by a language model: it is untrusted.
+//! A run reports the isolation it actually had ([`Isolation`]), never the
+//! isolation that was asked for.
 
 use std::time::Duration;
 
@@ -10,17 +14,28 @@ use uuid::Uuid;
 
 use crate::{RepoPath, Result};
 
-/// Limits for one run.
+/// Limits for one run. Each is applied to every process of the run
+/// (resource limits are per process, except `processes`, which counts the
+/// run's processes and threads together).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SandboxLimits {
-    /// Wall-clock limit; the whole process group is killed when it passes.
+    /// Wall-clock limit; every process of the run is killed when it passes.
     pub wall_time: Duration,
-    /// Address-space limit of the test process, in bytes.
+    /// Address-space limit of each process, in bytes.
     pub memory_bytes: u64,
     /// Allow network access (default false).
     pub network: bool,
     /// Keep at most this many bytes of stdout and of stderr (the tail).
     pub output_bytes: usize,
+    /// CPU time of each process.
+    pub cpu_time: Duration,
+    /// Largest file a process may write, in bytes.
+    pub file_size_bytes: u64,
+    /// Open file descriptors of each process.
+    pub open_files: u64,
+    /// Processes and threads the run may have at once.
+    pub processes: u64,
 }
 
 impl Default for SandboxLimits {
@@ -30,7 +45,129 @@ impl Default for SandboxLimits {
             memory_bytes: 2 * 1024 * 1024 * 1024,
             network: false,
             output_bytes: 64 * 1024,
+            cpu_time: Duration::from_secs(120),
+            file_size_bytes: 256 * 1024 * 1024,
+            open_files: 1024,
+            processes: 256,
         }
+    }
+}
+
+/// How far a sandbox isolates the code it runs (the operator's choice).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IsolationMode {
+    /// Fresh namespaces and a private filesystem; a host that cannot give
+    /// them refuses to run generated code.
+    #[default]
+    Full,
+    /// A plain subprocess with the host's filesystem (and network, unless
+    /// cut off some other way): only for hosts where the operator accepts
+    /// that, set explicitly.
+    None,
+}
+
+impl IsolationMode {
+    /// Stable name (`full`, `none`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IsolationMode::Full => "full",
+            IsolationMode::None => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for IsolationMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for IsolationMode {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "full" => Ok(IsolationMode::Full),
+            "none" => Ok(IsolationMode::None),
+            other => Err(crate::Error::invalid(format!(
+                "unknown sandbox isolation `{other}`: expected `full` or `none`"
+            ))),
+        }
+    }
+}
+
+/// A kernel namespace a run had of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Namespace {
+    /// User ids and capabilities.
+    User,
+    /// Mounts: the filesystem it sees.
+    Mount,
+    /// Process ids: every process dies with the run.
+    Pid,
+    /// System V IPC and POSIX message queues.
+    Ipc,
+    /// Host name.
+    Uts,
+    /// Network: loopback only.
+    Net,
+    /// Control groups (where the kernel has them).
+    Cgroup,
+}
+
+/// The isolation a run actually had.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Isolation {
+    /// The mode it ran under.
+    pub mode: IsolationMode,
+    /// The namespaces it had of its own (none in mode `none`).
+    pub namespaces: Vec<Namespace>,
+    /// The unprivileged host user id its processes ran as, when the
+    /// sandbox dropped to one (a sandbox started by root does, so the
+    /// kernel enforces the process limit and root's files stay root's).
+    pub host_uid: Option<u32>,
+    /// Whether its filesystem was private: only the clone writable,
+    /// system directories and toolchains read-only, nothing else of the
+    /// host visible.
+    pub private_filesystem: bool,
+    /// The limits applied.
+    pub limits: SandboxLimits,
+}
+
+impl Isolation {
+    /// Whether the run was cut off from the network.
+    pub fn network_cut_off(&self) -> bool {
+        self.namespaces.contains(&Namespace::Net)
+    }
+
+    /// One line for people: `full (user, mount, pid, ipc, uts, net; private filesystem)`.
+    pub fn describe(&self) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        if !self.namespaces.is_empty() {
+            let names: Vec<String> = self
+                .namespaces
+                .iter()
+                .map(|n| {
+                    serde_json::to_value(n)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default()
+                })
+                .collect();
+            parts.push(format!("namespaces: {}", names.join(", ")));
+        }
+        if self.private_filesystem {
+            parts.push("private filesystem".into());
+        }
+        if let Some(uid) = self.host_uid {
+            parts.push(format!("host uid {uid}"));
+        }
+        if !self.network_cut_off() {
+            parts.push("host network".into());
+        }
+        format!("{} ({})", self.mode, parts.join("; "))
     }
 }
 
@@ -80,8 +217,8 @@ pub struct TestRun {
     pub timed_out: bool,
     /// Signal that killed it, if any.
     pub signal: Option<i32>,
-    /// Whether the run was cut off from the network.
-    pub network_isolated: bool,
+    /// The isolation the run actually had.
+    pub isolation: Isolation,
     /// Tail of stdout.
     pub stdout: String,
     /// Tail of stderr.
@@ -92,7 +229,8 @@ pub struct TestRun {
     pub tests_passed: Option<u32>,
     /// Failed tests counted from the runner's output, when it said.
     pub tests_failed: Option<u32>,
-    /// Commit that was tested.
+    /// Commit that was tested: the one the agents made, read before any
+    /// test code ran.
     pub commit: Option<String>,
     /// When it started.
     pub started_at: DateTime<Utc>,
@@ -106,6 +244,50 @@ pub trait Sandbox: Send + Sync + 'static {
 
     /// Clones, overlays, detects and runs. A failing test suite is a
     /// successful call with `passed == false`; errors are for runs that
-    /// could not happen (clone failed, no project detected, bad path).
+    /// could not happen (clone failed, no project detected, bad path, or a
+    /// host that cannot give the configured isolation).
     async fn run_tests(&self, request: TestRunRequest) -> Result<TestRun>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn isolation_modes_parse_and_print_one_way() {
+        for mode in [IsolationMode::Full, IsolationMode::None] {
+            assert_eq!(mode.to_string().parse::<IsolationMode>().unwrap(), mode);
+            assert_eq!(
+                serde_json::to_value(mode).unwrap(),
+                serde_json::json!(mode.as_str())
+            );
+        }
+        let err = "partial".parse::<IsolationMode>().unwrap_err();
+        assert!(err.to_string().contains("`partial`"), "{err}");
+    }
+
+    #[test]
+    fn isolation_describes_what_the_run_had() {
+        let full = Isolation {
+            mode: IsolationMode::Full,
+            namespaces: vec![Namespace::Mount, Namespace::Pid, Namespace::Net],
+            host_uid: Some(1234),
+            private_filesystem: true,
+            limits: SandboxLimits::default(),
+        };
+        assert!(full.network_cut_off());
+        assert_eq!(
+            full.describe(),
+            "full (namespaces: mount, pid, net; private filesystem; host uid 1234)"
+        );
+        let none = Isolation {
+            mode: IsolationMode::None,
+            namespaces: vec![],
+            host_uid: None,
+            private_filesystem: false,
+            limits: SandboxLimits::default(),
+        };
+        assert!(!none.network_cut_off());
+        assert_eq!(none.describe(), "none (host network)");
+    }
 }
