@@ -182,3 +182,44 @@ fn isolation_none_is_an_explicit_choice_and_each_run_records_what_it_had() {
     assert_eq!(report["ready"], true);
     assert_eq!(report["isolation"]["mode"], "full");
 }
+
+#[test]
+fn an_unprivileged_user_runs_its_tests_in_a_user_namespace() {
+    // Run by root (as CI is), the suite also checks the path an ordinary
+    // user takes: `agentry` under an unprivileged uid of its own.
+    let home = support::tempdir();
+    let mut cmd = if nix::unistd::geteuid().is_root() {
+        let uid = 4000 + (std::process::id() % 50_000);
+        std::os::unix::fs::chown(home.path(), Some(uid), Some(uid)).unwrap();
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={uid}"))
+            .arg("--clear-groups")
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_agentry"));
+        cmd
+    } else {
+        std::process::Command::new(env!("CARGO_BIN_EXE_agentry"))
+    };
+    cmd.env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", home.path())
+        .env("AGENTRY_SANDBOX__WORK_DIR", home.path().join("work"))
+        .arg("--data-dir")
+        .arg(home.path().join("data"))
+        .args(["--json", "demo"]);
+    let out = run(&mut cmd);
+    assert_ok(&out);
+    let summary = stdout_json(&out);
+    assert_eq!(summary["status"], "completed");
+    let runs = summary["test_runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    for r in runs {
+        let isolation = r["isolation"].as_str().unwrap();
+        assert!(
+            isolation.starts_with("full (namespaces: user, mount, pid, ipc, uts, net;"),
+            "{isolation}"
+        );
+        assert!(!isolation.contains("host uid"), "{isolation}");
+    }
+}
