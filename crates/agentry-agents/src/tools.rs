@@ -406,7 +406,7 @@ mod tests {
                 "write_file",
                 json!({"path": ".git/hooks/pre-commit", "content": "x"}),
             )],
-            "`.git` is not writable",
+            "`.git` names git's own `.git` directory",
         )
         .await;
     }
