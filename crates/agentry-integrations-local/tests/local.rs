@@ -389,6 +389,30 @@ async fn files_and_directories_cannot_swap_silently() {
     assert_eq!(same, head);
 }
 
+/// The store's file is the local integrations' too: an empty one is a
+/// lost store, refused here as by the store, and left as it was.
+#[tokio::test]
+async fn an_empty_database_file_is_refused_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("agentry.db");
+    std::fs::write(&db, b"").unwrap();
+    let error = LocalIntegrations::open(&db, dir.path())
+        .await
+        .expect_err("an empty file is a lost store, not a new one");
+    let message = error.to_string();
+    assert!(matches!(error, Error::Permanent(_)), "{message}");
+    for needle in [
+        db.display().to_string().as_str(),
+        "is empty",
+        "Restore it",
+        "move it away",
+    ] {
+        assert!(message.contains(needle), "`{needle}` in: {message}");
+    }
+    assert_eq!(std::fs::metadata(&db).unwrap().len(), 0, "nothing written");
+    assert_eq!(files_under(dir.path()), ["agentry.db"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
