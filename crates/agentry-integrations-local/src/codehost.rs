@@ -451,11 +451,15 @@ impl GitCodeHost {
 
     /// Applies the changes to a flattened tree, refusing writes through
     /// symlinks or submodules, files over directories and the reverse.
+    /// Deletions go first, so a file may replace a directory whose files
+    /// the same commit deletes (and the reverse).
     fn apply_changes(
         tree: &mut BTreeMap<String, TreeEntry>,
         changes: &[(RepoPath, Option<String>)],
     ) -> Result<()> {
-        for (path, blob) in changes {
+        let (deletions, writes): (Vec<_>, Vec<_>) =
+            changes.iter().partition(|(_, blob)| blob.is_none());
+        for (path, blob) in deletions.into_iter().chain(writes) {
             let p = path.as_str();
             let mut prefix = String::new();
             for part in p.split('/') {
@@ -1162,10 +1166,13 @@ mod tests {
     async fn a_path_git_drops_from_the_tree_fails_the_write_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let git_dir = dir.path().join("r.git");
-        GitCall::new(None, ["init", "--quiet", "--bare", git_dir.to_str().unwrap()])
-            .run()
-            .await
-            .unwrap();
+        GitCall::new(
+            None,
+            ["init", "--quiet", "--bare", git_dir.to_str().unwrap()],
+        )
+        .run()
+        .await
+        .unwrap();
         let blob = GitCall::new(Some(&git_dir), ["hash-object", "-w", "--stdin"])
             .stdin("x\n")
             .run()

@@ -387,6 +387,20 @@ async fn files_and_directories_cannot_swap_silently() {
         .await
         .unwrap();
     assert_eq!(same, head);
+    // And back: a file replaces a directory whose files are deleted too
+    // (the deletion sorts after the write; it is applied first).
+    host.commit_files(commit(
+        "tree",
+        "main",
+        &[("src/a.py", Some("a again")), ("src/a.py/b", None)],
+        "swap back",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        host.list_files("tree", "main").await.unwrap(),
+        vec!["README.md", "src/a.py"]
+    );
 }
 
 /// The store's file is the local integrations' too: an empty one is a
@@ -445,7 +459,12 @@ async fn a_file_git_would_drop_fails_the_commit_naming_it() {
     git(&["update-ref", "refs/heads/main", &commit_sha], bare);
 
     let error = host
-        .commit_files(commit("dotgit", "main", &[("app.py", Some("x = 1\n"))], "app"))
+        .commit_files(commit(
+            "dotgit",
+            "main",
+            &[("app.py", Some("x = 1\n"))],
+            "app",
+        ))
         .await
         .unwrap_err();
     assert!(
