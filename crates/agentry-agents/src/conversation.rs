@@ -177,7 +177,8 @@ impl<'a> Conversation<'a> {
             }
 
             let checked = validator.parse::<T>(&response.content).and_then(|parsed| {
-                let problems = check(&parsed.0);
+                let mut problems = check(&parsed.0);
+                problems.extend(tools.answer_problems(&parsed.0.files()));
                 if problems.is_empty() {
                     Ok(parsed)
                 } else {

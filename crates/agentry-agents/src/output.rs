@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use agentry_core::{Error, OutputSchema, RepoPath, Result};
+use agentry_core::{file_size_problem, Error, OutputSchema, RepoPath, Result};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,13 @@ pub trait AgentOutput: DeserializeOwned + Serialize + JsonSchema + Send {
     /// Rules beyond the schema (tree shape, paths); each problem is one line
     /// that goes back to the model in the repair round.
     fn problems(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The files (path, content) this answer puts in the repository or the
+    /// test checkout, checked together with what the agent staged through
+    /// tools (`Toolbox::answer_problems`). None by default.
+    fn files(&self) -> Vec<(&str, &str)> {
         Vec::new()
     }
 }
@@ -89,15 +96,26 @@ pub struct FileSpec {
     pub content: String,
 }
 
-fn path_problems(files: &[FileSpec], field: &str) -> Vec<String> {
+/// Each file's path must be one git accepts and its content within
+/// [`agentry_core::MAX_FILE_BYTES`]: the code host would refuse it, so the
+/// model is asked to repair it instead.
+fn file_problems(files: &[FileSpec], field: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        if let Err(error) = RepoPath::parse(&f.path) {
+            out.push(format!("/{field}/{i}/path: {error}"));
+        }
+        if let Some(problem) = file_size_problem(&f.path, f.content.len()) {
+            out.push(format!("/{field}/{i}/content: {problem}"));
+        }
+    }
+    out
+}
+
+fn spec_files(files: &[FileSpec]) -> Vec<(&str, &str)> {
     files
         .iter()
-        .enumerate()
-        .filter_map(|(i, f)| {
-            RepoPath::parse(&f.path)
-                .err()
-                .map(|error| format!("/{field}/{i}/path: {error}"))
-        })
+        .map(|f| (f.path.as_str(), f.content.as_str()))
         .collect()
 }
 
@@ -122,7 +140,10 @@ pub struct Implementation {
 impl AgentOutput for Implementation {
     const NAME: &'static str = "Implementation";
     fn problems(&self) -> Vec<String> {
-        path_problems(&self.files, "files")
+        file_problems(&self.files, "files")
+    }
+    fn files(&self) -> Vec<(&str, &str)> {
+        spec_files(&self.files)
     }
 }
 
@@ -142,8 +163,11 @@ pub struct QaReport {
 
 impl AgentOutput for QaReport {
     const NAME: &'static str = "QaReport";
+    fn files(&self) -> Vec<(&str, &str)> {
+        spec_files(&self.test_files)
+    }
     fn problems(&self) -> Vec<String> {
-        let mut out = path_problems(&self.test_files, "test_files");
+        let mut out = file_problems(&self.test_files, "test_files");
         for (i, file) in self.test_files.iter().enumerate() {
             if !file.path.ends_with(".py") {
                 continue;
@@ -503,9 +527,15 @@ pub struct Pipeline {
 
 impl AgentOutput for Pipeline {
     const NAME: &'static str = "Pipeline";
+    fn files(&self) -> Vec<(&str, &str)> {
+        self.files
+            .iter()
+            .map(|f| (f.path.as_str(), f.content.as_str()))
+            .collect()
+    }
     fn problems(&self) -> Vec<String> {
         let files: Vec<FileSpec> = self.files.iter().cloned().map(FileSpec::from).collect();
-        let mut out = path_problems(&files, "files");
+        let mut out = file_problems(&files, "files");
         if !self.files.iter().any(|f| f.path.trim() == ".gitlab-ci.yml") {
             out.push("/files: `.gitlab-ci.yml` is missing".to_string());
         }
@@ -762,6 +792,43 @@ mod tests {
             json!({"files": [{"path": "Dockerfile", "content": "FROM x"}], "notes": ""}),
             Err(&["`.gitlab-ci.yml` is missing"]),
         );
+    }
+
+    /// A compact developer's answer file at `.GIT/config`, or of 20 MiB,
+    /// would be reported committed: both go back to the model instead.
+    #[test]
+    fn answer_files_git_would_drop_or_the_host_refuse_get_a_repair() {
+        let implementation = Implementation {
+            summary: "s".into(),
+            design: String::new(),
+            language: "python".into(),
+            files: vec![
+                FileSpec {
+                    path: "app/main.py".into(),
+                    content: "print(1)\n".into(),
+                },
+                FileSpec {
+                    path: ".GIT/config".into(),
+                    content: "[core]\n".into(),
+                },
+                FileSpec {
+                    path: "data/dump.json".into(),
+                    content: "x".repeat(20 * 1024 * 1024),
+                },
+            ],
+            commit_message: "m".into(),
+        };
+        let problems = implementation.problems();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].starts_with("/files/1/path: invalid input: path `.GIT/config` rejected"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].starts_with("/files/2/content: `data/dump.json` is 20 MiB"),
+            "{problems:?}"
+        );
+        assert_eq!(implementation.files().len(), 3);
     }
 
     #[test]

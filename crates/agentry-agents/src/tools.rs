@@ -1,14 +1,25 @@
 //! The tools agents call through the LLM's native tool calling, and the
 //! per-role registry. A tool never fails the node: every error goes back to
 //! the model as `error: ...` text, so it can correct itself.
+//!
+//! `write_file` and `delete_file` stage a change only when it will land:
+//! the path is one git accepts (`RepoPath`), the file and the change set
+//! fit the code host's size limits, the role may write the path, and the
+//! change leaves a tree (no file where the branch has a directory, or the
+//! reverse). Anything else is refused with the reason, and nothing is
+//! staged, so "staged" is a promise the commit keeps.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use agentry_core::{AgentRole, CodeHost, Error, RepoPath, ToolCall, ToolDefinition, Tracker, Wiki};
+use agentry_core::{
+    commit_size_problem, file_size_problem, AgentRole, CodeHost, Error, RepoPath, ToolCall,
+    ToolDefinition, Tracker, Wiki,
+};
 use serde_json::{json, Value};
 
 use crate::context::{compact, head};
+use crate::output::is_delivery_path;
 
 /// Largest file content a `read_file` result shows.
 const READ_LIMIT: usize = 48 * 1024;
@@ -138,6 +149,8 @@ pub struct Toolbox {
     role: AgentRole,
     env: ToolEnv,
     staged: BTreeMap<RepoPath, Option<String>>,
+    /// Paths this run may read but not write, with the reason.
+    read_only: BTreeMap<String, String>,
 }
 
 impl Toolbox {
@@ -147,7 +160,48 @@ impl Toolbox {
             role,
             env,
             staged: BTreeMap::new(),
+            read_only: BTreeMap::new(),
         }
+    }
+
+    /// This toolbox with `paths` refused to `write_file` and `delete_file`
+    /// for `reason` (the developer's copies of QA's tests would not be
+    /// committed, so they are not staged either).
+    pub fn with_read_only<'a>(
+        mut self,
+        paths: impl IntoIterator<Item = &'a str>,
+        reason: &str,
+    ) -> Self {
+        for path in paths {
+            self.read_only.insert(path.to_string(), reason.to_string());
+        }
+        self
+    }
+
+    /// Problems of a final answer whose `files` (path, content) are
+    /// committed together with what this run staged (an answer's file
+    /// replaces a staged one of the same path): all of them must fit in
+    /// [`agentry_core::MAX_COMMIT_BYTES`]. (Each file's own limit is the
+    /// answer's rule, `AgentOutput::problems`.) One line per problem, for
+    /// the repair round.
+    pub fn answer_problems(&self, files: &[(&str, &str)]) -> Vec<String> {
+        let mut problems = Vec::new();
+        let answered: BTreeSet<&str> = files.iter().map(|(path, _)| *path).collect();
+        let staged: usize = self
+            .staged
+            .iter()
+            .filter(|(path, _)| !answered.contains(path.as_str()))
+            .map(|(_, content)| content.as_ref().map_or(0, String::len))
+            .sum();
+        let total = staged + files.iter().map(|(_, c)| c.len()).sum::<usize>();
+        if let Some(problem) = commit_size_problem(total) {
+            problems.push(if staged > 0 {
+                format!("{problem} (the files you staged with `write_file` count too)")
+            } else {
+                problem
+            });
+        }
+        problems
     }
 
     /// Definitions of the role's tools.
@@ -203,15 +257,41 @@ impl Toolbox {
             Tool::ReadFile => self.read_file(&args).await,
             Tool::WriteFile => {
                 let path = path_arg(&args)?;
-                let content = str_arg(&args, "content")?.to_string();
+                let content = str_arg(&args, "content")?;
+                self.check_writable(&path)?;
+                if let Some(problem) = file_size_problem(path.as_str(), content.len()) {
+                    return Err(Error::invalid(format!("{problem}; nothing staged")));
+                }
+                let others: usize = self
+                    .staged
+                    .iter()
+                    .filter(|(p, _)| **p != path)
+                    .map(|(_, c)| c.as_ref().map_or(0, String::len))
+                    .sum();
+                if let Some(problem) = commit_size_problem(others + content.len()) {
+                    return Err(Error::invalid(format!(
+                        "`{path}` not staged: with it, {problem}"
+                    )));
+                }
+                if let Some(files) = self.view().await? {
+                    check_tree_shape(&path, &files)?;
+                }
                 let size = content.len();
-                self.staged.insert(path.clone(), Some(content));
+                self.staged.insert(path.clone(), Some(content.to_string()));
                 Ok(format!(
                     "staged `{path}` ({size} bytes); it is committed with your final answer"
                 ))
             }
             Tool::DeleteFile => {
                 let path = path_arg(&args)?;
+                self.check_writable(&path)?;
+                if let Some(files) = self.view().await? {
+                    if !files.contains(path.as_str()) {
+                        return Err(Error::not_found(format!(
+                            "`{path}` is not a file on the branch; nothing to delete"
+                        )));
+                    }
+                }
                 self.staged.insert(path.clone(), None);
                 Ok(format!("staged the deletion of `{path}`"))
             }
@@ -262,8 +342,20 @@ impl Toolbox {
     }
 
     async fn list_files(&self) -> Result<String, Error> {
-        let (repo, branch) = self.location()?;
-        let mut files: std::collections::BTreeSet<String> = self
+        let files = self
+            .view()
+            .await?
+            .ok_or_else(|| Error::invalid("no repository exists yet"))?;
+        Ok(compact(&files))
+    }
+
+    /// The files of the branch with the staged changes applied; None before
+    /// the repository exists.
+    async fn view(&self) -> Result<Option<BTreeSet<String>>, Error> {
+        let Ok((repo, branch)) = self.location() else {
+            return Ok(None);
+        };
+        let mut files: BTreeSet<String> = self
             .env
             .code_host
             .list_files(&repo, &branch)
@@ -276,7 +368,24 @@ impl Toolbox {
                 None => files.remove(path.as_str()),
             };
         }
-        Ok(compact(&files))
+        Ok(Some(files))
+    }
+
+    /// Refuses a path this role, or this run, may not write.
+    fn check_writable(&self, path: &RepoPath) -> Result<(), Error> {
+        if let Some(reason) = self.read_only.get(path.as_str()) {
+            return Err(Error::invalid(format!(
+                "`{path}` is read-only here: {reason}"
+            )));
+        }
+        if self.role == AgentRole::Devops && !is_delivery_path(path.as_str()) {
+            return Err(Error::invalid(format!(
+                "`{path}` is not a delivery file: DevOps writes only `.gitlab-ci.yml`, \
+                 `.gitlab/...`, `Dockerfile*`, `.dockerignore`, compose files and files under \
+                 `deploy/`, `k8s/`, `helm/` or `charts/`"
+            )));
+        }
+        Ok(())
     }
 
     async fn read_file(&self, args: &Value) -> Result<String, Error> {
@@ -295,6 +404,38 @@ impl Toolbox {
             ))),
         }
     }
+}
+
+/// Refuses writing `path` where `files` (the branch with the staged
+/// changes) would then hold a path as both a file and a directory, which
+/// no git tree can: the code host would refuse the whole commit.
+fn check_tree_shape(path: &RepoPath, files: &BTreeSet<String>) -> Result<(), Error> {
+    let p = path.as_str();
+    let below = format!("{p}/");
+    if let Some(inside) = files
+        .range(below.clone()..)
+        .next()
+        .filter(|f| f.starts_with(&below))
+    {
+        return Err(Error::invalid(format!(
+            "`{p}` is a directory on the branch (it holds `{inside}`); write the files inside \
+             it, or delete them first"
+        )));
+    }
+    let mut prefix = String::new();
+    for part in p.split('/').take(p.split('/').count().saturating_sub(1)) {
+        if !prefix.is_empty() {
+            prefix.push('/');
+        }
+        prefix.push_str(part);
+        if files.contains(&prefix) {
+            return Err(Error::invalid(format!(
+                "`{prefix}` is a file on the branch, so `{p}` cannot be created under it; \
+                 delete `{prefix}` first"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The call's arguments as an object (some providers send a JSON string).
@@ -333,6 +474,7 @@ fn plain(error: &Error) -> String {
 mod tests {
     use super::*;
     use crate::testkit::Kit;
+    use agentry_core::MAX_FILE_BYTES;
 
     fn call(name: &str, arguments: Value) -> ToolCall {
         ToolCall {
@@ -340,6 +482,17 @@ mod tests {
             name: name.into(),
             arguments,
         }
+    }
+
+    /// `write_file` of `size` bytes at `path`; the tool's answer.
+    async fn write(tools: &mut Toolbox, path: &str, size: usize) -> String {
+        let content = "x".repeat(size);
+        tools
+            .call(&call(
+                "write_file",
+                json!({"path": path, "content": content}),
+            ))
+            .await
     }
 
     async fn check(role: AgentRole, calls: &[(&str, Value)], expected_last: &str) -> Toolbox {
@@ -406,9 +559,183 @@ mod tests {
                 "write_file",
                 json!({"path": ".git/hooks/pre-commit", "content": "x"}),
             )],
-            "`.git` is not writable",
+            "`.git` names git's own `.git` directory",
         )
         .await;
+    }
+
+    /// A `write_file` to `.GIT/config` was answered "staged ... it is
+    /// committed", and git then dropped it: every spelling git takes for
+    /// its own directory is refused, and nothing is staged.
+    #[tokio::test]
+    async fn write_file_to_any_spelling_of_the_git_directory_stages_nothing() {
+        for (path, component) in [
+            (".GIT/config", ".GIT"),
+            ("sub/.Git/hooks/x", ".Git"),
+            (".git. /config", ".git. "),
+            ("GIT~1/config", "GIT~1"),
+        ] {
+            let tools = check(
+                AgentRole::Developer,
+                &[("write_file", json!({"path": path, "content": "[core]"}))],
+                &format!("error: path `{path}` rejected: `{component}` names git's own"),
+            )
+            .await;
+            assert!(tools.staged().is_empty(), "{path}");
+        }
+    }
+
+    /// A 20 MiB file an agent wrote was committed: `write_file` refuses a
+    /// file, or a change set, over the code host's limits, saying so.
+    #[tokio::test]
+    async fn writes_over_the_size_limits_are_refused_so_the_model_can_repair() {
+        let kit = Kit::new();
+        let mut tools = Toolbox::new(
+            AgentRole::Developer,
+            kit.tool_env(Some("repo"), Some("agentry/repo")),
+        );
+        let result = write(&mut tools, "dump.json", 20 * 1024 * 1024).await;
+        assert!(
+            result.starts_with("error: `dump.json` is 20 MiB (20971520 bytes), over the 1 MiB")
+                && result.ends_with("nothing staged"),
+            "{result}"
+        );
+        for i in 0..4 {
+            let result = write(&mut tools, &format!("part-{i}.txt"), MAX_FILE_BYTES).await;
+            assert!(result.starts_with("staged"), "{result}");
+        }
+        // Writing a staged path again replaces it: it is not counted twice.
+        let result = write(&mut tools, "part-0.txt", MAX_FILE_BYTES).await;
+        assert!(result.starts_with("staged"), "{result}");
+        let result = write(&mut tools, "one-more.txt", 1).await;
+        assert!(
+            result.starts_with(
+                "error: `one-more.txt` not staged: with it, the files of one commit hold 4.0 MiB"
+            ),
+            "{result}"
+        );
+        assert_eq!(tools.staged().len(), 4);
+        assert!(!tools
+            .staged()
+            .contains_key(&RepoPath::parse("dump.json").unwrap()));
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_checked_with_what_was_staged() {
+        let kit = Kit::new();
+        let mut tools = Toolbox::new(
+            AgentRole::Developer,
+            kit.tool_env(Some("repo"), Some("agentry/repo")),
+        );
+        let big = "x".repeat(MAX_FILE_BYTES);
+        for i in 0..3 {
+            let result = tools
+                .call(&call(
+                    "write_file",
+                    json!({"path": format!("s{i}"), "content": big}),
+                ))
+                .await;
+            assert!(result.starts_with("staged"), "{result}");
+        }
+        assert!(tools.answer_problems(&[("a", &big)]).is_empty());
+        assert!(
+            tools
+                .answer_problems(&[("s0", &big), ("s1", &big)])
+                .is_empty(),
+            "an answered file replaces the staged one of its path"
+        );
+        let problems = tools.answer_problems(&[("a", &big), ("b", "y")]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("4.0 MiB (4194305 bytes) in all")
+                && problems[0].contains("the files you staged with `write_file` count too"),
+            "{problems:?}"
+        );
+    }
+
+    /// A write that git cannot put in a tree would fail the whole commit
+    /// after "staged" was said: it is refused when it is made.
+    #[tokio::test]
+    async fn writes_that_would_not_leave_a_tree_are_refused() {
+        check(
+            AgentRole::Developer,
+            &[("write_file", json!({"path": "app", "content": "x"}))],
+            "error: `app` is a directory on the branch (it holds `app/main.py`)",
+        )
+        .await;
+        check(
+            AgentRole::Developer,
+            &[(
+                "write_file",
+                json!({"path": "app/main.py/x.py", "content": "x"}),
+            )],
+            "error: `app/main.py` is a file on the branch, so `app/main.py/x.py` cannot be created",
+        )
+        .await;
+        let tools = check(
+            AgentRole::Developer,
+            &[
+                ("delete_file", json!({"path": "app/main.py"})),
+                (
+                    "write_file",
+                    json!({"path": "app/main.py/x.py", "content": "x"}),
+                ),
+            ],
+            "staged `app/main.py/x.py`",
+        )
+        .await;
+        assert_eq!(tools.staged().len(), 2);
+        check(
+            AgentRole::Developer,
+            &[("delete_file", json!({"path": "app/gone.py"}))],
+            "error: `app/gone.py` is not a file on the branch; nothing to delete",
+        )
+        .await;
+    }
+
+    /// DevOps's staged files that were not delivery files were reported
+    /// staged and then left out of the commit.
+    #[tokio::test]
+    async fn devops_stages_delivery_files_only() {
+        let tools = check(
+            AgentRole::Devops,
+            &[("write_file", json!({"path": "app/main.py", "content": "x"}))],
+            "error: `app/main.py` is not a delivery file",
+        )
+        .await;
+        assert!(tools.staged().is_empty());
+        check(
+            AgentRole::Devops,
+            &[(
+                "write_file",
+                json!({"path": "deploy/app.yaml", "content": "x"}),
+            )],
+            "staged `deploy/app.yaml`",
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn read_only_paths_are_not_staged() {
+        let kit = Kit::new();
+        let mut tools = Toolbox::new(
+            AgentRole::Developer,
+            kit.tool_env(Some("repo"), Some("agentry/repo")),
+        )
+        .with_read_only(["tests/acceptance/test_a.py"], "it is QA's");
+        for name in ["write_file", "delete_file"] {
+            let result = tools
+                .call(&call(
+                    name,
+                    json!({"path": "tests/acceptance/test_a.py", "content": "x"}),
+                ))
+                .await;
+            assert_eq!(
+                result,
+                "error: `tests/acceptance/test_a.py` is read-only here: it is QA's"
+            );
+        }
+        assert!(tools.staged().is_empty());
     }
 
     #[tokio::test]

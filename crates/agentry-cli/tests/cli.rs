@@ -245,6 +245,41 @@ fn bad_input_gets_a_clear_error_and_a_nonzero_exit() {
     );
 }
 
+/// A zero-length `agentry.db` was silently treated as a new store. Every
+/// command that opens the data directory now refuses it, naming the file
+/// and what to do, and writes nothing to it.
+#[test]
+fn an_empty_store_file_is_refused_by_every_command_and_left_as_it_was() {
+    let dir = tempdir();
+    let db = dir.path().join("agentry.db");
+    std::fs::write(&db, b"").unwrap();
+    for args in [
+        &["workflows", "list"][..],
+        &["run", "build a thing", "--llm", "demo"][..],
+    ] {
+        let out = run(agentry(dir.path()).args(args));
+        let shown = dir.path().canonicalize().unwrap().join("agentry.db");
+        assert_fails_with(&out, &format!("{} is empty", shown.display()));
+        assert_fails_with(&out, "move it away to start a new, empty store");
+        assert_eq!(std::fs::metadata(&db).unwrap().len(), 0, "{args:?}");
+    }
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["agentry.db"], "nothing made beside it");
+
+    // Where nothing is, a new store is made as before.
+    let fresh = tempdir();
+    assert_ok(&run(agentry(fresh.path()).args(["workflows", "list"])));
+    assert!(
+        std::fs::metadata(fresh.path().join("agentry.db"))
+            .unwrap()
+            .len()
+            > 0
+    );
+}
+
 fn agentry_default_workflow() -> String {
     std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),

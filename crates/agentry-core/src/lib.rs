@@ -39,8 +39,9 @@ pub use ports::bus::{
     queues_for, Bus, DeadLetter, DeadLetters, Delivery, DeliveryAck, TaskMessage, MAX_WORKER_TAGS,
 };
 pub use ports::codehost::{
-    CodeHost, CommitInfo, CommitRequest, FileChange, MergeRequest, MergeRequestState,
-    MergeRequestUpdate, NewMergeRequest, Repository, TestResultLink,
+    commit_size_problem, file_size_problem, CodeHost, CommitInfo, CommitRequest, FileChange,
+    MergeRequest, MergeRequestState, MergeRequestUpdate, NewMergeRequest, Repository,
+    TestResultLink, MAX_COMMIT_BYTES, MAX_FILE_BYTES,
 };
 pub use ports::registry::{
     lease_expiry, WorkerBeat, WorkerHealth, WorkerInfo, WorkerRecord, WorkerRegistry,

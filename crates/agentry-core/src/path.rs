@@ -1,8 +1,10 @@
 //! `RepoPath`: a path an LLM proposed, proven to stay inside its repository.
 //!
 //! Lexical checks happen here (no `..`, no absolute or drive paths, no empty
-//! or `.git` components, no NUL); adapters that touch a real directory also
-//! refuse to follow symlinks (see `RepoPath::resolve_under`'s contract).
+//! components, no NUL, and no component that git itself treats as its own
+//! `.git` directory, see `is_git_dir_name`); adapters that touch a real
+//! directory also refuse to follow symlinks (see
+//! [`RepoPath::prefixes_under`]).
 
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
@@ -43,8 +45,12 @@ impl RepoPath {
             match comp {
                 Component::Normal(c) => {
                     let c = c.to_string_lossy();
-                    if c == ".git" {
-                        return reject("`.git` is not writable");
+                    if is_git_dir_name(&c) {
+                        return reject(&format!(
+                            "`{c}` names git's own `.git` directory (git matches it in any \
+                             letter case, with trailing dots or spaces, and as `git~1`), \
+                             which is not writable"
+                        ));
                     }
                     parts.push(c.into_owned());
                 }
@@ -84,6 +90,48 @@ impl RepoPath {
         }
         out
     }
+}
+
+/// Whether git treats a path component as its own `.git` directory, and so
+/// refuses (or, through `update-index --index-info`, silently drops) any
+/// path through it. These are the rules of git's `verify_path` with both
+/// `core.protectNTFS` and `core.protectHFS` on, so a path accepted here is
+/// accepted by git on every platform and safe in a clone on any of them:
+///
+/// - `.git` in any letter case (`verify_dotfile`; case-insensitive file
+///   systems open `.GIT` as `.git`);
+/// - on NTFS, `.git` or its 8.3 short name `git~1`, in any case, followed
+///   only by dots and spaces, which Windows strips (`is_ntfs_dotgit`);
+/// - on HFS+, `.git` with any of the code points HFS+ ignores (zero-width
+///   joiners, direction marks, the byte-order mark) inserted
+///   (`is_hfs_dotgit`).
+fn is_git_dir_name(component: &str) -> bool {
+    let ntfs = |name: &str| {
+        let lower = name.to_ascii_lowercase();
+        [".git", "git~1"].iter().any(|stem| {
+            lower
+                .strip_prefix(stem)
+                .is_some_and(|rest| rest.chars().all(|c| c == '.' || c == ' '))
+        })
+    };
+    let hfs = |name: &str| {
+        let folded: String = name
+            .chars()
+            .filter(|c| !is_hfs_ignorable(*c))
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        folded == ".git"
+    };
+    ntfs(component) || hfs(component)
+}
+
+/// The code points HFS+ drops when it compares names (git's
+/// `next_hfs_char`).
+fn is_hfs_ignorable(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200c}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{206a}'..='\u{206f}' | '\u{feff}'
+    )
 }
 
 impl fmt::Display for RepoPath {
@@ -134,7 +182,57 @@ mod tests {
         check("a\\b", Err("backslashes"));
         check("", Err("empty"));
         check(".", Err("names no file"));
-        check(".git/config", Err("`.git` is not writable"));
         check("a\0b", Err("NUL"));
+    }
+
+    /// A developer's `write_file` to `.GIT/config` was reported staged and
+    /// committed, but git dropped it: every name git takes for its own
+    /// directory is refused up front, naming the component.
+    #[test]
+    fn rejects_every_spelling_of_the_git_directory() {
+        for raw in [
+            ".git/config",
+            ".GIT/config",
+            "sub/.Git/hooks/x",
+            ".git",
+            "a/.gIt",
+            ".git./config",
+            ".git ../config",
+            ".git . /config",
+            "git~1/config",
+            "GIT~1/hooks/pre-commit",
+            "git~1.. /x",
+            "a/.g\u{200c}it/config",
+            "\u{feff}.GIT/config",
+        ] {
+            let component = raw
+                .split('/')
+                .find(|c| is_git_dir_name(c))
+                .unwrap_or_else(|| panic!("{raw:?}: no git component found"));
+            check(
+                raw,
+                Err(&format!("`{component}` names git's own `.git` directory")),
+            );
+            check(raw, Err("not writable"));
+        }
+    }
+
+    #[test]
+    fn names_that_only_look_like_the_git_directory_are_fine() {
+        for raw in [
+            ".gitignore",
+            ".gitlab-ci.yml",
+            ".gitlab/ci.yml",
+            ".github/workflows/ci.yml",
+            "git/config",
+            "a.git/x",
+            ".git-keep",
+            ".gitx/y",
+            "git~2/x",
+            "git~1x/y",
+            "docs/.git_notes.md",
+        ] {
+            check(raw, Ok(raw));
+        }
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use agentry_core::{
     CodeHost, CommitInfo, CommitRequest, FileChange, MergeRequestState, MergeRequestUpdate,
-    NewMergeRequest, RepoPath, TestResultLink,
+    NewMergeRequest, RepoPath, TestResultLink, MAX_COMMIT_BYTES, MAX_FILE_BYTES,
 };
 
 use crate::{expect_err, fresh_key, ok, unique_repo_name, Expected};
@@ -16,6 +16,7 @@ pub async fn code_host_suite(host: Arc<dyn CodeHost>) {
     commits_are_idempotent_by_key(host.clone()).await;
     files_can_be_deleted(host.clone()).await;
     commit_rejects_bad_input(host.clone()).await;
+    files_over_the_size_limits_are_refused(host.clone()).await;
     branches_are_created_from_others(host.clone()).await;
     merge_request_lifecycle(host.clone()).await;
     conflicting_merge_keeps_the_request_open(host.clone()).await;
@@ -261,6 +262,57 @@ pub async fn commit_rejects_bad_input(host: Arc<dyn CodeHost>) {
         "commit to an unknown repository",
     );
     assert_eq!(ok(host.commits(&r, "main").await, "commits").len(), 1);
+}
+
+/// Every code host refuses a file over [`MAX_FILE_BYTES`] and a commit
+/// over [`MAX_COMMIT_BYTES`] (an agent once committed a 20 MiB file),
+/// naming the file and the limit, and commits nothing of the request; a
+/// file of exactly the limit lands whole.
+pub async fn files_over_the_size_limits_are_refused(host: Arc<dyn CodeHost>) {
+    let r = repo(&host).await;
+    let big = "x".repeat(MAX_FILE_BYTES + 1);
+    expect_err(
+        host.commit_files(commit(
+            &r,
+            "main",
+            "Too big a file",
+            vec![write("small.txt", "fine"), write("data/dump.json", &big)],
+        ))
+        .await,
+        Expected::InvalidInput,
+        &["`data/dump.json`", "1 MiB"],
+        "a file over the limit",
+    );
+    let files = (0..=MAX_COMMIT_BYTES / MAX_FILE_BYTES)
+        .map(|i| write(&format!("part-{i}.txt"), &big[..MAX_FILE_BYTES]))
+        .collect();
+    expect_err(
+        host.commit_files(commit(&r, "main", "Too big a commit", files))
+            .await,
+        Expected::InvalidInput,
+        &["in all", "4 MiB"],
+        "a commit over the limit",
+    );
+    assert_eq!(
+        ok(host.commits(&r, "main").await, "commits").len(),
+        1,
+        "nothing of a refused commit lands"
+    );
+    assert_eq!(read(&host, &r, "main", "small.txt").await, None);
+    commit_ok(
+        &host,
+        commit(
+            &r,
+            "main",
+            "Just fits",
+            vec![write("fits.txt", &big[..MAX_FILE_BYTES])],
+        ),
+    )
+    .await;
+    assert_eq!(
+        read(&host, &r, "main", "fits.txt").await.map(|c| c.len()),
+        Some(MAX_FILE_BYTES)
+    );
 }
 
 /// ensure_branch starts a branch from another; again is a no-op; the

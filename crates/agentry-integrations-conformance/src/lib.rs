@@ -194,6 +194,7 @@ macro_rules! code_host_conformance {
                 commits_are_idempotent_by_key,
                 files_can_be_deleted,
                 commit_rejects_bad_input,
+                files_over_the_size_limits_are_refused,
                 branches_are_created_from_others,
                 merge_request_lifecycle,
                 conflicting_merge_keeps_the_request_open,

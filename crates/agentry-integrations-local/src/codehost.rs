@@ -428,7 +428,7 @@ impl GitCodeHost {
         Ok(None)
     }
 
-    /// Every blob of a commit's tree: path -> (mode, object id).
+    /// Every blob of a commit's (or a tree's) tree: path -> (mode, object id).
     async fn flat_tree(git_dir: &Path, commit: &str) -> Result<BTreeMap<String, TreeEntry>> {
         let out = GitCall::new(
             Some(git_dir),
@@ -451,11 +451,15 @@ impl GitCodeHost {
 
     /// Applies the changes to a flattened tree, refusing writes through
     /// symlinks or submodules, files over directories and the reverse.
+    /// Deletions go first, so a file may replace a directory whose files
+    /// the same commit deletes (and the reverse).
     fn apply_changes(
         tree: &mut BTreeMap<String, TreeEntry>,
         changes: &[(RepoPath, Option<String>)],
     ) -> Result<()> {
-        for (path, blob) in changes {
+        let (deletions, writes): (Vec<_>, Vec<_>) =
+            changes.iter().partition(|(_, blob)| blob.is_none());
+        for (path, blob) in deletions.into_iter().chain(writes) {
             let p = path.as_str();
             let mut prefix = String::new();
             for part in p.split('/') {
@@ -523,7 +527,11 @@ impl GitCodeHost {
         Ok(())
     }
 
-    /// Writes a flattened tree into the object store via a private index.
+    /// Writes a flattened tree into the object store via a private index,
+    /// and checks that the tree git wrote holds exactly these entries:
+    /// `update-index --index-info` skips a path it refuses (`.GIT/config`)
+    /// with a line on stderr and exit 0, which would commit less than was
+    /// asked and report success.
     async fn write_tree(git_dir: &Path, tree: &BTreeMap<String, TreeEntry>) -> Result<String> {
         let index = git_dir.join(format!("agentry-index-{}", uuid::Uuid::new_v4().simple()));
         let index_str = index.display().to_string();
@@ -541,11 +549,29 @@ impl GitCodeHost {
             .stdin(input)
             .run()
             .await?;
-            Ok(GitCall::new(Some(git_dir), ["write-tree"])
+            let written = GitCall::new(Some(git_dir), ["write-tree"])
                 .env("GIT_INDEX_FILE", index_str.clone())
                 .run()
                 .await?
-                .text())
+                .text();
+            let landed = Self::flat_tree(git_dir, &written).await?;
+            let dropped: Vec<&str> = tree
+                .iter()
+                .filter(|(path, entry)| landed.get(*path) != Some(*entry))
+                .map(|(path, _)| path.as_str())
+                .collect();
+            if !dropped.is_empty() {
+                return Err(Error::invalid(format!(
+                    "git left {} out of the tree it wrote (it refuses such paths); nothing \
+                     was committed",
+                    dropped
+                        .iter()
+                        .map(|p| format!("`{p}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            Ok(written)
         }
         .await;
         let _ = tokio::fs::remove_file(&index).await;
@@ -743,6 +769,7 @@ impl CodeHost for GitCodeHost {
         if request.files.is_empty() {
             return Err(Error::invalid("a commit needs at least one file change"));
         }
+        request.check_sizes()?;
         let mut seen = HashSet::new();
         for change in &request.files {
             if !seen.insert(change.path.as_str()) {
@@ -1130,6 +1157,42 @@ mod tests {
         assert_eq!(email_for("Agentry Developer"), "developer@agentry.local");
         assert_eq!(email_for("QA Agent"), "qa-agent@agentry.local");
         assert_eq!(email_for("  "), "agentry@agentry.local");
+    }
+
+    /// A developer's `write_file` to `.GIT/config` was reported committed,
+    /// but `update-index` skipped it and exited 0: the tree git writes is
+    /// checked against the one asked for.
+    #[tokio::test]
+    async fn a_path_git_drops_from_the_tree_fails_the_write_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let git_dir = dir.path().join("r.git");
+        GitCall::new(
+            None,
+            ["init", "--quiet", "--bare", git_dir.to_str().unwrap()],
+        )
+        .run()
+        .await
+        .unwrap();
+        let blob = GitCall::new(Some(&git_dir), ["hash-object", "-w", "--stdin"])
+            .stdin("x\n")
+            .run()
+            .await
+            .unwrap()
+            .text();
+        let entry = ("100644".to_string(), blob);
+        let mut tree = BTreeMap::from([("app.py".to_string(), entry.clone())]);
+        GitCodeHost::write_tree(&git_dir, &tree)
+            .await
+            .expect("a tree of good paths is written");
+        tree.insert(".GIT/config".to_string(), entry.clone());
+        tree.insert("sub/.Git/hooks/x".to_string(), entry);
+        let error = GitCodeHost::write_tree(&git_dir, &tree).await.unwrap_err();
+        assert!(
+            matches!(&error, Error::InvalidInput(m)
+                if m.contains("`.GIT/config`, `sub/.Git/hooks/x`") && !m.contains("app.py")
+                    && m.contains("nothing was committed")),
+            "{error}"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use agentry_core::{Error, Result};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
+use sqlx::{ConnectOptions, Connection, Sqlite, SqliteConnection, SqlitePool, Transaction};
 
 /// How long SQLite waits on a lock held by another writer before failing.
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -142,8 +142,9 @@ pub const SCHEMA_VERSION: i64 = 1;
 /// How long [`open_pool`] keeps retrying transient failures.
 const OPEN_RETRY_FOR: Duration = Duration::from_secs(10);
 
-/// Opens (creating if missing) the shared database file: WAL, a 5 s busy
-/// timeout, and this crate's schema applied. Transient failures are retried
+/// Opens (creating if missing, refusing if empty: see [`prepare_file`]) the
+/// shared database file: WAL, a 5 s busy timeout, and this crate's schema
+/// applied. Transient failures are retried
 /// for up to [`OPEN_RETRY_FOR`]: two processes opening a fresh file at once
 /// both switch it to WAL, and SQLite answers one of them `SQLITE_BUSY` at
 /// once, without waiting for the busy timeout, to avoid a lock deadlock.
@@ -171,10 +172,11 @@ async fn try_open_pool(db_path: &Path) -> Result<SqlitePool> {
             .await
             .map_err(|error| io_error(format!("creating {}", dir.display()), error))?;
     }
+    prepare_file(db_path).await?;
     let options = SqliteConnectOptions::from_str("sqlite://")
         .map_err(|error| Error::permanent(format!("sqlite options: {error}")))?
         .filename(db_path)
-        .create_if_missing(true)
+        .create_if_missing(false)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(BUSY_TIMEOUT);
@@ -190,6 +192,66 @@ async fn try_open_pool(db_path: &Path) -> Result<SqlitePool> {
     .map_err(|e| e.context(format!("opening {}", db_path.display())))?;
     apply_schema(&pool).await?;
     Ok(pool)
+}
+
+/// Makes sure a database file is at `db_path` for SQLite to open without
+/// creating anything. SQLite takes a zero-length file for a new database,
+/// so an empty `agentry.db` (a truncated store) would silently start over:
+/// it is refused, permanently, naming the file and what to do, and left as
+/// it is. A missing file is created whole (in a temporary file beside it,
+/// linked into place once it holds its header), so an empty file is never
+/// one of ours half made. The same rule as the SQLite store's, which opens
+/// the same file (adapters share no code, so each keeps its copy).
+async fn prepare_file(db_path: &Path) -> Result<()> {
+    let shown = db_path.display();
+    let failed = |what: &str, error: &dyn std::fmt::Display| {
+        Error::transient(format!("creating the database {shown}: {what}: {error}"))
+    };
+    match std::fs::metadata(db_path) {
+        Ok(meta) if meta.is_file() && meta.len() == 0 => {
+            return Err(Error::permanent(format!(
+                "the store {shown} is empty (0 bytes): an empty file where a store should be is \
+                 a lost store, not a new one, so nothing is written to it. Restore it from a \
+                 backup, or move it away to start a new, empty store"
+            )))
+        }
+        Ok(_) => return Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(io_error(format!("reading {shown}"), error)),
+    }
+    let dir = db_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let temp = tempfile::Builder::new()
+        .prefix(".agentry-new-")
+        .suffix(".db")
+        .tempfile_in(dir)
+        .map_err(|error| failed("making a temporary file", &error))?;
+    // Switching a new database to WAL writes its first page to the main
+    // file; closing the only connection leaves no log.
+    let conn = SqliteConnectOptions::new()
+        .filename(temp.path())
+        .journal_mode(SqliteJournalMode::Wal)
+        .connect()
+        .await
+        .map_err(|error| failed("initializing it", &error))?;
+    conn.close()
+        .await
+        .map_err(|error| failed("closing it", &error))?;
+    let written = std::fs::metadata(temp.path())
+        .map_err(|error| failed("reading it back", &error))?
+        .len();
+    if written == 0 {
+        return Err(failed("initializing it", &"SQLite wrote no header"));
+    }
+    match temp.persist_noclobber(db_path) {
+        Ok(_) => Ok(()),
+        // Another opener made it first, just as whole; dropping the error
+        // removes our temporary file.
+        Err(error) if error.error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(failed("moving it into place", &error.error)),
+    }
 }
 
 /// Applies the versions of [`SCHEMA`] newer than the recorded one, in one

@@ -61,7 +61,9 @@ impl std::fmt::Debug for LocalIntegrations {
 impl LocalIntegrations {
     /// Opens (creating if missing) the database at `db_path` (normally the
     /// store's `<data_dir>/agentry.db`), applies this crate's schema, and
-    /// prepares `<data_dir>/wiki` and `<data_dir>/repos`.
+    /// prepares `<data_dir>/wiki` and `<data_dir>/repos`. An empty file at
+    /// `db_path` is a lost store, not a new one: refused (permanent, naming
+    /// it) and left as it is.
     pub async fn open(db_path: &Path, data_dir: &Path) -> Result<LocalIntegrations> {
         let pool = db::open_pool(db_path).await?;
         let tracker = Arc::new(LocalTracker::new(pool.clone()));

@@ -387,6 +387,125 @@ async fn files_and_directories_cannot_swap_silently() {
         .await
         .unwrap();
     assert_eq!(same, head);
+    // And back: a file replaces a directory whose files are deleted too
+    // (the deletion sorts after the write; it is applied first).
+    host.commit_files(commit(
+        "tree",
+        "main",
+        &[("src/a.py", Some("a again")), ("src/a.py/b", None)],
+        "swap back",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        host.list_files("tree", "main").await.unwrap(),
+        vec!["README.md", "src/a.py"]
+    );
+}
+
+/// The store's file is the local integrations' too: an empty one is a
+/// lost store, refused here as by the store, and left as it was.
+#[tokio::test]
+async fn an_empty_database_file_is_refused_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("agentry.db");
+    std::fs::write(&db, b"").unwrap();
+    let error = LocalIntegrations::open(&db, dir.path())
+        .await
+        .expect_err("an empty file is a lost store, not a new one");
+    let message = error.to_string();
+    assert!(matches!(error, Error::Permanent(_)), "{message}");
+    for needle in [
+        db.display().to_string().as_str(),
+        "is empty",
+        "Restore it",
+        "move it away",
+    ] {
+        assert!(message.contains(needle), "`{needle}` in: {message}");
+    }
+    assert_eq!(std::fs::metadata(&db).unwrap().len(), 0, "nothing written");
+    assert_eq!(files_under(dir.path()), ["agentry.db"]);
+}
+
+/// `update-index` skips a path it refuses and exits 0, so a commit was
+/// reported made while a file of the tree was silently gone. Here the
+/// branch already holds `.GIT/config` (written with `mktree`, which checks
+/// nothing, as another client could push it): rebuilding the tree for an
+/// unrelated change would drop it, so the commit is refused, naming it.
+#[tokio::test]
+async fn a_file_git_would_drop_fails_the_commit_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = open(dir.path()).await;
+    let host = local.code_host();
+    let repo = host.ensure_repository("dotgit", "").await.unwrap();
+    let bare = Path::new(&repo.clone_url);
+    let blob = run_git_stdin(bare, &["hash-object", "-w", "--stdin"], "[core]\n");
+    let inner = run_git_stdin(bare, &["mktree"], &format!("100644 blob {blob}\tconfig\n"));
+    let readme = git(&["rev-parse", "main:README.md"], bare);
+    let root = run_git_stdin(
+        bare,
+        &["mktree"],
+        &format!(
+            "040000 tree {inner}\t.GIT\n100644 blob {}\tREADME.md\n",
+            readme.trim()
+        ),
+    );
+    let head = git(&["rev-parse", "main"], bare);
+    let commit_sha = run_git_stdin(
+        bare,
+        &["commit-tree", &root, "-p", head.trim(), "-F", "-"],
+        "Pushed from elsewhere\n",
+    );
+    git(&["update-ref", "refs/heads/main", &commit_sha], bare);
+
+    let error = host
+        .commit_files(commit(
+            "dotgit",
+            "main",
+            &[("app.py", Some("x = 1\n"))],
+            "app",
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::InvalidInput(m)
+            if m.contains("`.GIT/config`") && m.contains("nothing was committed")),
+        "{error}"
+    );
+    assert_eq!(
+        git(&["rev-parse", "main"], bare).trim(),
+        commit_sha,
+        "the branch is left as it was"
+    );
+}
+
+/// Runs git in `cwd` with `input` on standard input; its trimmed output.
+fn run_git_stdin(cwd: &Path, args: &[&str], input: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("git")
+        .args(["-c", "user.name=Tester", "-c", "user.email=t@example.com"])
+        .args(args)
+        .current_dir(cwd)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run git");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -46,7 +46,7 @@ pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 pub use cache::{Cached, MemoryCache};
 pub use cassette::{CassetteEntry, CASSETTE_FORMAT};
 pub use fallback::Fallback;
-pub use record::Recorder;
+pub use record::{Recorder, DEFAULT_MAX_ENTRY_BYTES};
 pub use replay::{ReplayProvider, REPLAY_PROVIDER_NAME};
 pub use request_key::{cache_key, normalize, replay_key};
 pub use retry::{Retry, RetryPolicy};

@@ -30,6 +30,7 @@
 
 mod access;
 mod error;
+mod file;
 mod llm;
 mod options;
 mod procedures;
@@ -124,7 +125,10 @@ impl SqliteStore {
     /// Opens (creating the file and its parent directory if missing) and
     /// migrates the store at `path`: WAL journal, the configured
     /// `synchronous`, the busy timeout, foreign keys on. A file that is not a
-    /// SQLite database (or is corrupt) is a permanent error naming the path.
+    /// SQLite database (or is corrupt) is a permanent error naming the path;
+    /// so is an empty file, which is a lost store rather than a new one, and
+    /// is left as it is (a missing file is created whole, never empty: see
+    /// `file`).
     #[tracing::instrument(skip(options), fields(path = %path.display(), synchronous = %options.synchronous))]
     pub async fn open(path: &Path, options: SqliteStoreOptions) -> Result<Self> {
         Self::open_with(path, options, None).await
@@ -165,7 +169,7 @@ impl SqliteStore {
         }
         let connect = SqliteConnectOptions::new()
             .filename(path)
-            .create_if_missing(true)
+            .create_if_missing(false)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(options.synchronous.to_sqlx())
             .busy_timeout(options.busy_timeout)
@@ -193,6 +197,7 @@ impl SqliteStore {
             attempt += 1;
             let opened = async {
                 let mut writer = bounded(&format!("opening {shown}"), limit, async {
+                    file::prepare(path, &shown, PAGE_SIZE).await?;
                     connect.connect().await.map_err(open_error)
                 })
                 .await

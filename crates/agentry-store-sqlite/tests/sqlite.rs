@@ -192,6 +192,64 @@ async fn a_file_that_is_not_a_database_is_named_in_the_error() {
     );
 }
 
+/// A zero-length `agentry.db` was silently treated as a new store: the
+/// workflows it held were gone and a fresh store grew in their place.
+#[tokio::test]
+async fn an_empty_store_file_is_refused_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agentry.db");
+    std::fs::write(&path, b"").unwrap();
+    let error = SqliteStore::open(&path, SqliteStoreOptions::default())
+        .await
+        .expect_err("an empty file is a lost store, not a new one");
+    let message = error.to_string();
+    assert_eq!(error.class(), ErrorClass::Permanent, "{message}");
+    for needle in [
+        path.display().to_string().as_str(),
+        "is empty",
+        "lost store",
+        "Restore it",
+        "move it away",
+    ] {
+        assert!(message.contains(needle), "`{needle}` in: {message}");
+    }
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        0,
+        "nothing written"
+    );
+    assert_eq!(
+        files_in(dir.path()),
+        ["agentry.db"],
+        "no log, no temporary file beside it"
+    );
+}
+
+/// A path with nothing there is still a fresh store, and the file never
+/// exists empty: it appears whole, so the refusal above cannot mistake a
+/// store another process is creating for a lost one.
+#[tokio::test]
+async fn a_missing_store_file_is_created_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new/agentry.db");
+    let store = open(&path).await;
+    assert!(std::fs::metadata(&path).unwrap().len() > 0);
+    let id = busy_workflow(&dyn_store(&store), "fresh").await;
+    Arc::try_unwrap(store).unwrap().close().await;
+    assert_eq!(files_in(&dir.path().join("new")), ["agentry.db"]);
+    let store = open(&path).await;
+    assert_eq!(store.get_workflow(id).await.unwrap().cursor.step, 1);
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 #[tokio::test]
 async fn seed_tables_keep_the_seed_column_names() {
     let store = SqliteStore::open_in_memory().await.unwrap();

@@ -44,7 +44,17 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
     };
     let user = user_message(state, &project, env.ctx.visit, &files_now, code.as_deref())?;
 
-    let mut tools = env.toolbox(Some(&repo.name), Some(&project.branch), Some(&project.key));
+    // QA's acceptance tests are QA's: the tools refuse to stage them, and
+    // a copy in the answer (a small model echoes what it was shown) is not
+    // committed.
+    let qa_tests: Vec<FileSpec> =
+        context::shared(state, context::QA_TEST_FILES)?.unwrap_or_default();
+    let mut tools = env
+        .toolbox(Some(&repo.name), Some(&project.branch), Some(&project.key))
+        .with_read_only(
+            qa_tests.iter().map(|t| t.path.as_str()),
+            "it is one of QA's acceptance tests; fix the code instead",
+        );
     let mut conversation = env.conversation()?;
     let (implementation, _) = conversation
         .run::<Implementation>(env.system_prompt()?, user, &mut tools)
@@ -52,10 +62,6 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
     let usage = conversation.into_usage();
 
     let mut changes = change_set(tools.staged(), &implementation.files)?;
-    // QA's acceptance tests are QA's: a developer's copy of one (a small
-    // model echoes what it was shown) is not committed.
-    let qa_tests: Vec<FileSpec> =
-        context::shared(state, context::QA_TEST_FILES)?.unwrap_or_default();
     let mut left_out = Vec::new();
     for test in &qa_tests {
         if let Ok(path) = agentry_core::RepoPath::parse(&test.path) {

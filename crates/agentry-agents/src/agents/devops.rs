@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::agents::{change_set, move_stories, output, story_list};
 use crate::context::{self, compact, MergeRequestRecord};
-use crate::output::{is_delivery_path, FileSpec, Pipeline};
+use crate::output::{FileSpec, Pipeline};
 use crate::runner::AgentEnv;
 
 /// Runs DevOps.
@@ -49,16 +49,9 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
     let usage = conversation.into_usage();
 
     let answered: Vec<FileSpec> = pipeline.files.iter().cloned().map(FileSpec::from).collect();
+    // Its tools stage delivery files only (`is_delivery_path`), the rule
+    // the answer's schema holds it to.
     let mut changes = change_set(tools.staged(), &answered)?;
-    // Files staged through tools bypass the answer's schema: the same rule.
-    let before = changes.len();
-    changes.retain(|path, _| is_delivery_path(path.as_str()));
-    if changes.len() < before {
-        tracing::warn!(
-            left_out = before - changes.len(),
-            "DevOps staged files that are not delivery files; left out"
-        );
-    }
     // The suite that ran and passed goes into the repository as it ran.
     changes.extend(change_set(&BTreeMap::new(), &qa_tests)?);
     let paths: Vec<String> = changes.keys().map(RepoPath::to_string).collect();

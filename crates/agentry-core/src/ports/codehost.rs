@@ -7,7 +7,62 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{IdempotencyKey, RepoPath, Result};
+use crate::{Error, IdempotencyKey, RepoPath, Result};
+
+/// The most bytes one file of a commit may hold: 1 MiB. Agents write
+/// source, tests and configuration; a file past this is a runaway answer or
+/// a data dump, and it would be copied into every later prompt, cassette
+/// and clone. Every code host refuses it ([`CommitRequest::check_sizes`]);
+/// the agents' tools refuse it earlier, so the model can repair.
+pub const MAX_FILE_BYTES: usize = 1024 * 1024;
+
+/// The most bytes of file content one commit may carry in all: 4 MiB.
+pub const MAX_COMMIT_BYTES: usize = 4 * 1024 * 1024;
+
+/// Why a file of `bytes` bytes at `path` may not be committed, or None when
+/// it may (at most [`MAX_FILE_BYTES`]). The text names the path, its size
+/// and the limit, and says what to do; tools show it to the model.
+pub fn file_size_problem(path: &str, bytes: usize) -> Option<String> {
+    (bytes > MAX_FILE_BYTES).then(|| {
+        format!(
+            "`{path}` is {} ({bytes} bytes), over the {} one file may hold: write smaller \
+             files, and keep generated or binary data out of the repository",
+            human_bytes(bytes),
+            human_bytes(MAX_FILE_BYTES)
+        )
+    })
+}
+
+/// Why files of `bytes` bytes in all may not go into one commit, or None
+/// when they may (at most [`MAX_COMMIT_BYTES`]).
+pub fn commit_size_problem(bytes: usize) -> Option<String> {
+    (bytes > MAX_COMMIT_BYTES).then(|| {
+        format!(
+            "the files of one commit hold {} ({bytes} bytes) in all, over the {} a commit may \
+             carry: commit fewer or smaller files",
+            human_bytes(bytes),
+            human_bytes(MAX_COMMIT_BYTES)
+        )
+    })
+}
+
+/// `1 MiB`, `20.5 MiB`, `512 KiB`, `12 bytes`.
+fn human_bytes(bytes: usize) -> String {
+    const KIB: usize = 1024;
+    const MIB: usize = 1024 * 1024;
+    let scaled = |unit: usize, name: &str| {
+        if bytes.is_multiple_of(unit) {
+            format!("{} {name}", bytes / unit)
+        } else {
+            format!("{:.1} {name}", bytes as f64 / unit as f64)
+        }
+    };
+    match bytes {
+        b if b >= MIB => scaled(MIB, "MiB"),
+        b if b >= KIB => scaled(KIB, "KiB"),
+        b => format!("{b} bytes"),
+    }
+}
 
 /// A repository.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,6 +84,13 @@ pub struct FileChange {
     pub content: Option<String>,
 }
 
+impl FileChange {
+    /// Bytes of new content (0 for a deletion).
+    pub fn size(&self) -> usize {
+        self.content.as_ref().map_or(0, String::len)
+    }
+}
+
 /// A commit to make.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommitRequest {
@@ -45,6 +107,33 @@ pub struct CommitRequest {
     /// Idempotency key: a commit with this key already on the branch is
     /// returned instead of committing again.
     pub idempotency_key: IdempotencyKey,
+}
+
+impl CommitRequest {
+    /// The size limits every code host enforces before it writes anything:
+    /// each file at most [`MAX_FILE_BYTES`], all of them together at most
+    /// [`MAX_COMMIT_BYTES`]. The error ([`Error::InvalidInput`]) names every
+    /// file over the limit.
+    pub fn check_sizes(&self) -> Result<()> {
+        let mut problems: Vec<String> = self
+            .files
+            .iter()
+            .filter_map(|f| file_size_problem(f.path.as_str(), f.size()))
+            .collect();
+        problems.extend(commit_size_problem(
+            self.files.iter().map(FileChange::size).sum(),
+        ));
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::invalid(format!(
+                "commit to `{}` of `{}` refused: {}",
+                self.branch,
+                self.repository,
+                problems.join("; ")
+            )))
+        }
+    }
 }
 
 /// A commit.
@@ -179,4 +268,89 @@ pub trait CodeHost: Send + Sync + 'static {
     async fn get_merge_request(&self, repository: &str, id: u64) -> Result<MergeRequest>;
     /// Merge requests of a repository.
     async fn list_merge_requests(&self, repository: &str) -> Result<Vec<MergeRequest>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(files: &[(&str, usize)]) -> CommitRequest {
+        CommitRequest {
+            repository: "shop".into(),
+            branch: "agentry/shop".into(),
+            files: files
+                .iter()
+                .map(|(path, size)| FileChange {
+                    path: RepoPath::parse(path).unwrap_or_else(|e| panic!("{e}")),
+                    content: Some("x".repeat(*size)),
+                })
+                .collect(),
+            message: "m".into(),
+            author: "a".into(),
+            idempotency_key: IdempotencyKey("k".into()),
+        }
+    }
+
+    fn check(files: &[(&str, usize)], expected: Result<(), &[&str]>) {
+        match (request(files).check_sizes(), expected) {
+            (Ok(()), Ok(())) => {}
+            (Err(Error::InvalidInput(message)), Err(mentions)) => {
+                for mention in mentions {
+                    assert!(message.contains(mention), "`{message}` lacks `{mention}`");
+                }
+            }
+            (got, want) => panic!("{files:?}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    /// A 20 MiB file an agent wrote was committed as it was.
+    #[test]
+    fn files_and_commits_over_the_size_limits_are_refused() {
+        check(&[("app.py", MAX_FILE_BYTES)], Ok(()));
+        check(
+            &[("dump.json", 20 * 1024 * 1024)],
+            Err(&["`dump.json` is 20 MiB (20971520 bytes)", "over the 1 MiB"]),
+        );
+        check(
+            &[("a.txt", 3), ("b.bin", MAX_FILE_BYTES + 1)],
+            Err(&["`b.bin` is 1.0 MiB (1048577 bytes)"]),
+        );
+        let quarter = MAX_COMMIT_BYTES / 4;
+        check(
+            &[
+                ("a", quarter),
+                ("b", quarter),
+                ("c", quarter),
+                ("d", quarter),
+            ],
+            Ok(()),
+        );
+        check(
+            &[
+                ("a", quarter),
+                ("b", quarter),
+                ("c", quarter),
+                ("d", quarter),
+                ("e", 1),
+            ],
+            Err(&["hold 4.0 MiB (4194305 bytes) in all, over the 4 MiB"]),
+        );
+    }
+
+    #[test]
+    fn deletions_weigh_nothing() {
+        let quarter = MAX_COMMIT_BYTES / 4;
+        let mut full = request(&[
+            ("a", quarter),
+            ("b", quarter),
+            ("c", quarter),
+            ("d", quarter),
+        ]);
+        full.files.push(FileChange {
+            path: RepoPath::parse("gone.bin").unwrap_or_else(|e| panic!("{e}")),
+            content: None,
+        });
+        assert_eq!(full.files[4].size(), 0);
+        assert!(full.check_sizes().is_ok());
+    }
 }
