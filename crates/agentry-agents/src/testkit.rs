@@ -531,6 +531,7 @@ impl Kit {
             visit,
             state: Arc::new(state),
             options: json!({}),
+            owner: ArtifactOwner::Cli,
             request_id: Some("req-1".into()),
             progress: self.progress.clone(),
         }

@@ -92,6 +92,7 @@ impl Demo {
             visit,
             state: Arc::new(state.clone()),
             options: json!({}),
+            owner: agentry_core::ArtifactOwner::Cli,
             request_id: Some("demo".into()),
             progress: Arc::new(NoProgress),
         }
