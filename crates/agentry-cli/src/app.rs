@@ -16,8 +16,8 @@ use anyhow::{anyhow, Context, Result};
 use agentry_agents::{AgentConfig, AgentDeps, AgentNodeRunner};
 use agentry_bus_inproc::InprocBus;
 use agentry_core::{
-    ApiKeyStore, Budget, Bus, CodeHost, DeadLetters, LlmCache, LlmLedger, LlmProvider, NodeContext,
-    NodeOutput, NodeRunner, RateLimiter, SandboxLimits, Store, Tracker, Wiki, WorkerRegistry,
+    ApiKeyStore, Budget, Bus, DeadLetters, IntegrationResolver, LlmCache, LlmLedger, LlmProvider,
+    NodeContext, NodeOutput, NodeRunner, RateLimiter, SandboxLimits, Store, WorkerRegistry,
     WorkflowRecord,
 };
 use agentry_engine::{Engine, EngineConfig, WorkerHandle, WorkflowDefinition};
@@ -46,12 +46,9 @@ pub struct App {
     pub llm_cache: Arc<dyn LlmCache>,
     /// Rate-limit buckets (Redis when configured, else this process).
     pub limiter: Arc<dyn RateLimiter>,
-    /// The tracker.
-    pub tracker: Arc<dyn Tracker>,
-    /// The wiki.
-    pub wiki: Arc<dyn Wiki>,
-    /// The code host.
-    pub code_host: Arc<dyn CodeHost>,
+    /// The tracker, wiki and code host of each artifact owner (the
+    /// command line's namespace, or an API tenant's).
+    pub integrations: Arc<dyn IntegrationResolver>,
     sandbox: Arc<ProcessSandbox>,
 }
 
@@ -95,9 +92,7 @@ impl App {
             })?;
         let sandbox = ProcessSandbox::new(agentry_sandbox_process::SandboxConfig::default());
         Ok(App {
-            tracker: local.tracker(),
-            wiki: local.wiki(),
-            code_host: local.code_host(),
+            integrations: Arc::new(local),
             sandbox: Arc::new(sandbox),
             store,
             bus,
@@ -141,9 +136,7 @@ impl App {
             AgentDeps {
                 llm,
                 llm_by_role: HashMap::new(),
-                tracker: self.tracker.clone(),
-                wiki: self.wiki.clone(),
-                code_host: self.code_host.clone(),
+                integrations: self.integrations.clone(),
                 sandbox: self.sandbox.clone(),
                 ledger: Some(self.store.clone()),
             },
