@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use agentry_core::{
-    AgentRole, Budget, CodeHost, Error, IdempotencyKey, LlmLedger, LlmProvider, NodeContext,
-    NodeOutput, NodeRunner, PriceTable, Result, Sandbox, SandboxLimits, Tracker, Wiki,
+    AgentRole, Budget, Error, IdempotencyKey, IntegrationResolver, Integrations, LlmLedger,
+    LlmProvider, NodeContext, NodeOutput, NodeRunner, PriceTable, Result, Sandbox, SandboxLimits,
 };
 use async_trait::async_trait;
 use serde_json::Value;
@@ -25,12 +25,9 @@ pub struct AgentDeps {
     pub llm: Arc<dyn LlmProvider>,
     /// Per-role overrides (a cheaper model for the writer, say).
     pub llm_by_role: HashMap<AgentRole, Arc<dyn LlmProvider>>,
-    /// Issue tracker.
-    pub tracker: Arc<dyn Tracker>,
-    /// Wiki.
-    pub wiki: Arc<dyn Wiki>,
-    /// Code host.
-    pub code_host: Arc<dyn CodeHost>,
+    /// Where each owner's tracker, wiki and code host are: every node run
+    /// resolves those of its workflow's owner (`NodeContext::owner`).
+    pub integrations: Arc<dyn IntegrationResolver>,
     /// Test sandbox.
     pub sandbox: Arc<dyn Sandbox>,
     /// Where every LLM call is recorded (cost, provider, tokens); budgets
@@ -104,14 +101,16 @@ impl NodeRunner for AgentNodeRunner {
         })?;
         let span = tracing::info_span!("agent", workflow_id = %ctx.task.workflow_id,
             step = ctx.task.step, node = %ctx.task.node, role = %role, visit = ctx.visit,
-            request_id = ctx.request_id.as_deref().unwrap_or(""));
-        let env = AgentEnv {
-            ctx: &ctx,
-            deps: &self.deps,
-            config: &self.config,
-            role,
-        };
+            owner = %ctx.owner, request_id = ctx.request_id.as_deref().unwrap_or(""));
         async {
+            let ports = self.deps.integrations.integrations(&ctx.owner).await?;
+            let env = AgentEnv {
+                ctx: &ctx,
+                deps: &self.deps,
+                ports,
+                config: &self.config,
+                role,
+            };
             info!("Agent started.");
             let delta = match role {
                 AgentRole::BusinessAnalyst => agents::business::run(&env).await,
@@ -138,6 +137,8 @@ pub const CODE_LISTING_LIMIT: usize = 12 * 1024;
 pub(crate) struct AgentEnv<'a> {
     pub ctx: &'a NodeContext,
     pub deps: &'a AgentDeps,
+    /// The tracker, wiki and code host of the workflow's owner.
+    pub ports: Integrations,
     pub config: &'a AgentConfig,
     pub role: AgentRole,
 }
@@ -206,9 +207,9 @@ impl AgentEnv<'_> {
         Toolbox::new(
             self.role,
             ToolEnv {
-                tracker: self.deps.tracker.clone(),
-                wiki: self.deps.wiki.clone(),
-                code_host: self.deps.code_host.clone(),
+                tracker: self.ports.tracker.clone(),
+                wiki: self.ports.wiki.clone(),
+                code_host: self.ports.code_host.clone(),
                 repository: repository.map(str::to_owned),
                 branch: branch.map(str::to_owned),
                 project: project.map(str::to_owned),
@@ -247,7 +248,7 @@ impl AgentEnv<'_> {
             }
             let repo_path = agentry_core::RepoPath::parse(path)?;
             let Some(content) = self
-                .deps
+                .ports
                 .code_host
                 .read_file(repository, branch, &repo_path)
                 .await?
@@ -518,7 +519,7 @@ mod tests {
 #[cfg(test)]
 mod option_tests {
     use super::*;
-    use crate::testkit::{answer, FakeLlm, Kit, NoWiki};
+    use crate::testkit::{answer, FakeLlm, Kit};
     use serde_json::json;
 
     #[tokio::test]
@@ -538,9 +539,7 @@ mod option_tests {
                     AgentRole::BusinessAnalyst,
                     analyst_llm.clone() as Arc<dyn LlmProvider>,
                 )]),
-                tracker: kit.tracker.clone(),
-                wiki: Arc::new(NoWiki),
-                code_host: kit.code_host.clone(),
+                integrations: kit.integrations(),
                 sandbox: kit.sandbox.clone(),
                 ledger: None,
             },
@@ -572,5 +571,31 @@ mod option_tests {
             out.delta.agent_outputs[0].content["project_key"],
             json!("OPT")
         );
+    }
+
+    /// Regression: agents used one tracker, wiki and code host for every
+    /// workflow, so a second tenant choosing the same names reached the
+    /// first one's artifacts. They now act through the integrations of the
+    /// context's owner, and an owner the resolver refuses makes nothing.
+    #[tokio::test]
+    async fn agents_act_through_the_integrations_of_the_workflows_owner() {
+        let kit = Kit::new();
+        let mut ctx = kit.ctx(AgentRole::Developer, 0);
+        ctx.owner = agentry_core::ArtifactOwner::tenant("someone-else").unwrap();
+        let error = kit.runner().run(ctx).await.unwrap_err();
+        assert!(error.to_string().contains("tenant:someone-else"), "{error}");
+        assert!(kit.llm.requests().is_empty(), "the agent ran anyway");
+        assert!(kit.code_host.commits.lock().unwrap().is_empty());
+
+        kit.llm.push_all(vec![answer(
+            &json!({"summary": "s", "design": "d", "language": "python", "commit_message": "m",
+                "files": [{"path": "shortener/core.py", "content": "x = 1\n"}]})
+            .to_string(),
+        )]);
+        kit.runner()
+            .run(kit.ctx(AgentRole::Developer, 0))
+            .await
+            .unwrap();
+        assert_eq!(kit.code_host.commits.lock().unwrap().len(), 1);
     }
 }

@@ -436,9 +436,45 @@ impl ProgressSink for Recorder {
     }
 }
 
+/// Hands out the kit's fakes to its one owner and refuses every other, so
+/// a test sees which owner the agents asked for.
+pub struct KitIntegrations {
+    owner: ArtifactOwner,
+    tracker: Arc<MemTracker>,
+    code_host: Arc<MemCodeHost>,
+}
+
+impl KitIntegrations {
+    fn check(&self, owner: &ArtifactOwner) -> Result<()> {
+        if *owner == self.owner {
+            Ok(())
+        } else {
+            Err(Error::invalid(format!("no integrations for `{owner}`")))
+        }
+    }
+}
+
+#[async_trait]
+impl IntegrationResolver for KitIntegrations {
+    async fn tracker(&self, owner: &ArtifactOwner) -> Result<Arc<dyn Tracker>> {
+        self.check(owner)?;
+        Ok(self.tracker.clone())
+    }
+    async fn wiki(&self, owner: &ArtifactOwner) -> Result<Arc<dyn Wiki>> {
+        self.check(owner)?;
+        Ok(Arc::new(NoWiki))
+    }
+    async fn code_host(&self, owner: &ArtifactOwner) -> Result<Arc<dyn CodeHost>> {
+        self.check(owner)?;
+        Ok(self.code_host.clone())
+    }
+}
+
 /// The fakes wired together.
 pub struct Kit {
     pub llm: Arc<FakeLlm>,
+    /// The owner of the kit's workflow (a tenant).
+    pub owner: ArtifactOwner,
     pub code_host: Arc<MemCodeHost>,
     pub tracker: Arc<MemTracker>,
     pub sandbox: Arc<FakeSandbox>,
@@ -450,6 +486,7 @@ impl Kit {
     pub fn new() -> Self {
         Kit {
             llm: Arc::new(FakeLlm::default()),
+            owner: ArtifactOwner::tenant("kit-tenant").unwrap(),
             code_host: Arc::new(MemCodeHost::default()),
             tracker: Arc::new(MemTracker::default()),
             sandbox: Arc::new(FakeSandbox {
@@ -477,14 +514,21 @@ impl Kit {
         self.runner_with(AgentConfig::default())
     }
 
+    /// The resolver of the kit's fakes (for its owner only).
+    pub fn integrations(&self) -> Arc<dyn IntegrationResolver> {
+        Arc::new(KitIntegrations {
+            owner: self.owner.clone(),
+            tracker: self.tracker.clone(),
+            code_host: self.code_host.clone(),
+        })
+    }
+
     pub fn runner_with(&self, config: AgentConfig) -> AgentNodeRunner {
         AgentNodeRunner::new(
             AgentDeps {
                 llm: self.llm.clone(),
                 llm_by_role: HashMap::new(),
-                tracker: self.tracker.clone(),
-                wiki: Arc::new(NoWiki),
-                code_host: self.code_host.clone(),
+                integrations: self.integrations(),
                 sandbox: self.sandbox.clone(),
                 ledger: None,
             },
@@ -537,6 +581,7 @@ impl Kit {
             visit,
             state: Arc::new(state),
             options: json!({}),
+            owner: self.owner.clone(),
             request_id: Some("req-1".into()),
             progress: self.progress.clone(),
         }

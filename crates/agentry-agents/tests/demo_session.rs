@@ -10,8 +10,8 @@ use std::sync::Arc;
 use agentry_agents::demo::{DEMO_REQUIREMENT, DEMO_SESSION};
 use agentry_agents::{AgentConfig, AgentDeps, AgentNodeRunner};
 use agentry_core::{
-    AgentRole, CodeHost, IssueKind, NoProgress, NodeContext, NodeRunner, TaskId, Tracker, Wiki,
-    WorkflowId, WorkflowState,
+    AgentRole, ArtifactOwner, CodeHost, IntegrationResolver, IssueKind, NoProgress, NodeContext,
+    NodeRunner, TaskId, Tracker, Wiki, WorkflowId, WorkflowState,
 };
 use agentry_integrations_local::LocalIntegrations;
 use agentry_llm_scripted::ScriptedProvider;
@@ -20,25 +20,29 @@ use serde_json::{json, Value};
 
 struct Demo {
     runner: AgentNodeRunner,
+    owner: ArtifactOwner,
     tracker: Arc<dyn Tracker>,
     wiki: Arc<dyn Wiki>,
     code_host: Arc<dyn CodeHost>,
     state: WorkflowState,
     visits: HashMap<String, u32>,
-    data_dir: tempfile::TempDir,
+}
+
+/// The local integrations on a fresh data directory.
+async fn open_local() -> (LocalIntegrations, tempfile::TempDir) {
+    let data_dir = tempfile::tempdir().unwrap();
+    let local = LocalIntegrations::open(&data_dir.path().join("agentry.db"), data_dir.path())
+        .await
+        .unwrap();
+    (local, data_dir)
 }
 
 impl Demo {
-    async fn new() -> Demo {
-        let data_dir = tempfile::tempdir().unwrap();
-        let local = LocalIntegrations::open(&data_dir.path().join("agentry.db"), data_dir.path())
-            .await
-            .unwrap();
-        let tracker: Arc<dyn Tracker> = local.tracker();
-        let wiki: Arc<dyn Wiki> = local.wiki();
-        let code_host: Arc<dyn CodeHost> = local.code_host();
+    /// A demo workflow of `owner` on the local integrations in `data_dir`.
+    async fn new(local: &LocalIntegrations, data_dir: &Path, owner: ArtifactOwner) -> Demo {
+        let ports = local.integrations(&owner).await.unwrap();
         let sandbox = ProcessSandbox::new(SandboxConfig {
-            work_root: Some(data_dir.path().join("sandbox")),
+            work_root: Some(data_dir.join("sandbox")),
             ..SandboxConfig::default()
         });
         let llm = ScriptedProvider::from_toml_str(DEMO_SESSION, "url-shortener demo").unwrap();
@@ -46,9 +50,7 @@ impl Demo {
             AgentDeps {
                 llm: Arc::new(llm),
                 llm_by_role: HashMap::new(),
-                tracker: tracker.clone(),
-                wiki: wiki.clone(),
-                code_host: code_host.clone(),
+                integrations: Arc::new(local.clone()),
                 sandbox: Arc::new(sandbox),
                 ledger: None,
             },
@@ -62,12 +64,12 @@ impl Demo {
         );
         Demo {
             runner,
-            tracker,
-            wiki,
-            code_host,
+            owner,
+            tracker: ports.tracker,
+            wiki: ports.wiki,
+            code_host: ports.code_host,
             state,
             visits: HashMap::new(),
-            data_dir,
         }
     }
 
@@ -92,6 +94,7 @@ impl Demo {
             visit,
             state: Arc::new(state.clone()),
             options: json!({}),
+            owner: self.owner.clone(),
             request_id: Some("demo".into()),
             progress: Arc::new(NoProgress),
         }
@@ -160,9 +163,10 @@ fn git_log_authors(git_dir: &Path, branch: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_session_fails_once_then_passes_and_retries_make_nothing_twice() {
-    let mut demo = Demo::new().await;
+/// The demo's graph in order: analyst, developer, QA (fails), developer,
+/// QA (passes), then the writer and DevOps. Returns the state just before
+/// the developer's fix.
+async fn run_demo(demo: &mut Demo) -> WorkflowState {
     demo.step(0, &[("business", AgentRole::BusinessAnalyst)])
         .await;
     demo.step(1, &[("developer", AgentRole::Developer)]).await;
@@ -185,6 +189,22 @@ async fn demo_session_fails_once_then_passes_and_retries_make_nothing_twice() {
     let state_before_fix = demo.state.clone();
     demo.step(3, &[("developer", AgentRole::Developer)]).await;
     demo.step(4, &[("qa", AgentRole::Qa)]).await;
+    demo.step(
+        5,
+        &[
+            ("technical_writer", AgentRole::TechnicalWriter),
+            ("devops", AgentRole::Devops),
+        ],
+    )
+    .await;
+    state_before_fix
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_session_fails_once_then_passes_and_retries_make_nothing_twice() {
+    let (local, data_dir) = open_local().await;
+    let mut demo = Demo::new(&local, data_dir.path(), ArtifactOwner::Cli).await;
+    let state_before_fix = run_demo(&mut demo).await;
     let round2 = demo.output("qa.test_run");
     assert_eq!(
         (
@@ -195,15 +215,6 @@ async fn demo_session_fails_once_then_passes_and_retries_make_nothing_twice() {
         (json!(2), json!(true), json!(0)),
         "{round2:#}"
     );
-
-    demo.step(
-        5,
-        &[
-            ("technical_writer", AgentRole::TechnicalWriter),
-            ("devops", AgentRole::Devops),
-        ],
-    )
-    .await;
 
     // Tracker: one epic, its stories (Done), and the round-1 bug.
     let issues = demo.tracker.list_issues("URL").await.unwrap();
@@ -241,7 +252,7 @@ async fn demo_session_fails_once_then_passes_and_retries_make_nothing_twice() {
 
     // Code host: three agent commits on the branch, QA's suite committed.
     let authors = git_log_authors(
-        &demo.data_dir.path().join("repos/url-shortener.git"),
+        &data_dir.path().join("repos/url-shortener.git"),
         "agentry/url-shortener",
     );
     let agent_commits: Vec<&String> = authors
@@ -312,4 +323,95 @@ async fn demo_session_fails_once_then_passes_and_retries_make_nothing_twice() {
         out.delta.shared_context["developer.commits"][1], commits[1],
         "the retry found the same commit"
     );
+}
+
+/// Regression: a second tenant running a workflow with the same project key
+/// and repository as a first one committed onto the first one's branch,
+/// updated its merge request and listed its wiki pages and tracker project
+/// as its own. Two tenants (and the command line) now run the whole demo on
+/// ONE data directory and each ends with exactly what a lone run makes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tenants_with_the_same_repository_and_project_get_disjoint_artifacts() {
+    let (local, data_dir) = open_local().await;
+    let acme = ArtifactOwner::tenant("acme").unwrap();
+    let globex = ArtifactOwner::tenant("globex").unwrap();
+    let mut first = Demo::new(&local, data_dir.path(), acme.clone()).await;
+    run_demo(&mut first).await;
+    let first_mr = first
+        .code_host
+        .list_merge_requests("url-shortener")
+        .await
+        .unwrap();
+    let first_pages = first.wiki.list_pages("URL").await.unwrap();
+    let first_issues = first.tracker.list_issues("URL").await.unwrap();
+
+    // The second tenant's round 1 fails for real: its branch does not hold
+    // the first tenant's fixed code.
+    let mut second = Demo::new(&local, data_dir.path(), globex).await;
+    run_demo(&mut second).await;
+
+    for demo in [&first, &second] {
+        let (issues, pages, commits, mrs) = demo.counts().await;
+        assert_eq!(
+            (issues, pages, mrs),
+            (first_issues.len(), first_pages.len(), 1),
+            "{}: (issues, pages, merge requests)",
+            demo.owner
+        );
+        assert_eq!(
+            commits, 4,
+            "{}: the initial commit and three of its own",
+            demo.owner
+        );
+        let tickets = &demo.state.jira_tickets;
+        let listed: Vec<String> = demo
+            .tracker
+            .list_issues("URL")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| i.key)
+            .collect();
+        assert!(
+            tickets.iter().all(|t| listed.contains(t)),
+            "{tickets:?} {listed:?}"
+        );
+    }
+    assert_eq!(
+        first
+            .code_host
+            .list_merge_requests("url-shortener")
+            .await
+            .unwrap(),
+        first_mr,
+        "the second tenant changed the first one's merge request"
+    );
+    assert_eq!(
+        first.tracker.list_issues("URL").await.unwrap(),
+        first_issues
+    );
+    let first_ids: Vec<String> = first_pages.iter().map(|p| p.id.clone()).collect();
+    for page in second.wiki.list_pages("URL").await.unwrap() {
+        assert!(!first_ids.contains(&page.id), "page {} is shared", page.id);
+    }
+
+    // Real, separate repositories on disk; the command line's is untouched.
+    let tenant_repo = |name: &str| {
+        data_dir
+            .path()
+            .join(format!("tenants/{name}/repos/url-shortener.git"))
+    };
+    for name in ["acme", "globex"] {
+        let authors = git_log_authors(&tenant_repo(name), "agentry/url-shortener");
+        assert_eq!(authors.len(), 4, "{name}: {authors:?}");
+    }
+    for name in ["acme", "globex"] {
+        let mirror = data_dir.path().join(format!("tenants/{name}/wiki/URL"));
+        assert!(mirror.is_dir(), "{}", mirror.display());
+    }
+    assert!(!data_dir.path().join("repos/url-shortener.git").exists());
+    assert!(!data_dir.path().join("wiki/URL").exists());
+    let cli = local.integrations(&ArtifactOwner::Cli).await.unwrap();
+    assert!(cli.tracker.list_issues("URL").await.is_err());
+    assert!(cli.code_host.get_repository("url-shortener").await.is_err());
 }

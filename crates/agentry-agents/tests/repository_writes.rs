@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use agentry_agents::{AgentConfig, AgentDeps, AgentNodeRunner};
 use agentry_core::{
-    AgentRole, ChatRequest, ChatResponse, ChatRole, CodeHost, LlmProvider, NoProgress, NodeContext,
-    NodeRunner, Result, TaskId, WorkflowId, WorkflowState, MAX_FILE_BYTES,
+    AgentRole, ArtifactOwner, ChatRequest, ChatResponse, ChatRole, CodeHost, LlmProvider,
+    NoProgress, NodeContext, NodeRunner, Result, TaskId, WorkflowId, WorkflowState, MAX_FILE_BYTES,
 };
 use agentry_integrations_local::LocalIntegrations;
 use agentry_llm_scripted::ScriptedProvider;
@@ -94,6 +94,7 @@ fn ctx(
         state: Arc::new(state.clone()),
         options: json!({}),
         request_id: None,
+        owner: ArtifactOwner::Cli,
         progress: Arc::new(NoProgress),
     }
 }
@@ -107,7 +108,7 @@ async fn the_developer_is_told_staged_only_for_files_that_land() {
     let local = LocalIntegrations::open(&data_dir.path().join("agentry.db"), data_dir.path())
         .await
         .unwrap();
-    let code_host: Arc<dyn CodeHost> = local.code_host();
+    let code_host: Arc<dyn CodeHost> = local.code_host_for(&ArtifactOwner::Cli).await.unwrap();
     let llm = Arc::new(Recording {
         inner: ScriptedProvider::from_toml_str(&session(), "repository writes").unwrap(),
         requests: Mutex::default(),
@@ -116,9 +117,7 @@ async fn the_developer_is_told_staged_only_for_files_that_land() {
         AgentDeps {
             llm: llm.clone(),
             llm_by_role: HashMap::new(),
-            tracker: local.tracker(),
-            wiki: local.wiki(),
-            code_host: code_host.clone(),
+            integrations: Arc::new(local.clone()),
             sandbox: Arc::new(ProcessSandbox::new(SandboxConfig::default())),
             ledger: None,
         },

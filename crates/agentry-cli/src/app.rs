@@ -15,8 +15,8 @@ use anyhow::{anyhow, Context, Result};
 use agentry_agents::{AgentConfig, AgentDeps, AgentNodeRunner};
 use agentry_bus_inproc::InprocBus;
 use agentry_core::{
-    ApiKeyStore, Budget, Bus, CodeHost, DeadLetters, Isolation, LlmCache, LlmLedger, LlmProvider,
-    NodeContext, NodeOutput, NodeRunner, RateLimiter, SandboxLimits, Store, Tracker, Wiki,
+    ApiKeyStore, Budget, Bus, DeadLetters, IntegrationResolver, Isolation, LlmCache, LlmLedger,
+    LlmProvider, NodeContext, NodeOutput, NodeRunner, RateLimiter, SandboxLimits, Store,
     WorkerRegistry, WorkflowRecord,
 };
 use agentry_engine::{Engine, EngineConfig, WorkerHandle, WorkflowDefinition};
@@ -45,12 +45,9 @@ pub struct App {
     pub llm_cache: Arc<dyn LlmCache>,
     /// Rate-limit buckets (Redis when configured, else this process).
     pub limiter: Arc<dyn RateLimiter>,
-    /// The tracker.
-    pub tracker: Arc<dyn Tracker>,
-    /// The wiki.
-    pub wiki: Arc<dyn Wiki>,
-    /// The code host.
-    pub code_host: Arc<dyn CodeHost>,
+    /// The tracker, wiki and code host of each artifact owner (the
+    /// command line's namespace, or an API tenant's).
+    pub integrations: Arc<dyn IntegrationResolver>,
     sandbox: Arc<ProcessSandbox>,
 }
 
@@ -94,9 +91,7 @@ impl App {
             })?;
         let sandbox = ProcessSandbox::new(config.sandbox.adapter());
         Ok(App {
-            tracker: local.tracker(),
-            wiki: local.wiki(),
-            code_host: local.code_host(),
+            integrations: Arc::new(local),
             sandbox: Arc::new(sandbox),
             store,
             bus,
@@ -140,9 +135,7 @@ impl App {
             AgentDeps {
                 llm,
                 llm_by_role: HashMap::new(),
-                tracker: self.tracker.clone(),
-                wiki: self.wiki.clone(),
-                code_host: self.code_host.clone(),
+                integrations: self.integrations.clone(),
                 sandbox: self.sandbox.clone(),
                 ledger: Some(self.store.clone()),
             },

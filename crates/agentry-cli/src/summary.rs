@@ -9,8 +9,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use agentry_core::{
-    LlmCall, MergeRequest, UsageRecord, WorkflowErrorEntry, WorkflowId, WorkflowState,
-    WorkflowStatus,
+    ArtifactOwner, Integrations, LlmCall, MergeRequest, UsageRecord, WorkflowErrorEntry,
+    WorkflowId, WorkflowState, WorkflowStatus,
 };
 
 use crate::app::App;
@@ -22,6 +22,9 @@ pub struct Summary {
     pub id: WorkflowId,
     /// Status.
     pub status: WorkflowStatus,
+    /// Whose artifacts these are: `cli` (started from the command line) or
+    /// `tenant:<name>` (submitted through the API).
+    pub owner: ArtifactOwner,
     /// Request id.
     pub request_id: String,
     /// Current (or last) step.
@@ -131,14 +134,22 @@ pub struct TestRunSummary {
     pub isolation: Option<String>,
 }
 
-/// Reads everything back.
+/// Reads everything back, from the integrations of the workflow's owner
+/// (its API tenant, or the command line's namespace).
 pub async fn summarize(app: &App, id: WorkflowId) -> Result<Summary> {
     let store = app.store();
+    let record = store.get_workflow(id).await.map_err(|e| anyhow!("{e}"))?;
+    let owner = ArtifactOwner::of_workflow(&record).map_err(|e| anyhow!("{e}"))?;
+    let ports = app
+        .integrations
+        .integrations(&owner)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
     let state = store.state_at(id, None).await.map_err(|e| anyhow!("{e}"))?;
 
     let mut tickets = Vec::new();
     for key in &state.jira_tickets {
-        let issue = app
+        let issue = ports
             .tracker
             .get_issue(key)
             .await
@@ -154,7 +165,7 @@ pub async fn summarize(app: &App, id: WorkflowId) -> Result<Summary> {
 
     let mut pages = Vec::new();
     for page_id in &state.confluence_pages {
-        let page = app
+        let page = ports
             .wiki
             .get_page(page_id)
             .await
@@ -168,7 +179,7 @@ pub async fn summarize(app: &App, id: WorkflowId) -> Result<Summary> {
         });
     }
 
-    let repository = repository_summary(app, &state).await?;
+    let repository = repository_summary(&ports, &state).await?;
 
     let outputs = store.agent_outputs(id).await.map_err(|e| anyhow!("{e}"))?;
     let test_runs = outputs
@@ -188,6 +199,7 @@ pub async fn summarize(app: &App, id: WorkflowId) -> Result<Summary> {
     Ok(Summary {
         id,
         status: state.status,
+        owner,
         request_id: state.request_id.clone(),
         current_step: state.current_step.clone(),
         tickets,
@@ -236,13 +248,16 @@ fn ctx_str(state: &WorkflowState, path: &str) -> Option<String> {
         .and_then(|v| v.as_str().map(str::to_string))
 }
 
-async fn repository_summary(app: &App, state: &WorkflowState) -> Result<Option<RepositorySummary>> {
+async fn repository_summary(
+    ports: &Integrations,
+    state: &WorkflowState,
+) -> Result<Option<RepositorySummary>> {
     let Some(name) =
         ctx_str(state, "project.repository").or_else(|| state.gitlab_repos.first().cloned())
     else {
         return Ok(None);
     };
-    let repo = match app.code_host.get_repository(&name).await {
+    let repo = match ports.code_host.get_repository(&name).await {
         Ok(repo) => repo,
         Err(agentry_core::Error::NotFound(_)) => return Ok(None),
         Err(e) => return Err(anyhow!("{e}")),
@@ -250,7 +265,7 @@ async fn repository_summary(app: &App, state: &WorkflowState) -> Result<Option<R
     let branch = ctx_str(state, "developer.branch")
         .or_else(|| ctx_str(state, "project.branch"))
         .unwrap_or_else(|| repo.default_branch.clone());
-    let commits = app
+    let commits = ports
         .code_host
         .commits(&name, &branch)
         .await
@@ -262,7 +277,7 @@ async fn repository_summary(app: &App, state: &WorkflowState) -> Result<Option<R
             author: c.author,
         })
         .collect();
-    let files = app
+    let files = ports
         .code_host
         .list_files(&name, &branch)
         .await
@@ -272,7 +287,8 @@ async fn repository_summary(app: &App, state: &WorkflowState) -> Result<Option<R
         .and_then(|v| v.as_u64());
     let merge_request = match mr_id {
         Some(mr) => Some(
-            app.code_host
+            ports
+                .code_host
                 .get_merge_request(&name, mr)
                 .await
                 .map_err(|e| anyhow!("{e}"))?,
@@ -326,6 +342,9 @@ pub fn render(summary: &Summary, with_calls: bool) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(out, "workflow {}: {}", summary.id, summary.status);
+    if let Some(tenant) = summary.owner.tenant_id() {
+        let _ = writeln!(out, "tenant: {tenant}");
+    }
     if !summary.tickets.is_empty() {
         let _ = writeln!(out, "\ntickets:");
         for t in &summary.tickets {

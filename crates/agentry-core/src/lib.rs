@@ -4,8 +4,9 @@
 //! seed (`WorkflowState`, `WorkflowStatus`), the engine's durable records
 //! (checkpoints, events, the scheduler cursor), agent roles, the classified
 //! [`Error`], and the ports (traits) that adapters implement: [`Store`],
-//! [`Bus`], [`LlmProvider`], [`Tracker`], [`Wiki`], [`CodeHost`], [`Sandbox`]
-//! and [`NodeRunner`].
+//! [`Bus`], [`LlmProvider`], [`Tracker`], [`Wiki`], [`CodeHost`] (each for
+//! one [`ArtifactOwner`], found through the [`IntegrationResolver`]),
+//! [`Sandbox`] and [`NodeRunner`].
 //!
 //! Key design decision: this crate does no I/O and depends on no I/O crate
 //! (no sqlx, reqwest, tokio). Ports are `async_trait` object-safe traits so
@@ -17,6 +18,7 @@ pub mod event;
 pub mod ids;
 pub mod llm;
 pub mod node;
+pub mod owner;
 pub mod path;
 pub mod ports;
 pub mod state;
@@ -31,6 +33,7 @@ pub use llm::{
     Spend, ToolCall, ToolDefinition, Usage,
 };
 pub use node::{NoProgress, NodeContext, NodeOutput, NodeRunner, Progress, ProgressSink};
+pub use owner::{ArtifactOwner, TenantId, MAX_TENANT_BYTES};
 pub use path::RepoPath;
 pub use ports::access::{
     AccessRole, ApiKeyRecord, ApiKeyStore, RateDecision, RateLimit, RateLimiter,
@@ -43,6 +46,7 @@ pub use ports::codehost::{
     MergeRequest, MergeRequestState, MergeRequestUpdate, NewMergeRequest, Repository,
     TestResultLink, MAX_COMMIT_BYTES, MAX_FILE_BYTES,
 };
+pub use ports::integrations::{IntegrationResolver, Integrations};
 pub use ports::registry::{
     lease_expiry, WorkerBeat, WorkerHealth, WorkerInfo, WorkerRecord, WorkerRegistry,
 };

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{AgentRole, Event, Result, StateDelta, TaskId, WorkflowState};
+use crate::{AgentRole, ArtifactOwner, Event, Result, StateDelta, TaskId, WorkflowState};
 
 /// Live progress of a running node (shown by the CLI, streamed by the
 /// gateway). Not stored.
@@ -52,6 +52,10 @@ pub struct NodeContext {
     pub state: Arc<WorkflowState>,
     /// Per-run options of the workflow.
     pub options: Value,
+    /// Whose artifacts the node makes and reads: the workflow's stored
+    /// tenant, or the command line's namespace. Side effects go through the
+    /// integrations resolved for this owner.
+    pub owner: ArtifactOwner,
     /// Correlation id.
     pub request_id: Option<String>,
     /// Progress reports go here.
@@ -81,7 +85,9 @@ pub struct NodeOutput {
 
 /// Runs graph nodes. The engine calls it once per attempt; a returned error's
 /// class decides retry. Side effects must use `ctx.task.idempotency_key()` so
-/// that a retry or a redelivery finds what an earlier attempt made.
+/// that a retry or a redelivery finds what an earlier attempt made, and the
+/// integrations of `ctx.owner`, so that they land in the workflow owner's
+/// namespace.
 #[async_trait]
 pub trait NodeRunner: Send + Sync + 'static {
     /// Runs the node.

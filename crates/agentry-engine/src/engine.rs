@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentry_core::{
-    Advance, Bus, Checkpoint, CommitOutcome, Cursor, Delivery, Error, ErrorClass, Event, EventKind,
-    NewWorkflow, NodeContext, NodeOutput, NodeRunner, Progress, ProgressSink, RequestId, Result,
-    StateDelta, Store, TaskCommit, TaskId, TaskMessage, Transition, WorkflowErrorEntry, WorkflowId,
-    WorkflowRecord, WorkflowState, WorkflowStatus,
+    Advance, ArtifactOwner, Bus, Checkpoint, CommitOutcome, Cursor, Delivery, Error, ErrorClass,
+    Event, EventKind, NewWorkflow, NodeContext, NodeOutput, NodeRunner, Progress, ProgressSink,
+    RequestId, Result, StateDelta, Store, TaskCommit, TaskId, TaskMessage, Transition,
+    WorkflowErrorEntry, WorkflowId, WorkflowRecord, WorkflowState, WorkflowStatus,
 };
 use chrono::Utc;
 use futures::stream::{BoxStream, StreamExt};
@@ -1521,6 +1521,18 @@ impl Engine {
         });
         let mut attempt = task.attempt.max(1);
         let mut node_ns = 0u64;
+        // The stored workflow's owner, so a worker in any process acts in
+        // the namespace of the tenant that submitted it.
+        let owner = match ArtifactOwner::of_workflow(record) {
+            Ok(owner) => owner,
+            Err(error) => {
+                return AttemptsOutcome::Failed {
+                    error,
+                    attempt,
+                    node_ns,
+                }
+            }
+        };
         loop {
             let this = TaskId {
                 attempt,
@@ -1533,6 +1545,7 @@ impl Engine {
                 visit,
                 state: state.clone(),
                 options: record.options.clone(),
+                owner: owner.clone(),
                 request_id: message.request_id.clone(),
                 progress: progress.clone(),
             };

@@ -9,9 +9,9 @@ use std::time::Duration;
 use agentry_bus_inproc::InprocBus;
 use agentry_core::store::{AgentOutputRecord, Page};
 use agentry_core::{
-    Checkpoint, CommitOutcome, Error, NewWorkflow, NodeContext, NodeOutput, NodeRunner, Result,
-    Store, StoredEvent, TaskCommit, Transition, WorkflowId, WorkflowQuery, WorkflowRecord,
-    WorkflowStatus,
+    ArtifactOwner, Checkpoint, CommitOutcome, Error, NewWorkflow, NodeContext, NodeOutput,
+    NodeRunner, Result, Store, StoredEvent, TaskCommit, Transition, WorkflowId, WorkflowQuery,
+    WorkflowRecord, WorkflowStatus,
 };
 use agentry_engine::{Engine, EngineConfig, Submission, WorkflowDefinition};
 use agentry_store_memory::MemoryStore;
@@ -348,4 +348,107 @@ async fn a_workflow_cancelled_before_its_run_starts_stays_cancelled() {
     let after = run(&engine, record.id).await;
     assert_eq!(after.status, WorkflowStatus::Cancelled);
     assert_eq!(recorder.runs("a"), 0, "a cancelled workflow ran a node");
+}
+
+/// Records the owner each node ran for.
+#[derive(Default)]
+struct OwnerRecorder(Mutex<Vec<(String, ArtifactOwner)>>);
+
+#[async_trait]
+impl NodeRunner for OwnerRecorder {
+    async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
+        self.0
+            .lock()
+            .unwrap()
+            .push((ctx.task.node.clone(), ctx.owner.clone()));
+        Ok(NodeOutput::default())
+    }
+}
+
+const TWO_NODES: &str = r#"
+name = "two"
+start = ["a"]
+[nodes.a]
+agent = "developer"
+[nodes.b]
+agent = "qa"
+[[edges]]
+from = "a"
+to = ["b"]
+[[edges]]
+from = "b"
+to = ["end"]
+"#;
+
+/// Regression: nodes ran with no notion of whose workflow it was, so every
+/// tenant's agents shared one tracker, wiki and code host. The owner now
+/// comes from the stored workflow, also on a worker engine that did not
+/// submit or dispatch it (the distributed mode), and a stored tenant that is
+/// not a tenant name fails the node with the name in the error.
+#[tokio::test]
+async fn nodes_act_for_the_stored_tenant_on_a_worker_that_did_not_dispatch() {
+    let store = Arc::new(MemoryStore::new());
+    let bus = Arc::new(InprocBus::new());
+    let gateway = Engine::new(
+        store.clone(),
+        bus.clone(),
+        Arc::new(Recorder::default()),
+        config(),
+    );
+    let runner = Arc::new(OwnerRecorder::default());
+    let worker = Engine::new(store.clone(), bus, runner.clone(), config());
+    let _workers = worker.start_workers(Engine::all_queues(), 2).await;
+
+    let mut ids = Vec::new();
+    for tenant in [Some("acme"), None, Some("bad\ntenant")] {
+        let rec = gateway
+            .submit(Submission {
+                tenant: tenant.map(str::to_string),
+                ..submission(TWO_NODES)
+            })
+            .await
+            .unwrap();
+        gateway.start_detached(rec.id, false).await.unwrap();
+        ids.push(rec.id);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut finals = Vec::new();
+    for id in &ids {
+        loop {
+            let rec = store.get_workflow(*id).await.unwrap();
+            if rec.status.is_terminal() {
+                finals.push(rec.status);
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{id} is {}",
+                rec.status
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(
+        finals,
+        [
+            WorkflowStatus::Completed,
+            WorkflowStatus::Completed,
+            WorkflowStatus::Failed
+        ]
+    );
+    let mut seen = runner.0.lock().unwrap().clone();
+    seen.sort();
+    let acme = ArtifactOwner::tenant("acme").unwrap();
+    assert_eq!(
+        seen,
+        [
+            ("a".to_string(), ArtifactOwner::Cli),
+            ("a".to_string(), acme.clone()),
+            ("b".to_string(), ArtifactOwner::Cli),
+            ("b".to_string(), acme),
+        ]
+    );
+    let failed = store.state_at(ids[2], None).await.unwrap();
+    let error = &failed.errors.last().unwrap().message;
+    assert!(error.contains("tenant `bad\\ntenant`"), "{error}");
 }

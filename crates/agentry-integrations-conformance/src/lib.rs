@@ -1,6 +1,7 @@
-//! Behavioural suites for the `Tracker`, `Wiki` and `CodeHost` ports: one
-//! public async function per behaviour, plus macros that expand them into
-//! named `#[tokio::test]`s.
+//! Behavioural suites for the `Tracker`, `Wiki` and `CodeHost` ports and
+//! for the `IntegrationResolver` that hands them out per owner: one public
+//! async function per behaviour, plus macros that expand them into named
+//! `#[tokio::test]`s.
 //!
 //! Every adapter of these ports runs the same suites: the local adapters
 //! against a temporary directory, the Jira, Confluence and GitLab clients
@@ -23,10 +24,12 @@ use std::sync::Arc;
 use agentry_core::{Error, IdempotencyKey, Result};
 
 pub mod code_host;
+pub mod owners;
 pub mod tracker;
 pub mod wiki;
 
 pub use code_host::code_host_suite;
+pub use owners::{owners_suite, unique_tenant};
 pub use tracker::tracker_suite;
 pub use wiki::wiki_suite;
 
@@ -200,6 +203,26 @@ macro_rules! code_host_conformance {
                 conflicting_merge_keeps_the_request_open,
                 closed_merge_requests_do_not_merge,
                 unknown_code_things_are_not_found,
+            );
+        }
+    };
+}
+
+/// Expands to a `mod owners_conformance` with one `#[tokio::test]` per
+/// owner behaviour (two owners with the same names get disjoint
+/// artifacts); `$factory` produces a fresh
+/// [`Fixture<dyn IntegrationResolver>`](Fixture).
+#[macro_export]
+macro_rules! owners_conformance {
+    ($factory:expr) => {
+        mod owners_conformance {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__conformance_tests!(owners, $factory;
+                owners_with_the_same_project_key_get_disjoint_trackers,
+                owners_with_the_same_space_key_get_disjoint_wikis,
+                owners_with_the_same_repository_name_get_disjoint_code_hosts,
+                no_tenant_reaches_the_command_lines_namespace,
             );
         }
     };

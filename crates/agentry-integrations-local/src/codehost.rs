@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use agentry_core::{
-    CodeHost, CommitInfo, CommitRequest, Error, MergeRequest, MergeRequestState,
+    ArtifactOwner, CodeHost, CommitInfo, CommitRequest, Error, MergeRequest, MergeRequestState,
     MergeRequestUpdate, NewMergeRequest, RepoPath, Repository, Result, TestResultLink,
 };
 use async_trait::async_trait;
@@ -30,7 +30,7 @@ const MODE_GITLINK: &str = "160000";
 
 /// The local code host (the embedded stand-in for GitLab).
 ///
-/// Repositories are bare, at `<data_dir>/repos/<name>.git` (the absolute
+/// Repositories are bare, at `<owner dir>/repos/<name>.git` (the absolute
 /// path is the clone URL). Commits are built with plumbing on a private
 /// index file and published with a compare-and-swap `update-ref`, so nothing
 /// is ever checked out and concurrent writers to one branch are retried, not
@@ -39,9 +39,15 @@ const MODE_GITLINK: &str = "160000";
 ///
 /// A commit whose changes leave the branch's tree as it was returns the
 /// branch head instead of making an empty commit.
+///
+/// A code host acts for one owner (see [`crate::LocalIntegrations`]): its
+/// repositories are in that owner's directory, and its merge requests and
+/// idempotency keys are the rows of that owner only.
 #[derive(Debug)]
 pub struct GitCodeHost {
     pool: SqlitePool,
+    /// The owner's string form, bound into every query.
+    owner: String,
     root: PathBuf,
 }
 
@@ -214,10 +220,16 @@ impl MergeRequestRow {
 const MR_COLUMNS: &str = "repository, id, source_branch, target_branch, title, description, \
                           state, test_result, created_at, updated_at";
 
-async fn fetch_mr(conn: &mut SqliteConnection, repository: &str, id: i64) -> Result<MergeRequest> {
+async fn fetch_mr(
+    conn: &mut SqliteConnection,
+    owner: &str,
+    repository: &str,
+    id: i64,
+) -> Result<MergeRequest> {
     let row: Option<MergeRequestRow> = sqlx::query_as(&format!(
-        "SELECT {MR_COLUMNS} FROM code_merge_requests WHERE repository = ? AND id = ?"
+        "SELECT {MR_COLUMNS} FROM code_merge_requests WHERE owner = ? AND repository = ? AND id = ?"
     ))
+    .bind(owner)
     .bind(repository)
     .bind(id)
     .fetch_optional(&mut *conn)
@@ -227,17 +239,48 @@ async fn fetch_mr(conn: &mut SqliteConnection, repository: &str, id: i64) -> Res
         .into_mr()
 }
 
+/// The merge request an idempotency key of this owner opened in `repository`.
+async fn mr_by_key(
+    conn: &mut SqliteConnection,
+    owner: &str,
+    key: &str,
+    repository: &str,
+) -> Result<Option<MergeRequest>> {
+    let id: Option<i64> = sqlx::query_scalar(
+        "SELECT merge_request_id FROM code_idempotency
+         WHERE owner = ? AND key = ? AND repository = ?",
+    )
+    .bind(owner)
+    .bind(key)
+    .bind(repository)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    match id {
+        Some(id) => fetch_mr(conn, owner, repository, id).await.map(Some),
+        None => Ok(None),
+    }
+}
+
 impl GitCodeHost {
-    /// A code host on an open pool whose schema is applied, keeping bare
-    /// repositories under `root` (`<data_dir>/repos`).
-    pub(crate) async fn new(pool: SqlitePool, root: PathBuf) -> Result<Self> {
+    /// The code host of `owner` on an open pool whose schema is applied,
+    /// keeping bare repositories under `root` (`<owner dir>/repos`).
+    pub(crate) async fn new(
+        pool: SqlitePool,
+        owner: &ArtifactOwner,
+        root: PathBuf,
+    ) -> Result<Self> {
         tokio::fs::create_dir_all(&root)
             .await
             .map_err(|error| io_error(format!("creating {}", root.display()), error))?;
         let root = tokio::fs::canonicalize(&root)
             .await
             .map_err(|error| io_error(format!("resolving {}", root.display()), error))?;
-        Ok(GitCodeHost { pool, root })
+        Ok(GitCodeHost {
+            pool,
+            owner: owner.to_string(),
+            root,
+        })
     }
 
     /// The bare repository directory of `name` (`<root>/<name>.git`).
@@ -683,12 +726,15 @@ impl CodeHost for GitCodeHost {
             tracing::info!("Created repository.");
         }
         let (name_owned, description) = (name.to_string(), description.trim().to_string());
+        let owner = self.owner.clone();
         db::write(&self.pool, "ensure_repository", move |conn| {
             Box::pin(async move {
                 sqlx::query(
-                    "INSERT INTO code_repositories (name, description, default_branch, created_at)
-                     VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+                    "INSERT INTO code_repositories (owner, name, description, default_branch,
+                       created_at)
+                     VALUES (?, ?, ?, ?, ?) ON CONFLICT (owner, name) DO NOTHING",
                 )
+                .bind(&owner)
                 .bind(&name_owned)
                 .bind(&description)
                 .bind(DEFAULT_BRANCH)
@@ -912,22 +958,11 @@ impl CodeHost for GitCodeHost {
     async fn create_merge_request(&self, new: NewMergeRequest) -> Result<MergeRequest> {
         let git_dir = self.require_repo(&new.repository).await?;
         let key = validate::idempotency_key(&new.idempotency_key)?.to_string();
+        let owner = self.owner.clone();
         let lookup = |key: String, repo: String| {
+            let owner = owner.clone();
             db::read(&self.pool, "find merge request by key", move |conn| {
-                Box::pin(async move {
-                    let id: Option<i64> = sqlx::query_scalar(
-                        "SELECT merge_request_id FROM code_idempotency WHERE key = ? AND repository = ?",
-                    )
-                    .bind(&key)
-                    .bind(&repo)
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(db_error)?;
-                    match id {
-                        Some(id) => fetch_mr(conn, &repo, id).await.map(Some),
-                        None => Ok(None),
-                    }
-                })
+                Box::pin(async move { mr_by_key(conn, &owner, &key, &repo).await })
             })
         };
         if let Some(mr) = lookup(key.clone(), new.repository.clone()).await? {
@@ -954,21 +989,14 @@ impl CodeHost for GitCodeHost {
         }
         db::write(&self.pool, "create_merge_request", move |conn| {
             Box::pin(async move {
-                let seen: Option<i64> = sqlx::query_scalar(
-                    "SELECT merge_request_id FROM code_idempotency WHERE key = ? AND repository = ?",
-                )
-                .bind(&key)
-                .bind(&new.repository)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(db_error)?;
-                if let Some(id) = seen {
-                    return fetch_mr(conn, &new.repository, id).await;
+                if let Some(mr) = mr_by_key(conn, &owner, &key, &new.repository).await? {
+                    return Ok(mr);
                 }
                 let open: Option<i64> = sqlx::query_scalar(
-                    "SELECT id FROM code_merge_requests WHERE repository = ? AND source_branch = ?
-                       AND target_branch = ? AND state = 'opened'",
+                    "SELECT id FROM code_merge_requests WHERE owner = ? AND repository = ?
+                       AND source_branch = ? AND target_branch = ? AND state = 'opened'",
                 )
+                .bind(&owner)
                 .bind(&new.repository)
                 .bind(&new.source_branch)
                 .bind(&new.target_branch)
@@ -980,18 +1008,21 @@ impl CodeHost for GitCodeHost {
                     Some(id) => id,
                     None => {
                         let id: i64 = sqlx::query_scalar(
-                            "SELECT COALESCE(MAX(id), 0) + 1 FROM code_merge_requests WHERE repository = ?",
+                            "SELECT COALESCE(MAX(id), 0) + 1 FROM code_merge_requests
+                             WHERE owner = ? AND repository = ?",
                         )
+                        .bind(&owner)
                         .bind(&new.repository)
                         .fetch_one(&mut *conn)
                         .await
                         .map_err(db_error)?;
                         sqlx::query(
-                            "INSERT INTO code_merge_requests (repository, id, source_branch, target_branch,
-                               title, description, state, test_result, merge_commit, idempotency_key,
-                               created_at, updated_at)
-                             VALUES (?, ?, ?, ?, ?, ?, 'opened', NULL, NULL, ?, ?, ?)",
+                            "INSERT INTO code_merge_requests (owner, repository, id, source_branch,
+                               target_branch, title, description, state, test_result, merge_commit,
+                               idempotency_key, created_at, updated_at)
+                             VALUES (?, ?, ?, ?, ?, ?, ?, 'opened', NULL, NULL, ?, ?, ?)",
                         )
+                        .bind(&owner)
                         .bind(&new.repository)
                         .bind(id)
                         .bind(&new.source_branch)
@@ -1008,9 +1039,11 @@ impl CodeHost for GitCodeHost {
                     }
                 };
                 sqlx::query(
-                    "INSERT INTO code_idempotency (key, repository, merge_request_id, created_at)
-                     VALUES (?, ?, ?, ?)",
+                    "INSERT INTO code_idempotency (owner, key, repository, merge_request_id,
+                       created_at)
+                     VALUES (?, ?, ?, ?, ?)",
                 )
+                .bind(&owner)
                 .bind(&key)
                 .bind(&new.repository)
                 .bind(id)
@@ -1018,7 +1051,7 @@ impl CodeHost for GitCodeHost {
                 .execute(&mut *conn)
                 .await
                 .map_err(db_error)?;
-                fetch_mr(conn, &new.repository, id).await
+                fetch_mr(conn, &owner, &new.repository, id).await
             })
         })
         .await
@@ -1058,6 +1091,7 @@ impl CodeHost for GitCodeHost {
             .map(serde_json::to_string)
             .transpose()?;
         let repo = repository.to_string();
+        let owner = self.owner.clone();
         let expected = state_str(mr.state);
         let id = i64::try_from(id).map_err(|_| Error::not_found(format!("merge request !{id}")))?;
         db::write(&self.pool, "update_merge_request", move |conn| {
@@ -1070,13 +1104,14 @@ impl CodeHost for GitCodeHost {
                        test_result = COALESCE(?, test_result),
                        merge_commit = COALESCE(?, merge_commit),
                        updated_at = ?
-                     WHERE repository = ? AND id = ? AND state = ?",
+                     WHERE owner = ? AND repository = ? AND id = ? AND state = ?",
                 )
                 .bind(update.state.map(state_str))
                 .bind(&update.description)
                 .bind(&test_result)
                 .bind(&merge_commit)
                 .bind(now)
+                .bind(&owner)
                 .bind(&repo)
                 .bind(id)
                 .bind(expected)
@@ -1093,7 +1128,7 @@ impl CodeHost for GitCodeHost {
                         "merge request !{id} changed while it was being updated; read it and retry"
                     )));
                 }
-                fetch_mr(conn, &repo, id).await
+                fetch_mr(conn, &owner, &repo, id).await
             })
         })
         .await
@@ -1103,9 +1138,10 @@ impl CodeHost for GitCodeHost {
     async fn get_merge_request(&self, repository: &str, id: u64) -> Result<MergeRequest> {
         self.require_repo(repository).await?;
         let repo = repository.to_string();
+        let owner = self.owner.clone();
         let id = i64::try_from(id).map_err(|_| Error::not_found(format!("merge request !{id}")))?;
         db::read(&self.pool, "get_merge_request", move |conn| {
-            Box::pin(async move { fetch_mr(conn, &repo, id).await })
+            Box::pin(async move { fetch_mr(conn, &owner, &repo, id).await })
         })
         .await
     }
@@ -1114,11 +1150,14 @@ impl CodeHost for GitCodeHost {
     async fn list_merge_requests(&self, repository: &str) -> Result<Vec<MergeRequest>> {
         self.require_repo(repository).await?;
         let repo = repository.to_string();
+        let owner = self.owner.clone();
         db::read(&self.pool, "list_merge_requests", move |conn| {
             Box::pin(async move {
                 let rows: Vec<MergeRequestRow> = sqlx::query_as(&format!(
-                    "SELECT {MR_COLUMNS} FROM code_merge_requests WHERE repository = ? ORDER BY id"
+                    "SELECT {MR_COLUMNS} FROM code_merge_requests WHERE owner = ? AND repository = ?
+                     ORDER BY id"
                 ))
+                .bind(&owner)
                 .bind(&repo)
                 .fetch_all(&mut *conn)
                 .await

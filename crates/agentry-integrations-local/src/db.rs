@@ -14,9 +14,11 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The ceiling for one whole database operation (acquire + statements).
 pub(crate) const DB_OP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// This crate's schema, one entry per version. Every statement is
-/// `CREATE ... IF NOT EXISTS`, so re-applying a version is harmless.
-const SCHEMA: &[(i64, &[&str])] = &[(
+/// This crate's schema, one entry per version, each applied in one
+/// transaction with its version row. A fresh file goes through every
+/// version, so old and new files reach the same tables by one path.
+const SCHEMA: &[(i64, &[&str])] = &[
+    (
     1,
     &[
         "CREATE TABLE IF NOT EXISTS tracker_projects (
@@ -134,10 +136,204 @@ const SCHEMA: &[(i64, &[&str])] = &[(
             created_at       TEXT NOT NULL
         )",
     ],
-)];
+    ),
+    (2, OWNERS),
+];
+
+/// Version 2: every table gets an `owner` column (`ArtifactOwner`'s string
+/// form) in its keys, so two owners' projects, spaces, repositories, merge
+/// requests and idempotency keys never meet. Tables are rebuilt (SQLite
+/// cannot change a primary key) and existing rows become the command
+/// line's (`cli`): data directories made before tenants keep their
+/// artifacts for `agentry run`. Row ids (issues' comments, pages) are kept.
+/// `owner` has no default, so a query that forgets it fails loudly.
+const OWNERS: &[&str] = &[
+    "CREATE TABLE tracker_projects_v2 (
+        owner      TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        next_seq   INTEGER NOT NULL DEFAULT 1,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (owner, key)
+    )",
+    "INSERT INTO tracker_projects_v2 (owner, key, name, next_seq, created_at)
+        SELECT 'cli', key, name, next_seq, created_at FROM tracker_projects",
+    "DROP TABLE tracker_projects",
+    "ALTER TABLE tracker_projects_v2 RENAME TO tracker_projects",
+    "CREATE TABLE tracker_issues_v2 (
+        owner       TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        project     TEXT NOT NULL,
+        seq         INTEGER NOT NULL,
+        kind        TEXT NOT NULL,
+        title       TEXT NOT NULL,
+        description TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        parent      TEXT,
+        labels      TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        updated_at  TEXT NOT NULL,
+        PRIMARY KEY (owner, key),
+        UNIQUE (owner, project, seq)
+    )",
+    "INSERT INTO tracker_issues_v2 (owner, key, project, seq, kind, title, description, status,
+            parent, labels, created_at, updated_at)
+        SELECT 'cli', key, project, seq, kind, title, description, status, parent, labels,
+            created_at, updated_at FROM tracker_issues",
+    "DROP TABLE tracker_issues",
+    "ALTER TABLE tracker_issues_v2 RENAME TO tracker_issues",
+    "CREATE TABLE tracker_links_v2 (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner      TEXT NOT NULL,
+        from_key   TEXT NOT NULL,
+        to_key     TEXT NOT NULL,
+        kind       TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (owner, from_key, to_key, kind)
+    )",
+    "INSERT INTO tracker_links_v2 (id, owner, from_key, to_key, kind, created_at)
+        SELECT id, 'cli', from_key, to_key, kind, created_at FROM tracker_links",
+    "DROP TABLE tracker_links",
+    "ALTER TABLE tracker_links_v2 RENAME TO tracker_links",
+    "CREATE INDEX tracker_links_to ON tracker_links (owner, to_key)",
+    "CREATE TABLE tracker_comments_v2 (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner      TEXT NOT NULL,
+        issue      TEXT NOT NULL,
+        body       TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    )",
+    "INSERT INTO tracker_comments_v2 (id, owner, issue, body, created_at)
+        SELECT id, 'cli', issue, body, created_at FROM tracker_comments",
+    "DROP TABLE tracker_comments",
+    "ALTER TABLE tracker_comments_v2 RENAME TO tracker_comments",
+    "CREATE INDEX tracker_comments_issue ON tracker_comments (owner, issue, id)",
+    "CREATE TABLE tracker_attachments_v2 (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner      TEXT NOT NULL,
+        issue      TEXT NOT NULL,
+        filename   TEXT NOT NULL,
+        media_type TEXT NOT NULL,
+        content    BLOB NOT NULL,
+        size       INTEGER NOT NULL,
+        created_at TEXT NOT NULL
+    )",
+    "INSERT INTO tracker_attachments_v2 (id, owner, issue, filename, media_type, content, size,
+            created_at)
+        SELECT id, 'cli', issue, filename, media_type, content, size, created_at
+        FROM tracker_attachments",
+    "DROP TABLE tracker_attachments",
+    "ALTER TABLE tracker_attachments_v2 RENAME TO tracker_attachments",
+    "CREATE INDEX tracker_attachments_issue ON tracker_attachments (owner, issue, id)",
+    "CREATE TABLE tracker_idempotency_v2 (
+        owner      TEXT NOT NULL,
+        entity     TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        entity_id  TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (owner, entity, key)
+    )",
+    "INSERT INTO tracker_idempotency_v2 (owner, entity, key, entity_id, created_at)
+        SELECT 'cli', entity, key, entity_id, created_at FROM tracker_idempotency",
+    "DROP TABLE tracker_idempotency",
+    "ALTER TABLE tracker_idempotency_v2 RENAME TO tracker_idempotency",
+    "CREATE TABLE wiki_spaces_v2 (
+        owner      TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (owner, key)
+    )",
+    "INSERT INTO wiki_spaces_v2 (owner, key, name, created_at)
+        SELECT 'cli', key, name, created_at FROM wiki_spaces",
+    "DROP TABLE wiki_spaces",
+    "ALTER TABLE wiki_spaces_v2 RENAME TO wiki_spaces",
+    "CREATE TABLE wiki_pages_v2 (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner      TEXT NOT NULL,
+        space      TEXT NOT NULL,
+        title      TEXT NOT NULL COLLATE NOCASE,
+        parent_id  INTEGER,
+        body       TEXT NOT NULL,
+        version    INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        UNIQUE (owner, space, title)
+    )",
+    "INSERT INTO wiki_pages_v2 (id, owner, space, title, parent_id, body, version, created_at,
+            updated_at)
+        SELECT id, 'cli', space, title, parent_id, body, version, created_at, updated_at
+        FROM wiki_pages",
+    "DROP TABLE wiki_pages",
+    "ALTER TABLE wiki_pages_v2 RENAME TO wiki_pages",
+    "CREATE TABLE wiki_idempotency_v2 (
+        owner      TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        page_id    INTEGER NOT NULL,
+        version    INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (owner, key)
+    )",
+    "INSERT INTO wiki_idempotency_v2 (owner, key, page_id, version, created_at)
+        SELECT 'cli', key, page_id, version, created_at FROM wiki_idempotency",
+    "DROP TABLE wiki_idempotency",
+    "ALTER TABLE wiki_idempotency_v2 RENAME TO wiki_idempotency",
+    "CREATE TABLE code_repositories_v2 (
+        owner          TEXT NOT NULL,
+        name           TEXT NOT NULL,
+        description    TEXT NOT NULL,
+        default_branch TEXT NOT NULL,
+        created_at     TEXT NOT NULL,
+        PRIMARY KEY (owner, name)
+    )",
+    "INSERT INTO code_repositories_v2 (owner, name, description, default_branch, created_at)
+        SELECT 'cli', name, description, default_branch, created_at FROM code_repositories",
+    "DROP TABLE code_repositories",
+    "ALTER TABLE code_repositories_v2 RENAME TO code_repositories",
+    "CREATE TABLE code_merge_requests_v2 (
+        owner           TEXT NOT NULL,
+        repository      TEXT NOT NULL,
+        id              INTEGER NOT NULL,
+        source_branch   TEXT NOT NULL,
+        target_branch   TEXT NOT NULL,
+        title           TEXT NOT NULL,
+        description     TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        test_result     TEXT,
+        merge_commit    TEXT,
+        idempotency_key TEXT NOT NULL,
+        created_at      TEXT NOT NULL,
+        updated_at      TEXT NOT NULL,
+        PRIMARY KEY (owner, repository, id),
+        UNIQUE (owner, idempotency_key)
+    )",
+    "INSERT INTO code_merge_requests_v2 (owner, repository, id, source_branch, target_branch,
+            title, description, state, test_result, merge_commit, idempotency_key, created_at,
+            updated_at)
+        SELECT 'cli', repository, id, source_branch, target_branch, title, description, state,
+            test_result, merge_commit, idempotency_key, created_at, updated_at
+        FROM code_merge_requests",
+    "DROP TABLE code_merge_requests",
+    "ALTER TABLE code_merge_requests_v2 RENAME TO code_merge_requests",
+    "CREATE UNIQUE INDEX code_merge_requests_one_open
+        ON code_merge_requests (owner, repository, source_branch, target_branch)
+        WHERE state = 'opened'",
+    "CREATE TABLE code_idempotency_v2 (
+        owner            TEXT NOT NULL,
+        key              TEXT NOT NULL,
+        repository       TEXT NOT NULL,
+        merge_request_id INTEGER NOT NULL,
+        created_at       TEXT NOT NULL,
+        PRIMARY KEY (owner, key)
+    )",
+    "INSERT INTO code_idempotency_v2 (owner, key, repository, merge_request_id, created_at)
+        SELECT 'cli', key, repository, merge_request_id, created_at FROM code_idempotency",
+    "DROP TABLE code_idempotency",
+    "ALTER TABLE code_idempotency_v2 RENAME TO code_idempotency",
+];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How long [`open_pool`] keeps retrying transient failures.
 const OPEN_RETRY_FOR: Duration = Duration::from_secs(10);

@@ -2,8 +2,8 @@
 //! shared SQLite file.
 
 use agentry_core::{
-    Attachment, Comment, Error, Issue, IssueKind, IssueLink, NewAttachment, NewComment, NewIssue,
-    NewIssueLink, Project, Result, Tracker,
+    ArtifactOwner, Attachment, Comment, Error, Issue, IssueKind, IssueLink, NewAttachment,
+    NewComment, NewIssue, NewIssueLink, Project, Result, Tracker,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -21,9 +21,15 @@ pub const STATUSES: [&str; 4] = ["To Do", "In Progress", "In Review", "Done"];
 /// is allocated inside the insert transaction. Create calls are idempotent:
 /// a key seen before returns the entity it first created, whatever the other
 /// fields of the repeated call say.
+///
+/// A tracker acts for one owner (see [`crate::LocalIntegrations`]): its
+/// projects, issues, links, comments, attachments and idempotency keys are
+/// the rows of that owner only.
 #[derive(Debug, Clone)]
 pub struct LocalTracker {
     pool: SqlitePool,
+    /// The owner's string form, bound into every query.
+    owner: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -123,10 +129,11 @@ fn allowed_parents(kind: IssueKind) -> &'static [IssueKind] {
 const ISSUE_COLUMNS: &str =
     "key, project, kind, title, description, status, parent, labels, created_at, updated_at";
 
-async fn fetch_issue(conn: &mut SqliteConnection, key: &str) -> Result<Option<Issue>> {
+async fn fetch_issue(conn: &mut SqliteConnection, owner: &str, key: &str) -> Result<Option<Issue>> {
     let row: Option<IssueRow> = sqlx::query_as(&format!(
-        "SELECT {ISSUE_COLUMNS} FROM tracker_issues WHERE key = ?"
+        "SELECT {ISSUE_COLUMNS} FROM tracker_issues WHERE owner = ? AND key = ?"
     ))
+    .bind(owner)
     .bind(key)
     .fetch_optional(&mut *conn)
     .await
@@ -134,30 +141,41 @@ async fn fetch_issue(conn: &mut SqliteConnection, key: &str) -> Result<Option<Is
     row.map(IssueRow::into_issue).transpose()
 }
 
-async fn require_issue(conn: &mut SqliteConnection, key: &str) -> Result<Issue> {
-    fetch_issue(conn, key)
+async fn require_issue(conn: &mut SqliteConnection, owner: &str, key: &str) -> Result<Issue> {
+    fetch_issue(conn, owner, key)
         .await?
         .ok_or_else(|| Error::not_found(format!("issue `{key}`")))
 }
 
-async fn seen_key(conn: &mut SqliteConnection, entity: &str, key: &str) -> Result<Option<String>> {
-    sqlx::query_scalar("SELECT entity_id FROM tracker_idempotency WHERE entity = ? AND key = ?")
-        .bind(entity)
-        .bind(key)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db_error)
+async fn seen_key(
+    conn: &mut SqliteConnection,
+    owner: &str,
+    entity: &str,
+    key: &str,
+) -> Result<Option<String>> {
+    sqlx::query_scalar(
+        "SELECT entity_id FROM tracker_idempotency WHERE owner = ? AND entity = ? AND key = ?",
+    )
+    .bind(owner)
+    .bind(entity)
+    .bind(key)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_error)
 }
 
 async fn remember_key(
     conn: &mut SqliteConnection,
+    owner: &str,
     entity: &str,
     key: &str,
     id: &str,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO tracker_idempotency (entity, key, entity_id, created_at) VALUES (?, ?, ?, ?)",
+        "INSERT INTO tracker_idempotency (owner, entity, key, entity_id, created_at)
+         VALUES (?, ?, ?, ?, ?)",
     )
+    .bind(owner)
     .bind(entity)
     .bind(key)
     .bind(id)
@@ -168,21 +186,29 @@ async fn remember_key(
     Ok(())
 }
 
-async fn fetch_comment(conn: &mut SqliteConnection, id: &str) -> Result<Comment> {
-    let row: CommentRow =
-        sqlx::query_as("SELECT id, issue, body, created_at FROM tracker_comments WHERE id = ?")
-            .bind(id.parse::<i64>().unwrap_or(-1))
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db_error)?
-            .ok_or_else(|| Error::not_found(format!("comment `{id}`")))?;
+async fn fetch_comment(conn: &mut SqliteConnection, owner: &str, id: &str) -> Result<Comment> {
+    let row: CommentRow = sqlx::query_as(
+        "SELECT id, issue, body, created_at FROM tracker_comments WHERE owner = ? AND id = ?",
+    )
+    .bind(owner)
+    .bind(id.parse::<i64>().unwrap_or(-1))
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_error)?
+    .ok_or_else(|| Error::not_found(format!("comment `{id}`")))?;
     Ok(row.into())
 }
 
-async fn fetch_attachment(conn: &mut SqliteConnection, id: &str) -> Result<Attachment> {
+async fn fetch_attachment(
+    conn: &mut SqliteConnection,
+    owner: &str,
+    id: &str,
+) -> Result<Attachment> {
     let row: AttachmentRow = sqlx::query_as(
-        "SELECT id, issue, filename, media_type, size, created_at FROM tracker_attachments WHERE id = ?",
+        "SELECT id, issue, filename, media_type, size, created_at FROM tracker_attachments
+         WHERE owner = ? AND id = ?",
     )
+    .bind(owner)
     .bind(id.parse::<i64>().unwrap_or(-1))
     .fetch_optional(&mut *conn)
     .await
@@ -228,8 +254,11 @@ fn valid_filename(name: &str) -> Result<()> {
 impl LocalTracker {
     /// A tracker on an open pool whose schema is applied (see
     /// [`crate::LocalIntegrations::open`]).
-    pub(crate) fn new(pool: SqlitePool) -> Self {
-        LocalTracker { pool }
+    pub(crate) fn new(pool: SqlitePool, owner: &ArtifactOwner) -> Self {
+        LocalTracker {
+            pool,
+            owner: owner.to_string(),
+        }
     }
 
     async fn read<T>(
@@ -260,24 +289,28 @@ impl Tracker for LocalTracker {
         validate::project_key("project", key)?;
         let key = key.to_string();
         let name = validate::display_name(&key, name);
+        let owner = self.owner.clone();
         self.write("ensure_project", move |conn| {
             Box::pin(async move {
                 sqlx::query(
-                    "INSERT INTO tracker_projects (key, name, next_seq, created_at)
-                     VALUES (?, ?, 1, ?) ON CONFLICT (key) DO NOTHING",
+                    "INSERT INTO tracker_projects (owner, key, name, next_seq, created_at)
+                     VALUES (?, ?, ?, 1, ?) ON CONFLICT (owner, key) DO NOTHING",
                 )
+                .bind(&owner)
                 .bind(&key)
                 .bind(&name)
                 .bind(Utc::now())
                 .execute(&mut *conn)
                 .await
                 .map_err(db_error)?;
-                let name: String =
-                    sqlx::query_scalar("SELECT name FROM tracker_projects WHERE key = ?")
-                        .bind(&key)
-                        .fetch_one(&mut *conn)
-                        .await
-                        .map_err(db_error)?;
+                let name: String = sqlx::query_scalar(
+                    "SELECT name FROM tracker_projects WHERE owner = ? AND key = ?",
+                )
+                .bind(&owner)
+                .bind(&key)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db_error)?;
                 Ok(Project { key, name })
             })
         })
@@ -287,17 +320,20 @@ impl Tracker for LocalTracker {
     #[tracing::instrument(skip(self, new), fields(project = %new.project, kind = new.kind.as_str(), idempotency_key = %new.idempotency_key))]
     async fn create_issue(&self, new: NewIssue) -> Result<Issue> {
         let idem = validate::idempotency_key(&new.idempotency_key)?.to_string();
+        let owner = self.owner.clone();
         let issue = self
             .write("create_issue", move |conn| {
                 Box::pin(async move {
-                    if let Some(key) = seen_key(conn, "issue", &idem).await? {
-                        return require_issue(conn, &key).await;
+                    if let Some(key) = seen_key(conn, &owner, "issue", &idem).await? {
+                        return require_issue(conn, &owner, &key).await;
                     }
                     let title = validate::non_empty("the issue title", &new.title)?.to_string();
-                    let project_known: Option<String> =
-                        sqlx::query_scalar("SELECT key FROM tracker_projects WHERE key = ?")
-                            .bind(&new.project)
-                            .fetch_optional(&mut *conn)
+                    let project_known: Option<String> = sqlx::query_scalar(
+                        "SELECT key FROM tracker_projects WHERE owner = ? AND key = ?",
+                    )
+                    .bind(&owner)
+                    .bind(&new.project)
+                    .fetch_optional(&mut *conn)
                             .await
                             .map_err(db_error)?;
                     if project_known.is_none() {
@@ -309,7 +345,7 @@ impl Tracker for LocalTracker {
                     let parent = match new.parent.as_deref().map(str::trim) {
                         None | Some("") => None,
                         Some(parent_key) => {
-                            let parent = fetch_issue(conn, parent_key).await?.ok_or_else(|| {
+                            let parent = fetch_issue(conn, &owner, parent_key).await?.ok_or_else(|| {
                                 Error::invalid(format!("parent issue `{parent_key}` does not exist"))
                             })?;
                             if parent.project != new.project {
@@ -339,9 +375,10 @@ impl Tracker for LocalTracker {
                         }
                     };
                     let seq: i64 = sqlx::query_scalar(
-                        "UPDATE tracker_projects SET next_seq = next_seq + 1 WHERE key = ?
-                         RETURNING next_seq - 1",
+                        "UPDATE tracker_projects SET next_seq = next_seq + 1
+                         WHERE owner = ? AND key = ? RETURNING next_seq - 1",
                     )
+                    .bind(&owner)
                     .bind(&new.project)
                     .fetch_one(&mut *conn)
                     .await
@@ -349,10 +386,11 @@ impl Tracker for LocalTracker {
                     let key = format!("{}-{seq}", new.project);
                     let now = Utc::now();
                     sqlx::query(
-                        "INSERT INTO tracker_issues (key, project, seq, kind, title, description,
-                           status, parent, labels, created_at, updated_at)
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO tracker_issues (owner, key, project, seq, kind, title,
+                           description, status, parent, labels, created_at, updated_at)
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     )
+                    .bind(&owner)
                     .bind(&key)
                     .bind(&new.project)
                     .bind(seq)
@@ -367,8 +405,8 @@ impl Tracker for LocalTracker {
                     .execute(&mut *conn)
                     .await
                     .map_err(db_error)?;
-                    remember_key(conn, "issue", &idem, &key).await?;
-                    require_issue(conn, &key).await
+                    remember_key(conn, &owner, "issue", &idem, &key).await?;
+                    require_issue(conn, &owner, &key).await
                 })
             })
             .await?;
@@ -379,8 +417,9 @@ impl Tracker for LocalTracker {
     #[tracing::instrument(skip(self), fields(issue = %key))]
     async fn get_issue(&self, key: &str) -> Result<Issue> {
         let key = key.to_string();
+        let owner = self.owner.clone();
         self.read("get_issue", move |conn| {
-            Box::pin(async move { require_issue(conn, &key).await })
+            Box::pin(async move { require_issue(conn, &owner, &key).await })
         })
         .await
     }
@@ -388,20 +427,25 @@ impl Tracker for LocalTracker {
     #[tracing::instrument(skip(self), fields(project = %project))]
     async fn list_issues(&self, project: &str) -> Result<Vec<Issue>> {
         let project = project.to_string();
+        let owner = self.owner.clone();
         self.read("list_issues", move |conn| {
             Box::pin(async move {
-                let known: Option<String> =
-                    sqlx::query_scalar("SELECT key FROM tracker_projects WHERE key = ?")
-                        .bind(&project)
-                        .fetch_optional(&mut *conn)
-                        .await
-                        .map_err(db_error)?;
+                let known: Option<String> = sqlx::query_scalar(
+                    "SELECT key FROM tracker_projects WHERE owner = ? AND key = ?",
+                )
+                .bind(&owner)
+                .bind(&project)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db_error)?;
                 if known.is_none() {
                     return Err(Error::not_found(format!("project `{project}`")));
                 }
                 let rows: Vec<IssueRow> = sqlx::query_as(&format!(
-                    "SELECT {ISSUE_COLUMNS} FROM tracker_issues WHERE project = ? ORDER BY seq"
+                    "SELECT {ISSUE_COLUMNS} FROM tracker_issues WHERE owner = ? AND project = ?
+                     ORDER BY seq"
                 ))
+                .bind(&owner)
                 .bind(&project)
                 .fetch_all(&mut *conn)
                 .await
@@ -416,21 +460,25 @@ impl Tracker for LocalTracker {
     async fn transition_issue(&self, key: &str, status: &str) -> Result<Issue> {
         let status = canonical_status(status)?;
         let key = key.to_string();
+        let owner = self.owner.clone();
         self.write("transition_issue", move |conn| {
             Box::pin(async move {
-                let issue = require_issue(conn, &key).await?;
+                let issue = require_issue(conn, &owner, &key).await?;
                 if issue.status == status {
                     return Ok(issue);
                 }
-                sqlx::query("UPDATE tracker_issues SET status = ?, updated_at = ? WHERE key = ?")
-                    .bind(status)
-                    .bind(Utc::now())
-                    .bind(&key)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db_error)?;
+                sqlx::query(
+                    "UPDATE tracker_issues SET status = ?, updated_at = ? WHERE owner = ? AND key = ?",
+                )
+                .bind(status)
+                .bind(Utc::now())
+                .bind(&owner)
+                .bind(&key)
+                .execute(&mut *conn)
+                .await
+                .map_err(db_error)?;
                 tracing::debug!(from = %issue.status, to = status, "Issue transitioned.");
-                require_issue(conn, &key).await
+                require_issue(conn, &owner, &key).await
             })
         })
         .await
@@ -445,14 +493,17 @@ impl Tracker for LocalTracker {
                 link.from
             )));
         }
+        let owner = self.owner.clone();
         self.write("link_issues", move |conn| {
             Box::pin(async move {
-                require_issue(conn, &link.from).await?;
-                require_issue(conn, &link.to).await?;
+                require_issue(conn, &owner, &link.from).await?;
+                require_issue(conn, &owner, &link.to).await?;
                 sqlx::query(
-                    "INSERT INTO tracker_links (from_key, to_key, kind, created_at) VALUES (?, ?, ?, ?)
-                     ON CONFLICT (from_key, to_key, kind) DO NOTHING",
+                    "INSERT INTO tracker_links (owner, from_key, to_key, kind, created_at)
+                     VALUES (?, ?, ?, ?, ?)
+                     ON CONFLICT (owner, from_key, to_key, kind) DO NOTHING",
                 )
+                .bind(&owner)
                 .bind(&link.from)
                 .bind(&link.to)
                 .bind(&kind)
@@ -473,13 +524,15 @@ impl Tracker for LocalTracker {
     #[tracing::instrument(skip(self), fields(issue = %key))]
     async fn links(&self, key: &str) -> Result<Vec<IssueLink>> {
         let key = key.to_string();
+        let owner = self.owner.clone();
         self.read("links", move |conn| {
             Box::pin(async move {
-                require_issue(conn, &key).await?;
+                require_issue(conn, &owner, &key).await?;
                 let rows: Vec<(String, String, String)> = sqlx::query_as(
                     "SELECT from_key, to_key, kind FROM tracker_links
-                     WHERE from_key = ?1 OR to_key = ?1 ORDER BY id",
+                     WHERE owner = ?1 AND (from_key = ?2 OR to_key = ?2) ORDER BY id",
                 )
+                .bind(&owner)
                 .bind(&key)
                 .fetch_all(&mut *conn)
                 .await
@@ -496,16 +549,19 @@ impl Tracker for LocalTracker {
     #[tracing::instrument(skip(self, comment), fields(issue = %comment.issue, idempotency_key = %comment.idempotency_key))]
     async fn add_comment(&self, comment: NewComment) -> Result<Comment> {
         let idem = validate::idempotency_key(&comment.idempotency_key)?.to_string();
+        let owner = self.owner.clone();
         self.write("add_comment", move |conn| {
             Box::pin(async move {
-                if let Some(id) = seen_key(conn, "comment", &idem).await? {
-                    return fetch_comment(conn, &id).await;
+                if let Some(id) = seen_key(conn, &owner, "comment", &idem).await? {
+                    return fetch_comment(conn, &owner, &id).await;
                 }
                 validate::non_empty("the comment body", &comment.body)?;
-                require_issue(conn, &comment.issue).await?;
+                require_issue(conn, &owner, &comment.issue).await?;
                 let id: i64 = sqlx::query_scalar(
-                    "INSERT INTO tracker_comments (issue, body, created_at) VALUES (?, ?, ?) RETURNING id",
+                    "INSERT INTO tracker_comments (owner, issue, body, created_at)
+                     VALUES (?, ?, ?, ?) RETURNING id",
                 )
+                .bind(&owner)
                 .bind(&comment.issue)
                 .bind(&comment.body)
                 .bind(Utc::now())
@@ -513,8 +569,8 @@ impl Tracker for LocalTracker {
                 .await
                 .map_err(db_error)?;
                 let id = id.to_string();
-                remember_key(conn, "comment", &idem, &id).await?;
-                fetch_comment(conn, &id).await
+                remember_key(conn, &owner, "comment", &idem, &id).await?;
+                fetch_comment(conn, &owner, &id).await
             })
         })
         .await
@@ -523,12 +579,15 @@ impl Tracker for LocalTracker {
     #[tracing::instrument(skip(self), fields(issue = %key))]
     async fn comments(&self, key: &str) -> Result<Vec<Comment>> {
         let key = key.to_string();
+        let owner = self.owner.clone();
         self.read("comments", move |conn| {
             Box::pin(async move {
-                require_issue(conn, &key).await?;
+                require_issue(conn, &owner, &key).await?;
                 let rows: Vec<CommentRow> = sqlx::query_as(
-                    "SELECT id, issue, body, created_at FROM tracker_comments WHERE issue = ? ORDER BY id",
+                    "SELECT id, issue, body, created_at FROM tracker_comments
+                     WHERE owner = ? AND issue = ? ORDER BY id",
                 )
+                .bind(&owner)
                 .bind(&key)
                 .fetch_all(&mut *conn)
                 .await
@@ -542,19 +601,22 @@ impl Tracker for LocalTracker {
     #[tracing::instrument(skip(self, attachment), fields(issue = %attachment.issue, filename = %attachment.filename, idempotency_key = %attachment.idempotency_key))]
     async fn add_attachment(&self, attachment: NewAttachment) -> Result<Attachment> {
         let idem = validate::idempotency_key(&attachment.idempotency_key)?.to_string();
+        let owner = self.owner.clone();
         self.write("add_attachment", move |conn| {
             Box::pin(async move {
-                if let Some(id) = seen_key(conn, "attachment", &idem).await? {
-                    return fetch_attachment(conn, &id).await;
+                if let Some(id) = seen_key(conn, &owner, "attachment", &idem).await? {
+                    return fetch_attachment(conn, &owner, &id).await;
                 }
                 valid_filename(&attachment.filename)?;
-                require_issue(conn, &attachment.issue).await?;
+                require_issue(conn, &owner, &attachment.issue).await?;
                 let size = i64::try_from(attachment.content.len())
                     .map_err(|_| Error::invalid("the attachment is too large"))?;
                 let id: i64 = sqlx::query_scalar(
-                    "INSERT INTO tracker_attachments (issue, filename, media_type, content, size, created_at)
-                     VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                    "INSERT INTO tracker_attachments (owner, issue, filename, media_type, content, size,
+                       created_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 )
+                .bind(&owner)
                 .bind(&attachment.issue)
                 .bind(&attachment.filename)
                 .bind(&attachment.media_type)
@@ -565,8 +627,8 @@ impl Tracker for LocalTracker {
                 .await
                 .map_err(db_error)?;
                 let id = id.to_string();
-                remember_key(conn, "attachment", &idem, &id).await?;
-                fetch_attachment(conn, &id).await
+                remember_key(conn, &owner, "attachment", &idem, &id).await?;
+                fetch_attachment(conn, &owner, &id).await
             })
         })
         .await
@@ -575,13 +637,15 @@ impl Tracker for LocalTracker {
     #[tracing::instrument(skip(self), fields(issue = %key))]
     async fn attachments(&self, key: &str) -> Result<Vec<Attachment>> {
         let key = key.to_string();
+        let owner = self.owner.clone();
         self.read("attachments", move |conn| {
             Box::pin(async move {
-                require_issue(conn, &key).await?;
+                require_issue(conn, &owner, &key).await?;
                 let rows: Vec<AttachmentRow> = sqlx::query_as(
                     "SELECT id, issue, filename, media_type, size, created_at
-                     FROM tracker_attachments WHERE issue = ? ORDER BY id",
+                     FROM tracker_attachments WHERE owner = ? AND issue = ? ORDER BY id",
                 )
+                .bind(&owner)
                 .bind(&key)
                 .fetch_all(&mut *conn)
                 .await
@@ -597,14 +661,18 @@ impl LocalTracker {
     /// The bytes of an attachment (local-only: the port has no download call).
     pub async fn attachment_content(&self, id: &str) -> Result<Vec<u8>> {
         let id = id.to_string();
+        let owner = self.owner.clone();
         self.read("attachment_content", move |conn| {
             Box::pin(async move {
-                sqlx::query_scalar("SELECT content FROM tracker_attachments WHERE id = ?")
-                    .bind(id.parse::<i64>().unwrap_or(-1))
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(db_error)?
-                    .ok_or_else(|| Error::not_found(format!("attachment `{id}`")))
+                sqlx::query_scalar(
+                    "SELECT content FROM tracker_attachments WHERE owner = ? AND id = ?",
+                )
+                .bind(&owner)
+                .bind(id.parse::<i64>().unwrap_or(-1))
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db_error)?
+                .ok_or_else(|| Error::not_found(format!("attachment `{id}`")))
             })
         })
         .await

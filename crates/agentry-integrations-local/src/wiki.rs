@@ -4,7 +4,9 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use agentry_core::{Error, NewPage, Page, PageUpdate, PageVersion, Result, Space, Wiki};
+use agentry_core::{
+    ArtifactOwner, Error, NewPage, Page, PageUpdate, PageVersion, Result, Space, Wiki,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{SqliteConnection, SqlitePool};
@@ -23,9 +25,15 @@ use crate::validate;
 /// renamed pages are removed, so the space directory belongs to the wiki.
 /// A repeated call with the same idempotency key re-syncs the mirror, so a
 /// retry after a failed file write heals it.
+///
+/// A wiki acts for one owner (see [`crate::LocalIntegrations`]): its spaces,
+/// pages (another owner's page id is not found) and idempotency keys are the
+/// rows of that owner only, mirrored under that owner's directory.
 #[derive(Debug)]
 pub struct LocalWiki {
     pool: SqlitePool,
+    /// The owner's string form, bound into every query.
+    owner: String,
     root: PathBuf,
     mirror_lock: Mutex<()>,
 }
@@ -64,16 +72,30 @@ fn parse_page_id(id: &str) -> Option<i64> {
     id.trim().parse::<i64>().ok().filter(|n| *n > 0)
 }
 
-/// Keeps one version of a page and the idempotency key that made it.
-async fn record_version(
-    conn: &mut SqliteConnection,
+/// One version of a page, as [`record_version`] keeps it.
+struct NewVersion<'a> {
     page_id: i64,
     version: i64,
-    title: &str,
-    body: &str,
-    idempotency_key: &str,
+    title: &'a str,
+    body: &'a str,
     now: DateTime<Utc>,
+}
+
+/// Keeps one version of a page and the idempotency key (of `owner`) that
+/// made it.
+async fn record_version(
+    conn: &mut SqliteConnection,
+    owner: &str,
+    idempotency_key: &str,
+    v: NewVersion<'_>,
 ) -> Result<()> {
+    let NewVersion {
+        page_id,
+        version,
+        title,
+        body,
+        now,
+    } = v;
     sqlx::query(
         "INSERT INTO wiki_page_versions (page_id, version, title, body, idempotency_key, created_at)
          VALUES (?, ?, ?, ?, ?, ?)",
@@ -88,8 +110,10 @@ async fn record_version(
     .await
     .map_err(db_error)?;
     sqlx::query(
-        "INSERT INTO wiki_idempotency (key, page_id, version, created_at) VALUES (?, ?, ?, ?)",
+        "INSERT INTO wiki_idempotency (owner, key, page_id, version, created_at)
+         VALUES (?, ?, ?, ?, ?)",
     )
+    .bind(owner)
     .bind(idempotency_key)
     .bind(page_id)
     .bind(version)
@@ -100,30 +124,43 @@ async fn record_version(
     Ok(())
 }
 
-async fn fetch_page(conn: &mut SqliteConnection, id: i64) -> Result<Option<PageRow>> {
+/// The page an idempotency key of this owner made or updated.
+async fn seen_key(conn: &mut SqliteConnection, owner: &str, key: &str) -> Result<Option<i64>> {
+    sqlx::query_scalar("SELECT page_id FROM wiki_idempotency WHERE owner = ? AND key = ?")
+        .bind(owner)
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_error)
+}
+
+async fn fetch_page(conn: &mut SqliteConnection, owner: &str, id: i64) -> Result<Option<PageRow>> {
     sqlx::query_as(&format!(
-        "SELECT {PAGE_COLUMNS} FROM wiki_pages WHERE id = ?"
+        "SELECT {PAGE_COLUMNS} FROM wiki_pages WHERE owner = ? AND id = ?"
     ))
+    .bind(owner)
     .bind(id)
     .fetch_optional(&mut *conn)
     .await
     .map_err(db_error)
 }
 
-async fn require_page(conn: &mut SqliteConnection, id: &str) -> Result<PageRow> {
+async fn require_page(conn: &mut SqliteConnection, owner: &str, id: &str) -> Result<PageRow> {
     match parse_page_id(id) {
-        Some(n) => fetch_page(conn, n).await?,
+        Some(n) => fetch_page(conn, owner, n).await?,
         None => None,
     }
     .ok_or_else(|| Error::not_found(format!("page `{id}`")))
 }
 
-async fn space_exists(conn: &mut SqliteConnection, key: &str) -> Result<bool> {
-    let found: Option<String> = sqlx::query_scalar("SELECT key FROM wiki_spaces WHERE key = ?")
-        .bind(key)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db_error)?;
+async fn space_exists(conn: &mut SqliteConnection, owner: &str, key: &str) -> Result<bool> {
+    let found: Option<String> =
+        sqlx::query_scalar("SELECT key FROM wiki_spaces WHERE owner = ? AND key = ?")
+            .bind(owner)
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_error)?;
     Ok(found.is_some())
 }
 
@@ -131,18 +168,21 @@ async fn space_exists(conn: &mut SqliteConnection, key: &str) -> Result<bool> {
 /// (case-insensitively, as file names on some systems are).
 async fn check_title_free(
     conn: &mut SqliteConnection,
+    owner: &str,
     space: &str,
     title: &str,
     except: Option<i64>,
 ) -> Result<()> {
-    let other: Option<i64> =
-        sqlx::query_scalar("SELECT id FROM wiki_pages WHERE space = ? AND title = ? AND id != ?")
-            .bind(space)
-            .bind(title)
-            .bind(except.unwrap_or(-1))
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db_error)?;
+    let other: Option<i64> = sqlx::query_scalar(
+        "SELECT id FROM wiki_pages WHERE owner = ? AND space = ? AND title = ? AND id != ?",
+    )
+    .bind(owner)
+    .bind(space)
+    .bind(title)
+    .bind(except.unwrap_or(-1))
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_error)?;
     match other {
         Some(id) => Err(Error::invalid(format!(
             "space `{space}` already has a page titled `{title}` (page {id})"
@@ -165,10 +205,15 @@ fn valid_title(title: &str) -> Result<String> {
     Ok(title.to_string())
 }
 
-async fn space_pages(conn: &mut SqliteConnection, space: &str) -> Result<Vec<PageRow>> {
+async fn space_pages(
+    conn: &mut SqliteConnection,
+    owner: &str,
+    space: &str,
+) -> Result<Vec<PageRow>> {
     let rows: Vec<PageRow> = sqlx::query_as(&format!(
-        "SELECT {PAGE_COLUMNS} FROM wiki_pages WHERE space = ? ORDER BY id"
+        "SELECT {PAGE_COLUMNS} FROM wiki_pages WHERE owner = ? AND space = ? ORDER BY id"
     ))
+    .bind(owner)
     .bind(space)
     .fetch_all(&mut *conn)
     .await
@@ -338,14 +383,19 @@ fn sync_to_disk(space_dir: &Path, files: Vec<(PathBuf, String)>) -> std::io::Res
 }
 
 impl LocalWiki {
-    /// A wiki on an open pool whose schema is applied, mirroring into `root`
-    /// (`<data_dir>/wiki`).
-    pub(crate) async fn new(pool: SqlitePool, root: PathBuf) -> Result<Self> {
+    /// The wiki of `owner` on an open pool whose schema is applied,
+    /// mirroring into `root` (`<owner dir>/wiki`).
+    pub(crate) async fn new(
+        pool: SqlitePool,
+        owner: &ArtifactOwner,
+        root: PathBuf,
+    ) -> Result<Self> {
         tokio::fs::create_dir_all(&root)
             .await
             .map_err(|error| io_error(format!("creating {}", root.display()), error))?;
         Ok(LocalWiki {
             pool,
+            owner: owner.to_string(),
             root,
             mirror_lock: Mutex::new(()),
         })
@@ -369,8 +419,9 @@ impl LocalWiki {
 
     async fn pages_of(&self, space: &str) -> Result<Vec<PageRow>> {
         let space = space.to_string();
+        let owner = self.owner.clone();
         db::read(&self.pool, "list wiki pages", move |conn| {
-            Box::pin(async move { space_pages(conn, &space).await })
+            Box::pin(async move { space_pages(conn, &owner, &space).await })
         })
         .await
     }
@@ -413,25 +464,29 @@ impl Wiki for LocalWiki {
         validate::project_key("space", key)?;
         let key = key.to_string();
         let name = validate::display_name(&key, name);
+        let owner = self.owner.clone();
         let space = self
             .write("ensure_space", move |conn| {
                 Box::pin(async move {
                     sqlx::query(
-                        "INSERT INTO wiki_spaces (key, name, created_at) VALUES (?, ?, ?)
-                         ON CONFLICT (key) DO NOTHING",
+                        "INSERT INTO wiki_spaces (owner, key, name, created_at) VALUES (?, ?, ?, ?)
+                         ON CONFLICT (owner, key) DO NOTHING",
                     )
+                    .bind(&owner)
                     .bind(&key)
                     .bind(&name)
                     .bind(Utc::now())
                     .execute(&mut *conn)
                     .await
                     .map_err(db_error)?;
-                    let name: String =
-                        sqlx::query_scalar("SELECT name FROM wiki_spaces WHERE key = ?")
-                            .bind(&key)
-                            .fetch_one(&mut *conn)
-                            .await
-                            .map_err(db_error)?;
+                    let name: String = sqlx::query_scalar(
+                        "SELECT name FROM wiki_spaces WHERE owner = ? AND key = ?",
+                    )
+                    .bind(&owner)
+                    .bind(&key)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(db_error)?;
                     Ok(Space { key, name })
                 })
             })
@@ -443,20 +498,15 @@ impl Wiki for LocalWiki {
     #[tracing::instrument(skip(self, new), fields(space = %new.space, idempotency_key = %new.idempotency_key, page_id = tracing::field::Empty))]
     async fn create_page(&self, new: NewPage) -> Result<Page> {
         let idem = validate::idempotency_key(&new.idempotency_key)?.to_string();
+        let owner = self.owner.clone();
         let row = self
             .write("create_page", move |conn| {
                 Box::pin(async move {
-                    let seen: Option<i64> =
-                        sqlx::query_scalar("SELECT page_id FROM wiki_idempotency WHERE key = ?")
-                            .bind(&idem)
-                            .fetch_optional(&mut *conn)
-                            .await
-                            .map_err(db_error)?;
-                    if let Some(id) = seen {
-                        return require_page(conn, &id.to_string()).await;
+                    if let Some(id) = seen_key(conn, &owner, &idem).await? {
+                        return require_page(conn, &owner, &id.to_string()).await;
                     }
                     let title = valid_title(&new.title)?;
-                    if !space_exists(conn, &new.space).await? {
+                    if !space_exists(conn, &owner, &new.space).await? {
                         return Err(Error::invalid(format!(
                             "space `{}` does not exist; ensure it first",
                             new.space
@@ -466,7 +516,7 @@ impl Wiki for LocalWiki {
                         None | Some("") => None,
                         Some(parent) => {
                             let row = match parse_page_id(parent) {
-                                Some(n) => fetch_page(conn, n).await?,
+                                Some(n) => fetch_page(conn, &owner, n).await?,
                                 None => None,
                             }
                             .ok_or_else(|| {
@@ -481,12 +531,14 @@ impl Wiki for LocalWiki {
                             Some(row.id)
                         }
                     };
-                    check_title_free(conn, &new.space, &title, None).await?;
+                    check_title_free(conn, &owner, &new.space, &title, None).await?;
                     let now = Utc::now();
                     let id: i64 = sqlx::query_scalar(
-                        "INSERT INTO wiki_pages (space, title, parent_id, body, version, created_at, updated_at)
-                         VALUES (?, ?, ?, ?, 1, ?, ?) RETURNING id",
+                        "INSERT INTO wiki_pages (owner, space, title, parent_id, body, version,
+                           created_at, updated_at)
+                         VALUES (?, ?, ?, ?, ?, 1, ?, ?) RETURNING id",
                     )
+                    .bind(&owner)
                     .bind(&new.space)
                     .bind(&title)
                     .bind(parent_id)
@@ -496,8 +548,15 @@ impl Wiki for LocalWiki {
                     .fetch_one(&mut *conn)
                     .await
                     .map_err(db_error)?;
-                    record_version(conn, id, 1, &title, &new.body, &idem, now).await?;
-                    require_page(conn, &id.to_string()).await
+                    let first = NewVersion {
+                        page_id: id,
+                        version: 1,
+                        title: &title,
+                        body: &new.body,
+                        now,
+                    };
+                    record_version(conn, &owner, &idem, first).await?;
+                    require_page(conn, &owner, &id.to_string()).await
                 })
             })
             .await?;
@@ -509,23 +568,18 @@ impl Wiki for LocalWiki {
     #[tracing::instrument(skip(self, update), fields(page_id = %update.id, idempotency_key = %update.idempotency_key))]
     async fn update_page(&self, update: PageUpdate) -> Result<Page> {
         let idem = validate::idempotency_key(&update.idempotency_key)?.to_string();
+        let owner = self.owner.clone();
         let row = self
             .write("update_page", move |conn| {
                 Box::pin(async move {
-                    let page = require_page(conn, &update.id).await?;
-                    let seen: Option<i64> =
-                        sqlx::query_scalar("SELECT page_id FROM wiki_idempotency WHERE key = ?")
-                            .bind(&idem)
-                            .fetch_optional(&mut *conn)
-                            .await
-                            .map_err(db_error)?;
-                    match seen {
+                    let page = require_page(conn, &owner, &update.id).await?;
+                    match seen_key(conn, &owner, &idem).await? {
                         Some(id) if id == page.id => return Ok(page),
                         Some(id) => {
                             return Err(Error::invalid(format!(
-                                "idempotency key `{idem}` was already used for page {id}, not page {}",
-                                page.id
-                            )))
+                            "idempotency key `{idem}` was already used for page {id}, not page {}",
+                            page.id
+                        )))
                         }
                         None => {}
                     }
@@ -540,7 +594,7 @@ impl Wiki for LocalWiki {
                     let title = match update.title.as_deref() {
                         Some(t) => {
                             let t = valid_title(t)?;
-                            check_title_free(conn, &page.space, &t, Some(page.id)).await?;
+                            check_title_free(conn, &owner, &page.space, &t, Some(page.id)).await?;
                             t
                         }
                         None => page.title.clone(),
@@ -548,19 +602,27 @@ impl Wiki for LocalWiki {
                     let version = page.version + 1;
                     let now = Utc::now();
                     sqlx::query(
-                        "UPDATE wiki_pages SET title = ?, body = ?, version = ?, updated_at = ? WHERE id = ?",
+                        "UPDATE wiki_pages SET title = ?, body = ?, version = ?, updated_at = ?
+                         WHERE owner = ? AND id = ?",
                     )
                     .bind(&title)
                     .bind(&update.body)
                     .bind(version)
                     .bind(now)
+                    .bind(&owner)
                     .bind(page.id)
                     .execute(&mut *conn)
                     .await
                     .map_err(db_error)?;
-                    record_version(conn, page.id, version, &title, &update.body, &idem, now)
-                        .await?;
-                    require_page(conn, &update.id).await
+                    let next = NewVersion {
+                        page_id: page.id,
+                        version,
+                        title: &title,
+                        body: &update.body,
+                        now,
+                    };
+                    record_version(conn, &owner, &idem, next).await?;
+                    require_page(conn, &owner, &update.id).await
                 })
             })
             .await?;
@@ -571,8 +633,9 @@ impl Wiki for LocalWiki {
     #[tracing::instrument(skip(self), fields(page_id = %id))]
     async fn get_page(&self, id: &str) -> Result<Page> {
         let id = id.to_string();
+        let owner = self.owner.clone();
         db::read(&self.pool, "get_page", move |conn| {
-            Box::pin(async move { require_page(conn, &id).await })
+            Box::pin(async move { require_page(conn, &owner, &id).await })
         })
         .await
         .map(PageRow::into_page)
@@ -581,12 +644,13 @@ impl Wiki for LocalWiki {
     #[tracing::instrument(skip(self), fields(space = %space))]
     async fn list_pages(&self, space: &str) -> Result<Vec<Page>> {
         let space = space.to_string();
+        let owner = self.owner.clone();
         let rows = db::read(&self.pool, "list_pages", move |conn| {
             Box::pin(async move {
-                if !space_exists(conn, &space).await? {
+                if !space_exists(conn, &owner, &space).await? {
                     return Err(Error::not_found(format!("space `{space}`")));
                 }
-                space_pages(conn, &space).await
+                space_pages(conn, &owner, &space).await
             })
         })
         .await?;
@@ -596,9 +660,10 @@ impl Wiki for LocalWiki {
     #[tracing::instrument(skip(self), fields(page_id = %id))]
     async fn page_versions(&self, id: &str) -> Result<Vec<PageVersion>> {
         let id = id.to_string();
+        let owner = self.owner.clone();
         db::read(&self.pool, "page_versions", move |conn| {
             Box::pin(async move {
-                let page = require_page(conn, &id).await?;
+                let page = require_page(conn, &owner, &id).await?;
                 let rows: Vec<(i64, String, String, DateTime<Utc>)> = sqlx::query_as(
                     "SELECT version, title, body, created_at FROM wiki_page_versions
                      WHERE page_id = ? ORDER BY version",

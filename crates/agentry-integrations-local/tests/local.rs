@@ -8,8 +8,9 @@ use std::process::Command;
 use std::sync::Arc;
 
 use agentry_core::{
-    CodeHost, CommitRequest, Error, FileChange, IdempotencyKey, IssueKind, MergeRequestState,
-    MergeRequestUpdate, NewIssue, NewMergeRequest, NewPage, PageUpdate, RepoPath, Tracker, Wiki,
+    ArtifactOwner, CodeHost, CommitRequest, Error, FileChange, IdempotencyKey, IssueKind,
+    MergeRequestState, MergeRequestUpdate, NewIssue, NewMergeRequest, NewPage, PageUpdate,
+    RepoPath, Tracker, Wiki,
 };
 use agentry_integrations_local::{LocalIntegrations, IDEMPOTENCY_TRAILER};
 
@@ -99,7 +100,7 @@ fn files_under(dir: &Path) -> Vec<String> {
 async fn wiki_pages_are_mirrored_as_markdown_files() {
     let dir = tempfile::tempdir().unwrap();
     let local = open(dir.path()).await;
-    let wiki = local.wiki();
+    let wiki = local.wiki_for(&ArtifactOwner::Cli).await.unwrap();
     wiki.ensure_space("DOCS", "Docs").await.unwrap();
     let overview = wiki
         .create_page(page("DOCS", "Overview", None, "# Overview\n"))
@@ -169,7 +170,7 @@ async fn reopening_finds_everything() {
     let dir = tempfile::tempdir().unwrap();
     let (issue, page_id, sha) = {
         let local = open(dir.path()).await;
-        let tracker = local.tracker();
+        let tracker = local.tracker_for(&ArtifactOwner::Cli);
         tracker.ensure_project("SHOP", "Shop").await.unwrap();
         let issue = tracker
             .create_issue(NewIssue {
@@ -183,13 +184,13 @@ async fn reopening_finds_everything() {
             })
             .await
             .unwrap();
-        let wiki = local.wiki();
+        let wiki = local.wiki_for(&ArtifactOwner::Cli).await.unwrap();
         wiki.ensure_space("SHOP", "Shop").await.unwrap();
         let page = wiki
             .create_page(page("SHOP", "Home", None, "hello"))
             .await
             .unwrap();
-        let host = local.code_host();
+        let host = local.code_host_for(&ArtifactOwner::Cli).await.unwrap();
         host.ensure_repository("shop", "The shop").await.unwrap();
         let info = host
             .commit_files(commit("shop", "feature/x", &[("x.txt", Some("x"))], "x"))
@@ -209,9 +210,16 @@ async fn reopening_finds_everything() {
         (issue, page.id, info.sha)
     };
     let local = open(dir.path()).await;
-    assert_eq!(local.tracker().get_issue("SHOP-1").await.unwrap(), issue);
+    assert_eq!(
+        local
+            .tracker_for(&ArtifactOwner::Cli)
+            .get_issue("SHOP-1")
+            .await
+            .unwrap(),
+        issue
+    );
     let next = local
-        .tracker()
+        .tracker_for(&ArtifactOwner::Cli)
         .create_issue(NewIssue {
             project: "SHOP".into(),
             kind: IssueKind::Story,
@@ -224,8 +232,18 @@ async fn reopening_finds_everything() {
         .await
         .unwrap();
     assert_eq!(next.key, "SHOP-2");
-    assert_eq!(local.wiki().get_page(&page_id).await.unwrap().body, "hello");
-    let host = local.code_host();
+    assert_eq!(
+        local
+            .wiki_for(&ArtifactOwner::Cli)
+            .await
+            .unwrap()
+            .get_page(&page_id)
+            .await
+            .unwrap()
+            .body,
+        "hello"
+    );
+    let host = local.code_host_for(&ArtifactOwner::Cli).await.unwrap();
     assert_eq!(host.commits("shop", "feature/x").await.unwrap()[0].sha, sha);
     let mr = host.get_merge_request("shop", 1).await.unwrap();
     assert_eq!(mr.state, MergeRequestState::Opened);
@@ -235,7 +253,7 @@ async fn reopening_finds_everything() {
 async fn bare_repository_history_carries_the_trailer() {
     let dir = tempfile::tempdir().unwrap();
     let local = open(dir.path()).await;
-    let host = local.code_host();
+    let host = local.code_host_for(&ArtifactOwner::Cli).await.unwrap();
     let repo = host
         .ensure_repository("url-shortener", "Shortens URLs")
         .await
@@ -294,7 +312,7 @@ async fn bare_repository_history_carries_the_trailer() {
 async fn writing_through_a_committed_symlink_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let local = open(dir.path()).await;
-    let host = local.code_host();
+    let host = local.code_host_for(&ArtifactOwner::Cli).await.unwrap();
     let repo = host.ensure_repository("linky", "").await.unwrap();
     let work = dir.path().join("work");
     git(
@@ -336,7 +354,7 @@ async fn writing_through_a_committed_symlink_is_refused() {
 async fn files_and_directories_cannot_swap_silently() {
     let dir = tempfile::tempdir().unwrap();
     let local = open(dir.path()).await;
-    let host = local.code_host();
+    let host = local.code_host_for(&ArtifactOwner::Cli).await.unwrap();
     host.ensure_repository("tree", "").await.unwrap();
     host.commit_files(commit("tree", "main", &[("src/a.py", Some("a"))], "a"))
         .await
@@ -436,7 +454,7 @@ async fn an_empty_database_file_is_refused_and_left_as_it_was() {
 async fn a_file_git_would_drop_fails_the_commit_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let local = open(dir.path()).await;
-    let host = local.code_host();
+    let host = local.code_host_for(&ArtifactOwner::Cli).await.unwrap();
     let repo = host.ensure_repository("dotgit", "").await.unwrap();
     let bare = Path::new(&repo.clone_url);
     let blob = run_git_stdin(bare, &["hash-object", "-w", "--stdin"], "[core]\n");
@@ -512,8 +530,8 @@ fn run_git_stdin(cwd: &Path, args: &[&str], input: &str) -> String {
 async fn concurrent_writers_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let local = open(dir.path()).await;
-    let host: Arc<dyn CodeHost> = local.code_host();
-    let tracker: Arc<dyn Tracker> = local.tracker();
+    let host: Arc<dyn CodeHost> = local.code_host_for(&ArtifactOwner::Cli).await.unwrap();
+    let tracker: Arc<dyn Tracker> = local.tracker_for(&ArtifactOwner::Cli);
     host.ensure_repository("busy", "").await.unwrap();
     tracker.ensure_project("BUSY", "Busy").await.unwrap();
     let mut tasks = Vec::new();
@@ -556,7 +574,7 @@ async fn concurrent_writers_lose_nothing() {
 async fn diverged_branches_merge_with_a_merge_commit() {
     let dir = tempfile::tempdir().unwrap();
     let local = open(dir.path()).await;
-    let host = local.code_host();
+    let host = local.code_host_for(&ArtifactOwner::Cli).await.unwrap();
     let repo = host.ensure_repository("merge", "").await.unwrap();
     host.ensure_branch("merge", "feature", "main")
         .await
@@ -639,7 +657,10 @@ async fn schema_is_applied_once_and_leaves_other_tables_alone() {
         .fetch_all(&pool)
         .await
         .unwrap();
-    assert_eq!(versions, vec![agentry_integrations_local::SCHEMA_VERSION]);
+    assert_eq!(
+        versions,
+        (1..=agentry_integrations_local::SCHEMA_VERSION).collect::<Vec<_>>()
+    );
     let tables: Vec<String> =
         sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
             .fetch_all(&pool)
@@ -675,7 +696,7 @@ async fn schema_is_applied_once_and_leaves_other_tables_alone() {
 async fn attachment_bytes_are_stored() {
     let dir = tempfile::tempdir().unwrap();
     let local = open(dir.path()).await;
-    let tracker = local.tracker();
+    let tracker = local.tracker_for(&ArtifactOwner::Cli);
     tracker.ensure_project("ATT", "Att").await.unwrap();
     tracker
         .create_issue(NewIssue {
@@ -703,5 +724,264 @@ async fn attachment_bytes_are_stored() {
         tracker.attachment_content(&att.id).await.unwrap(),
         vec![0, 159, 146, 150]
     );
-    let _: &dyn Wiki = local.wiki().as_ref();
+    let _: &dyn Wiki = local.wiki_for(&ArtifactOwner::Cli).await.unwrap().as_ref();
+}
+
+/// The tables as version 1 of this crate (the last one before tenants)
+/// made them, verbatim.
+const V1_TABLES: &[&str] = &[
+    "CREATE TABLE local_integrations_schema (version INTEGER PRIMARY KEY NOT NULL, applied_at TEXT NOT NULL)",
+    "CREATE TABLE tracker_projects (key TEXT PRIMARY KEY NOT NULL, name TEXT NOT NULL,
+        next_seq INTEGER NOT NULL DEFAULT 1, created_at TEXT NOT NULL)",
+    "CREATE TABLE tracker_issues (key TEXT PRIMARY KEY NOT NULL, project TEXT NOT NULL,
+        seq INTEGER NOT NULL, kind TEXT NOT NULL, title TEXT NOT NULL, description TEXT NOT NULL,
+        status TEXT NOT NULL, parent TEXT, labels TEXT NOT NULL, created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL, UNIQUE (project, seq))",
+    "CREATE TABLE tracker_links (id INTEGER PRIMARY KEY AUTOINCREMENT, from_key TEXT NOT NULL,
+        to_key TEXT NOT NULL, kind TEXT NOT NULL, created_at TEXT NOT NULL,
+        UNIQUE (from_key, to_key, kind))",
+    "CREATE INDEX tracker_links_to ON tracker_links (to_key)",
+    "CREATE TABLE tracker_comments (id INTEGER PRIMARY KEY AUTOINCREMENT, issue TEXT NOT NULL,
+        body TEXT NOT NULL, created_at TEXT NOT NULL)",
+    "CREATE INDEX tracker_comments_issue ON tracker_comments (issue, id)",
+    "CREATE TABLE tracker_attachments (id INTEGER PRIMARY KEY AUTOINCREMENT, issue TEXT NOT NULL,
+        filename TEXT NOT NULL, media_type TEXT NOT NULL, content BLOB NOT NULL,
+        size INTEGER NOT NULL, created_at TEXT NOT NULL)",
+    "CREATE INDEX tracker_attachments_issue ON tracker_attachments (issue, id)",
+    "CREATE TABLE tracker_idempotency (entity TEXT NOT NULL, key TEXT NOT NULL,
+        entity_id TEXT NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (entity, key))",
+    "CREATE TABLE wiki_spaces (key TEXT PRIMARY KEY NOT NULL, name TEXT NOT NULL,
+        created_at TEXT NOT NULL)",
+    "CREATE TABLE wiki_pages (id INTEGER PRIMARY KEY AUTOINCREMENT, space TEXT NOT NULL,
+        title TEXT NOT NULL COLLATE NOCASE, parent_id INTEGER, body TEXT NOT NULL,
+        version INTEGER NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+        UNIQUE (space, title))",
+    "CREATE TABLE wiki_page_versions (page_id INTEGER NOT NULL, version INTEGER NOT NULL,
+        title TEXT NOT NULL, body TEXT NOT NULL, idempotency_key TEXT NOT NULL,
+        created_at TEXT NOT NULL, PRIMARY KEY (page_id, version))",
+    "CREATE TABLE wiki_idempotency (key TEXT PRIMARY KEY NOT NULL, page_id INTEGER NOT NULL,
+        version INTEGER NOT NULL, created_at TEXT NOT NULL)",
+    "CREATE TABLE code_repositories (name TEXT PRIMARY KEY NOT NULL, description TEXT NOT NULL,
+        default_branch TEXT NOT NULL, created_at TEXT NOT NULL)",
+    "CREATE TABLE code_merge_requests (repository TEXT NOT NULL, id INTEGER NOT NULL,
+        source_branch TEXT NOT NULL, target_branch TEXT NOT NULL, title TEXT NOT NULL,
+        description TEXT NOT NULL, state TEXT NOT NULL, test_result TEXT, merge_commit TEXT,
+        idempotency_key TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+        PRIMARY KEY (repository, id))",
+    "CREATE UNIQUE INDEX code_merge_requests_one_open
+        ON code_merge_requests (repository, source_branch, target_branch) WHERE state = 'opened'",
+    "CREATE TABLE code_idempotency (key TEXT PRIMARY KEY NOT NULL, repository TEXT NOT NULL,
+        merge_request_id INTEGER NOT NULL, created_at TEXT NOT NULL)",
+];
+
+/// What a workflow of version 1 left: two issues (a link, a comment, an
+/// attachment), a page, a repository with a branch and a merge request,
+/// and the idempotency keys of each.
+const V1_ROWS: &[&str] = &[
+    "INSERT INTO local_integrations_schema VALUES (1, '2025-01-01T00:00:00Z')",
+    "INSERT INTO tracker_projects VALUES ('SHOP', 'Shop', 3, '2025-01-01T00:00:00Z')",
+    "INSERT INTO tracker_issues VALUES ('SHOP-1', 'SHOP', 1, 'epic', 'Checkout', '', 'To Do',
+        NULL, '[]', '2025-01-01T00:00:00Z', '2025-01-01T00:00:00Z')",
+    "INSERT INTO tracker_issues VALUES ('SHOP-2', 'SHOP', 2, 'story', 'Pay', '', 'Done',
+        'SHOP-1', '[\"agentry\"]', '2025-01-01T00:00:00Z', '2025-01-01T00:00:00Z')",
+    "INSERT INTO tracker_links (from_key, to_key, kind, created_at)
+        VALUES ('SHOP-2', 'SHOP-1', 'relates to', '2025-01-01T00:00:00Z')",
+    "INSERT INTO tracker_comments (issue, body, created_at)
+        VALUES ('SHOP-1', 'old comment', '2025-01-01T00:00:00Z')",
+    "INSERT INTO tracker_attachments (issue, filename, media_type, content, size, created_at)
+        VALUES ('SHOP-1', 'a.json', 'application/json', X'7B7D', 2, '2025-01-01T00:00:00Z')",
+    "INSERT INTO tracker_idempotency VALUES ('issue', 'wf:1:test/epic', 'SHOP-1', '2025-01-01T00:00:00Z')",
+    "INSERT INTO tracker_idempotency VALUES ('comment', 'wf:1:test/comment', '1', '2025-01-01T00:00:00Z')",
+    "INSERT INTO wiki_spaces VALUES ('SHOP', 'Shop', '2025-01-01T00:00:00Z')",
+    "INSERT INTO wiki_pages (space, title, parent_id, body, version, created_at, updated_at)
+        VALUES ('SHOP', 'Home', NULL, 'old page', 1, '2025-01-01T00:00:00Z', '2025-01-01T00:00:00Z')",
+    "INSERT INTO wiki_page_versions VALUES (1, 1, 'Home', 'old page', 'wf:1:test/Home', '2025-01-01T00:00:00Z')",
+    "INSERT INTO wiki_idempotency VALUES ('wf:1:test/Home', 1, 1, '2025-01-01T00:00:00Z')",
+    "INSERT INTO code_repositories VALUES ('shop', 'The shop', 'main', '2025-01-01T00:00:00Z')",
+    "INSERT INTO code_merge_requests VALUES ('shop', 1, 'feature/x', 'main', 'X', 'old MR', 'opened',
+        NULL, NULL, 'wf:1:test/mr', '2025-01-01T00:00:00Z', '2025-01-01T00:00:00Z')",
+    "INSERT INTO code_idempotency VALUES ('wf:1:test/mr', 'shop', 1, '2025-01-01T00:00:00Z')",
+];
+
+/// Regression for the tenancy migration: a data directory made before
+/// tenants (version 1 tables, `<data>/repos/shop.git`, `<data>/wiki/SHOP/`)
+/// opens, its artifacts are the command line's, its idempotency keys and
+/// sequences carry on, and no tenant sees any of it.
+#[tokio::test]
+async fn a_data_directory_made_before_tenants_keeps_its_artifacts_for_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("agentry.db");
+    {
+        let pool = sqlx::SqlitePool::connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&db)
+                .create_if_missing(true),
+        )
+        .await
+        .unwrap();
+        for statement in V1_TABLES.iter().chain(V1_ROWS) {
+            sqlx::query(statement).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+    }
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    git(&["init", "--quiet"], &work);
+    std::fs::write(work.join("x.txt"), "x").unwrap();
+    git(&["add", "x.txt"], &work);
+    git(&["commit", "--quiet", "-m", "Add x"], &work);
+    git(&["branch", "feature/x"], &work);
+    let bare = dir.path().join("repos/shop.git");
+    git(
+        &["clone", "--quiet", "--bare", ".", bare.to_str().unwrap()],
+        &work,
+    );
+    std::fs::create_dir_all(dir.path().join("wiki/SHOP")).unwrap();
+    std::fs::write(dir.path().join("wiki/SHOP/Home.md"), "old page\n").unwrap();
+
+    let local = open(dir.path()).await;
+    let cli = ArtifactOwner::Cli;
+    let tracker = local.tracker_for(&cli);
+    let issues = tracker.list_issues("SHOP").await.unwrap();
+    assert_eq!(
+        issues.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(),
+        ["SHOP-1", "SHOP-2"]
+    );
+    assert_eq!(issues[1].labels, ["agentry"]);
+    assert_eq!(tracker.links("SHOP-1").await.unwrap().len(), 1);
+    assert_eq!(
+        tracker.comments("SHOP-1").await.unwrap()[0].body,
+        "old comment"
+    );
+    let attachment = &tracker.attachments("SHOP-1").await.unwrap()[0];
+    assert_eq!(
+        tracker.attachment_content(&attachment.id).await.unwrap(),
+        b"{}"
+    );
+    let again = tracker
+        .create_issue(NewIssue {
+            project: "SHOP".into(),
+            kind: IssueKind::Epic,
+            title: "Retried".into(),
+            description: String::new(),
+            parent: None,
+            labels: vec![],
+            idempotency_key: key("epic"),
+        })
+        .await
+        .unwrap();
+    assert_eq!(again.key, "SHOP-1", "an old idempotency key is forgotten");
+    let next = tracker
+        .create_issue(NewIssue {
+            project: "SHOP".into(),
+            kind: IssueKind::Bug,
+            title: "New".into(),
+            description: String::new(),
+            parent: None,
+            labels: vec![],
+            idempotency_key: key("bug"),
+        })
+        .await
+        .unwrap();
+    assert_eq!(next.key, "SHOP-3");
+
+    let wiki = local.wiki_for(&cli).await.unwrap();
+    assert_eq!(wiki.get_page("1").await.unwrap().body, "old page");
+    let same = wiki
+        .create_page(page("SHOP", "Home", None, "retried"))
+        .await
+        .unwrap();
+    assert_eq!((same.id.as_str(), same.body.as_str()), ("1", "old page"));
+    let fresh = wiki
+        .create_page(page("SHOP", "Guide", None, "new"))
+        .await
+        .unwrap();
+    assert_eq!(fresh.id, "2", "page ids start over");
+    assert_eq!(wiki.space_dir("SHOP"), dir.path().join("wiki/SHOP"));
+    assert!(read(&dir.path().join("wiki/SHOP/Guide.md")).contains("new"));
+
+    let host = local.code_host_for(&cli).await.unwrap();
+    let repo = host.get_repository("shop").await.unwrap();
+    assert_eq!(
+        Path::new(&repo.clone_url),
+        bare.canonicalize().unwrap(),
+        "the repository moved"
+    );
+    assert_eq!(
+        host.commits("shop", "feature/x").await.unwrap()[0].title,
+        "Add x"
+    );
+    let mr = host
+        .create_merge_request(NewMergeRequest {
+            repository: "shop".into(),
+            source_branch: "feature/x".into(),
+            target_branch: "main".into(),
+            title: "Retried".into(),
+            description: String::new(),
+            idempotency_key: key("mr"),
+        })
+        .await
+        .unwrap();
+    assert_eq!((mr.id, mr.description.as_str()), (1, "old MR"));
+
+    let tenant = ArtifactOwner::tenant("acme").unwrap();
+    let theirs = local.tracker_for(&tenant);
+    assert!(matches!(
+        theirs.list_issues("SHOP").await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        theirs.get_issue("SHOP-1").await,
+        Err(Error::NotFound(_))
+    ));
+    let their_wiki = local.wiki_for(&tenant).await.unwrap();
+    assert!(matches!(
+        their_wiki.get_page("1").await,
+        Err(Error::NotFound(_))
+    ));
+    let their_host = local.code_host_for(&tenant).await.unwrap();
+    assert!(matches!(
+        their_host.get_repository("shop").await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+/// Tenant names that look like paths stay inside `<data>/tenants/`, each
+/// in a directory of its own; nothing lands in the command line's
+/// `repos/` or `wiki/`.
+#[tokio::test]
+async fn tenant_names_cannot_escape_the_data_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let local = open(&data).await;
+    let names = ["..", "../escape", "a/b", "/abs", "%2e%2e", ".", "cli"];
+    for name in names {
+        let owner = ArtifactOwner::tenant(name).unwrap();
+        let host = local.code_host_for(&owner).await.unwrap();
+        let repo = host.ensure_repository("probe", name).await.unwrap();
+        let wiki = local.wiki_for(&owner).await.unwrap();
+        wiki.ensure_space("PROBE", name).await.unwrap();
+        wiki.create_page(page("PROBE", "Home", None, name))
+            .await
+            .unwrap();
+        let path = Path::new(&repo.clone_url).to_path_buf();
+        let tenants = data.canonicalize().unwrap().join("tenants");
+        assert_eq!(
+            path.parent().and_then(Path::parent).and_then(Path::parent),
+            Some(tenants.as_path()),
+            "{name:?}: {}",
+            path.display()
+        );
+        assert!(wiki.space_dir("PROBE").starts_with(data.join("tenants")));
+    }
+    let dirs = std::fs::read_dir(data.join("tenants")).unwrap().count();
+    assert_eq!(dirs, names.len(), "two tenants share a directory");
+    assert_eq!(
+        std::fs::read_dir(root.path()).unwrap().count(),
+        1,
+        "something was written next to the data directory"
+    );
+    assert!(files_under(&data.join("repos")).is_empty());
+    assert!(files_under(&data.join("wiki")).is_empty());
 }

@@ -55,7 +55,7 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
             .unwrap_or_else(|| "main".to_string()),
     };
 
-    let tracker = &env.deps.tracker;
+    let tracker = &env.ports.tracker;
     let key = env.key();
     tracker.ensure_project(&project.key, &project.name).await?;
     env.ctx.report("creating tickets", None);

@@ -21,7 +21,7 @@ const TEST_FILE_LIMIT: usize = 8 * 1024;
 pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
     let state = &env.ctx.state;
     let project = context::project(state)?;
-    let host = &env.deps.code_host;
+    let host = &env.ports.code_host;
     let repo = host
         .ensure_repository(&project.repository, &project.name)
         .await?;
@@ -138,7 +138,7 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
 
     let epics = context::epics(state)?;
     if env.ctx.visit == 0 {
-        move_stories(env.deps.tracker.as_ref(), &epics, "In Progress", true).await?;
+        move_stories(env.ports.tracker.as_ref(), &epics, "In Progress", true).await?;
     }
     let short: String = commit.sha.chars().take(8).collect();
     comment_on_epics(

@@ -15,7 +15,7 @@ use crate::runner::AgentEnv;
 pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
     let state = &env.ctx.state;
     let project = context::project(state)?;
-    let host = &env.deps.code_host;
+    let host = &env.ports.code_host;
     let repo = host.get_repository(&project.repository).await?;
     let files = host.list_files(&repo.name, &project.branch).await?;
     let qa_tests: Vec<FileSpec> =
@@ -103,7 +103,7 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
         )
         .await?;
     }
-    move_stories(env.deps.tracker.as_ref(), &epics, "Done", true).await?;
+    move_stories(env.ports.tracker.as_ref(), &epics, "Done", true).await?;
 
     let mut commits: Vec<String> =
         context::shared(state, context::DEVELOPER_COMMITS)?.unwrap_or_default();

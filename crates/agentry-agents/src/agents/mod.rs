@@ -89,7 +89,7 @@ pub(crate) async fn comment_on_epics(
     body: &str,
 ) -> Result<()> {
     for epic in epics {
-        env.deps
+        env.ports
             .tracker
             .add_comment(NewComment {
                 issue: epic.key.clone(),

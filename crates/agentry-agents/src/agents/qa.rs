@@ -21,7 +21,7 @@ use crate::runner::AgentEnv;
 pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
     let state = &env.ctx.state;
     let project = context::project(state)?;
-    let host = &env.deps.code_host;
+    let host = &env.ports.code_host;
     let repo = host.get_repository(&project.repository).await?;
     let files = host.list_files(&repo.name, &project.branch).await?;
     let round = env.round();
@@ -112,7 +112,7 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
     let summary = summarize(&run, round);
     env.ctx.report(summary.clone(), None);
 
-    let tracker = &env.deps.tracker;
+    let tracker = &env.ports.tracker;
     let epics = context::epics(state)?;
     if let Some(mr) = context::shared::<MergeRequestRecord>(state, context::DEVELOPER_MR)? {
         host.update_merge_request(

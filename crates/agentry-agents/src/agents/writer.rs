@@ -17,10 +17,10 @@ use crate::runner::AgentEnv;
 pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
     let state = &env.ctx.state;
     let project = context::project(state)?;
-    let wiki = &env.deps.wiki;
+    let wiki = &env.ports.wiki;
     wiki.ensure_space(&project.space, &project.name).await?;
     let files = match env
-        .deps
+        .ports
         .code_host
         .list_files(&project.repository, &project.branch)
         .await

@@ -1,6 +1,11 @@
 //! The `CodeHost` port (the seed's GitLab integration): repositories,
 //! branches, commits of several files, merge requests with a linked test
 //! result. The local git host and the GitLab client implement it.
+//!
+//! A `CodeHost` acts for one [`ArtifactOwner`](crate::ArtifactOwner) (see
+//! [`IntegrationResolver`](crate::IntegrationResolver)): repository names,
+//! merge requests and idempotency keys name things of that owner only (for
+//! GitLab, the tenant's own namespace).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -3,6 +3,7 @@
 pub mod access;
 pub mod bus;
 pub mod codehost;
+pub mod integrations;
 pub mod registry;
 pub mod sandbox;
 pub mod tracker;

@@ -3,6 +3,10 @@
 //! The local tracker and the Jira client implement it and pass the same
 //! behavioural suite. Every create call carries an idempotency key: a second
 //! call with the same key returns what the first one made.
+//!
+//! A `Tracker` acts for one [`ArtifactOwner`](crate::ArtifactOwner) (see
+//! [`IntegrationResolver`](crate::IntegrationResolver)): project keys, issue
+//! keys and idempotency keys name things of that owner only.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -1,6 +1,11 @@
 //! The `Wiki` port (the seed's Confluence integration): spaces, a page
 //! hierarchy and page versions. The local wiki and the Confluence client
 //! implement it. Create calls are idempotent by key.
+//!
+//! A `Wiki` acts for one [`ArtifactOwner`](crate::ArtifactOwner) (see
+//! [`IntegrationResolver`](crate::IntegrationResolver)): space keys, page
+//! ids and idempotency keys name things of that owner only; another owner's
+//! page id is not found.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
