@@ -210,36 +210,50 @@ struct LoggedPrincipal(Principal);
 
 /// Authenticates the caller, applies its rate limit, and hands the
 /// [`Principal`] to the handler.
+///
+/// Failed authentications cost their client address a token of
+/// `failed_auth_limit`. That bucket is looked at (without taking) BEFORE
+/// any credential is verified, so a client that has used it up is refused
+/// whatever it sends, a correct guess included: otherwise the 200 among
+/// the 429s would tell a guesser it had found a key. Only a failure takes
+/// a token; a request without credentials verifies nothing and costs
+/// nothing.
 pub async fn authenticate(
     axum::extract::State(state): axum::extract::State<AppState>,
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    let failures_key = presents_credentials(req.headers())
+        .then(|| {
+            req.extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| format!("auth-failures:{}", c.0.ip()))
+        })
+        .flatten();
+    if let Some(key) = &failures_key {
+        let decision = state
+            .limiter
+            .check(key, state.config.failed_auth_limit)
+            .await
+            .map_err(ApiError::from)?;
+        if !decision.allowed {
+            return Err(ApiError::RateLimited(decision.retry_after));
+        }
+    }
     let principal = match state.auth.authenticate(req.headers()).await {
         Ok(p) => p,
         Err(failure) => {
             if let AuthFailure::Unavailable(detail) = &failure {
                 tracing::warn!(error = %detail, "Authentication is unavailable.");
-            } else if !matches!(failure, AuthFailure::Missing) {
-                // Wrong credentials cost their client address a token; a
-                // client that keeps guessing is slowed to the limit's rate.
-                let peer = req
-                    .extensions()
-                    .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                    .map(|c| c.0.ip().to_string());
-                if let Some(ip) = peer {
-                    let decision = state
-                        .limiter
-                        .acquire(
-                            &format!("auth-failures:{ip}"),
-                            state.config.failed_auth_limit,
-                        )
-                        .await
-                        .map_err(ApiError::from)?;
-                    if !decision.allowed {
-                        return Err(ApiError::RateLimited(decision.retry_after));
-                    }
-                }
+            } else if let Some(key) = &failures_key {
+                // The token is taken whatever the bucket holds now (a
+                // concurrent failure may have emptied it since the
+                // check): this answer is the 401 the check allowed.
+                state
+                    .limiter
+                    .acquire(key, state.config.failed_auth_limit)
+                    .await
+                    .map_err(ApiError::from)?;
             }
             return Err(ApiError::Auth(failure));
         }
@@ -262,6 +276,12 @@ pub async fn authenticate(
     headers.insert("ratelimit-remaining", HeaderValue::from(decision.remaining));
     response.extensions_mut().insert(LoggedPrincipal(principal));
     Ok(response)
+}
+
+/// Whether a request carries credentials to verify (`Authorization` or
+/// `x-api-key`, whatever their form).
+fn presents_credentials(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::AUTHORIZATION) || headers.contains_key("x-api-key")
 }
 
 /// The caller, as set by [`authenticate`].

@@ -2,6 +2,10 @@
 //! runner, called through `Router::oneshot` (no socket), with one helper to
 //! send a request and read back status, headers and JSON.
 
+// Each test binary uses part of this module.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +17,7 @@ use agentry_gateway::auth::keys::{self, IssuedKey};
 use agentry_gateway::{DefinitionSource, Gateway, GatewayConfig, GatewayDeps, MemoryRateLimiter};
 use agentry_store_memory::MemoryStore;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use serde_json::{json, Value};
@@ -103,6 +108,10 @@ impl Api {
         let mut builder = Request::builder().method(req.method).uri(&req.path);
         for (name, value) in &req.headers {
             builder = builder.header(name.as_str(), value.as_str());
+        }
+        if let Some(peer) = req.peer {
+            // What `into_make_service_with_connect_info` sets on a socket.
+            builder = builder.extension(ConnectInfo(peer));
         }
         let request = builder.body(Body::from(req.body)).expect("a valid request");
         let response = self
@@ -196,6 +205,7 @@ pub struct Req {
     path: String,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
+    peer: Option<SocketAddr>,
 }
 
 /// `GET path`.
@@ -206,6 +216,7 @@ pub fn get(path: &str) -> Req {
         path: path.to_string(),
         headers: Vec::new(),
         body: Vec::new(),
+        peer: None,
     }
 }
 
@@ -239,6 +250,12 @@ impl Req {
     /// With a header.
     pub fn header(mut self, name: &str, value: &str) -> Req {
         self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// As if sent from `ip` (the client address a server sees).
+    pub fn sent_from(mut self, ip: &str) -> Req {
+        self.peer = Some(SocketAddr::new(ip.parse().expect("an IP address"), 40000));
         self
     }
 }
