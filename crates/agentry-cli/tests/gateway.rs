@@ -848,6 +848,24 @@ fn serve_refuses_a_bad_configuration_clearly() {
         .args(["serve", "--listen", "127.0.0.1:0", "--llm", "demo"])
         .env("AGENTRY_GATEWAY__RATE_LIMIT__BURST", "0"));
     assert_fails_with(&out, "burst");
+    for (variable, value, named) in [
+        (
+            "AGENTRY_GATEWAY__HEADER_READ_TIMEOUT_S",
+            "0",
+            "header_read_timeout_s",
+        ),
+        ("AGENTRY_GATEWAY__MAX_HEADERS", "0", "max_headers"),
+        (
+            "AGENTRY_GATEWAY__MAX_HEADER_BYTES",
+            "100",
+            "max_header_bytes",
+        ),
+    ] {
+        let out = run(agentry(&data)
+            .args(["serve", "--listen", "127.0.0.1:0", "--llm", "demo"])
+            .env(variable, value));
+        assert_fails_with(&out, named);
+    }
     let out = run(agentry(&data).args([
         "serve",
         "--listen",
@@ -1006,6 +1024,35 @@ async fn repeated_bad_credentials_from_one_address_are_slowed_to_429() {
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert!(headers.contains_key("retry-after"));
     assert_eq!(headers["content-type"], "application/problem+json");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_sends_a_partial_request_is_closed_after_header_read_timeout_s() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let server = Server::start(
+        &data,
+        &["--llm", "demo"],
+        &[("AGENTRY_GATEWAY__HEADER_READ_TIMEOUT_S", "1")],
+    );
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let started = Instant::now();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\nx-slow: ")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let closed =
+        tokio::time::timeout(Duration::from_secs(8), stream.read_to_end(&mut answer)).await;
+    assert!(closed.is_ok(), "the connection is still open after 8 s");
+    let after = started.elapsed();
+    assert!(
+        after >= Duration::from_millis(900),
+        "closed after {after:?}"
+    );
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

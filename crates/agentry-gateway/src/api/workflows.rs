@@ -2,7 +2,7 @@
 
 use agentry_core::{AccessRole, Budget, Limit, WorkflowQuery, WorkflowStatus};
 use agentry_engine::Submission;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tracing::info;
 
 use super::model::*;
-use super::{require, AppState, Caller, ValidJson};
+use super::{require, AppState, Caller, PathParam, ValidJson};
 use crate::problem::{current_request_id, ApiError, ReadErrors, WriteErrors};
 
 /// Query of `GET /v1/workflows`.
@@ -46,7 +46,17 @@ pub fn parse_query<T: serde::de::DeserializeOwned + Default>(
                         .is_ok_and(|one| serde_urlencoded::from_str::<T>(&one).is_err())
                 })
                 .map_or_else(|| "query".to_string(), |(name, _)| name.clone());
-            ApiError::field(field, error.to_string())
+            // serde names an unknown parameter in its message; the field
+            // already does.
+            let message = error.to_string();
+            let message = match message.strip_prefix("unknown field `") {
+                Some(rest) => match rest.split_once("`, ") {
+                    Some((_, known)) => format!("is not a known parameter; {known}"),
+                    None => "is not a known parameter".to_string(),
+                },
+                None => message,
+            };
+            ApiError::field(field, message)
         }),
     }
 }
@@ -230,7 +240,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     axum::Extension(p): Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Json<WorkflowDetail>, ApiError> {
     require(&p, AccessRole::Viewer)?;
     let record = state.workflow_of(&p, &id).await?;
@@ -252,7 +262,7 @@ pub async fn get(
 pub async fn history(
     State(state): State<AppState>,
     axum::Extension(p): Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Json<History>, ApiError> {
     require(&p, AccessRole::Viewer)?;
     let record = state.workflow_of(&p, &id).await?;
@@ -331,7 +341,7 @@ control_path!(
 pub async fn approve(
     State(state): State<AppState>,
     axum::Extension(p): Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     ValidJson(body): ValidJson<ApproveBody>,
 ) -> Result<Response, ApiError> {
     require(&p, AccessRole::Operator)?;
@@ -353,7 +363,7 @@ pub async fn approve(
 pub async fn reject(
     State(state): State<AppState>,
     axum::Extension(p): Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     ValidJson(body): ValidJson<RejectBody>,
 ) -> Result<Response, ApiError> {
     require(&p, AccessRole::Operator)?;
@@ -370,7 +380,7 @@ pub async fn reject(
 pub async fn cancel(
     State(state): State<AppState>,
     axum::Extension(p): Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     ValidJson(body): ValidJson<CancelBody>,
 ) -> Result<Response, ApiError> {
     require(&p, AccessRole::Operator)?;
@@ -385,7 +395,7 @@ pub async fn cancel(
 pub async fn resume(
     State(state): State<AppState>,
     axum::Extension(p): Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     ValidJson(body): ValidJson<ResumeBody>,
 ) -> Result<Response, ApiError> {
     require(&p, AccessRole::Operator)?;

@@ -1,6 +1,8 @@
 //! A gateway over the memory store, the in-process bus and the bench node
 //! runner, called through `Router::oneshot` (no socket), with one helper to
-//! send a request and read back status, headers and JSON.
+//! send a request and read back status, headers and JSON; and the same
+//! gateway served on a loopback socket ([`Served`]) where a connection
+//! matters.
 
 // Each test binary uses part of this module.
 #![allow(dead_code)]
@@ -52,6 +54,34 @@ pub struct Api {
     _workers: WorkerHandle,
 }
 
+/// A gateway over the memory store, with its workers.
+async fn gateway(
+    config: GatewayConfig,
+    node_latency: Duration,
+) -> (Gateway, Arc<MemoryStore>, WorkerHandle) {
+    let store = Arc::new(MemoryStore::new());
+    let engine = Engine::new(
+        store.clone(),
+        Arc::new(InprocBus::new()),
+        bench_runner(node_latency),
+        EngineConfig::default(),
+    );
+    let workers = engine.start_workers(Engine::all_queues(), 4).await;
+    let gateway = Gateway::new(GatewayDeps {
+        engine,
+        workers: None,
+        keys: store.clone(),
+        limiter: Arc::new(MemoryRateLimiter::new()),
+        definitions: Arc::new(BenchOnly),
+        base_options: json!({}),
+        config,
+        execution: agentry_gateway::Execution::Local,
+        registry: None,
+    })
+    .expect("the gateway builds");
+    (gateway, store, workers)
+}
+
 impl Api {
     /// Default settings; nodes take no time.
     pub async fn new() -> Api {
@@ -60,26 +90,7 @@ impl Api {
 
     /// These settings; every node sleeps `node_latency`.
     pub async fn with(config: GatewayConfig, node_latency: Duration) -> Api {
-        let store = Arc::new(MemoryStore::new());
-        let engine = Engine::new(
-            store.clone(),
-            Arc::new(InprocBus::new()),
-            bench_runner(node_latency),
-            EngineConfig::default(),
-        );
-        let workers = engine.start_workers(Engine::all_queues(), 4).await;
-        let gateway = Gateway::new(GatewayDeps {
-            engine,
-            workers: None,
-            keys: store.clone(),
-            limiter: Arc::new(MemoryRateLimiter::new()),
-            definitions: Arc::new(BenchOnly),
-            base_options: json!({}),
-            config,
-            execution: agentry_gateway::Execution::Local,
-            registry: None,
-        })
-        .expect("the gateway builds");
+        let (gateway, store, workers) = gateway(config, node_latency).await;
         Api {
             router: gateway.router(),
             store,
@@ -220,6 +231,14 @@ pub fn get(path: &str) -> Req {
     }
 }
 
+/// `METHOD path` with no body.
+pub fn request(method: Method, path: &str) -> Req {
+    let mut req = get(path);
+    req.method_name = method.to_string();
+    req.method = method;
+    req
+}
+
 /// `POST path` with a JSON body.
 pub fn post(path: &str, body: Value) -> Req {
     post_raw(
@@ -312,4 +331,77 @@ impl Reply {
             })
             .unwrap_or_default()
     }
+}
+
+/// A gateway served on a loopback socket, for what needs a real
+/// connection (hyper's deadlines and limits, TLS). Stopped when dropped.
+pub struct Served {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _workers: WorkerHandle,
+}
+
+impl Served {
+    /// Serves a gateway with these settings (HTTPS when `config.tls` is
+    /// set) and waits until it answers.
+    pub async fn start(config: GatewayConfig) -> Served {
+        let tls = config.tls.is_some();
+        let (gateway, _store, workers) = gateway(config, Duration::ZERO).await;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let addr = listener.local_addr().expect("the bound address");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(gateway.serve(listener, async move {
+            let _ = stopped.await;
+        }));
+        let served = Served {
+            addr,
+            stop: Some(stop),
+            task,
+            _workers: workers,
+        };
+        if !tls {
+            eventually("the server to answer", async || {
+                let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+                let answer = exchange(
+                    &mut stream,
+                    b"GET /healthz HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+                    POLL,
+                )
+                .await?;
+                answer.starts_with("HTTP/1.1 200").then_some(())
+            })
+            .await
+            .expect("the server answers /healthz");
+        }
+        served
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.abort();
+    }
+}
+
+/// Writes `request` on `stream` and reads until the server closes the
+/// connection; returns what came back as text, or None when the
+/// connection was still open after `within`.
+pub async fn exchange<S>(stream: &mut S, request: &[u8], within: Duration) -> Option<String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    stream.write_all(request).await.expect("send the request");
+    stream.flush().await.expect("flush the request");
+    let mut answer = Vec::new();
+    // A read error (a reset, TLS without close_notify) is a close too.
+    tokio::time::timeout(within, stream.read_to_end(&mut answer))
+        .await
+        .ok()
+        .map(|_| String::from_utf8_lossy(&answer).into_owned())
 }
