@@ -1027,6 +1027,62 @@ async fn repeated_bad_credentials_from_one_address_are_slowed_to_429() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_at_a_step_over_http_is_what_the_cli_prints_for_that_step() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let key = create_key(&data, "acme", "viewer");
+    let operator = create_key(&data, "acme", "operator");
+    let server = Server::start(&data, &["--llm", "demo"], &[]);
+    let id = submit(&server, &operator, "A URL shortener with tests").await;
+    wait_status(&server, &key, &id, Duration::from_secs(120), |s| {
+        s == "completed"
+    })
+    .await;
+    let history = server.at(&format!("/v1/workflows/{id}/history"));
+    let (status, _, list) = send(client().get(&history).bearer_auth(&key)).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let last = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["step"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    for step in [0, last / 2, last] {
+        let (status, _, api) = send(
+            client()
+                .get(format!("{history}?step={step}"))
+                .bearer_auth(&key),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{api}");
+        let out = run(agentry(&data).args([
+            "--json",
+            "workflows",
+            "history",
+            &id,
+            "--step",
+            &step.to_string(),
+        ]));
+        assert_ok(&out);
+        let mut cli = stdout_json(&out);
+        // The CLI shows the stored, tenant-scoped request id; the API the
+        // one its client sent.
+        let scoped = cli["request_id"].as_str().unwrap().to_string();
+        cli["request_id"] = json!(scoped.strip_prefix("acme:").unwrap());
+        assert_eq!(api, cli, "step {step}");
+    }
+    let (status, _, problem) = send(
+        client()
+            .get(format!("{history}?step={}", last + 1))
+            .bearer_auth(&key),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "step");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_sends_a_partial_request_is_closed_after_header_read_timeout_s() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let dir = tempdir();

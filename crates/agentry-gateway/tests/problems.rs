@@ -231,6 +231,7 @@ async fn no_refusal_repeats_more_than_a_hundred_characters_of_a_value() {
         format!("/v1/workflows?{long}=1"),
         format!("/v1/workflows?before={long}"),
         format!("/v1/workflows/{long}"),
+        format!("/v1/workflows/{UNKNOWN_ID}/history?step={long}"),
     ] {
         let r = api.send(get(&path).key(&key)).await;
         check_short(&r, 422, 'y');

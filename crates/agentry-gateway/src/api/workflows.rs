@@ -249,12 +249,24 @@ pub async fn get(
     Ok(Json(WorkflowDetail::new(&record, &state_now, &outputs)))
 }
 
-/// A workflow's history (its checkpoints), oldest first.
+/// Query of `GET /v1/workflows/{id}/history`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryParams {
+    /// Answer the state at the end of this step instead of the list (as
+    /// `agentry workflows history ID --step N`); 0 to the last step.
+    #[param(minimum = 0)]
+    pub step: Option<u64>,
+}
+
+/// A workflow's history (its checkpoints), oldest first; with `step`, its
+/// state at the end of that step.
 #[utoipa::path(
     get, path = "/v1/workflows/{id}/history", operation_id = "getWorkflowHistory", tag = "workflows",
-    params(("id" = String, Path, format = Uuid, description = "Workflow id")),
+    params(("id" = String, Path, format = Uuid, description = "Workflow id"), HistoryParams),
     responses(
-        (status = 200, description = "The history", body = History),
+        (status = 200, description = "The history; with `step`, the state at the end of that step", body = HistoryAnswer),
         ReadErrors,
     ),
     security(("bearer" = []), ("api_key" = []))
@@ -263,13 +275,26 @@ pub async fn history(
     State(state): State<AppState>,
     axum::Extension(p): Caller,
     PathParam(id): PathParam,
-) -> Result<Json<History>, ApiError> {
+    RawQuery(raw): RawQuery,
+) -> Result<Json<HistoryAnswer>, ApiError> {
     require(&p, AccessRole::Viewer)?;
+    let params: HistoryParams = parse_query(raw)?;
     let record = state.workflow_of(&p, &id).await?;
+    if let Some(step) = params.step {
+        // The CLI's call: the store folds the checkpoints up to the step
+        // and refuses a step past the last as invalid input.
+        let at = state.store.state_at(record.id, Some(step)).await;
+        let at = at.map_err(|error| match error {
+            agentry_core::Error::InvalidInput(why) => ApiError::field("step", why),
+            other => ApiError::from(other),
+        })?;
+        let view = WorkflowStateAtStep::new(&record, &at);
+        return Ok(Json(HistoryAnswer::StateAtStep(Box::new(view))));
+    }
     let checkpoints = state.store.checkpoints(record.id).await?;
-    Ok(Json(History {
+    Ok(Json(HistoryAnswer::History(History {
         items: checkpoints.iter().map(HistoryEntry::from).collect(),
-    }))
+    })))
 }
 
 /// The note of a control action: the caller's words plus who and which
