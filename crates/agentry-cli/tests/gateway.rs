@@ -848,6 +848,24 @@ fn serve_refuses_a_bad_configuration_clearly() {
         .args(["serve", "--listen", "127.0.0.1:0", "--llm", "demo"])
         .env("AGENTRY_GATEWAY__RATE_LIMIT__BURST", "0"));
     assert_fails_with(&out, "burst");
+    for (variable, value, named) in [
+        (
+            "AGENTRY_GATEWAY__HEADER_READ_TIMEOUT_S",
+            "0",
+            "header_read_timeout_s",
+        ),
+        ("AGENTRY_GATEWAY__MAX_HEADERS", "0", "max_headers"),
+        (
+            "AGENTRY_GATEWAY__MAX_HEADER_BYTES",
+            "100",
+            "max_header_bytes",
+        ),
+    ] {
+        let out = run(agentry(&data)
+            .args(["serve", "--listen", "127.0.0.1:0", "--llm", "demo"])
+            .env(variable, value));
+        assert_fails_with(&out, named);
+    }
     let out = run(agentry(&data).args([
         "serve",
         "--listen",
@@ -977,23 +995,120 @@ async fn repeated_bad_credentials_from_one_address_are_slowed_to_429() {
             ("AGENTRY_GATEWAY__FAILED_AUTH_LIMIT__BURST", "3"),
         ],
     );
+    let list = |credential: Option<&str>| {
+        let req = client().get(server.at("/v1/workflows"));
+        match credential {
+            Some(c) => req.bearer_auth(c),
+            None => req,
+        }
+    };
+    // Good credentials and none at all cost the address nothing.
+    for _ in 0..5 {
+        assert_eq!(send(list(Some(&key))).await.0, StatusCode::OK);
+        assert_eq!(send(list(None)).await.0, StatusCode::UNAUTHORIZED);
+    }
     let bad = format!("{}x", &key[..key.len() - 1]);
     let mut statuses = Vec::new();
     for _ in 0..5 {
-        let (status, headers, _) =
-            send(client().get(server.at("/v1/workflows")).bearer_auth(&bad)).await;
+        let (status, headers, _) = send(list(Some(&bad))).await;
         if status == StatusCode::TOO_MANY_REQUESTS {
             assert!(headers.contains_key("retry-after"));
         }
         statuses.push(status.as_u16());
     }
     assert_eq!(statuses, [401, 401, 401, 429, 429]);
-    // Good credentials from the same address still work, and requests
-    // without any do not count.
-    let (status, _, _) = send(client().get(server.at("/v1/workflows")).bearer_auth(&key)).await;
-    assert_eq!(status, StatusCode::OK);
-    let (status, _, _) = send(client().get(server.at("/v1/workflows"))).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Once the address is out of tokens, the limit is checked before the
+    // credentials: the right key is refused too, so a guesser cannot tell
+    // when it found one.
+    let (status, headers, body) = send(list(Some(&key))).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(headers.contains_key("retry-after"));
+    assert_eq!(headers["content-type"], "application/problem+json");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_at_a_step_over_http_is_what_the_cli_prints_for_that_step() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let key = create_key(&data, "acme", "viewer");
+    let operator = create_key(&data, "acme", "operator");
+    let server = Server::start(&data, &["--llm", "demo"], &[]);
+    let id = submit(&server, &operator, "A URL shortener with tests").await;
+    wait_status(&server, &key, &id, Duration::from_secs(120), |s| {
+        s == "completed"
+    })
+    .await;
+    let history = server.at(&format!("/v1/workflows/{id}/history"));
+    let (status, _, list) = send(client().get(&history).bearer_auth(&key)).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let last = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["step"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    for step in [0, last / 2, last] {
+        let (status, _, api) = send(
+            client()
+                .get(format!("{history}?step={step}"))
+                .bearer_auth(&key),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{api}");
+        let out = run(agentry(&data).args([
+            "--json",
+            "workflows",
+            "history",
+            &id,
+            "--step",
+            &step.to_string(),
+        ]));
+        assert_ok(&out);
+        let mut cli = stdout_json(&out);
+        // The CLI shows the stored, tenant-scoped request id; the API the
+        // one its client sent.
+        let scoped = cli["request_id"].as_str().unwrap().to_string();
+        cli["request_id"] = json!(scoped.strip_prefix("acme:").unwrap());
+        assert_eq!(api, cli, "step {step}");
+    }
+    let (status, _, problem) = send(
+        client()
+            .get(format!("{history}?step={}", last + 1))
+            .bearer_auth(&key),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "step");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_sends_a_partial_request_is_closed_after_header_read_timeout_s() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let server = Server::start(
+        &data,
+        &["--llm", "demo"],
+        &[("AGENTRY_GATEWAY__HEADER_READ_TIMEOUT_S", "1")],
+    );
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let started = Instant::now();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\nx-slow: ")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let closed =
+        tokio::time::timeout(Duration::from_secs(8), stream.read_to_end(&mut answer)).await;
+    assert!(closed.is_ok(), "the connection is still open after 8 s");
+    let after = started.elapsed();
+    assert!(
+        after >= Duration::from_millis(900),
+        "closed after {after:?}"
+    );
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

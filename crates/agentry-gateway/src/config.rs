@@ -18,6 +18,15 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     /// Largest accepted requirement text, characters.
     pub max_requirement_chars: usize,
+    /// Seconds a connection has to send a whole request head (request
+    /// line and headers); a connection that has not is closed. Also how
+    /// long an idle keep-alive connection stays open.
+    pub header_read_timeout_s: u64,
+    /// Most request headers accepted (431 beyond).
+    pub max_headers: usize,
+    /// Largest request head accepted (request line and headers), bytes
+    /// (431 beyond).
+    pub max_header_bytes: usize,
     /// Per-caller rate limit (an API key or a token subject).
     pub rate_limit: RateLimit,
     /// Workflows this server runs at once; a submission beyond it is 503.
@@ -51,6 +60,9 @@ impl Default for GatewayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 256 * 1024,
             max_requirement_chars: 100_000,
+            header_read_timeout_s: 10,
+            max_headers: 100,
+            max_header_bytes: 64 * 1024,
             rate_limit: RateLimit::default(),
             max_running_workflows: 32,
             shutdown_grace_s: 30,
@@ -68,6 +80,13 @@ impl Default for GatewayConfig {
         }
     }
 }
+
+/// Highest `max_headers` accepted.
+pub const MAX_HEADERS_CEILING: usize = 1000;
+/// Lowest `max_header_bytes` accepted.
+pub const MIN_HEADER_BYTES: usize = 4096;
+/// Highest `max_header_bytes` accepted.
+pub const MAX_HEADER_BYTES_CEILING: usize = 256 * 1024;
 
 /// TLS files.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -104,6 +123,22 @@ impl GatewayConfig {
         anyhow::ensure!(
             self.max_requirement_chars >= 1,
             "gateway.max_requirement_chars must be at least 1"
+        );
+        anyhow::ensure!(
+            (1..=3600).contains(&self.header_read_timeout_s),
+            "gateway.header_read_timeout_s must be between 1 and 3600, not {}",
+            self.header_read_timeout_s
+        );
+        anyhow::ensure!(
+            (1..=MAX_HEADERS_CEILING).contains(&self.max_headers),
+            "gateway.max_headers must be between 1 and {MAX_HEADERS_CEILING}, not {}",
+            self.max_headers
+        );
+        anyhow::ensure!(
+            (MIN_HEADER_BYTES..=MAX_HEADER_BYTES_CEILING).contains(&self.max_header_bytes),
+            "gateway.max_header_bytes must be between {MIN_HEADER_BYTES} and \
+             {MAX_HEADER_BYTES_CEILING}, not {}",
+            self.max_header_bytes
         );
         anyhow::ensure!(
             self.api_keys || self.jwt.is_some(),

@@ -42,39 +42,67 @@ impl MemoryRateLimiter {
         Self::default()
     }
 
-    /// The decision for `key` at `now` (the clock is a parameter for tests).
+    /// The decision of [`RateLimiter::acquire`] for `key` at `now` (the
+    /// clock is a parameter for tests).
     pub fn acquire_at(&self, key: &str, limit: RateLimit, now: Instant) -> RateDecision {
+        self.decide_at(key, limit, now, true)
+    }
+
+    /// The decision of [`RateLimiter::check`] for `key` at `now`: nothing
+    /// is taken, and a bucket never used is not created.
+    pub fn check_at(&self, key: &str, limit: RateLimit, now: Instant) -> RateDecision {
+        self.decide_at(key, limit, now, false)
+    }
+
+    /// One path for both: refill by the time elapsed, then take a token
+    /// when `take` and one is there.
+    fn decide_at(&self, key: &str, limit: RateLimit, now: Instant, take: bool) -> RateDecision {
         let shard = &self.shards[shard_of(key)];
         let mut guard = shard.lock();
         let (buckets, ops) = &mut *guard;
-        *ops += 1;
-        if *ops >= SWEEP_EVERY {
-            *ops = 0;
-            let full_after = Duration::from_secs_f64(f64::from(limit.burst) / limit.rate_per_s);
-            buckets.retain(|_, b| now.saturating_duration_since(b.at) < full_after);
-        }
         let burst = f64::from(limit.burst);
-        let bucket = buckets.entry(key.to_string()).or_insert(Bucket {
-            tokens: burst,
-            at: now,
-        });
-        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * limit.rate_per_s).min(burst);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            RateDecision {
-                allowed: true,
-                remaining: bucket.tokens.floor() as u32,
-                retry_after: Duration::ZERO,
+        let tokens = match buckets.get(key) {
+            Some(bucket) => {
+                let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
+                (bucket.tokens + elapsed * limit.rate_per_s).min(burst)
             }
-        } else {
-            let wait = (1.0 - bucket.tokens) / limit.rate_per_s;
-            RateDecision {
+            None => burst,
+        };
+        if tokens < 1.0 {
+            // A refusal writes nothing: the bucket refills to the same
+            // value at the next call.
+            let wait = (1.0 - tokens) / limit.rate_per_s;
+            return RateDecision {
                 allowed: false,
                 remaining: 0,
                 retry_after: Duration::from_secs_f64(wait),
-            }
+            };
+        }
+        if !take {
+            return RateDecision {
+                allowed: true,
+                remaining: tokens.floor() as u32,
+                retry_after: Duration::ZERO,
+            };
+        }
+        *ops += 1;
+        if *ops >= SWEEP_EVERY {
+            *ops = 0;
+            let full_after = Duration::from_secs_f64(burst / limit.rate_per_s);
+            buckets.retain(|_, b| now.saturating_duration_since(b.at) < full_after);
+        }
+        let left = tokens - 1.0;
+        buckets.insert(
+            key.to_string(),
+            Bucket {
+                tokens: left,
+                at: now,
+            },
+        );
+        RateDecision {
+            allowed: true,
+            remaining: left.floor() as u32,
+            retry_after: Duration::ZERO,
         }
     }
 }
@@ -97,8 +125,34 @@ impl RateLimiter for MemoryRateLimiter {
     }
 
     async fn acquire(&self, key: &str, limit: RateLimit) -> Result<RateDecision> {
+        limit.validate()?;
         Ok(self.acquire_at(key, limit, Instant::now()))
     }
+
+    async fn check(&self, key: &str, limit: RateLimit) -> Result<RateDecision> {
+        limit.validate()?;
+        Ok(self.check_at(key, limit, Instant::now()))
+    }
+}
+
+#[cfg(test)]
+mod conformance {
+    use std::future::Future;
+    use std::sync::Arc;
+
+    use agentry_core::RateLimiter;
+
+    use super::MemoryRateLimiter;
+
+    async fn with_limiter<F, Fut>(behaviour: F)
+    where
+        F: FnOnce(Arc<dyn RateLimiter>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        behaviour(Arc::new(MemoryRateLimiter::new())).await;
+    }
+
+    agentry_store_conformance::rate_limiter_conformance_tests!(with_limiter);
 }
 
 #[cfg(test)]
@@ -126,6 +180,34 @@ mod tests {
         let t1 = t0 + Duration::from_millis(500);
         assert!(l.acquire_at("k", LIMIT, t1).allowed);
         assert!(!l.acquire_at("k", LIMIT, t1).allowed);
+    }
+
+    #[test]
+    fn a_check_takes_nothing_and_says_what_acquire_would() {
+        let l = MemoryRateLimiter::new();
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            assert_eq!(l.check_at("k", LIMIT, t0).remaining, 3);
+        }
+        assert!(
+            l.shards.iter().all(|s| s.lock().0.is_empty()),
+            "no bucket made"
+        );
+        for left in [2, 1, 0] {
+            assert!(l.acquire_at("k", LIMIT, t0).allowed);
+            assert_eq!(l.check_at("k", LIMIT, t0).remaining, left);
+        }
+        let refused = l.check_at("k", LIMIT, t0);
+        assert!(!refused.allowed);
+        assert_eq!(refused.retry_after, Duration::from_millis(500));
+        // Half a second later the token that came back is still there
+        // after any number of checks.
+        let t1 = t0 + Duration::from_millis(500);
+        for _ in 0..5 {
+            assert!(l.check_at("k", LIMIT, t1).allowed);
+        }
+        assert!(l.acquire_at("k", LIMIT, t1).allowed);
+        assert!(!l.check_at("k", LIMIT, t1).allowed);
     }
 
     #[test]

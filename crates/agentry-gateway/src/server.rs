@@ -132,6 +132,11 @@ impl Gateway {
             .merge(v1)
             .fallback(|| async { crate::problem::ApiError::NotFound("no such route".to_string()) })
             .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                api::head_limits,
+            ))
+            .layer(middleware::from_fn(crate::problem::problem_bodies))
             .layer(middleware::from_fn(api::request_context))
             .with_state(state)
     }
@@ -186,8 +191,14 @@ impl Gateway {
         match rustls {
             Some(rustls) => {
                 info!(%addr, resumed, "Serving HTTPS.");
-                axum_server::from_tcp_rustls(listener, rustls)
+                // The TLS handshake has the same deadline as a request
+                // head: a client that connects and stalls is let go.
+                let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls)
+                    .handshake_timeout(Duration::from_secs(config.header_read_timeout_s));
+                let server = axum_server::from_tcp(listener)
                     .context("cannot serve on the listener")?
+                    .acceptor(acceptor);
+                http1_with_limits(server, &config)
                     .handle(handle)
                     .serve(app)
                     .await
@@ -195,8 +206,9 @@ impl Gateway {
             }
             None => {
                 info!(%addr, resumed, "Serving HTTP.");
-                axum_server::from_tcp(listener)
-                    .context("cannot serve on the listener")?
+                let server =
+                    axum_server::from_tcp(listener).context("cannot serve on the listener")?;
+                http1_with_limits(server, &config)
                     .handle(handle)
                     .serve(app)
                     .await
@@ -229,6 +241,32 @@ impl Gateway {
         self.state.engine.close().await;
         info!("Stopped.");
     }
+}
+
+/// How far hyper's own head limits sit above ours. hyper answers a head
+/// past its limits itself, before any of our code runs, with a bare 431
+/// (no body, no hook to change it); ours ([`api::head_limits`]) answer a
+/// problem document, so hyper's only stop what is far past them.
+const HYPER_HEAD_HEADROOM: usize = 4;
+
+/// HTTP/1.1 only (TLS offers only `http/1.1` too), with the settings of
+/// every connection, plain or TLS: a deadline for the request head
+/// (hyper's timer is installed by axum-server; without a deadline a client
+/// sending a partial request holds its connection forever, and with
+/// HTTP/2 prior knowledge it would not apply), and hyper's head limits
+/// well above ours.
+fn http1_with_limits<A: axum_server::Address, Acc>(
+    server: axum_server::Server<A, Acc>,
+    config: &GatewayConfig,
+) -> axum_server::Server<A, Acc> {
+    let mut server = server.http1_only();
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(Duration::from_secs(config.header_read_timeout_s))
+        .max_headers(config.max_headers * HYPER_HEAD_HEADROOM)
+        .max_buf_size((config.max_header_bytes * HYPER_HEAD_HEADROOM).max(8192));
+    server
 }
 
 fn tls_config(

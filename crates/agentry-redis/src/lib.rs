@@ -14,7 +14,8 @@
 //! Key design decision: a rate-limit decision is ONE Lua script
 //! (`EVALSHA`) that reads the bucket, refills it by the time elapsed on
 //! the **server's** clock (`TIME`), takes a token and sets the expiry,
-//! atomically. Several replicas thus share one bucket without a lock,
+//! atomically; a check (`RateLimiter::check`) is the same script told not
+//! to take, so it writes nothing and decides exactly as a take would. Several replicas thus share one bucket without a lock,
 //! without a read-modify-write race (a script runs alone on the server, so
 //! concurrent requests never get more than `burst`), and without trusting
 //! their own clocks to agree; one round trip per request. The price is a

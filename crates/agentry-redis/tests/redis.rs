@@ -136,7 +136,12 @@ async fn acquire(limiter: &RedisRateLimiter, key: &str, limit: RateLimit) -> Rat
 
 /// Acquires once per entry of `expected` (Some(remaining) for a grant,
 /// None for a refusal) and checks each decision.
-async fn check(limiter: &RedisRateLimiter, key: &str, limit: RateLimit, expected: &[Option<u32>]) {
+async fn acquires(
+    limiter: &RedisRateLimiter,
+    key: &str,
+    limit: RateLimit,
+    expected: &[Option<u32>],
+) {
     for (i, want) in expected.iter().enumerate() {
         let d = acquire(limiter, key, limit).await;
         match want {
@@ -158,47 +163,24 @@ async fn check(limiter: &RedisRateLimiter, key: &str, limit: RateLimit, expected
 // Rate limiter
 // ---------------------------------------------------------------------------
 
-#[tokio::test]
-async fn burst_then_refusal_says_when_a_token_is_back() {
+/// Runs a behaviour of the shared rate-limit suite on a fresh prefix, and
+/// deletes its keys after it.
+async fn with_limiter<F, Fut>(behaviour: F)
+where
+    F: FnOnce(Arc<dyn RateLimiter>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let f = Fixture::new().await;
-    let limiter = f.limiter();
-    assert_eq!(limiter.name(), "redis");
-    let two_per_s = limit(2.0, 3);
-    check(&limiter, "k", two_per_s, &[Some(2), Some(1), Some(0)]).await;
-    let refused = acquire(&limiter, "k", two_per_s).await;
-    assert!(!refused.allowed);
-    // A token takes 500 ms; a few have passed since the last grant.
-    assert!(
-        refused.retry_after <= Duration::from_millis(500)
-            && refused.retry_after > Duration::from_millis(400),
-        "{refused:?}"
-    );
+    behaviour(Arc::new(f.limiter())).await;
     f.clean_up().await;
 }
 
-#[tokio::test]
-async fn tokens_come_back_at_the_rate() {
-    let f = Fixture::new().await;
-    let limiter = f.limiter();
-    let ten_per_s = limit(10.0, 1);
-    check(&limiter, "k", ten_per_s, &[Some(0)]).await;
-    let refused = acquire(&limiter, "k", ten_per_s).await;
-    assert!(!refused.allowed && refused.retry_after <= Duration::from_millis(100));
-    // Waiting what the refusal said brings back one token, and only one.
-    tokio::time::sleep(refused.retry_after).await;
-    check(&limiter, "k", ten_per_s, &[Some(0), None]).await;
-    f.clean_up().await;
-}
+agentry_store_conformance::rate_limiter_conformance_tests!(with_limiter);
 
 #[tokio::test]
-async fn a_quiet_period_refills_only_to_the_burst() {
+async fn the_adapter_is_named_redis() {
     let f = Fixture::new().await;
-    let limiter = f.limiter();
-    let twenty_per_s = limit(20.0, 2);
-    check(&limiter, "k", twenty_per_s, &[Some(1), Some(0), None]).await;
-    // Long enough for six tokens; the bucket holds two.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    check(&limiter, "k", twenty_per_s, &[Some(1), Some(0), None]).await;
+    assert_eq!(f.limiter().name(), "redis");
     f.clean_up().await;
 }
 
@@ -208,72 +190,69 @@ async fn two_replicas_share_one_bucket() {
     let a = f.limiter();
     let b = RedisRateLimiter::new(f.replica().await);
     let slow = limit(0.01, 3);
-    check(&a, "caller", slow, &[Some(2)]).await;
-    check(&b, "caller", slow, &[Some(1)]).await;
-    check(&a, "caller", slow, &[Some(0), None]).await;
-    check(&b, "caller", slow, &[None]).await;
+    acquires(&a, "caller", slow, &[Some(2)]).await;
+    assert_eq!(b.check("caller", slow).await.expect("check").remaining, 2);
+    acquires(&b, "caller", slow, &[Some(1)]).await;
+    acquires(&a, "caller", slow, &[Some(0), None]).await;
+    assert!(!b.check("caller", slow).await.expect("check").allowed);
+    acquires(&b, "caller", slow, &[None]).await;
     f.clean_up().await;
 }
 
 #[tokio::test]
-async fn callers_have_their_own_buckets() {
+async fn another_prefix_is_another_deployments_bucket() {
     let f = Fixture::new().await;
-    let limiter = f.limiter();
     let slow = limit(0.01, 2);
-    check(&limiter, "a", slow, &[Some(1), Some(0), None]).await;
-    check(&limiter, "b", slow, &[Some(1), Some(0), None]).await;
-    // Same key under another prefix: another deployment's bucket.
+    acquires(&f.limiter(), "a", slow, &[Some(1), Some(0), None]).await;
     let other = Fixture::new().await;
-    check(&other.limiter(), "a", slow, &[Some(1)]).await;
+    acquires(&other.limiter(), "a", slow, &[Some(1)]).await;
     other.clean_up().await;
     f.clean_up().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_acquires_never_grant_more_than_the_burst() {
+#[tokio::test]
+async fn a_check_or_a_refusal_writes_nothing() {
     let f = Fixture::new().await;
-    let replicas = [f.limiter(), RedisRateLimiter::new(f.replica().await)];
-    let slow = limit(0.001, 10);
-    let tasks: Vec<_> = (0..200)
-        .map(|i| {
-            let limiter = replicas[i % 2].clone();
-            tokio::spawn(async move { acquire(&limiter, "hot", slow).await })
-        })
-        .collect();
-    let mut granted = 0;
-    let mut remaining = Vec::new();
-    for task in futures::future::join_all(tasks).await {
-        let d = task.expect("task");
-        if d.allowed {
-            granted += 1;
-            remaining.push(d.remaining);
-        }
+    let limiter = f.limiter();
+    let slow = limit(0.01, 2);
+    // A bucket only looked at is never stored.
+    for _ in 0..3 {
+        limiter.check("looked-at", slow).await.expect("check");
     }
-    assert_eq!(granted, 10, "the burst, exactly");
-    remaining.sort_unstable();
-    assert_eq!(
-        remaining,
-        (0..10).collect::<Vec<u32>>(),
-        "one grant per token"
-    );
+    assert!(f.keys().await.is_empty(), "a check stored a bucket");
+    // A stored bucket keeps its state and its expiry through checks and
+    // refusals.
+    acquires(&limiter, "k", slow, &[Some(1), Some(0)]).await;
+    let key = f.client.key("rl", "k");
+    let stored: Vec<String> = f
+        .raw(redis::cmd("HMGET").arg(&key).arg("tokens").arg("at"))
+        .await;
+    let pttl = f.pttl(&key).await;
+    for _ in 0..3 {
+        limiter.check("k", slow).await.expect("check");
+        acquires(&limiter, "k", slow, &[None]).await;
+    }
+    let after: Vec<String> = f
+        .raw(redis::cmd("HMGET").arg(&key).arg("tokens").arg("at"))
+        .await;
+    assert_eq!(after, stored, "the bucket changed");
+    assert!(f.pttl(&key).await <= pttl, "the expiry was pushed back");
     f.clean_up().await;
 }
 
 #[tokio::test]
-async fn an_invalid_limit_is_refused_naming_the_field() {
+async fn an_invalid_limit_touches_no_key() {
     let f = Fixture::new().await;
     let limiter = f.limiter();
-    for (bad, field) in [
-        (limit(0.0, 5), "rate_per_s"),
-        (limit(f64::NAN, 5), "rate_per_s"),
-        (limit(f64::INFINITY, 5), "rate_per_s"),
-        (limit(-1.0, 5), "rate_per_s"),
-        (limit(1.0, 0), "burst"),
-    ] {
-        let error = limiter.acquire("k", bad).await.unwrap_err();
-        assert_eq!(error.class(), ErrorClass::InvalidInput, "{bad:?}: {error}");
-        assert!(error.to_string().contains(field), "{bad:?}: {error}");
-    }
+    let bad = limit(0.0, 5);
+    assert_eq!(
+        limiter.acquire("k", bad).await.unwrap_err().class(),
+        ErrorClass::InvalidInput
+    );
+    assert_eq!(
+        limiter.check("k", bad).await.unwrap_err().class(),
+        ErrorClass::InvalidInput
+    );
     assert!(f.keys().await.is_empty(), "a refused limit writes nothing");
     f.clean_up().await;
 }
@@ -285,19 +264,19 @@ async fn idle_buckets_expire_when_they_would_be_full() {
     let key = f.client.key("rl", "k");
     assert_eq!(key, format!("{}rl:k", f.prefix));
     // Two tokens left of three at 2/s: full again in 500 ms.
-    check(&limiter, "k", limit(2.0, 3), &[Some(2)]).await;
+    acquires(&limiter, "k", limit(2.0, 3), &[Some(2)]).await;
     let pttl = f.pttl(&key).await;
     assert!(pttl > 400 && pttl <= 501, "PTTL {pttl}");
     // A bucket full after 10 ms disappears, and comes back full.
     let fast = limit(100.0, 1);
-    check(&limiter, "brief", fast, &[Some(0)]).await;
+    acquires(&limiter, "brief", fast, &[Some(0)]).await;
     let brief = f.client.key("rl", "brief");
     let deadline = Instant::now() + Duration::from_secs(2);
     while f.exists(&brief).await {
         assert!(Instant::now() < deadline, "bucket never expired");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    check(&limiter, "brief", fast, &[Some(0)]).await;
+    acquires(&limiter, "brief", fast, &[Some(0)]).await;
     f.clean_up().await;
 }
 
@@ -306,21 +285,18 @@ async fn the_script_is_loaded_again_when_the_server_forgot_it() {
     // As after a restart or failover. Other tests recover the same way.
     let f = Fixture::new().await;
     let limiter = f.limiter();
-    check(&limiter, "k", limit(0.01, 3), &[Some(2)]).await;
+    acquires(&limiter, "k", limit(0.01, 3), &[Some(2)]).await;
     let () = f.raw(redis::cmd("SCRIPT").arg("FLUSH")).await;
-    check(&limiter, "k", limit(0.01, 3), &[Some(1)]).await;
-    f.clean_up().await;
-}
-
-#[tokio::test]
-async fn a_bucket_is_decided_like_the_memory_limiter_after_a_limit_change() {
-    // The limit is the caller's to change (config reload): a bigger burst
-    // does not fill the bucket, a smaller one caps it at once.
-    let f = Fixture::new().await;
-    let limiter = f.limiter();
-    check(&limiter, "k", limit(0.01, 5), &[Some(4), Some(3)]).await;
-    check(&limiter, "k", limit(0.01, 10), &[Some(2)]).await;
-    check(&limiter, "k", limit(0.01, 1), &[Some(0), None]).await;
+    assert_eq!(
+        limiter
+            .check("k", limit(0.01, 3))
+            .await
+            .expect("check")
+            .remaining,
+        2
+    );
+    let () = f.raw(redis::cmd("SCRIPT").arg("FLUSH")).await;
+    acquires(&limiter, "k", limit(0.01, 3), &[Some(1)]).await;
     f.clean_up().await;
 }
 
@@ -645,7 +621,7 @@ async fn a_stalled_connection_times_out_and_a_cut_one_comes_back() {
     .expect("connect through the relay");
     let limiter = RedisRateLimiter::new(client.clone());
     let slow = limit(0.01, 5);
-    check(&limiter, "k", slow, &[Some(4)]).await;
+    acquires(&limiter, "k", slow, &[Some(4)]).await;
 
     // Stalled: each command fails at the timeout, as transient.
     relay.stall(true);

@@ -24,7 +24,11 @@
 //! Three smaller suites cover the other ports a store implements:
 //! [`llm_data_conformance_tests!`] (`LlmLedger`, `LlmCache`),
 //! [`api_key_conformance_tests!`] (`ApiKeyStore`) and
-//! [`worker_registry_conformance_tests!`] (`WorkerRegistry`).
+//! [`worker_registry_conformance_tests!`] (`WorkerRegistry`). A fourth,
+//! [`rate_limiter_conformance_tests!`] (`RateLimiter`), covers state kept
+//! beside the store rather than in it: rate-limit buckets, in the
+//! gateway's memory or in Redis (which runs the `LlmCache` suite from here
+//! too).
 
 // This crate is test code: a failed expectation is the test failure, so it
 // panics with a message instead of returning errors.
@@ -50,6 +54,9 @@ pub use access::*;
 
 mod registry;
 pub use registry::*;
+
+mod ratelimit;
+pub use ratelimit::*;
 
 /// Lists every behaviour, in the order [`run_all`] runs them, and hands the
 /// list to `$callback`. The single list keeps [`run_all`] and

@@ -4,9 +4,9 @@
 //! Key design decision: a key's secret is never stored. The gateway hands
 //! the caller `agk_<id>_<secret>` once and keeps only the id and a hash of
 //! the secret; a lookup is by id, so verification is one row read and one
-//! constant-time comparison. The SQLite and memory stores implement
-//! [`ApiKeyStore`] now, PostgreSQL later; an in-process limiter implements
-//! [`RateLimiter`] now, Redis later (buckets shared by gateway replicas).
+//! constant-time comparison. The SQLite, PostgreSQL and memory stores
+//! implement [`ApiKeyStore`]; the gateway's in-process limiter and the
+//! Redis one (buckets shared by gateway replicas) implement [`RateLimiter`].
 
 use std::time::Duration;
 
@@ -114,9 +114,10 @@ pub trait ApiKeyStore: Send + Sync + 'static {
 /// One rate-limit decision.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateDecision {
-    /// Whether the request may go ahead (a token was taken).
+    /// Whether the request may go ahead: [`RateLimiter::acquire`] took a
+    /// token, or [`RateLimiter::check`] found one there.
     pub allowed: bool,
-    /// Whole tokens left after this decision.
+    /// Whole tokens left in the bucket after this decision.
     pub remaining: u32,
     /// When refused: how long until a token is available.
     pub retry_after: Duration,
@@ -166,8 +167,17 @@ pub trait RateLimiter: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// Takes one token from `key`'s bucket under `limit`, or says how long
-    /// to wait.
+    /// to wait. An invalid `limit` is [`Error::InvalidInput`] naming the
+    /// field.
     async fn acquire(&self, key: &str, limit: RateLimit) -> Result<RateDecision>;
+
+    /// Whether `key`'s bucket under `limit` holds a token now, without
+    /// taking it: the decision [`RateLimiter::acquire`] would make, with
+    /// nothing consumed or written (`remaining` counts the token that
+    /// would be taken). A bucket never used is full. For limits that cost
+    /// only on failure: check first, act, and acquire only when the act
+    /// failed (the gateway's failed-authentication limit).
+    async fn check(&self, key: &str, limit: RateLimit) -> Result<RateDecision>;
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use agentry_core::{AccessRole, EventKind, WorkflowStatus};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 use super::model::EventView;
 use super::workflows::parse_query;
-use super::{require, AppState, Caller};
+use super::{require, AppState, Caller, PathParam};
 use crate::problem::{ApiError, ReadErrors};
 
 const BATCH: u32 = 500;
@@ -76,7 +76,7 @@ fn is_final(status: WorkflowStatus) -> bool {
 pub async fn events(
     State(state): State<AppState>,
     axum::Extension(p): Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {

@@ -1,12 +1,12 @@
 //! `/v1/keys`: an admin manages its tenant's API keys.
 
 use agentry_core::{AccessRole, Error};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 
 use super::model::{CreateKey, CreatedKey, KeyInfo, KeyList};
-use super::{require, AppState, Caller, ValidJson};
+use super::{require, AppState, Caller, PathParam, ValidJson};
 use crate::auth::keys;
 use crate::problem::{ApiError, ReadErrors, WriteErrors};
 
@@ -76,7 +76,7 @@ pub async fn create(
 pub async fn revoke(
     State(state): State<AppState>,
     axum::Extension(p): Caller,
-    Path(key_id): Path<String>,
+    PathParam(key_id): PathParam,
 ) -> Result<Json<KeyInfo>, ApiError> {
     require(&p, AccessRole::Admin)?;
     let not_found = || {

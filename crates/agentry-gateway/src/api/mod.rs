@@ -4,6 +4,7 @@ pub mod agents;
 pub mod events;
 pub mod keys;
 pub mod model;
+mod strict_json;
 pub mod system;
 pub mod workflows;
 
@@ -89,15 +90,37 @@ impl AppState {
 
 /// Parses a workflow id path segment.
 pub fn parse_id(id: &str) -> Result<WorkflowId, ApiError> {
-    id.parse().map_err(|_| {
-        ApiError::field(
-            "id",
-            format!(
-                "`{}` is not a workflow id (a UUID)",
-                id.chars().take(64).collect::<String>()
-            ),
-        )
-    })
+    id.parse()
+        .map_err(|_| ApiError::field("id", format!("`{id}` is not a workflow id (a UUID)")))
+}
+
+/// One path parameter, as text. A segment that is not UTF-8 once
+/// percent-decoded is a 422 naming the parameter, like any other bad
+/// parameter (axum's own rejection would be a plain-text 400).
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        use axum::extract::path::ErrorKind;
+        use axum::extract::rejection::PathRejection;
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(PathParam(value)),
+            Err(PathRejection::FailedToDeserializePathParams(error)) => match error.kind() {
+                ErrorKind::InvalidUtf8InPathParam { key } => Err(ApiError::field(
+                    key.clone(),
+                    "is not UTF-8 text once percent-decoded",
+                )),
+                _ => Err(ApiError::BadRequest(error.body_text())),
+            },
+            // A route without the parameter: a bug of ours.
+            Err(other) => Err(ApiError::Internal(other.body_text())),
+        }
+    }
 }
 
 /// 403 unless the caller's role includes `needed`.
@@ -150,8 +173,14 @@ where
         } else if !is_json {
             return Err(ApiError::UnsupportedMediaType);
         } else {
-            serde_json::from_slice(&bytes).map_err(|error| {
-                ApiError::BadRequest(format!("the body is not valid JSON: {error}"))
+            strict_json::parse(&bytes).map_err(|error| match error {
+                strict_json::BodyError::Syntax(error) => {
+                    ApiError::BadRequest(format!("the body is not valid JSON: {error}"))
+                }
+                strict_json::BodyError::DuplicateKey { pointer, key } => ApiError::field(
+                    pointer,
+                    format!("`{key}` appears more than once in its object; send each member once"),
+                ),
             })?
         };
         let name = T::name();
@@ -164,6 +193,22 @@ where
                     let member =
                         |name: &str| format!("{at}/{}", name.replace('~', "~0").replace('/', "~1"));
                     match &e.kind {
+                        Kind::MaxLength { limit } | Kind::MinLength { limit }
+                            if e.instance.is_string() =>
+                        {
+                            let chars = e.instance.as_str().map_or(0, |s| s.chars().count());
+                            let bound = if matches!(e.kind, Kind::MaxLength { .. }) {
+                                "most"
+                            } else {
+                                "least"
+                            };
+                            vec![FieldError {
+                                field: pointer_or_root(&at),
+                                message: format!(
+                                    "is {chars} characters long; it may have at {bound} {limit}"
+                                ),
+                            }]
+                        }
                         Kind::AdditionalProperties { unexpected } => unexpected
                             .iter()
                             .map(|name| FieldError {
@@ -177,7 +222,7 @@ where
                         }],
                         _ => vec![FieldError {
                             field: pointer_or_root(&at),
-                            message: e.to_string(),
+                            message: without_long_instance(&e),
                         }],
                     }
                 })
@@ -196,6 +241,17 @@ where
     }
 }
 
+/// A schema violation's text with the offending value, which jsonschema
+/// prints whole, abbreviated.
+fn without_long_instance(e: &jsonschema::ValidationError<'_>) -> String {
+    let message = e.to_string();
+    let shown = e.instance.to_string();
+    match crate::problem::abbreviate(&shown, crate::problem::ECHO_CHARS) {
+        std::borrow::Cow::Borrowed(_) => message,
+        std::borrow::Cow::Owned(short) => message.replacen(&shown, &short, 1),
+    }
+}
+
 fn pointer_or_root(pointer: &str) -> String {
     if pointer.is_empty() || pointer == "/" || pointer == "/." {
         "/".to_string()
@@ -210,36 +266,50 @@ struct LoggedPrincipal(Principal);
 
 /// Authenticates the caller, applies its rate limit, and hands the
 /// [`Principal`] to the handler.
+///
+/// Failed authentications cost their client address a token of
+/// `failed_auth_limit`. That bucket is looked at (without taking) BEFORE
+/// any credential is verified, so a client that has used it up is refused
+/// whatever it sends, a correct guess included: otherwise the 200 among
+/// the 429s would tell a guesser it had found a key. Only a failure takes
+/// a token; a request without credentials verifies nothing and costs
+/// nothing.
 pub async fn authenticate(
     axum::extract::State(state): axum::extract::State<AppState>,
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    let failures_key = presents_credentials(req.headers())
+        .then(|| {
+            req.extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| format!("auth-failures:{}", c.0.ip()))
+        })
+        .flatten();
+    if let Some(key) = &failures_key {
+        let decision = state
+            .limiter
+            .check(key, state.config.failed_auth_limit)
+            .await
+            .map_err(ApiError::from)?;
+        if !decision.allowed {
+            return Err(ApiError::RateLimited(decision.retry_after));
+        }
+    }
     let principal = match state.auth.authenticate(req.headers()).await {
         Ok(p) => p,
         Err(failure) => {
             if let AuthFailure::Unavailable(detail) = &failure {
                 tracing::warn!(error = %detail, "Authentication is unavailable.");
-            } else if !matches!(failure, AuthFailure::Missing) {
-                // Wrong credentials cost their client address a token; a
-                // client that keeps guessing is slowed to the limit's rate.
-                let peer = req
-                    .extensions()
-                    .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                    .map(|c| c.0.ip().to_string());
-                if let Some(ip) = peer {
-                    let decision = state
-                        .limiter
-                        .acquire(
-                            &format!("auth-failures:{ip}"),
-                            state.config.failed_auth_limit,
-                        )
-                        .await
-                        .map_err(ApiError::from)?;
-                    if !decision.allowed {
-                        return Err(ApiError::RateLimited(decision.retry_after));
-                    }
-                }
+            } else if let Some(key) = &failures_key {
+                // The token is taken whatever the bucket holds now (a
+                // concurrent failure may have emptied it since the
+                // check): this answer is the 401 the check allowed.
+                state
+                    .limiter
+                    .acquire(key, state.config.failed_auth_limit)
+                    .await
+                    .map_err(ApiError::from)?;
             }
             return Err(ApiError::Auth(failure));
         }
@@ -264,8 +334,52 @@ pub async fn authenticate(
     Ok(response)
 }
 
+/// Whether a request carries credentials to verify (`Authorization` or
+/// `x-api-key`, whatever their form).
+fn presents_credentials(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::AUTHORIZATION) || headers.contains_key("x-api-key")
+}
+
 /// The caller, as set by [`authenticate`].
 pub type Caller = Extension<Principal>;
+
+/// Refuses a request whose head has more than `max_headers` headers or
+/// more than `max_header_bytes` bytes (request line and headers, as sent)
+/// with a 431 problem. hyper's own limits sit well above these (see
+/// `server.rs`), so this is the answer a client normally gets.
+pub async fn head_limits(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let config = &state.config;
+    let headers = req.headers();
+    let count = headers.len();
+    // `METHOD target HTTP/1.1\r\n`, `name: value\r\n` each, `\r\n`.
+    let bytes = req.method().as_str().len()
+        + req.uri().path_and_query().map_or(1, |p| p.as_str().len())
+        + 12
+        + headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>()
+        + 2;
+    if count > config.max_headers {
+        return ApiError::HeadersTooLarge(format!(
+            "the request has {count} headers; the limit is {}",
+            config.max_headers
+        ))
+        .into_response();
+    }
+    if bytes > config.max_header_bytes {
+        return ApiError::HeadersTooLarge(format!(
+            "the request line and headers take {bytes} bytes; the limit is {}",
+            config.max_header_bytes
+        ))
+        .into_response();
+    }
+    next.run(req).await
+}
 
 /// Gives every request an id (`x-request-id` as sent, or a new one), runs it
 /// with that id in scope, returns the id, and writes one access-log line.

@@ -449,6 +449,83 @@ pub struct History {
     pub items: Vec<HistoryEntry>,
 }
 
+/// A workflow's state at the end of one step (`GET .../history?step=N`):
+/// the fold of its checkpoints up to that step, field for field what
+/// `agentry workflows history ID --step N` prints, with the request id as
+/// its client sent it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct WorkflowStateAtStep {
+    /// Workflow id.
+    #[schema(format = Uuid)]
+    pub id: String,
+    /// Correlation id.
+    pub request_id: String,
+    /// The requirement.
+    pub requirements: String,
+    /// Node(s) running or last run at that step.
+    pub current_step: String,
+    /// Latest output per `<agent>.<output_type>`.
+    pub agent_outputs: BTreeMap<String, Value>,
+    /// Shared context.
+    pub shared_context: BTreeMap<String, Value>,
+    /// Tracker issue keys made so far.
+    pub jira_tickets: Vec<String>,
+    /// Wiki page ids made so far.
+    pub confluence_pages: Vec<String>,
+    /// Repositories touched so far.
+    pub gitlab_repos: Vec<String>,
+    /// Status at that step.
+    pub status: Status,
+    /// Errors recorded so far.
+    pub errors: Vec<WorkflowError>,
+    /// The step.
+    pub step: u64,
+    /// LLM usage per agent role so far.
+    pub usage: BTreeMap<String, RoleUsage>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed, as of that step.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl WorkflowStateAtStep {
+    /// The view of a folded state of `record`.
+    pub fn new(record: &WorkflowRecord, state: &WorkflowState) -> Self {
+        WorkflowStateAtStep {
+            id: state.id.to_string(),
+            request_id: client_request_id(record.tenant.as_deref(), &state.request_id),
+            requirements: state.requirements.clone(),
+            current_step: state.current_step.clone(),
+            agent_outputs: state.agent_outputs.clone(),
+            shared_context: state.shared_context.clone(),
+            jira_tickets: state.jira_tickets.clone(),
+            confluence_pages: state.confluence_pages.clone(),
+            gitlab_repos: state.gitlab_repos.clone(),
+            status: state.status.into(),
+            errors: state.errors.iter().map(WorkflowError::from).collect(),
+            step: state.step,
+            usage: state
+                .usage
+                .iter()
+                .map(|(role, usage)| (role.clone(), RoleUsage::from(usage)))
+                .collect(),
+            created_at: state.created_at,
+            updated_at: state.updated_at,
+        }
+    }
+}
+
+/// `GET /v1/workflows/{id}/history`: the list of checkpoints, or with
+/// `?step=N` the state at the end of step N.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum HistoryAnswer {
+    /// Without `step`: every checkpoint, oldest first.
+    History(History),
+    /// With `step`: the state at the end of that step.
+    StateAtStep(Box<WorkflowStateAtStep>),
+}
+
 /// One event, as sent on the event stream (`data:` of an SSE message).
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct EventView {

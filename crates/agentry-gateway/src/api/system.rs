@@ -11,7 +11,7 @@ use axum::Json;
 
 use super::model::{DefinitionList, Health, Readiness};
 use super::{require, AppState, Caller};
-use crate::problem::{ApiError, ReadErrors};
+use crate::problem::{ApiError, NotAProblem, ReadErrors};
 
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "system",
@@ -63,14 +63,17 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
+    let mut response = (
         status,
         Json(Readiness {
             status: if ready { "ready" } else { "unavailable" }.to_string(),
             checks,
         }),
     )
-        .into_response()
+        .into_response();
+    // A probe's 503 is its readiness report, as documented.
+    response.extensions_mut().insert(NotAProblem);
+    response
 }
 
 /// Workflow definitions a submission may name.
@@ -119,19 +122,19 @@ pub async fn docs() -> Response {
 }
 
 /// A vendored docs asset.
-pub async fn docs_asset(axum::extract::Path(file): axum::extract::Path<String>) -> Response {
+pub async fn docs_asset(super::PathParam(file): super::PathParam) -> Result<Response, ApiError> {
     let (body, kind): (&'static [u8], &str) = match file.as_str() {
         "swagger-ui-bundle.js" => (SWAGGER_JS, "text/javascript; charset=utf-8"),
         "swagger-ui.css" => (SWAGGER_CSS, "text/css; charset=utf-8"),
         "favicon-32x32.png" => (FAVICON, "image/png"),
-        _ => return StatusCode::NOT_FOUND.into_response(),
+        _ => return Err(ApiError::NotFound("no such docs asset".to_string())),
     };
-    (
+    Ok((
         [
             (header::CONTENT_TYPE, kind),
             (header::CACHE_CONTROL, "public, max-age=86400"),
         ],
         body,
     )
-        .into_response()
+        .into_response())
 }

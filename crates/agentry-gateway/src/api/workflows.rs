@@ -2,7 +2,7 @@
 
 use agentry_core::{AccessRole, Budget, Limit, WorkflowQuery, WorkflowStatus};
 use agentry_engine::Submission;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tracing::info;
 
 use super::model::*;
-use super::{require, AppState, Caller, ValidJson};
+use super::{require, AppState, Caller, PathParam, ValidJson};
 use crate::problem::{current_request_id, ApiError, ReadErrors, WriteErrors};
 
 /// Query of `GET /v1/workflows`.
@@ -46,7 +46,17 @@ pub fn parse_query<T: serde::de::DeserializeOwned + Default>(
                         .is_ok_and(|one| serde_urlencoded::from_str::<T>(&one).is_err())
                 })
                 .map_or_else(|| "query".to_string(), |(name, _)| name.clone());
-            ApiError::field(field, error.to_string())
+            // serde names an unknown parameter in its message; the field
+            // already does.
+            let message = error.to_string();
+            let message = match message.strip_prefix("unknown field `") {
+                Some(rest) => match rest.split_once("`, ") {
+                    Some((_, known)) => format!("is not a known parameter; {known}"),
+                    None => "is not a known parameter".to_string(),
+                },
+                None => message,
+            };
+            ApiError::field(field, message)
         }),
     }
 }
@@ -230,7 +240,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     axum::Extension(p): Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Json<WorkflowDetail>, ApiError> {
     require(&p, AccessRole::Viewer)?;
     let record = state.workflow_of(&p, &id).await?;
@@ -239,12 +249,24 @@ pub async fn get(
     Ok(Json(WorkflowDetail::new(&record, &state_now, &outputs)))
 }
 
-/// A workflow's history (its checkpoints), oldest first.
+/// Query of `GET /v1/workflows/{id}/history`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryParams {
+    /// Answer the state at the end of this step instead of the list (as
+    /// `agentry workflows history ID --step N`); 0 to the last step.
+    #[param(minimum = 0)]
+    pub step: Option<u64>,
+}
+
+/// A workflow's history (its checkpoints), oldest first; with `step`, its
+/// state at the end of that step.
 #[utoipa::path(
     get, path = "/v1/workflows/{id}/history", operation_id = "getWorkflowHistory", tag = "workflows",
-    params(("id" = String, Path, format = Uuid, description = "Workflow id")),
+    params(("id" = String, Path, format = Uuid, description = "Workflow id"), HistoryParams),
     responses(
-        (status = 200, description = "The history", body = History),
+        (status = 200, description = "The history; with `step`, the state at the end of that step", body = HistoryAnswer),
         ReadErrors,
     ),
     security(("bearer" = []), ("api_key" = []))
@@ -252,14 +274,27 @@ pub async fn get(
 pub async fn history(
     State(state): State<AppState>,
     axum::Extension(p): Caller,
-    Path(id): Path<String>,
-) -> Result<Json<History>, ApiError> {
+    PathParam(id): PathParam,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<HistoryAnswer>, ApiError> {
     require(&p, AccessRole::Viewer)?;
+    let params: HistoryParams = parse_query(raw)?;
     let record = state.workflow_of(&p, &id).await?;
+    if let Some(step) = params.step {
+        // The CLI's call: the store folds the checkpoints up to the step
+        // and refuses a step past the last as invalid input.
+        let at = state.store.state_at(record.id, Some(step)).await;
+        let at = at.map_err(|error| match error {
+            agentry_core::Error::InvalidInput(why) => ApiError::field("step", why),
+            other => ApiError::from(other),
+        })?;
+        let view = WorkflowStateAtStep::new(&record, &at);
+        return Ok(Json(HistoryAnswer::StateAtStep(Box::new(view))));
+    }
     let checkpoints = state.store.checkpoints(record.id).await?;
-    Ok(Json(History {
+    Ok(Json(HistoryAnswer::History(History {
         items: checkpoints.iter().map(HistoryEntry::from).collect(),
-    }))
+    })))
 }
 
 /// The note of a control action: the caller's words plus who and which
@@ -331,7 +366,7 @@ control_path!(
 pub async fn approve(
     State(state): State<AppState>,
     axum::Extension(p): Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     ValidJson(body): ValidJson<ApproveBody>,
 ) -> Result<Response, ApiError> {
     require(&p, AccessRole::Operator)?;
@@ -353,7 +388,7 @@ pub async fn approve(
 pub async fn reject(
     State(state): State<AppState>,
     axum::Extension(p): Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     ValidJson(body): ValidJson<RejectBody>,
 ) -> Result<Response, ApiError> {
     require(&p, AccessRole::Operator)?;
@@ -370,7 +405,7 @@ pub async fn reject(
 pub async fn cancel(
     State(state): State<AppState>,
     axum::Extension(p): Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     ValidJson(body): ValidJson<CancelBody>,
 ) -> Result<Response, ApiError> {
     require(&p, AccessRole::Operator)?;
@@ -385,7 +420,7 @@ pub async fn cancel(
 pub async fn resume(
     State(state): State<AppState>,
     axum::Extension(p): Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     ValidJson(body): ValidJson<ResumeBody>,
 ) -> Result<Response, ApiError> {
     require(&p, AccessRole::Operator)?;

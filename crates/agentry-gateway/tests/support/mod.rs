@@ -1,7 +1,13 @@
 //! A gateway over the memory store, the in-process bus and the bench node
 //! runner, called through `Router::oneshot` (no socket), with one helper to
-//! send a request and read back status, headers and JSON.
+//! send a request and read back status, headers and JSON; and the same
+//! gateway served on a loopback socket ([`Served`]) where a connection
+//! matters.
 
+// Each test binary uses part of this module.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +19,7 @@ use agentry_gateway::auth::keys::{self, IssuedKey};
 use agentry_gateway::{DefinitionSource, Gateway, GatewayConfig, GatewayDeps, MemoryRateLimiter};
 use agentry_store_memory::MemoryStore;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use serde_json::{json, Value};
@@ -47,6 +54,34 @@ pub struct Api {
     _workers: WorkerHandle,
 }
 
+/// A gateway over the memory store, with its workers.
+async fn gateway(
+    config: GatewayConfig,
+    node_latency: Duration,
+) -> (Gateway, Arc<MemoryStore>, WorkerHandle) {
+    let store = Arc::new(MemoryStore::new());
+    let engine = Engine::new(
+        store.clone(),
+        Arc::new(InprocBus::new()),
+        bench_runner(node_latency),
+        EngineConfig::default(),
+    );
+    let workers = engine.start_workers(Engine::all_queues(), 4).await;
+    let gateway = Gateway::new(GatewayDeps {
+        engine,
+        workers: None,
+        keys: store.clone(),
+        limiter: Arc::new(MemoryRateLimiter::new()),
+        definitions: Arc::new(BenchOnly),
+        base_options: json!({}),
+        config,
+        execution: agentry_gateway::Execution::Local,
+        registry: None,
+    })
+    .expect("the gateway builds");
+    (gateway, store, workers)
+}
+
 impl Api {
     /// Default settings; nodes take no time.
     pub async fn new() -> Api {
@@ -55,26 +90,7 @@ impl Api {
 
     /// These settings; every node sleeps `node_latency`.
     pub async fn with(config: GatewayConfig, node_latency: Duration) -> Api {
-        let store = Arc::new(MemoryStore::new());
-        let engine = Engine::new(
-            store.clone(),
-            Arc::new(InprocBus::new()),
-            bench_runner(node_latency),
-            EngineConfig::default(),
-        );
-        let workers = engine.start_workers(Engine::all_queues(), 4).await;
-        let gateway = Gateway::new(GatewayDeps {
-            engine,
-            workers: None,
-            keys: store.clone(),
-            limiter: Arc::new(MemoryRateLimiter::new()),
-            definitions: Arc::new(BenchOnly),
-            base_options: json!({}),
-            config,
-            execution: agentry_gateway::Execution::Local,
-            registry: None,
-        })
-        .expect("the gateway builds");
+        let (gateway, store, workers) = gateway(config, node_latency).await;
         Api {
             router: gateway.router(),
             store,
@@ -103,6 +119,10 @@ impl Api {
         let mut builder = Request::builder().method(req.method).uri(&req.path);
         for (name, value) in &req.headers {
             builder = builder.header(name.as_str(), value.as_str());
+        }
+        if let Some(peer) = req.peer {
+            // What `into_make_service_with_connect_info` sets on a socket.
+            builder = builder.extension(ConnectInfo(peer));
         }
         let request = builder.body(Body::from(req.body)).expect("a valid request");
         let response = self
@@ -196,6 +216,7 @@ pub struct Req {
     path: String,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
+    peer: Option<SocketAddr>,
 }
 
 /// `GET path`.
@@ -206,7 +227,16 @@ pub fn get(path: &str) -> Req {
         path: path.to_string(),
         headers: Vec::new(),
         body: Vec::new(),
+        peer: None,
     }
+}
+
+/// `METHOD path` with no body.
+pub fn request(method: Method, path: &str) -> Req {
+    let mut req = get(path);
+    req.method_name = method.to_string();
+    req.method = method;
+    req
 }
 
 /// `POST path` with a JSON body.
@@ -239,6 +269,12 @@ impl Req {
     /// With a header.
     pub fn header(mut self, name: &str, value: &str) -> Req {
         self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// As if sent from `ip` (the client address a server sees).
+    pub fn sent_from(mut self, ip: &str) -> Req {
+        self.peer = Some(SocketAddr::new(ip.parse().expect("an IP address"), 40000));
         self
     }
 }
@@ -295,4 +331,77 @@ impl Reply {
             })
             .unwrap_or_default()
     }
+}
+
+/// A gateway served on a loopback socket, for what needs a real
+/// connection (hyper's deadlines and limits, TLS). Stopped when dropped.
+pub struct Served {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _workers: WorkerHandle,
+}
+
+impl Served {
+    /// Serves a gateway with these settings (HTTPS when `config.tls` is
+    /// set) and waits until it answers.
+    pub async fn start(config: GatewayConfig) -> Served {
+        let tls = config.tls.is_some();
+        let (gateway, _store, workers) = gateway(config, Duration::ZERO).await;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let addr = listener.local_addr().expect("the bound address");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(gateway.serve(listener, async move {
+            let _ = stopped.await;
+        }));
+        let served = Served {
+            addr,
+            stop: Some(stop),
+            task,
+            _workers: workers,
+        };
+        if !tls {
+            eventually("the server to answer", async || {
+                let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+                let answer = exchange(
+                    &mut stream,
+                    b"GET /healthz HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+                    POLL,
+                )
+                .await?;
+                answer.starts_with("HTTP/1.1 200").then_some(())
+            })
+            .await
+            .expect("the server answers /healthz");
+        }
+        served
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.abort();
+    }
+}
+
+/// Writes `request` on `stream` and reads until the server closes the
+/// connection; returns what came back as text, or None when the
+/// connection was still open after `within`.
+pub async fn exchange<S>(stream: &mut S, request: &[u8], within: Duration) -> Option<String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    stream.write_all(request).await.expect("send the request");
+    stream.flush().await.expect("flush the request");
+    let mut answer = Vec::new();
+    // A read error (a reset, TLS without close_notify) is a close too.
+    tokio::time::timeout(within, stream.read_to_end(&mut answer))
+        .await
+        .ok()
+        .map(|_| String::from_utf8_lossy(&answer).into_owned())
 }
