@@ -88,7 +88,7 @@ _SCOPES = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 
 # A path from the module to a node: (field name, index in that field's list
 # or None) for each step.
-Path_ = tuple[tuple[str, "int | None"], ...]
+NodePath = tuple[tuple[str, "int | None"], ...]
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ class Mutant:
     lineno: int
     col: int
     description: str
-    path: Path_
+    path: NodePath
     change: tuple
 
     @property
@@ -172,16 +172,16 @@ def _location(node: ast.AST, fallback: tuple[int, int]) -> tuple[int, int]:
     return fallback
 
 
-def _candidates(tree: ast.Module) -> Iterator[tuple[str, int, int, str, Path_, tuple]]:
+def _candidates(tree: ast.Module) -> Iterator[tuple[str, int, int, str, NodePath, tuple]]:
     """(operator, line, col, description, path, change) in traversal order."""
 
-    def visit(node: ast.AST, path: Path_, where: tuple[int, int], *, in_fstring_spec=False):
+    def visit(node: ast.AST, path: NodePath, where: tuple[int, int], *, in_fstring_spec=False):
         where = _location(node, where)
         yield from mutations_of(node, path, where, in_fstring_spec)
         for field, value in ast.iter_fields(node):
             if field in ("annotation", "returns", "type_comment"):
                 continue
-            if isinstance(node, (ast.arguments,)) and field in ("posonlyargs", "args", "kwonlyargs", "vararg", "kwarg"):
+            if isinstance(node, ast.arguments) and field in ("posonlyargs", "args", "kwonlyargs", "vararg", "kwarg"):
                 continue  # parameter names and their annotations
             spec = in_fstring_spec or (isinstance(node, ast.FormattedValue) and field == "format_spec")
             if isinstance(value, list):
@@ -236,7 +236,7 @@ def _candidates(tree: ast.Module) -> Iterator[tuple[str, int, int, str, Path_, t
     yield from visit(tree, (), (1, 0))
 
 
-def _locate(tree: ast.AST, path: Path_) -> tuple[ast.AST | None, str | None, int | None, ast.AST]:
+def _locate(tree: ast.AST, path: NodePath) -> tuple[ast.AST | None, str | None, int | None, ast.AST]:
     parent, field, index, node = None, None, None, tree
     for field, index in path:
         parent = node
@@ -245,7 +245,7 @@ def _locate(tree: ast.AST, path: Path_) -> tuple[ast.AST | None, str | None, int
     return parent, field, index, node
 
 
-def _mutate_tree(tree: ast.Module, path: Path_, change: tuple) -> None:
+def _mutate_tree(tree: ast.Module, path: NodePath, change: tuple) -> None:
     parent, field, index, node = _locate(tree, path)
     kind = change[0]
     replacement: ast.AST | None = None
