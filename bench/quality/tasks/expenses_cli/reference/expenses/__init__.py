@@ -1,0 +1,1 @@
+"""A command-line expense tracker stored in a JSON file."""

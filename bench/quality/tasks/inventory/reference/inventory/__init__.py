@@ -1,0 +1,3 @@
+"""Stock tracking for a small shop."""
+
+from inventory.core import InsufficientStock, Inventory

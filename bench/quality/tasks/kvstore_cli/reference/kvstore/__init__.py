@@ -1,0 +1,1 @@
+"""A key-value store in a JSON file, for shell scripts."""

@@ -1,0 +1,3 @@
+"""A least-recently-used cache with statistics."""
+
+from lrucache.core import LRUCache

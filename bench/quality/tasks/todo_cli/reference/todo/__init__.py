@@ -1,0 +1,1 @@
+"""A command-line todo list stored in a JSON file."""

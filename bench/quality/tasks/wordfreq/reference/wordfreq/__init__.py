@@ -1,0 +1,3 @@
+"""Word frequencies of a text."""
+
+from wordfreq.core import count_words, tokenize, top_words

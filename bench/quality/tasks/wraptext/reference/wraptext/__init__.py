@@ -1,0 +1,3 @@
+"""Wrapping, justifying and truncating plain text."""
+
+from wraptext.core import fill, justify, truncate, wrap
