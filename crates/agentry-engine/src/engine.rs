@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use agentry_core::{
     Advance, ArtifactOwner, Bus, Checkpoint, CommitOutcome, Cursor, Delivery, Error, ErrorClass,
     Event, EventKind, NewWorkflow, NodeContext, NodeOutput, NodeRunner, Progress, ProgressSink,
-    RequestId, Result, StateDelta, Store, TaskCommit, TaskId, TaskMessage, Transition,
+    RequestId, Result, StateDelta, Store, TaskCommit, TaskId, TaskKey, TaskMessage, Transition,
     WorkflowErrorEntry, WorkflowId, WorkflowRecord, WorkflowState, WorkflowStatus,
 };
 use chrono::Utc;
@@ -111,8 +111,8 @@ pub struct EngineMetrics {
     node_ns: AtomicU64,
     attempts_failed: AtomicU64,
     queues: Mutex<BTreeMap<String, QueueLoad>>,
-    /// Tasks being processed by this process's workers (TaskId texts).
-    running: Mutex<BTreeSet<String>>,
+    /// Tasks being processed by this process's workers.
+    running: Mutex<BTreeSet<TaskId>>,
 }
 
 /// Load of one queue (an agent role) in this process: the agent manager's
@@ -148,9 +148,8 @@ impl EngineMetrics {
         self.queues.lock().values().cloned().collect()
     }
 
-    /// The tasks this process's workers are processing now, as `TaskId`
-    /// texts (`<workflow>:<step>:<node>#<attempt>`).
-    pub fn running_tasks(&self) -> Vec<String> {
+    /// The tasks this process's workers are processing now.
+    pub fn running_tasks(&self) -> Vec<TaskId> {
         self.running.lock().iter().cloned().collect()
     }
 }
@@ -210,9 +209,6 @@ const SUBMITTED_CAP: usize = 4096;
 
 type Waiters = Arc<Mutex<HashMap<WorkflowId, Arc<Notify>>>>;
 
-/// A task of a workflow's step: (workflow, step, node).
-type TaskKey = (WorkflowId, u64, String);
-
 /// The consumer stream the worker tasks of one `start_workers` share.
 type SharedStream = Arc<tokio::sync::Mutex<Option<BoxStream<'static, Result<Delivery>>>>>;
 
@@ -230,7 +226,7 @@ struct Inner {
     cancels: Mutex<HashMap<WorkflowId, CancellationToken>>,
     waiters: Waiters,
     /// Tasks dispatched by this process and not yet settled here.
-    inflight: Mutex<HashSet<(WorkflowId, u64, String)>>,
+    inflight: Mutex<HashSet<TaskKey>>,
     /// Tasks the stall sweep re-dispatched: when last, and how often.
     swept: Mutex<HashMap<TaskKey, (Instant, u32)>>,
     relay_wake: Arc<Notify>,
@@ -513,16 +509,15 @@ impl Engine {
 
     /// The tasks this process's workers are processing now (see
     /// [`EngineMetrics::running_tasks`]).
-    pub fn running_tasks(&self) -> Vec<String> {
+    pub fn running_tasks(&self) -> Vec<TaskId> {
         self.inner.metrics.running_tasks()
     }
 
     /// Recovers workflows that no process is moving. Running ones whose
     /// record has not changed for `stalled_for`: a finished but un-advanced
     /// step is advanced, and the pending tasks that have no checkpoint and
-    /// are not in `busy` are dispatched again. `busy` holds task keys
-    /// (`<workflow>:<step>:<node>`) that live workers report running, and
-    /// those of dead-lettered tasks (a poison task stays in the dead-letter
+    /// are not in `busy` are dispatched again. `busy` holds the tasks that
+    /// live workers report running, and those of dead-lettered tasks (a poison task stays in the dead-letter
     /// queue until someone replays it). A task is re-dispatched at most
     /// [`SWEEP_MAX_REDISPATCH`] times, the n-th time only `stalled_for *
     /// 2^n` after the one before, so a task that is merely queued (a
@@ -536,7 +531,7 @@ impl Engine {
     pub async fn sweep_stalled(
         &self,
         stalled_for: Duration,
-        busy: &HashSet<String>,
+        busy: &HashSet<TaskKey>,
     ) -> Result<usize> {
         self.ensure_background();
         let cutoff = Utc::now()
@@ -593,25 +588,30 @@ impl Engine {
         &self,
         record: &WorkflowRecord,
         stalled_for: Duration,
-        busy: &HashSet<String>,
+        busy: &HashSet<TaskKey>,
     ) -> Result<bool> {
         let step = record.cursor.step;
-        let key = |n: &str| format!("{}:{step}:{n}", record.id);
         let now = Instant::now();
-        let (allowed, held): (Vec<String>, Vec<String>) = {
+        let (allowed, held): (Vec<TaskKey>, Vec<TaskKey>) = {
             let swept = self.inner.swept.lock();
-            record.cursor.pending.iter().cloned().partition(|n| {
-                if busy.contains(&key(n)) {
-                    return false;
-                }
-                match swept.get(&(record.id, step, n.clone())) {
-                    None => true,
-                    Some((at, count)) => {
-                        *count < SWEEP_MAX_REDISPATCH
-                            && now.duration_since(*at) >= stalled_for * 2u32.saturating_pow(*count)
+            record
+                .cursor
+                .pending
+                .iter()
+                .map(|n| TaskKey::new(record.id, step, n.as_str()))
+                .partition(|key| {
+                    if busy.contains(key) {
+                        return false;
                     }
-                }
-            })
+                    match swept.get(key) {
+                        None => true,
+                        Some((at, count)) => {
+                            *count < SWEEP_MAX_REDISPATCH
+                                && now.duration_since(*at)
+                                    >= stalled_for * 2u32.saturating_pow(*count)
+                        }
+                    }
+                })
         };
         if allowed.is_empty() && !record.cursor.pending.is_empty() {
             return Ok(false);
@@ -622,20 +622,20 @@ impl Engine {
             // running anywhere was lost (its delivery dropped): forget it so
             // it is dispatched again. What is held back is marked in flight
             // for the kick, so it is left alone.
-            inflight.retain(|(w, s, _)| *w != record.id || *s != step);
-            for n in &held {
-                inflight.insert((record.id, step, n.clone()));
-            }
+            inflight.retain(|k| k.workflow != record.id || k.step != step);
+            inflight.extend(held.iter().cloned());
         }
         let result = self.kick(record, true).await;
-        self.inner
-            .inflight
-            .lock()
-            .retain(|(w, s, n)| !(*w == record.id && *s == step && held.contains(n)));
+        {
+            let mut inflight = self.inner.inflight.lock();
+            for key in &held {
+                inflight.remove(key);
+            }
+        }
         result?;
         let mut swept = self.inner.swept.lock();
-        for n in allowed {
-            let entry = swept.entry((record.id, step, n)).or_insert((now, 0));
+        for key in allowed {
+            let entry = swept.entry(key).or_insert((now, 0));
             entry.0 = now;
             entry.1 += 1;
         }
@@ -1326,17 +1326,12 @@ impl Engine {
             q.in_flight += 1;
             q.last_task_at = Some(chrono::Utc::now());
         });
-        let running_key = task.to_string();
-        self.inner
-            .metrics
-            .running
-            .lock()
-            .insert(running_key.clone());
+        self.inner.metrics.running.lock().insert(task.clone());
         let span = info_span!(
             "task",
-            workflow_id = %task.workflow_id,
-            step = task.step,
-            node = %task.node,
+            workflow_id = %task.key.workflow,
+            step = task.key.step,
+            node = %task.key.node,
             attempt = task.attempt,
             request_id = message.request_id.as_deref().unwrap_or(""),
         );
@@ -1344,16 +1339,15 @@ impl Engine {
             .process(&message, redelivered)
             .instrument(span.clone())
             .await;
-        let key = (task.workflow_id, task.step, task.node.clone());
         let settled = match settle {
             Settle::Ack => ack.ack().await,
             Settle::Requeue => ack.nack(true).await,
             Settle::DeadLetter => ack.nack(false).await,
         };
         if !matches!(settle, Settle::Requeue) {
-            self.inner.inflight.lock().remove(&key);
+            self.inner.inflight.lock().remove(&task.key);
         }
-        self.inner.metrics.running.lock().remove(&running_key);
+        self.inner.metrics.running.lock().remove(&task);
         self.inner.metrics.queue(&queue, |q| {
             q.in_flight = q.in_flight.saturating_sub(1);
             match settle {
@@ -1378,7 +1372,7 @@ impl Engine {
     /// time spent in the node, and whether this call committed the task.
     async fn process(&self, message: &TaskMessage, redelivered: bool) -> (Settle, u64, bool) {
         let task = &message.task;
-        let id = task.workflow_id;
+        let id = task.key.workflow;
         // The record this process wrote when it dispatched the task, if it
         // did (a redelivery always reads the store: it may follow a crash).
         let cached = if redelivered {
@@ -1409,8 +1403,8 @@ impl Engine {
             }
         };
         if record.status != WorkflowStatus::Running
-            || record.cursor.step != task.step
-            || !record.cursor.pending.contains(&task.node)
+            || record.cursor.step != task.key.step
+            || !record.cursor.pending.contains(&task.key.node)
         {
             debug!(status = %record.status, at_step = record.cursor.step, "Stale task; dropped.");
             if redelivered {
@@ -1431,7 +1425,8 @@ impl Engine {
                 .await;
             match cps {
                 Ok(cps)
-                    if task_checkpoints_at(&cps, task.step).contains_key(task.node.as_str()) =>
+                    if task_checkpoints_at(&cps, task.key.step)
+                        .contains_key(task.key.node.as_str()) =>
                 {
                     debug!("Redelivered task was already committed.");
                     if let Err(error) = self.kick(&record, true).await {
@@ -1454,10 +1449,10 @@ impl Engine {
                 return (Settle::Ack, 0, false);
             }
         };
-        let Some(node) = def.node(&task.node).cloned() else {
+        let Some(node) = def.node(&task.key.node).cloned() else {
             let error = Error::permanent(format!(
                 "node `{}` is not in the workflow definition",
-                task.node
+                task.key.node
             ));
             self.fail_task(&record, task, task.attempt, &error).await;
             return (Settle::Ack, 0, false);
@@ -1514,7 +1509,12 @@ impl Engine {
         let limit = node
             .timeout
             .unwrap_or(self.inner.config.default_node_timeout);
-        let visit = record.cursor.visits.get(&task.node).copied().unwrap_or(0);
+        let visit = record
+            .cursor
+            .visits
+            .get(&task.key.node)
+            .copied()
+            .unwrap_or(0);
         let progress: Arc<dyn ProgressSink> = Arc::new(BusProgress {
             tx: self.inner.progress_tx.lock().clone(),
             request_id: message.request_id.clone(),
@@ -1555,7 +1555,7 @@ impl Engine {
                 _ = token.cancelled() => None,
                 r = tokio::time::timeout(limit, self.inner.runner.run(ctx)) => Some(match r {
                     Ok(r) => r,
-                    Err(_) => Err(Error::Timeout { what: format!("node `{}`", task.node), after: limit }),
+                    Err(_) => Err(Error::Timeout { what: format!("node `{}`", task.key.node), after: limit }),
                 }),
             };
             node_ns += t0.elapsed().as_nanos() as u64;
@@ -1621,7 +1621,7 @@ impl Engine {
         node_ns: u64,
     ) -> (Settle, bool) {
         let id = record.id;
-        let step = task.step;
+        let step = task.key.step;
         let this = TaskId {
             attempt,
             ..task.clone()
@@ -1640,7 +1640,7 @@ impl Engine {
             Event::task(
                 EventKind::TaskCompleted,
                 &this,
-                json!({ "duration_ms": node_ns / 1_000_000, "visit": record.cursor.visits.get(&task.node).copied().unwrap_or(0) }),
+                json!({ "duration_ms": node_ns / 1_000_000, "visit": record.cursor.visits.get(&task.key.node).copied().unwrap_or(0) }),
             )
             .with_request_id(rid.clone()),
         );
@@ -1669,7 +1669,7 @@ impl Engine {
                     let done = task_checkpoints_at(&cps, step);
                     let all = pending
                         .iter()
-                        .all(|p| p == &task.node || done.contains_key(p.as_str()));
+                        .all(|p| p == &task.key.node || done.contains_key(p.as_str()));
                     if all {
                         sibling_deltas = cps
                             .iter()
@@ -1767,12 +1767,12 @@ impl Engine {
             }
             CommitOutcome::Duplicate => {
                 debug!("Task was already committed (duplicate); dropped.");
-                let followed = self.recover_after_refused_commit(task.workflow_id).await;
+                let followed = self.recover_after_refused_commit(task.key.workflow).await;
                 (then(followed), false)
             }
             CommitOutcome::Stale { status, step } => {
                 debug!(%status, at_step = step, "Workflow moved on (stale commit); dropped.");
-                let followed = self.recover_after_refused_commit(task.workflow_id).await;
+                let followed = self.recover_after_refused_commit(task.key.workflow).await;
                 (then(followed), false)
             }
         }
@@ -1849,14 +1849,14 @@ impl Engine {
         warn!(%error, %class, attempt, "Node failed; failing the workflow.");
         let t = Transition {
             expected_status: vec![WorkflowStatus::Running],
-            expected_step: Some(task.step),
+            expected_step: Some(task.key.step),
             status: WorkflowStatus::Failed,
-            current_step: Some(task.node.clone()),
+            current_step: Some(task.key.node.clone()),
             cursor: None,
             delta: StateDelta {
                 errors: vec![WorkflowErrorEntry {
-                    step: task.step,
-                    node: Some(task.node.clone()),
+                    step: task.key.step,
+                    node: Some(task.key.node.clone()),
                     attempt,
                     class,
                     message: message.clone(),
@@ -1871,12 +1871,12 @@ impl Engine {
                         attempt,
                         ..task.clone()
                     },
-                    json!({ "error": message, "class": class, "node": task.node, "attempt": attempt }),
+                    json!({ "error": message, "class": class, "node": task.key.node, "attempt": attempt }),
                 );
                 e.request_id = Some(record.request_id.clone());
                 e
             }],
-            note: format!("node `{}` failed: {message}", task.node),
+            note: format!("node `{}` failed: {message}", task.key.node),
         };
         match self
             .ride("store: record failure", || {
@@ -2018,16 +2018,12 @@ impl Engine {
                 warn!(node = %n, "Pending node is not in the definition; not dispatched.");
                 continue;
             };
-            if !self.inner.inflight.lock().insert((id, step, n.clone())) {
+            let key = TaskKey::new(id, step, n.as_str());
+            if !self.inner.inflight.lock().insert(key.clone()) {
                 continue;
             }
             let msg = TaskMessage {
-                task: TaskId {
-                    workflow_id: id,
-                    step,
-                    node: n.clone(),
-                    attempt: 1,
-                },
+                task: TaskId::new(key, 1),
                 queue: if self.inner.config.route_by_tags {
                     node.queue()
                 } else {
@@ -2042,7 +2038,7 @@ impl Engine {
                 .await;
             if let Err(error) = sent {
                 warn!(%error, node = %n, "Dispatch failed; recovery will retry.");
-                self.inner.inflight.lock().remove(&(id, step, n.clone()));
+                self.inner.inflight.lock().remove(&msg.task.key);
                 failed = Some(error);
             }
         }
@@ -2125,10 +2121,10 @@ impl Engine {
     /// `task`'s node pending.
     fn cached_record(&self, task: &TaskId) -> Option<Arc<WorkflowRecord>> {
         let cache = self.inner.cache.lock();
-        let record = cache.get(&task.workflow_id)?.record.as_ref()?;
+        let record = cache.get(&task.key.workflow)?.record.as_ref()?;
         let fits = record.status == WorkflowStatus::Running
-            && record.cursor.step == task.step
-            && record.cursor.pending.contains(&task.node);
+            && record.cursor.step == task.key.step
+            && record.cursor.pending.contains(&task.key.node);
         fits.then(|| record.clone())
     }
 
@@ -2265,8 +2261,8 @@ impl Engine {
 fn forget_in(inner: &Inner, id: WorkflowId) {
     inner.cache.lock().remove(&id);
     inner.cancels.lock().remove(&id);
-    inner.inflight.lock().retain(|(w, _, _)| *w != id);
-    inner.swept.lock().retain(|(w, _, _), _| *w != id);
+    inner.inflight.lock().retain(|k| k.workflow != id);
+    inner.swept.lock().retain(|k, _| k.workflow != id);
 }
 
 enum AttemptsOutcome {

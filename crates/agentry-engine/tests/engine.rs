@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use agentry_bus_inproc::InprocBus;
 use agentry_core::{
     AgentOutputWrite, Bus, Cursor, Error, ErrorClass, Event, EventKind, NodeContext, NodeOutput,
-    NodeRunner, Result, StateDelta, Store, TaskCommit, TaskId, TaskMessage, Transition, WorkflowId,
-    WorkflowRecord, WorkflowState, WorkflowStatus,
+    NodeRunner, Result, StateDelta, Store, TaskCommit, TaskId, TaskKey, TaskMessage, Transition,
+    WorkflowId, WorkflowRecord, WorkflowState, WorkflowStatus,
 };
 use agentry_engine::{
     bench_engine, BenchConfig, Engine, EngineConfig, Submission, WorkerHandle, WorkflowDefinition,
@@ -89,13 +89,13 @@ impl Drop for AbortGuard<'_> {
 #[async_trait]
 impl NodeRunner for Scripted {
     async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
-        let node = ctx.task.node.clone();
+        let node = ctx.task.key.node.clone();
         let b = self.table.get(&node).cloned().unwrap_or_default();
         let index = {
             let mut runs = self.runs.lock();
             runs.push(Run {
                 node: node.clone(),
-                step: ctx.task.step,
+                step: ctx.task.key.step,
                 attempt: ctx.task.attempt,
                 visit: ctx.visit,
                 start: Instant::now(),
@@ -112,7 +112,7 @@ impl NodeRunner for Scripted {
         let n = {
             let mut a = self.attempts.lock();
             let n = a
-                .entry((ctx.task.workflow_id, ctx.task.step, node.clone()))
+                .entry((ctx.task.key.workflow, ctx.task.key.step, node.clone()))
                 .or_insert(0);
             *n += 1;
             *n
@@ -831,12 +831,7 @@ async fn resume_applies_an_advance_lost_between_sibling_commits() {
     for node in ["technical_writer", "devops"] {
         h.store
             .commit_task(TaskCommit {
-                task: TaskId {
-                    workflow_id: rec.id,
-                    step: 4,
-                    node: node.into(),
-                    attempt: 1,
-                },
+                task: TaskId::new(TaskKey::new(rec.id, 4, node), 1),
                 delta: StateDelta::default(),
                 events: vec![],
                 advance: None,
@@ -949,12 +944,7 @@ async fn duplicate_delivery_is_committed_once() {
         .await
         .unwrap();
     let msg = TaskMessage {
-        task: TaskId {
-            workflow_id: rec.id,
-            step: 0,
-            node: "a".into(),
-            attempt: 1,
-        },
+        task: TaskId::new(TaskKey::new(rec.id, 0, "a"), 1),
         queue: "developer".into(),
         request_id: None,
         tags: vec![],

@@ -14,8 +14,8 @@ use agentry_bus_inproc::InprocBus;
 use agentry_core::store::{AgentOutputRecord, Page};
 use agentry_core::{
     Bus, Checkpoint, CommitOutcome, Delivery, Error, Event, NewWorkflow, NodeContext, NodeOutput,
-    NodeRunner, Result, Store, StoredEvent, TaskCommit, TaskMessage, Transition, WorkflowId,
-    WorkflowQuery, WorkflowRecord, WorkflowStatus,
+    NodeRunner, Result, Store, StoredEvent, TaskCommit, TaskKey, TaskMessage, Transition,
+    WorkflowId, WorkflowQuery, WorkflowRecord, WorkflowStatus,
 };
 use agentry_engine::{Engine, EngineConfig, Submission, WorkflowDefinition};
 use agentry_store_memory::MemoryStore;
@@ -51,7 +51,7 @@ struct Recorder(Mutex<Vec<String>>);
 #[async_trait]
 impl NodeRunner for Recorder {
     async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
-        self.0.lock().unwrap().push(ctx.task.node.clone());
+        self.0.lock().unwrap().push(ctx.task.key.node.clone());
         Ok(NodeOutput::default())
     }
 }
@@ -260,7 +260,7 @@ async fn a_store_outage_shorter_than_the_grace_is_ridden_out_by_the_workers() {
     #[async_trait]
     impl NodeRunner for Slow {
         async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
-            if ctx.task.node == "a" {
+            if ctx.task.key.node == "a" {
                 // The database goes away while the first node runs.
                 self.0.down.store(true, Ordering::SeqCst);
             }
@@ -293,7 +293,7 @@ async fn a_commit_whose_dispatch_fails_is_given_back_and_its_redelivery_dispatch
     #[async_trait]
     impl NodeRunner for DownAfterA {
         async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
-            if ctx.task.node == "a" && self.1 .0.lock().unwrap().is_empty() {
+            if ctx.task.key.node == "a" && self.1 .0.lock().unwrap().is_empty() {
                 self.0.down.store(true, Ordering::SeqCst);
             }
             self.1.run(ctx).await
@@ -347,7 +347,7 @@ async fn the_sweep_redispatches_a_lost_task_but_not_one_a_live_worker_runs() {
     let id = record.id;
 
     // Reported running by a live worker: left alone.
-    let busy: HashSet<String> = [format!("{id}:0:a")].into_iter().collect();
+    let busy: HashSet<TaskKey> = [TaskKey::new(id, 0, "a")].into_iter().collect();
     let kicked = engine.sweep_stalled(Duration::ZERO, &busy).await.unwrap();
     assert_eq!(kicked, 0);
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -418,22 +418,30 @@ async fn running_tasks_are_reported_while_they_run() {
     let _workers = engine.start_workers(all_queues(), 1).await;
     let record = engine.submit(submission()).await.unwrap();
     engine.start_detached(record.id, false).await.unwrap();
+    // As a worker's beat lists them: in their text form.
+    let running = || -> Vec<String> {
+        engine
+            .running_tasks()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
     let want = format!("{}:0:a#1", record.id);
     for _ in 0..200 {
-        if engine.running_tasks() == vec![want.clone()] {
+        if running() == vec![want.clone()] {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(engine.running_tasks(), vec![want]);
+    assert_eq!(running(), vec![want]);
     gate.0.notify_one();
     for _ in 0..200 {
-        if !engine.running_tasks().iter().any(|t| t.contains(":0:a#")) {
+        if !running().iter().any(|t| t.contains(":0:a#")) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(!engine.running_tasks().iter().any(|t| t.contains(":0:a#")));
+    assert!(!running().iter().any(|t| t.contains(":0:a#")));
 }
 
 #[tokio::test]
@@ -487,7 +495,7 @@ async fn a_run_without_workers_leaves_a_slow_task_to_the_worker_that_runs_it() {
     #[async_trait]
     impl NodeRunner for Slow {
         async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
-            if ctx.task.node == "b" {
+            if ctx.task.key.node == "b" {
                 tokio::time::sleep(Duration::from_millis(1500)).await;
             }
             self.0.run(ctx).await

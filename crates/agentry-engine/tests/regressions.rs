@@ -25,7 +25,7 @@ struct Recorder(Mutex<Vec<String>>);
 #[async_trait]
 impl NodeRunner for Recorder {
     async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
-        self.0.lock().unwrap().push(ctx.task.node.clone());
+        self.0.lock().unwrap().push(ctx.task.key.node.clone());
         Ok(NodeOutput::default())
     }
 }
@@ -217,7 +217,7 @@ when = "context.k != 'from x'"
 /// one.
 #[tokio::test]
 async fn a_recovered_advance_routes_on_the_siblings_merged_in_commit_order() {
-    use agentry_core::{Cursor, StateDelta, TaskId};
+    use agentry_core::{Cursor, StateDelta, TaskId, TaskKey};
 
     let store = Arc::new(MemoryStore::new());
     let runner = Arc::new(Recorder::default());
@@ -251,12 +251,7 @@ async fn a_recovered_advance_routes_on_the_siblings_merged_in_commit_order() {
     // y commits first, x last: the stored value of `k` is x's.
     for (node, value) in [("y", "from y"), ("x", "from x")] {
         let commit = TaskCommit {
-            task: TaskId {
-                workflow_id: rec.id,
-                step: 0,
-                node: node.into(),
-                attempt: 1,
-            },
+            task: TaskId::new(TaskKey::new(rec.id, 0, node), 1),
             delta: StateDelta {
                 shared_context: BTreeMap::from([("k".to_string(), json!(value))]),
                 ..StateDelta::default()
@@ -360,7 +355,7 @@ impl NodeRunner for OwnerRecorder {
         self.0
             .lock()
             .unwrap()
-            .push((ctx.task.node.clone(), ctx.owner.clone()));
+            .push((ctx.task.key.node.clone(), ctx.owner.clone()));
         Ok(NodeOutput::default())
     }
 }
