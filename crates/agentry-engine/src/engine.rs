@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::definition::{NodeDef, WorkflowDefinition};
-use crate::routing::{assigned_events, route, Routed};
+use crate::routing::{self, assigned_events, fold_step_start, task_checkpoints_at, StepAdvance};
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -405,38 +405,6 @@ where
             Err(error) => return Err(error),
         }
     }
-}
-
-/// The state at the START of `record`'s current step, folded from
-/// checkpoints: every checkpoint of earlier steps plus control actions of
-/// this step.
-fn fold_step_start(record: &WorkflowRecord, checkpoints: &[Checkpoint]) -> WorkflowState {
-    let step = record.cursor.step;
-    let mut st = WorkflowState::initial(
-        record.id,
-        record.request_id.clone(),
-        record.requirements.clone(),
-        record.created_at,
-    );
-    for cp in checkpoints {
-        if cp.step < step || (cp.step == step && cp.node.is_none()) {
-            st.apply(&cp.delta);
-            st.updated_at = cp.created_at;
-        }
-    }
-    st.step = step;
-    st.status = WorkflowStatus::Running;
-    st.current_step = record.current_step.clone();
-    st
-}
-
-/// Task checkpoints of `step`, by node.
-fn task_checkpoints_at(checkpoints: &[Checkpoint], step: u64) -> BTreeMap<&str, &Checkpoint> {
-    checkpoints
-        .iter()
-        .filter(|c| c.step == step)
-        .filter_map(|c| c.node.as_deref().map(|n| (n, c)))
-        .collect()
 }
 
 impl Engine {
@@ -1655,9 +1623,9 @@ impl Engine {
         // Is this the last task of the step? With one pending node, yes;
         // with fan-out, ask the store which siblings committed.
         let pending = &record.cursor.pending;
-        let mut sibling_deltas: Vec<StateDelta> = Vec::new();
-        let is_last = if pending.len() <= 1 {
-            true
+        let mut siblings: Option<Vec<Checkpoint>> = None;
+        if pending.len() <= 1 {
+            siblings = Some(Vec::new());
         } else {
             match self
                 .ride("store: read checkpoints", || {
@@ -1671,51 +1639,38 @@ impl Engine {
                         .iter()
                         .all(|p| p == &task.key.node || done.contains_key(p.as_str()));
                     if all {
-                        sibling_deltas = cps
-                            .iter()
-                            .filter(|c| c.step == step && c.node.is_some())
-                            .map(|c| c.delta.clone())
-                            .collect();
+                        siblings = Some(cps);
                     }
-                    all
                 }
                 Err(error) => {
                     warn!(%error, "Cannot read sibling checkpoints; committing without advancing.");
-                    false
                 }
             }
         };
         let mut advance = None;
         let mut next_state = None;
-        if is_last {
-            let mut merged = (**start_state).clone();
-            for d in &sibling_deltas {
-                merged.apply(d);
-            }
-            merged.apply(&delta);
-            let routed = route(def, &record.cursor, &merged, id, Some(&record.request_id));
-            let Routed {
-                cursor,
-                status,
-                current_step,
+        if let Some(checkpoints) = &siblings {
+            let deltas = checkpoints
+                .iter()
+                .filter(|c| c.step == step && c.node.is_some())
+                .map(|c| &c.delta);
+            let StepAdvance {
+                advance: decided,
                 errors,
-                events: route_events,
-            } = routed;
-            merged.apply(&StateDelta {
-                errors: errors.clone(),
-                ..StateDelta::default()
-            });
+                events: routed,
+                next_state: state,
+            } = routing::advance(
+                def,
+                &record.cursor,
+                (**start_state).clone(),
+                deltas.chain([&delta]),
+                id,
+                Some(&record.request_id),
+            );
             delta.errors.extend(errors);
-            events.extend(route_events);
-            merged.step = cursor.step;
-            merged.status = status;
-            merged.current_step = current_step.clone();
-            next_state = Some(merged);
-            advance = Some(Advance {
-                cursor,
-                status,
-                current_step,
-            });
+            events.extend(routed);
+            next_state = Some(state);
+            advance = Some(decided);
         }
         let commit = TaskCommit {
             task: this,
@@ -1920,7 +1875,6 @@ impl Engine {
             .cloned()
             .collect();
         if missing.is_empty() {
-            let mut state = fold_step_start(record, &cps);
             // Merge the siblings in commit order, as `fold_state` does, so
             // routing sees the state that is stored.
             let mut siblings: Vec<&Checkpoint> = record
@@ -1930,31 +1884,33 @@ impl Engine {
                 .filter_map(|p| done.get(p.as_str()).copied())
                 .collect();
             siblings.sort_by_key(|cp| cp.seq);
-            for cp in siblings {
-                state.apply(&cp.delta);
-            }
-            let routed = route(
+            let StepAdvance {
+                advance,
+                errors,
+                events,
+                next_state,
+            } = routing::advance(
                 &def,
                 &record.cursor,
-                &state,
+                fold_step_start(record, &cps),
+                siblings.iter().map(|cp| &cp.delta),
                 record.id,
                 Some(&record.request_id),
             );
-            let errors = routed.errors.clone();
             let result = self
                 .apply_transition(
                     record.id,
                     Transition {
                         expected_status: vec![WorkflowStatus::Running],
                         expected_step: Some(step),
-                        status: routed.status,
-                        cursor: Some(routed.cursor.clone()),
-                        current_step: Some(routed.current_step.clone()),
+                        status: advance.status,
+                        cursor: Some(advance.cursor.clone()),
+                        current_step: Some(advance.current_step.clone()),
                         delta: StateDelta {
-                            errors: errors.clone(),
+                            errors,
                             ..StateDelta::default()
                         },
-                        events: routed.events,
+                        events,
                         note: format!("advanced after step {step}"),
                     },
                 )
@@ -1962,19 +1918,7 @@ impl Engine {
             match result {
                 Ok(r) => {
                     info!(step, status = %r.status, "Applied an advance no task carried.");
-                    state.apply(&StateDelta {
-                        errors,
-                        ..StateDelta::default()
-                    });
-                    state.step = r.cursor.step;
-                    state.status = r.status;
-                    state.current_step = r.current_step.clone();
-                    let advance = Advance {
-                        cursor: r.cursor.clone(),
-                        status: r.status,
-                        current_step: r.current_step.clone(),
-                    };
-                    self.after_advance(&r, &def, advance, state).await?;
+                    self.after_advance(&r, &def, advance, next_state).await?;
                 }
                 Err(e) if conflict_is_benign(&e) => {
                     debug!(error = %e, "Someone else advanced the step.")
