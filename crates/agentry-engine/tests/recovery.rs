@@ -270,7 +270,7 @@ async fn a_store_outage_shorter_than_the_grace_is_ridden_out_by_the_workers() {
     let engine = Engine::new(store.clone(), bus, Arc::new(Slow(store.clone())), config());
     let _workers = engine.start_workers(all_queues(), 2).await;
     let record = engine.submit(submission()).await.unwrap();
-    engine.start_detached(record.id, false).await.unwrap();
+    engine.start_detached(record.id).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         store.refused.load(Ordering::SeqCst) > 0,
@@ -307,7 +307,7 @@ async fn a_commit_whose_dispatch_fails_is_given_back_and_its_redelivery_dispatch
     );
     let _workers = engine.start_workers(all_queues(), 1).await;
     let record = engine.submit(submission()).await.unwrap();
-    engine.start_detached(record.id, false).await.unwrap();
+    engine.start_detached(record.id).await.unwrap();
     // `a` commits, its dispatch of `b` fails past the grace: the delivery
     // of `a` goes back (redelivered) while the broker is down.
     wait_checkpoint(store.as_ref(), record.id, "a").await;
@@ -341,7 +341,7 @@ async fn the_sweep_redispatches_a_lost_task_but_not_one_a_live_worker_runs() {
     let record = engine.submit(submission()).await.unwrap();
     // The broker takes the first task and loses it.
     bus.drop_next.store(1, Ordering::SeqCst);
-    engine.start_detached(record.id, false).await.unwrap();
+    engine.start_detached(record.id).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(runner.0.lock().unwrap().is_empty());
     let id = record.id;
@@ -417,7 +417,7 @@ async fn running_tasks_are_reported_while_they_run() {
     );
     let _workers = engine.start_workers(all_queues(), 1).await;
     let record = engine.submit(submission()).await.unwrap();
-    engine.start_detached(record.id, false).await.unwrap();
+    engine.start_detached(record.id).await.unwrap();
     // As a worker's beat lists them: in their text form.
     let running = || -> Vec<String> {
         engine
@@ -457,7 +457,7 @@ async fn the_sweep_re_dispatches_a_task_only_queued_a_bounded_number_of_times() 
     // Nobody serves `devops.python`: its task stays queued.
     let _workers = engine.start_workers(Engine::all_queues(), 1).await;
     let record = engine.submit(submission()).await.unwrap();
-    engine.start_detached(record.id, false).await.unwrap();
+    engine.start_detached(record.id).await.unwrap();
     let id = record.id;
     for _ in 0..200 {
         if store.get_workflow(id).await.unwrap().cursor.step == 2 {

@@ -304,7 +304,7 @@ async fn a_detached_start_is_carried_to_the_end_by_workers_alone() {
         })
         .await
         .unwrap();
-    let started = engine.start_detached(record.id, false).await.unwrap();
+    let started = engine.start_detached(record.id).await.unwrap();
     assert_eq!(started.status, WorkflowStatus::Running);
     // Nobody runs `Engine::run`: each commit dispatches the next step.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -323,7 +323,7 @@ async fn a_detached_start_is_carried_to_the_end_by_workers_alone() {
     }
     assert_eq!(recorder.0.lock().unwrap().len(), 7);
     // A second start of a running or finished workflow changes nothing.
-    let again = engine.start_detached(record.id, false).await.unwrap();
+    let again = engine.start_detached(record.id).await.unwrap();
     assert_eq!(again.status, WorkflowStatus::Completed);
 }
 
@@ -403,7 +403,7 @@ async fn nodes_act_for_the_stored_tenant_on_a_worker_that_did_not_dispatch() {
             })
             .await
             .unwrap();
-        gateway.start_detached(rec.id, false).await.unwrap();
+        gateway.start_detached(rec.id).await.unwrap();
         ids.push(rec.id);
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
