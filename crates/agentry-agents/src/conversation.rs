@@ -140,10 +140,10 @@ impl<'a> Conversation<'a> {
                 ),
                 max_tokens: None,
                 meta: RequestMeta {
-                    workflow_id: Some(self.ctx.task.workflow_id),
+                    workflow_id: Some(self.ctx.task.key.workflow),
                     role: self.role,
-                    node: self.ctx.task.node.clone(),
-                    step: self.ctx.task.step,
+                    node: self.ctx.task.key.node.clone(),
+                    step: self.ctx.task.key.step,
                     visit: self.ctx.visit,
                     turn,
                     request_id: self.ctx.request_id.clone(),
@@ -169,7 +169,7 @@ impl<'a> Conversation<'a> {
                 for call in &response.tool_calls {
                     self.ctx.report(Toolbox::describe(call), None);
                     let result = tools.call(call).await;
-                    debug!(workflow_id = %self.ctx.task.workflow_id, node = %self.ctx.task.node,
+                    debug!(workflow_id = %self.ctx.task.key.workflow, node = %self.ctx.task.key.node,
                         tool = %call.name, turn, "Tool call.");
                     messages.push(ChatMessage::tool_result(call.id.clone(), result));
                 }
@@ -200,8 +200,8 @@ impl<'a> Conversation<'a> {
                             self.role
                         )));
                     }
-                    warn!(workflow_id = %self.ctx.task.workflow_id, node = %self.ctx.task.node,
-                        step = self.ctx.task.step, error = %errors, "Agent output invalid; asking for a repair.");
+                    warn!(workflow_id = %self.ctx.task.key.workflow, node = %self.ctx.task.key.node,
+                        step = self.ctx.task.key.step, error = %errors, "Agent output invalid; asking for a repair.");
                     repairs += 1;
                     messages.push(ChatMessage::assistant(response.content, Vec::new()));
                     messages.push(ChatMessage::user(format!(
@@ -242,7 +242,7 @@ impl Conversation<'_> {
     async fn spent(&self) -> Result<(Spend, Spend)> {
         let role = self.role.as_str();
         if let Some(ledger) = &self.accounting.ledger {
-            let (total, roles) = ledger.spend(self.ctx.task.workflow_id).await?;
+            let (total, roles) = ledger.spend(self.ctx.task.key.workflow).await?;
             return Ok((total, roles.get(role).copied().unwrap_or_default()));
         }
         let mut total = Spend::default();
@@ -277,9 +277,9 @@ impl Conversation<'_> {
             )
         };
         let call = LlmCall {
-            workflow_id: self.ctx.task.workflow_id,
-            step: self.ctx.task.step,
-            node: self.ctx.task.node.clone(),
+            workflow_id: self.ctx.task.key.workflow,
+            step: self.ctx.task.key.step,
+            node: self.ctx.task.key.node.clone(),
             role: self.role,
             attempt: self.ctx.task.attempt,
             turn,
@@ -299,7 +299,7 @@ impl Conversation<'_> {
             return;
         };
         if let Err(error) = ledger.record_call(&call).await {
-            warn!(workflow_id = %self.ctx.task.workflow_id, node = %self.ctx.task.node,
+            warn!(workflow_id = %self.ctx.task.key.workflow, node = %self.ctx.task.key.node,
                 %error, "Could not record the LLM call in the ledger.");
         }
     }

@@ -96,11 +96,11 @@ impl NodeRunner for AgentNodeRunner {
         let role = ctx.role.ok_or_else(|| {
             Error::permanent(format!(
                 "node `{}` has no agent role; the agent runner only runs agent nodes",
-                ctx.task.node
+                ctx.task.key.node
             ))
         })?;
-        let span = tracing::info_span!("agent", workflow_id = %ctx.task.workflow_id,
-            step = ctx.task.step, node = %ctx.task.node, role = %role, visit = ctx.visit,
+        let span = tracing::info_span!("agent", workflow_id = %ctx.task.key.workflow,
+            step = ctx.task.key.step, node = %ctx.task.key.node, role = %role, visit = ctx.visit,
             owner = %ctx.owner, request_id = ctx.request_id.as_deref().unwrap_or(""));
         async {
             let ports = self.deps.integrations.integrations(&ctx.owner).await?;

@@ -570,12 +570,7 @@ impl Kit {
 
     pub fn ctx_with(&self, role: AgentRole, visit: u32, state: WorkflowState) -> NodeContext {
         NodeContext {
-            task: TaskId {
-                workflow_id: self.workflow_id,
-                step: 2,
-                node: role.as_str().into(),
-                attempt: 1,
-            },
+            task: TaskId::new(TaskKey::new(self.workflow_id, 2, role.as_str()), 1),
             role: Some(role),
             settings: json!({}),
             visit,

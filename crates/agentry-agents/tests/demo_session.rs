@@ -11,7 +11,7 @@ use agentry_agents::demo::{DEMO_REQUIREMENT, DEMO_SESSION};
 use agentry_agents::{AgentConfig, AgentDeps, AgentNodeRunner};
 use agentry_core::{
     AgentRole, ArtifactOwner, CodeHost, IntegrationResolver, IssueKind, NoProgress, NodeContext,
-    NodeRunner, TaskId, Tracker, Wiki, WorkflowId, WorkflowState,
+    NodeRunner, TaskId, TaskKey, Tracker, Wiki, WorkflowId, WorkflowState,
 };
 use agentry_integrations_local::LocalIntegrations;
 use agentry_llm_scripted::ScriptedProvider;
@@ -83,12 +83,7 @@ impl Demo {
         state: &WorkflowState,
     ) -> NodeContext {
         NodeContext {
-            task: TaskId {
-                workflow_id: self.state.id,
-                step,
-                node: node.into(),
-                attempt,
-            },
+            task: TaskId::new(TaskKey::new(self.state.id, step, node), attempt),
             role: Some(role),
             settings: json!({}),
             visit,

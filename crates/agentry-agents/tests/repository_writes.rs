@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use agentry_agents::{AgentConfig, AgentDeps, AgentNodeRunner};
 use agentry_core::{
     AgentRole, ArtifactOwner, ChatRequest, ChatResponse, ChatRole, CodeHost, LlmProvider,
-    NoProgress, NodeContext, NodeRunner, Result, TaskId, WorkflowId, WorkflowState, MAX_FILE_BYTES,
+    NoProgress, NodeContext, NodeRunner, Result, TaskId, TaskKey, WorkflowId, WorkflowState,
+    MAX_FILE_BYTES,
 };
 use agentry_integrations_local::LocalIntegrations;
 use agentry_llm_scripted::ScriptedProvider;
@@ -82,12 +83,7 @@ fn ctx(
     state: &WorkflowState,
 ) -> NodeContext {
     NodeContext {
-        task: TaskId {
-            workflow_id: workflow,
-            step,
-            node: node.into(),
-            attempt: 1,
-        },
+        task: TaskId::new(TaskKey::new(workflow, step, node), 1),
         role: Some(role),
         settings: json!({}),
         visit: 0,

@@ -203,9 +203,9 @@ async fn accept(
         Ok(message) => {
             tracing::debug!(
                 queue = %queue,
-                workflow_id = %message.task.workflow_id,
-                step = message.task.step,
-                node = %message.task.node,
+                workflow_id = %message.task.key.workflow,
+                step = message.task.key.step,
+                node = %message.task.key.node,
                 attempt = message.task.attempt,
                 redelivered,
                 "Task delivered."

@@ -481,9 +481,9 @@ impl AmqpBus {
         skip_all,
         fields(
             queue = %task.queue,
-            workflow_id = %task.task.workflow_id,
-            step = task.task.step,
-            node = %task.task.node,
+            workflow_id = %task.task.key.workflow,
+            step = task.task.key.step,
+            node = %task.task.key.node,
             attempt = task.task.attempt,
         )
     )]
@@ -709,8 +709,8 @@ impl DeadLetters for AmqpBus {
                 dead_letter = %id,
                 message_id = %message_id,
                 queue = %letter.message.queue,
-                workflow_id = %letter.message.task.workflow_id,
-                node = %letter.message.task.node,
+                workflow_id = %letter.message.task.key.workflow,
+                node = %letter.message.task.key.node,
                 "Dead letter replayed."
             );
             Ok(letter.message)

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use agentry_bus_amqp::{AmqpBus, AmqpOptions, TopologyNames};
 use agentry_core::{
-    Bus, DeadLetter, DeadLetters, Delivery, ErrorClass, Event, EventKind, Result, TaskId,
+    Bus, DeadLetter, DeadLetters, Delivery, ErrorClass, Event, EventKind, Result, TaskId, TaskKey,
     TaskMessage, WorkflowId,
 };
 use futures::stream::{BoxStream, StreamExt};
@@ -124,12 +124,7 @@ impl Drop for Scope {
 
 fn task(node: &str, queue: &str) -> TaskMessage {
     TaskMessage {
-        task: TaskId {
-            workflow_id: WorkflowId::new(),
-            step: 0,
-            node: node.into(),
-            attempt: 1,
-        },
+        task: TaskId::new(TaskKey::new(WorkflowId::new(), 0, node), 1),
         queue: queue.into(),
         request_id: Some(format!("req-{node}")),
         tags: vec![],
@@ -195,7 +190,7 @@ async fn dispatch_consume_and_ack_removes() {
         got.push(d.message.clone());
         d.ack.ack().await.unwrap();
     }
-    got.sort_by(|x, y| x.task.node.cmp(&y.task.node));
+    got.sort_by(|x, y| x.task.key.node.cmp(&y.task.key.node));
     assert_eq!(got, vec![a, b], "messages arrive as dispatched");
     check_empty(&mut s).await;
     let devops = bus.queue_stats("devops").await.unwrap();
@@ -261,7 +256,7 @@ async fn consumers_compete() {
     bus.dispatch(task("b", "qa")).await.unwrap();
     let d1 = next(&mut s1).await;
     let d2 = next(&mut s2).await;
-    assert_ne!(d1.message.task.node, d2.message.task.node);
+    assert_ne!(d1.message.task.key.node, d2.message.task.key.node);
     d1.ack.ack().await.unwrap();
     d2.ack.ack().await.unwrap();
     check_empty(&mut s1).await;
@@ -283,7 +278,7 @@ async fn nack_requeue_and_drop_redeliver() {
     drop(d);
     let d = next(&mut s).await;
     assert!(d.redelivered, "a dropped delivery is redelivered");
-    assert_eq!(d.message.task.node, "a");
+    assert_eq!(d.message.task.key.node, "a");
     d.ack.ack().await.unwrap();
     check_empty(&mut s).await;
 }
@@ -367,7 +362,7 @@ async fn a_task_returned_too_often_is_dead_lettered() {
     );
     let dead = dead_letters(&bus, 1).await;
     assert_eq!(dead[0].reason, "delivery_limit");
-    assert_eq!(dead[0].message.task.node, "poison");
+    assert_eq!(dead[0].message.task.key.node, "poison");
     assert_eq!(dead[0].deliveries, Some(limit + 1));
 }
 
@@ -393,7 +388,7 @@ async fn undecodable_tasks_are_dead_lettered() {
     bus.dispatch(task("fine", "qa")).await.unwrap();
     let d = next(&mut s).await;
     assert_eq!(
-        d.message.task.node, "fine",
+        d.message.task.key.node, "fine",
         "the undecodable message is skipped"
     );
     d.ack.ack().await.unwrap();
@@ -441,7 +436,7 @@ async fn a_deleted_task_queue_is_declared_again() {
     assert_eq!(bus.queue_stats("qa").await.unwrap().ready, 1);
     let mut s = bus.consume(&strings(&["qa"])).await.unwrap();
     let d = next(&mut s).await;
-    assert_eq!(d.message.task.node, "after");
+    assert_eq!(d.message.task.key.node, "after");
     d.ack.ack().await.unwrap();
     let _ = raw.close(200, "OK".into()).await;
 }
@@ -559,12 +554,12 @@ async fn consumers_subscribers_and_dispatch_survive_a_lost_connection() {
     // The broker requeued the unacknowledged task; the stream resumes on
     // the new connection and gets it again, besides the new one.
     let mut got = vec![next(&mut tasks).await, next(&mut tasks).await];
-    got.sort_by(|a, b| a.message.task.node.cmp(&b.message.task.node));
+    got.sort_by(|a, b| a.message.task.key.node.cmp(&b.message.task.key.node));
     let again = got.pop().unwrap(); // "held"
     let after = got.pop().unwrap(); // "after"
     assert_eq!(again.message, held.message);
     assert!(again.redelivered);
-    assert_eq!(after.message.task.node, "after");
+    assert_eq!(after.message.task.key.node, "after");
     assert!(!after.redelivered);
     let stale = held.ack.ack().await.unwrap_err();
     assert_eq!(stale.class(), ErrorClass::Transient, "{stale}");
@@ -682,7 +677,7 @@ async fn an_outage_fails_publishes_in_time_and_everything_resumes_after() {
     }
     sent.unwrap();
     let d = next(&mut tasks).await;
-    assert_eq!(d.message.task.node, "back");
+    assert_eq!(d.message.task.key.node, "back");
     d.ack.ack().await.unwrap();
     bus.health().await.unwrap();
     let ev = Event::workflow(
@@ -715,7 +710,7 @@ async fn close_ends_streams_and_returns_unsettled_tasks() {
 
     let mut s = other.consume(&strings(&["qa"])).await.unwrap();
     let d = next(&mut s).await;
-    assert_eq!(d.message.task.node, "a");
+    assert_eq!(d.message.task.key.node, "a");
     assert!(d.redelivered);
     d.ack.ack().await.unwrap();
 }

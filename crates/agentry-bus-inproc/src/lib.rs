@@ -262,17 +262,12 @@ impl DeadLetters for InprocBus {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use agentry_core::{EventKind, TaskId, WorkflowId};
+    use agentry_core::{EventKind, TaskId, TaskKey, WorkflowId};
     use std::time::Duration;
 
     fn task(node: &str, queue: &str) -> TaskMessage {
         TaskMessage {
-            task: TaskId {
-                workflow_id: WorkflowId::new(),
-                step: 0,
-                node: node.into(),
-                attempt: 1,
-            },
+            task: TaskId::new(TaskKey::new(WorkflowId::new(), 0, node), 1),
             queue: queue.into(),
             request_id: None,
             tags: vec![],
@@ -308,7 +303,7 @@ mod tests {
         for _ in 0..2 {
             let d = next(&mut s).await;
             assert!(!d.redelivered);
-            nodes.push(d.message.task.node.clone());
+            nodes.push(d.message.task.key.node.clone());
             d.ack.ack().await.unwrap();
         }
         nodes.sort();
@@ -326,7 +321,7 @@ mod tests {
         bus.dispatch(task("b", "qa")).await.unwrap();
         let d1 = next(&mut s1).await;
         let d2 = next(&mut s2).await;
-        assert_ne!(d1.message.task.node, d2.message.task.node);
+        assert_ne!(d1.message.task.key.node, d2.message.task.key.node);
         d1.ack.ack().await.unwrap();
         d2.ack.ack().await.unwrap();
         check_empty(&mut s1).await;
@@ -352,7 +347,7 @@ mod tests {
         check_empty(&mut s).await;
         let dead = bus.dead_letters();
         assert_eq!(dead.len(), 1);
-        assert_eq!(dead[0].task.node, "a");
+        assert_eq!(dead[0].task.key.node, "a");
     }
 
     #[tokio::test]
@@ -375,7 +370,10 @@ mod tests {
             dead,
             "listing removes nothing"
         );
-        let nodes: Vec<&str> = dead.iter().map(|d| d.message.task.node.as_str()).collect();
+        let nodes: Vec<&str> = dead
+            .iter()
+            .map(|d| d.message.task.key.node.as_str())
+            .collect();
         assert_eq!(nodes, vec!["b", "c", "a"], "oldest first");
         assert!(dead
             .iter()

@@ -29,7 +29,7 @@ use agentry_agents::AgentNodeRunner;
 use agentry_bus_amqp::{AmqpBus, AmqpOptions};
 use agentry_core::{
     queues_for, AgentRole, Budget, LlmCache, NodeContext, NodeOutput, NodeRunner, RateLimiter,
-    WorkerBeat, WorkerHealth, WorkerInfo, WorkerRecord, WorkerRegistry,
+    TaskKey, WorkerBeat, WorkerHealth, WorkerInfo, WorkerRecord, WorkerRegistry,
 };
 use agentry_engine::Engine;
 use agentry_store_postgres::{PostgresOptions, PostgresStore};
@@ -311,10 +311,7 @@ pub async fn sweep_loop(
         // A dead-lettered task waits for `dlq replay`: never re-dispatched.
         if let Some(dead) = &dead_letters {
             match dead.list_dead(DEAD_LETTERS_SEEN).await {
-                Ok(list) => busy.extend(list.iter().map(|d| {
-                    let t = &d.message.task;
-                    format!("{}:{}:{}", t.workflow_id, t.step, t.node)
-                })),
+                Ok(list) => busy.extend(list.iter().map(|d| d.message.task.key.clone())),
                 Err(error) => {
                     warn!(%error, "Cannot read the dead-letter queue; sweep skipped.");
                     continue;
@@ -363,14 +360,14 @@ impl SweepTiming {
     }
 }
 
-/// Task keys (`<workflow>:<step>:<node>`) that healthy workers run now.
-pub fn busy_tasks(workers: &[WorkerRecord], unhealthy_after: Duration) -> HashSet<String> {
+/// The tasks that healthy workers run now.
+pub fn busy_tasks(workers: &[WorkerRecord], unhealthy_after: Duration) -> HashSet<TaskKey> {
     let now = Utc::now();
     workers
         .iter()
         .filter(|w| w.health(now, unhealthy_after) == WorkerHealth::Healthy)
         .flat_map(|w| w.beat.tasks.iter())
-        .map(|t| t.split('#').next().unwrap_or(t).to_string())
+        .map(|t| t.key.clone())
         .collect()
 }
 

@@ -140,7 +140,7 @@ async fn run(app: &App, args: RunArgs, json: bool) -> Result<ExitCode> {
         // (this process's workers end with it).
         let record = if app.distributed() {
             let started = engine
-                .start_detached(record.id, false)
+                .start_detached(record.id)
                 .await
                 .map_err(|e| anyhow!("{e}"));
             engine.close().await;

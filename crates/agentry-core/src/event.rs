@@ -140,9 +140,9 @@ impl Event {
         Event {
             id: Uuid::now_v7(),
             kind,
-            workflow_id: task.workflow_id,
-            step: Some(task.step),
-            node: Some(task.node.clone()),
+            workflow_id: task.key.workflow,
+            step: Some(task.key.step),
+            node: Some(task.key.node.clone()),
             attempt: Some(task.attempt),
             request_id: None,
             payload,

@@ -26,7 +26,7 @@ pub mod store;
 
 pub use error::{Error, ErrorClass, Result};
 pub use event::{Event, EventKind, StoredEvent};
-pub use ids::{IdempotencyKey, RequestId, TaskId, WorkflowId};
+pub use ids::{task_fields, IdempotencyKey, RequestId, TaskId, TaskKey, WorkflowId};
 pub use llm::{
     Budget, ChatMessage, ChatRequest, ChatResponse, ChatRole, Limit, LlmCache, LlmCall, LlmLedger,
     LlmObserver, LlmProgress, LlmProvider, ModelPrice, OutputSchema, PriceTable, RequestMeta,

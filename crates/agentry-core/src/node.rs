@@ -17,6 +17,7 @@ use crate::{AgentRole, ArtifactOwner, Event, Result, StateDelta, TaskId, Workflo
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     /// The task.
+    #[serde(with = "crate::ids::task_fields")]
     pub task: TaskId,
     /// What it is doing now (`calling LLM (turn 2)`, `running tests`).
     pub message: String,

@@ -107,6 +107,7 @@ pub struct Advance {
 pub struct TaskCommit {
     /// The task (its `attempt` is recorded; the checkpoint is unique per
     /// `(workflow_id, step, node)`).
+    #[serde(with = "crate::ids::task_fields")]
     pub task: TaskId,
     /// What it changed.
     pub delta: StateDelta,
@@ -286,7 +287,7 @@ pub trait Store: Send + Sync + 'static {
     /// rows, `shared_context` upserts) + outbox events + the workflow row
     /// (`updated_at`, and cursor/status/current_step when `advance` is set).
     /// Applies only if the workflow is `running` with `cursor.step ==
-    /// task.step`, else [`CommitOutcome::Stale`]; a second commit of the same
+    /// task.key.step`, else [`CommitOutcome::Stale`]; a second commit of the same
     /// `(workflow, step, node)` is [`CommitOutcome::Duplicate`].
     async fn commit_task(&self, commit: TaskCommit) -> Result<CommitOutcome>;
 

@@ -155,8 +155,8 @@ impl NodeRunner for BenchRunner {
             delta: StateDelta {
                 agent_outputs: vec![AgentOutputWrite {
                     agent_name: role.to_string(),
-                    output_type: ctx.task.node.clone(),
-                    content: json!({ "visit": ctx.visit, "step": ctx.task.step, "blob": self.blob }),
+                    output_type: ctx.task.key.node.clone(),
+                    content: json!({ "visit": ctx.visit, "step": ctx.task.key.step, "blob": self.blob }),
                 }],
                 ..StateDelta::default()
             },

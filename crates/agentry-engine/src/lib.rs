@@ -5,9 +5,11 @@
 //! - [`definition`]: the TOML workflow format (`workflows/sdlc.toml`), parsed
 //!   and validated with errors that name the file and the problem.
 //! - [`expr`]: the small, safe `when` expression language of edges.
-//! - [`routing`]: from a finished super-step to the next cursor (pure).
+//! - [`routing`]: from a finished super-step to the next cursor and the
+//!   step's whole advance (pure).
 //! - [`engine`]: [`Engine`]: submit, run (= resume), approve, reject,
-//!   cancel, workers, and the outbox relay.
+//!   cancel, workers, the stall sweep and the outbox relay; a module
+//!   folder with one file per concern (its doc lists them).
 //! - [`bench`]: the engine benchmark the CLI runs.
 //!
 //! Key design decision: ONE path. Starting a workflow is resuming it from

@@ -1,13 +1,22 @@
-//! Routing: from a finished super-step to the next cursor. A pure function of
-//! the definition, the cursor of the step and the merged state, so the task
-//! that finishes a step, a resume after a crash and the tests all compute the
-//! same answer.
+//! Routing: from a finished super-step to the next cursor. Pure functions of
+//! the definition, the cursor of the step and the state, so the task that
+//! finishes a step, a recovery after a crash and the tests all compute the
+//! same answer:
+//!
+//! - [`route`]: the next cursor and status from the state merged over the
+//!   whole step (every rule is in its doc);
+//! - [`advance`]: a finished step's whole advance, the ONE function the
+//!   engine decides it with, on the commit path and in recovery alike: the
+//!   step's task deltas merged in commit order, routed, the routing errors
+//!   applied, and the state the next step starts from;
+//! - [`fold_step_start`] and [`task_checkpoints_at`]: a step's start state
+//!   and its committed tasks, read off the checkpoints.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use agentry_core::{
-    Cursor, ErrorClass, Event, EventKind, WorkflowErrorEntry, WorkflowId, WorkflowState,
-    WorkflowStatus,
+    Advance, Checkpoint, Cursor, ErrorClass, Event, EventKind, StateDelta, WorkflowErrorEntry,
+    WorkflowId, WorkflowRecord, WorkflowState, WorkflowStatus,
 };
 use chrono::Utc;
 use serde_json::json;
@@ -242,6 +251,102 @@ pub fn route(
     }
 }
 
+/// A finished super-step's advance: what the commit of its last task (or
+/// the transition that repairs a lost advance) writes, and the state the
+/// next step starts from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepAdvance {
+    /// The next cursor, status and current step.
+    pub advance: Advance,
+    /// Error entries to record with it (a routing failure).
+    pub errors: Vec<WorkflowErrorEntry>,
+    /// Events to commit with it (`workflow.step.completed`, the end of the
+    /// run or the next assignments).
+    pub events: Vec<Event>,
+    /// The state at the start of the next step: the merged state with the
+    /// errors applied, at the next step, status and current step.
+    pub next_state: WorkflowState,
+}
+
+/// Decides the advance of a super-step every pending node of which
+/// committed. `start` is the state at the start of the step and `deltas`
+/// the step's task deltas IN COMMIT ORDER (the order the store folds them
+/// in, so routing sees the state that is stored); they are merged, routed
+/// ([`route`]), and routing's errors applied.
+///
+/// The one place a step's advance is decided: the task that commits last
+/// carries it in its commit, and the recovery of an advance no task carried
+/// (a crash between sibling commits) applies it with a guarded transition.
+pub fn advance<'a>(
+    def: &WorkflowDefinition,
+    cursor: &Cursor,
+    start: WorkflowState,
+    deltas: impl IntoIterator<Item = &'a StateDelta>,
+    workflow_id: WorkflowId,
+    request_id: Option<&str>,
+) -> StepAdvance {
+    let mut state = start;
+    for delta in deltas {
+        state.apply(delta);
+    }
+    let Routed {
+        cursor,
+        status,
+        current_step,
+        errors,
+        events,
+    } = route(def, cursor, &state, workflow_id, request_id);
+    state.apply(&StateDelta {
+        errors: errors.clone(),
+        ..StateDelta::default()
+    });
+    state.step = cursor.step;
+    state.status = status;
+    state.current_step = current_step.clone();
+    StepAdvance {
+        advance: Advance {
+            cursor,
+            status,
+            current_step,
+        },
+        errors,
+        events,
+        next_state: state,
+    }
+}
+
+/// The state at the START of `record`'s current step, folded from its
+/// checkpoints: every checkpoint of earlier steps plus the control actions
+/// of this step.
+pub fn fold_step_start(record: &WorkflowRecord, checkpoints: &[Checkpoint]) -> WorkflowState {
+    let step = record.cursor.step;
+    let mut st = WorkflowState::initial(
+        record.id,
+        record.request_id.clone(),
+        record.requirements.clone(),
+        record.created_at,
+    );
+    for cp in checkpoints {
+        if cp.step < step || (cp.step == step && cp.node.is_none()) {
+            st.apply(&cp.delta);
+            st.updated_at = cp.created_at;
+        }
+    }
+    st.step = step;
+    st.status = WorkflowStatus::Running;
+    st.current_step = record.current_step.clone();
+    st
+}
+
+/// The task checkpoints of `step`, by node.
+pub fn task_checkpoints_at(checkpoints: &[Checkpoint], step: u64) -> BTreeMap<&str, &Checkpoint> {
+    checkpoints
+        .iter()
+        .filter(|c| c.step == step)
+        .filter_map(|c| c.node.as_deref().map(|n| (n, c)))
+        .collect()
+}
+
 /// `agent.task.assigned` events for every pending node of a cursor.
 pub fn assigned_events(
     cursor: &Cursor,
@@ -264,4 +369,90 @@ pub fn assigned_events(
             e
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::*;
+
+    /// Two siblings whose join routes on the value the last of them wrote.
+    const SIBLINGS: &str = r#"
+name = "siblings"
+start = ["x", "y"]
+[nodes.x]
+agent = "developer"
+[nodes.y]
+agent = "qa"
+[nodes.z]
+agent = "devops"
+[[edges]]
+from = ["x", "y"]
+to = ["z"]
+when = "context.k == 'from x'"
+[[edges]]
+from = ["x", "y"]
+to = ["end"]
+when = "context.k == 'from y'"
+"#;
+
+    fn writes(value: &str) -> StateDelta {
+        StateDelta {
+            shared_context: BTreeMap::from([("k".to_string(), json!(value))]),
+            ..StateDelta::default()
+        }
+    }
+
+    fn step_zero() -> (WorkflowDefinition, Cursor, WorkflowState) {
+        let def = WorkflowDefinition::parse(SIBLINGS, "siblings.toml").unwrap();
+        let cursor = Cursor {
+            step: 0,
+            pending: vec!["x".into(), "y".into()],
+            ..Cursor::default()
+        };
+        let start = WorkflowState::initial(WorkflowId::new(), "req", "build it", Utc::now());
+        (def, cursor, start)
+    }
+
+    #[test]
+    fn advance_routes_on_the_deltas_merged_in_the_order_given() {
+        let (def, cursor, start) = step_zero();
+        let id = start.id;
+        let (x, y) = (writes("from x"), writes("from y"));
+
+        let x_last = advance(&def, &cursor, start.clone(), [&y, &x], id, Some("req"));
+        assert_eq!(x_last.advance.status, WorkflowStatus::Running);
+        assert_eq!(x_last.advance.cursor.step, 1);
+        assert_eq!(x_last.advance.cursor.pending, ["z"]);
+        assert_eq!(x_last.advance.current_step, "z");
+        assert!(x_last.errors.is_empty());
+        let kinds: Vec<EventKind> = x_last.events.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [EventKind::StepCompleted, EventKind::TaskAssigned]);
+        // The next step starts from the merged state, at the next step.
+        let next = &x_last.next_state;
+        assert_eq!(next.shared_context["k"], json!("from x"));
+        assert_eq!(
+            (next.step, next.status, next.current_step.as_str()),
+            (1, WorkflowStatus::Running, "z")
+        );
+
+        let y_last = advance(&def, &cursor, start, [&x, &y], id, Some("req"));
+        assert_eq!(y_last.advance.status, WorkflowStatus::Completed);
+        assert_eq!(y_last.next_state.status, WorkflowStatus::Completed);
+    }
+
+    #[test]
+    fn advance_records_a_routing_failure_in_the_next_state() {
+        let (def, cursor, start) = step_zero();
+        let id = start.id;
+        let failed = advance(&def, &cursor, start, [&writes("neither")], id, None);
+        assert_eq!(failed.advance.status, WorkflowStatus::Failed);
+        assert_eq!(failed.errors.len(), 1);
+        assert_eq!(failed.errors[0].message, "no edge from `x` matched");
+        assert_eq!(failed.next_state.errors, failed.errors);
+        assert_eq!(failed.next_state.status, WorkflowStatus::Failed);
+    }
 }

@@ -2,210 +2,48 @@
 //! The engine's behaviour, end to end: MemoryStore + InprocBus + a scripted
 //! NodeRunner whose behaviour per node is a table.
 
-use std::collections::{BTreeMap, HashMap};
+mod support;
+
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentry_bus_inproc::InprocBus;
 use agentry_core::{
-    AgentOutputWrite, Bus, Cursor, Error, ErrorClass, Event, EventKind, NodeContext, NodeOutput,
-    NodeRunner, Result, StateDelta, Store, TaskCommit, TaskId, TaskMessage, Transition, WorkflowId,
-    WorkflowRecord, WorkflowState, WorkflowStatus,
+    Bus, Cursor, Error, ErrorClass, Event, EventKind, StateDelta, Store, TaskCommit, TaskId,
+    TaskKey, TaskMessage, Transition, WorkflowStatus,
 };
 use agentry_engine::{
-    bench_engine, BenchConfig, Engine, EngineConfig, Submission, WorkerHandle, WorkflowDefinition,
-    DEFAULT_WORKFLOW,
+    bench_engine, BenchConfig, Engine, EngineConfig, WorkflowDefinition, DEFAULT_WORKFLOW,
 };
 use agentry_store_memory::MemoryStore;
-use async_trait::async_trait;
 use futures::StreamExt;
-use parking_lot::Mutex;
-use serde_json::{json, Value};
-
-// ------------------------------------------------------------ the script
-
-/// How one node behaves.
-#[derive(Clone, Default)]
-struct Behaviour {
-    /// Sleep before answering.
-    sleep: Duration,
-    /// Fail this many first attempts (per task) with a transient error.
-    transient: u32,
-    /// Always fail with a permanent error.
-    permanent: Option<&'static str>,
-    /// Shared-context writes per visit (the last entry repeats).
-    context: Vec<Vec<(&'static str, Value)>>,
-}
-
-fn sleep(ms: u64) -> Behaviour {
-    Behaviour {
-        sleep: Duration::from_millis(ms),
-        ..Default::default()
-    }
-}
-
-fn writes(per_visit: Vec<Vec<(&'static str, Value)>>) -> Behaviour {
-    Behaviour {
-        context: per_visit,
-        ..Default::default()
-    }
-}
-
-/// One recorded node attempt.
-#[derive(Debug, Clone)]
-struct Run {
-    node: String,
-    step: u64,
-    attempt: u32,
-    visit: u32,
-    start: Instant,
-    end: Option<Instant>,
-    aborted: bool,
-}
-
-#[derive(Default)]
-struct Scripted {
-    table: HashMap<String, Behaviour>,
-    runs: Mutex<Vec<Run>>,
-    attempts: Mutex<HashMap<(WorkflowId, u64, String), u32>>,
-}
-
-/// Marks a run aborted if the node future is dropped before it finishes.
-struct AbortGuard<'a> {
-    runner: &'a Scripted,
-    index: usize,
-    done: bool,
-}
-
-impl Drop for AbortGuard<'_> {
-    fn drop(&mut self) {
-        let mut runs = self.runner.runs.lock();
-        let r = &mut runs[self.index];
-        r.end = Some(Instant::now());
-        r.aborted = !self.done;
-    }
-}
-
-#[async_trait]
-impl NodeRunner for Scripted {
-    async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
-        let node = ctx.task.node.clone();
-        let b = self.table.get(&node).cloned().unwrap_or_default();
-        let index = {
-            let mut runs = self.runs.lock();
-            runs.push(Run {
-                node: node.clone(),
-                step: ctx.task.step,
-                attempt: ctx.task.attempt,
-                visit: ctx.visit,
-                start: Instant::now(),
-                end: None,
-                aborted: false,
-            });
-            runs.len() - 1
-        };
-        let mut guard = AbortGuard {
-            runner: self,
-            index,
-            done: false,
-        };
-        let n = {
-            let mut a = self.attempts.lock();
-            let n = a
-                .entry((ctx.task.workflow_id, ctx.task.step, node.clone()))
-                .or_insert(0);
-            *n += 1;
-            *n
-        };
-        ctx.report(format!("running {node}"), Some(0.5));
-        tokio::time::sleep(b.sleep).await;
-        guard.done = true;
-        if n <= b.transient {
-            return Err(Error::transient(format!("{node} flaked (attempt {n})")));
-        }
-        if let Some(msg) = b.permanent {
-            return Err(Error::permanent(msg));
-        }
-        let mut delta = StateDelta {
-            agent_outputs: vec![AgentOutputWrite {
-                agent_name: node.clone(),
-                output_type: "result".into(),
-                content: json!({ "visit": ctx.visit }),
-            }],
-            ..Default::default()
-        };
-        if !b.context.is_empty() {
-            let i = (ctx.visit as usize).min(b.context.len() - 1);
-            for (k, v) in &b.context[i] {
-                delta.shared_context.insert(k.to_string(), v.clone());
-            }
-        }
-        Ok(NodeOutput {
-            delta,
-            events: vec![],
-        })
-    }
-}
-
-impl Scripted {
-    fn runs(&self) -> Vec<Run> {
-        self.runs.lock().clone()
-    }
-
-    /// Completed (not aborted) runs of a node.
-    fn count(&self, node: &str) -> usize {
-        self.runs()
-            .iter()
-            .filter(|r| r.node == node && !r.aborted)
-            .count()
-    }
-}
+use serde_json::json;
+use support::scripted::{qa_passes_from, sleep, writes, Behaviour, Harness, Scripted};
+use support::{config, definition, eventually};
 
 // ------------------------------------------------------------ harness
 
-struct Harness {
-    store: Arc<MemoryStore>,
-    bus: Arc<InprocBus>,
-    runner: Arc<Scripted>,
-    engine: Engine,
-    workers: WorkerHandle,
-}
-
-fn config() -> EngineConfig {
+/// The settings of these tests: a stalled step is checked after 200 ms.
+fn scripted_config() -> EngineConfig {
     EngineConfig {
-        poll_interval: Duration::from_millis(20),
         stall_check_after: Duration::from_millis(200),
-        relay_interval: Duration::from_millis(50),
-        ..EngineConfig::default()
+        ..config()
     }
 }
 
-async fn harness_on(store: Arc<MemoryStore>, script: Vec<(&str, Behaviour)>) -> Harness {
-    let runner = Arc::new(Scripted {
-        table: script
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-        ..Default::default()
-    });
-    let bus = Arc::new(InprocBus::new());
-    let engine = Engine::new(store.clone(), bus.clone(), runner.clone(), config());
-    let workers = engine.start_workers(Engine::all_queues(), 4).await;
-    Harness {
-        store,
-        bus,
-        runner,
-        engine,
-        workers,
-    }
+/// A scripted engine with four workers on `store`.
+async fn harness_on(store: Arc<MemoryStore>, script: Vec<(&str, Behaviour)>) -> Harness<Scripted> {
+    Harness::on(store, Scripted::new(script), scripted_config(), 4).await
 }
 
-async fn harness(script: Vec<(&str, Behaviour)>) -> Harness {
+/// A scripted engine with four workers on a fresh store.
+async fn harness(script: Vec<(&str, Behaviour)>) -> Harness<Scripted> {
     harness_on(Arc::new(MemoryStore::new()), script).await
 }
 
 fn def(text: &str) -> WorkflowDefinition {
-    WorkflowDefinition::parse(text, "test.toml").unwrap_or_else(|e| panic!("{e}"))
+    definition(text)
 }
 
 /// The default SDLC file with textual replacements.
@@ -218,79 +56,8 @@ fn sdlc_with(replacements: &[(&str, &str)]) -> WorkflowDefinition {
     def(&text)
 }
 
-impl Harness {
-    async fn submit(&self, definition: WorkflowDefinition) -> WorkflowRecord {
-        self.engine
-            .submit(Submission {
-                requirements: "Build a todo app".into(),
-                request_id: None,
-                definition,
-                options: json!({}),
-                tenant: None,
-            })
-            .await
-            .unwrap()
-    }
-
-    /// Submits and runs with a deadline; returns the final record and state.
-    async fn run(&self, definition: WorkflowDefinition) -> (WorkflowRecord, WorkflowState) {
-        let rec = self.submit(definition).await;
-        self.run_id(rec.id).await
-    }
-
-    async fn run_id(&self, id: WorkflowId) -> (WorkflowRecord, WorkflowState) {
-        let rec = tokio::time::timeout(Duration::from_secs(20), self.engine.run(id))
-            .await
-            .expect("run finishes within 20 s")
-            .unwrap();
-        let state = self.store.state_at(id, None).await.unwrap();
-        (rec, state)
-    }
-
-    async fn event_kinds(&self, id: WorkflowId) -> Vec<EventKind> {
-        self.store
-            .events(Some(id), 0, 0)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|e| e.event.kind)
-            .collect()
-    }
-
-    /// `(step, node)` of every task checkpoint.
-    async fn task_checkpoints(&self, id: WorkflowId) -> Vec<(u64, String)> {
-        self.store
-            .checkpoints(id)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter_map(|c| c.node.map(|n| (c.step, n)))
-            .collect()
-    }
-}
-
-/// Polls `cond` until it holds, or panics after 10 s.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-fn nodes(h: &Harness) -> Vec<String> {
-    h.runner
-        .runs()
-        .into_iter()
-        .filter(|r| !r.aborted)
-        .map(|r| r.node)
-        .collect()
-}
-
-fn qa_passes_from(visit: usize) -> Behaviour {
-    let mut v: Vec<Vec<(&'static str, Value)>> = vec![vec![("qa.passed", json!(false))]; visit];
-    v.push(vec![("qa.passed", json!(true))]);
-    writes(v)
+fn nodes(h: &Harness<Scripted>) -> Vec<String> {
+    h.runner.nodes()
 }
 
 // ------------------------------------------------------------ routing
@@ -831,12 +598,7 @@ async fn resume_applies_an_advance_lost_between_sibling_commits() {
     for node in ["technical_writer", "devops"] {
         h.store
             .commit_task(TaskCommit {
-                task: TaskId {
-                    workflow_id: rec.id,
-                    step: 4,
-                    node: node.into(),
-                    attempt: 1,
-                },
+                task: TaskId::new(TaskKey::new(rec.id, 4, node), 1),
                 delta: StateDelta::default(),
                 events: vec![],
                 advance: None,
@@ -949,12 +711,7 @@ async fn duplicate_delivery_is_committed_once() {
         .await
         .unwrap();
     let msg = TaskMessage {
-        task: TaskId {
-            workflow_id: rec.id,
-            step: 0,
-            node: "a".into(),
-            attempt: 1,
-        },
+        task: TaskId::new(TaskKey::new(rec.id, 0, "a"), 1),
         queue: "developer".into(),
         request_id: None,
         tags: vec![],

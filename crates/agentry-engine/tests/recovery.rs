@@ -5,23 +5,20 @@
 //! their variant queues.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+mod support;
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use agentry_bus_inproc::InprocBus;
-use agentry_core::store::{AgentOutputRecord, Page};
-use agentry_core::{
-    Bus, Checkpoint, CommitOutcome, Delivery, Error, Event, NewWorkflow, NodeContext, NodeOutput,
-    NodeRunner, Result, Store, StoredEvent, TaskCommit, TaskMessage, Transition, WorkflowId,
-    WorkflowQuery, WorkflowRecord, WorkflowStatus,
-};
+use agentry_core::{NodeContext, NodeOutput, NodeRunner, Result, Store, TaskKey, WorkflowStatus};
 use agentry_engine::{Engine, EngineConfig, Submission, WorkflowDefinition};
 use agentry_store_memory::MemoryStore;
 use async_trait::async_trait;
-use futures::stream::BoxStream;
-use serde_json::{json, Value};
+use support::faults::{FaultyStore, FlakyBus, Outage};
+use support::{eventually, wait_checkpoint, wait_status, wait_step, Recorder};
 
 const CHAIN: &str = r#"
 name = "chain"
@@ -44,188 +41,24 @@ from = "c"
 to = ["end"]
 "#;
 
-/// Records which nodes ran.
-#[derive(Default)]
-struct Recorder(Mutex<Vec<String>>);
-
-#[async_trait]
-impl NodeRunner for Recorder {
-    async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
-        self.0.lock().unwrap().push(ctx.task.node.clone());
-        Ok(NodeOutput::default())
-    }
-}
-
-/// A bus whose dispatches fail while `down`, or silently vanish while
-/// `drop_next` counts down (a broker that lost them); it records queues.
-struct FlakyBus {
-    inner: InprocBus,
-    down: AtomicBool,
-    drop_next: AtomicUsize,
-    queues: Mutex<Vec<String>>,
-}
-
-impl FlakyBus {
-    fn new() -> Arc<FlakyBus> {
-        Arc::new(FlakyBus {
-            inner: InprocBus::new(),
-            down: AtomicBool::new(false),
-            drop_next: AtomicUsize::new(0),
-            queues: Mutex::new(Vec::new()),
-        })
-    }
-}
-
-#[async_trait]
-impl Bus for FlakyBus {
-    fn name(&self) -> &'static str {
-        "flaky"
-    }
-    async fn health(&self) -> Result<()> {
-        self.inner.health().await
-    }
-    async fn publish(&self, events: &[Event]) -> Result<()> {
-        self.inner.publish(events).await
-    }
-    fn subscribe(&self) -> BoxStream<'static, Event> {
-        self.inner.subscribe()
-    }
-    async fn dispatch(&self, task: TaskMessage) -> Result<()> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(Error::transient("broker down"));
-        }
-        self.queues.lock().unwrap().push(task.queue.clone());
-        if self
-            .drop_next
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            return Ok(());
-        }
-        self.inner.dispatch(task).await
-    }
-    async fn consume(&self, queues: &[String]) -> Result<BoxStream<'static, Result<Delivery>>> {
-        self.inner.consume(queues).await
-    }
-}
-
-/// A store whose calls fail with a transient error while `down`.
-struct FlakyStore {
-    inner: MemoryStore,
-    down: AtomicBool,
-    refused: AtomicUsize,
-}
-
-impl FlakyStore {
-    fn check(&self) -> Result<()> {
-        if self.down.load(Ordering::SeqCst) {
-            self.refused.fetch_add(1, Ordering::SeqCst);
-            return Err(Error::transient("database restarting"));
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Store for FlakyStore {
-    fn name(&self) -> &'static str {
-        "flaky"
-    }
-    async fn health(&self) -> Result<()> {
-        self.check()?;
-        self.inner.health().await
-    }
-    async fn create_workflow(&self, new: NewWorkflow) -> Result<WorkflowRecord> {
-        self.check()?;
-        self.inner.create_workflow(new).await
-    }
-    async fn get_workflow(&self, id: WorkflowId) -> Result<WorkflowRecord> {
-        self.check()?;
-        self.inner.get_workflow(id).await
-    }
-    async fn list_workflows(&self, query: WorkflowQuery) -> Result<Page<WorkflowRecord>> {
-        self.check()?;
-        self.inner.list_workflows(query).await
-    }
-    async fn commit_task(&self, commit: TaskCommit) -> Result<CommitOutcome> {
-        self.check()?;
-        self.inner.commit_task(commit).await
-    }
-    async fn transition(&self, id: WorkflowId, t: Transition) -> Result<WorkflowRecord> {
-        self.check()?;
-        self.inner.transition(id, t).await
-    }
-    async fn checkpoints(&self, id: WorkflowId) -> Result<Vec<Checkpoint>> {
-        self.check()?;
-        self.inner.checkpoints(id).await
-    }
-    async fn agent_outputs(&self, id: WorkflowId) -> Result<Vec<AgentOutputRecord>> {
-        self.check()?;
-        self.inner.agent_outputs(id).await
-    }
-    async fn find_by_request_id(&self, r: &str) -> Result<Option<WorkflowRecord>> {
-        self.check()?;
-        self.inner.find_by_request_id(r).await
-    }
-    async fn shared_context(&self, id: WorkflowId) -> Result<BTreeMap<String, Value>> {
-        self.check()?;
-        self.inner.shared_context(id).await
-    }
-    async fn events(
-        &self,
-        workflow: Option<WorkflowId>,
-        after: u64,
-        limit: u32,
-    ) -> Result<Vec<StoredEvent>> {
-        self.check()?;
-        self.inner.events(workflow, after, limit).await
-    }
-    async fn unpublished_events(&self, limit: u32) -> Result<Vec<StoredEvent>> {
-        self.check()?;
-        self.inner.unpublished_events(limit).await
-    }
-    async fn mark_published(&self, seqs: &[u64]) -> Result<()> {
-        self.check()?;
-        self.inner.mark_published(seqs).await
-    }
-}
-
+/// The settings of these tests: `run` never checks a stalled step on its
+/// own, and an outage is ridden out for 10 s.
 fn config() -> EngineConfig {
     EngineConfig {
-        poll_interval: Duration::from_millis(20),
-        relay_interval: Duration::from_millis(50),
         stall_check_after: Duration::from_secs(3600),
         outage_grace: Duration::from_secs(10),
-        ..EngineConfig::default()
+        ..support::config()
     }
 }
 
 fn submission() -> Submission {
-    Submission {
-        requirements: "build it".into(),
-        request_id: None,
-        definition: WorkflowDefinition::parse(CHAIN, "chain.toml").unwrap(),
-        options: json!({}),
-        tenant: None,
-    }
+    support::submission(CHAIN)
 }
 
 fn all_queues() -> Vec<String> {
     let mut q = Engine::all_queues();
     q.push("devops.python".into());
     q
-}
-
-async fn wait_status(store: &dyn Store, id: WorkflowId, want: WorkflowStatus) -> WorkflowRecord {
-    for _ in 0..500 {
-        if let Ok(r) = store.get_workflow(id).await {
-            if r.status == want {
-                return r;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("workflow {id} never became {want}");
 }
 
 #[tokio::test]
@@ -245,24 +78,20 @@ async fn a_broker_outage_shorter_than_the_grace_is_ridden_out() {
     bus.down.store(false, Ordering::SeqCst);
     let done = run.await.unwrap().unwrap();
     assert_eq!(done.status, WorkflowStatus::Completed);
-    assert_eq!(*runner.0.lock().unwrap(), vec!["a", "b", "c"]);
+    assert_eq!(runner.ran(), ["a", "b", "c"]);
 }
 
 #[tokio::test]
 async fn a_store_outage_shorter_than_the_grace_is_ridden_out_by_the_workers() {
-    let store = Arc::new(FlakyStore {
-        inner: MemoryStore::new(),
-        down: AtomicBool::new(false),
-        refused: AtomicUsize::new(0),
-    });
+    let store = FaultyStore::new(Outage::default());
     let bus = Arc::new(InprocBus::new());
-    struct Slow(Arc<FlakyStore>);
+    struct Slow(Arc<FaultyStore<Outage>>);
     #[async_trait]
     impl NodeRunner for Slow {
         async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
-            if ctx.task.node == "a" {
+            if ctx.task.key.node == "a" {
                 // The database goes away while the first node runs.
-                self.0.down.store(true, Ordering::SeqCst);
+                self.0.faults.down.store(true, Ordering::SeqCst);
             }
             Ok(NodeOutput::default())
         }
@@ -270,13 +99,13 @@ async fn a_store_outage_shorter_than_the_grace_is_ridden_out_by_the_workers() {
     let engine = Engine::new(store.clone(), bus, Arc::new(Slow(store.clone())), config());
     let _workers = engine.start_workers(all_queues(), 2).await;
     let record = engine.submit(submission()).await.unwrap();
-    engine.start_detached(record.id, false).await.unwrap();
+    engine.start_detached(record.id).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
-        store.refused.load(Ordering::SeqCst) > 0,
+        store.faults.refused.load(Ordering::SeqCst) > 0,
         "the outage was not hit"
     );
-    store.down.store(false, Ordering::SeqCst);
+    store.faults.down.store(false, Ordering::SeqCst);
     let done = wait_status(store.as_ref(), record.id, WorkflowStatus::Completed).await;
     assert_eq!(done.cursor.visits.get("c"), Some(&1));
 }
@@ -293,7 +122,7 @@ async fn a_commit_whose_dispatch_fails_is_given_back_and_its_redelivery_dispatch
     #[async_trait]
     impl NodeRunner for DownAfterA {
         async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
-            if ctx.task.node == "a" && self.1 .0.lock().unwrap().is_empty() {
+            if ctx.task.key.node == "a" && self.1.ran().is_empty() {
                 self.0.down.store(true, Ordering::SeqCst);
             }
             self.1.run(ctx).await
@@ -307,7 +136,7 @@ async fn a_commit_whose_dispatch_fails_is_given_back_and_its_redelivery_dispatch
     );
     let _workers = engine.start_workers(all_queues(), 1).await;
     let record = engine.submit(submission()).await.unwrap();
-    engine.start_detached(record.id, false).await.unwrap();
+    engine.start_detached(record.id).await.unwrap();
     // `a` commits, its dispatch of `b` fails past the grace: the delivery
     // of `a` goes back (redelivered) while the broker is down.
     wait_checkpoint(store.as_ref(), record.id, "a").await;
@@ -317,18 +146,7 @@ async fn a_commit_whose_dispatch_fails_is_given_back_and_its_redelivery_dispatch
     bus.down.store(false, Ordering::SeqCst);
     // The redelivered `a` finds itself committed and dispatches `b`.
     wait_status(store.as_ref(), record.id, WorkflowStatus::Completed).await;
-    assert_eq!(*runner.0.lock().unwrap(), vec!["a", "b", "c"], "a ran once");
-}
-
-async fn wait_checkpoint(store: &dyn Store, id: WorkflowId, node: &str) {
-    for _ in 0..500 {
-        let cps = store.checkpoints(id).await.unwrap();
-        if cps.iter().any(|c| c.node.as_deref() == Some(node)) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("no checkpoint of {node}");
+    assert_eq!(runner.ran(), ["a", "b", "c"], "a ran once");
 }
 
 #[tokio::test]
@@ -341,17 +159,17 @@ async fn the_sweep_redispatches_a_lost_task_but_not_one_a_live_worker_runs() {
     let record = engine.submit(submission()).await.unwrap();
     // The broker takes the first task and loses it.
     bus.drop_next.store(1, Ordering::SeqCst);
-    engine.start_detached(record.id, false).await.unwrap();
+    engine.start_detached(record.id).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(runner.0.lock().unwrap().is_empty());
+    assert!(runner.ran().is_empty());
     let id = record.id;
 
     // Reported running by a live worker: left alone.
-    let busy: HashSet<String> = [format!("{id}:0:a")].into_iter().collect();
+    let busy: HashSet<TaskKey> = [TaskKey::new(id, 0, "a")].into_iter().collect();
     let kicked = engine.sweep_stalled(Duration::ZERO, &busy).await.unwrap();
     assert_eq!(kicked, 0);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(runner.0.lock().unwrap().is_empty());
+    assert!(runner.ran().is_empty());
 
     // Not stalled long enough: left alone.
     let kicked = engine
@@ -367,7 +185,7 @@ async fn the_sweep_redispatches_a_lost_task_but_not_one_a_live_worker_runs() {
         .unwrap();
     assert_eq!(kicked, 1);
     wait_status(store.as_ref(), id, WorkflowStatus::Completed).await;
-    assert_eq!(*runner.0.lock().unwrap(), vec!["a", "b", "c"]);
+    assert_eq!(runner.ran(), ["a", "b", "c"]);
 }
 
 #[tokio::test]
@@ -387,7 +205,7 @@ async fn tagged_nodes_go_to_their_variant_queue_unless_routing_by_tags_is_off() 
         let record = engine.submit(submission()).await.unwrap();
         let done = engine.run(record.id).await.unwrap();
         assert_eq!(done.status, WorkflowStatus::Completed);
-        let queues = bus.queues.lock().unwrap().clone();
+        let queues = bus.queues();
         assert_eq!(queues, vec!["developer", "qa", want]);
     }
     let def = WorkflowDefinition::parse(CHAIN, "chain.toml").unwrap();
@@ -417,23 +235,22 @@ async fn running_tasks_are_reported_while_they_run() {
     );
     let _workers = engine.start_workers(all_queues(), 1).await;
     let record = engine.submit(submission()).await.unwrap();
-    engine.start_detached(record.id, false).await.unwrap();
+    engine.start_detached(record.id).await.unwrap();
+    // As a worker's beat lists them: in their text form.
+    let running = || -> Vec<String> {
+        engine
+            .running_tasks()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
     let want = format!("{}:0:a#1", record.id);
-    for _ in 0..200 {
-        if engine.running_tasks() == vec![want.clone()] {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(engine.running_tasks(), vec![want]);
+    eventually("a reported running", || running() == [want.as_str()]).await;
     gate.0.notify_one();
-    for _ in 0..200 {
-        if !engine.running_tasks().iter().any(|t| t.contains(":0:a#")) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(!engine.running_tasks().iter().any(|t| t.contains(":0:a#")));
+    eventually("a no longer reported", || {
+        !running().iter().any(|t| t.contains(":0:a#"))
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -449,18 +266,9 @@ async fn the_sweep_re_dispatches_a_task_only_queued_a_bounded_number_of_times() 
     // Nobody serves `devops.python`: its task stays queued.
     let _workers = engine.start_workers(Engine::all_queues(), 1).await;
     let record = engine.submit(submission()).await.unwrap();
-    engine.start_detached(record.id, false).await.unwrap();
+    engine.start_detached(record.id).await.unwrap();
     let id = record.id;
-    for _ in 0..200 {
-        if store.get_workflow(id).await.unwrap().cursor.step == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(
-        store.get_workflow(id).await.unwrap().cursor.pending,
-        vec!["c"]
-    );
+    assert_eq!(wait_step(store.as_ref(), id, 2).await.cursor.pending, ["c"]);
     for _ in 0..10 {
         engine
             .sweep_stalled(Duration::ZERO, &HashSet::new())
@@ -468,9 +276,7 @@ async fn the_sweep_re_dispatches_a_task_only_queued_a_bounded_number_of_times() 
             .unwrap();
     }
     let copies = bus
-        .queues
-        .lock()
-        .unwrap()
+        .queues()
         .iter()
         .filter(|q| *q == "devops.python")
         .count();
@@ -487,7 +293,7 @@ async fn a_run_without_workers_leaves_a_slow_task_to_the_worker_that_runs_it() {
     #[async_trait]
     impl NodeRunner for Slow {
         async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
-            if ctx.task.node == "b" {
+            if ctx.task.key.node == "b" {
                 tokio::time::sleep(Duration::from_millis(1500)).await;
             }
             self.0.run(ctx).await
@@ -513,9 +319,5 @@ async fn a_run_without_workers_leaves_a_slow_task_to_the_worker_that_runs_it() {
     let record = driver.submit(submission()).await.unwrap();
     let done = driver.run(record.id).await.unwrap();
     assert_eq!(done.status, WorkflowStatus::Completed);
-    assert_eq!(
-        *runner.0 .0.lock().unwrap(),
-        vec!["a", "b", "c"],
-        "b ran once"
-    );
+    assert_eq!(runner.0.ran(), ["a", "b", "c"], "b ran once");
 }

@@ -1,40 +1,24 @@
 //! Regression tests, each named after what broke.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use agentry_bus_inproc::InprocBus;
-use agentry_core::store::{AgentOutputRecord, Page};
 use agentry_core::{
-    ArtifactOwner, Checkpoint, CommitOutcome, Error, NewWorkflow, NodeContext, NodeOutput,
-    NodeRunner, Result, Store, StoredEvent, TaskCommit, Transition, WorkflowId, WorkflowQuery,
-    WorkflowRecord, WorkflowStatus,
+    ArtifactOwner, CommitOutcome, NodeContext, NodeOutput, NodeRunner, Result, Store, TaskCommit,
+    Transition, WorkflowStatus,
 };
-use agentry_engine::{Engine, EngineConfig, Submission, WorkflowDefinition};
+use agentry_engine::{Engine, Submission, WorkflowDefinition};
 use agentry_store_memory::MemoryStore;
 use async_trait::async_trait;
-use serde_json::{json, Value};
-
-/// Records which nodes ran.
-#[derive(Default)]
-struct Recorder(Mutex<Vec<String>>);
-
-#[async_trait]
-impl NodeRunner for Recorder {
-    async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
-        self.0.lock().unwrap().push(ctx.task.node.clone());
-        Ok(NodeOutput::default())
-    }
-}
-
-impl Recorder {
-    fn runs(&self, node: &str) -> usize {
-        self.0.lock().unwrap().iter().filter(|n| *n == node).count()
-    }
-}
+use serde_json::json;
+use support::faults::{FaultyStore, LosesOneReply};
+use support::scripted::Harness;
+use support::{config, run_to_end, submission, wait_status, wait_terminal, Recorder};
 
 const GATED: &str = r#"
 name = "gated"
@@ -52,123 +36,36 @@ from = "b"
 to = ["end"]
 "#;
 
-fn config() -> EngineConfig {
-    EngineConfig {
-        poll_interval: Duration::from_millis(20),
-        relay_interval: Duration::from_millis(50),
-        ..EngineConfig::default()
-    }
-}
-
-fn submission(text: &str) -> Submission {
-    Submission {
-        requirements: "x".into(),
-        request_id: None,
-        definition: WorkflowDefinition::parse(text, "t.toml").unwrap(),
-        options: json!({}),
-        tenant: None,
-    }
-}
-
-async fn run(engine: &Engine, id: WorkflowId) -> WorkflowRecord {
-    tokio::time::timeout(Duration::from_secs(10), engine.run(id))
-        .await
-        .expect("run returns")
-        .unwrap()
-}
-
 #[tokio::test]
 async fn resume_after_cancelling_a_workflow_awaiting_approval_waits_for_approval_again() {
-    let store = Arc::new(MemoryStore::new());
-    let runner = Arc::new(Recorder::default());
-    let engine = Engine::new(store, Arc::new(InprocBus::new()), runner.clone(), config());
-    let _workers = engine.start_workers(Engine::all_queues(), 2).await;
+    let Harness {
+        runner,
+        engine,
+        workers: _workers,
+        ..
+    } = Harness::new(Recorder::default()).await;
     let rec = engine.submit(submission(GATED)).await.unwrap();
     assert_eq!(
-        run(&engine, rec.id).await.status,
+        run_to_end(&engine, rec.id).await.status,
         WorkflowStatus::AwaitingApproval
     );
 
     engine.cancel(rec.id, "not now").await.unwrap();
-    let resumed = run(&engine, rec.id).await;
+    let resumed = run_to_end(&engine, rec.id).await;
     assert_eq!(resumed.status, WorkflowStatus::AwaitingApproval);
     assert_eq!(runner.runs("b"), 0, "b ran without an approval");
 
     engine.approve(rec.id, "go").await.unwrap();
-    assert_eq!(run(&engine, rec.id).await.status, WorkflowStatus::Completed);
+    assert_eq!(
+        run_to_end(&engine, rec.id).await.status,
+        WorkflowStatus::Completed
+    );
     assert_eq!(runner.runs("b"), 1);
-}
-
-/// A store that commits the first advancing commit and then loses the
-/// reply (the caller sees a timeout, as when the writer is slow).
-struct LosesOneReply {
-    inner: MemoryStore,
-    armed: AtomicBool,
-}
-
-#[async_trait]
-impl Store for LosesOneReply {
-    fn name(&self) -> &'static str {
-        "loses-one-reply"
-    }
-    async fn health(&self) -> Result<()> {
-        self.inner.health().await
-    }
-    async fn create_workflow(&self, new: NewWorkflow) -> Result<WorkflowRecord> {
-        self.inner.create_workflow(new).await
-    }
-    async fn get_workflow(&self, id: WorkflowId) -> Result<WorkflowRecord> {
-        self.inner.get_workflow(id).await
-    }
-    async fn find_by_request_id(&self, r: &str) -> Result<Option<WorkflowRecord>> {
-        self.inner.find_by_request_id(r).await
-    }
-    async fn list_workflows(&self, q: WorkflowQuery) -> Result<Page<WorkflowRecord>> {
-        self.inner.list_workflows(q).await
-    }
-    async fn commit_task(&self, commit: TaskCommit) -> Result<CommitOutcome> {
-        let advances = commit.advance.is_some();
-        let outcome = self.inner.commit_task(commit).await?;
-        if advances && self.armed.swap(false, Ordering::SeqCst) {
-            return Err(Error::Timeout {
-                what: "commit".into(),
-                after: Duration::from_secs(30),
-            });
-        }
-        Ok(outcome)
-    }
-    async fn transition(&self, id: WorkflowId, t: Transition) -> Result<WorkflowRecord> {
-        self.inner.transition(id, t).await
-    }
-    async fn checkpoints(&self, id: WorkflowId) -> Result<Vec<Checkpoint>> {
-        self.inner.checkpoints(id).await
-    }
-    async fn agent_outputs(&self, id: WorkflowId) -> Result<Vec<AgentOutputRecord>> {
-        self.inner.agent_outputs(id).await
-    }
-    async fn shared_context(&self, id: WorkflowId) -> Result<BTreeMap<String, Value>> {
-        self.inner.shared_context(id).await
-    }
-    async fn events(
-        &self,
-        w: Option<WorkflowId>,
-        after: u64,
-        limit: u32,
-    ) -> Result<Vec<StoredEvent>> {
-        self.inner.events(w, after, limit).await
-    }
-    async fn unpublished_events(&self, limit: u32) -> Result<Vec<StoredEvent>> {
-        self.inner.unpublished_events(limit).await
-    }
-    async fn mark_published(&self, seqs: &[u64]) -> Result<()> {
-        self.inner.mark_published(seqs).await
-    }
 }
 
 #[tokio::test]
 async fn a_lost_reply_to_an_advancing_commit_does_not_stall_the_workflow() {
-    let store = Arc::new(LosesOneReply {
-        inner: MemoryStore::new(),
+    let store = FaultyStore::new(LosesOneReply {
         armed: AtomicBool::new(true),
     });
     let runner = Arc::new(Recorder::default());
@@ -183,10 +80,10 @@ async fn a_lost_reply_to_an_advancing_commit_does_not_stall_the_workflow() {
         .submit(submission(&GATED.replace("approval_before = [\"b\"]", "")))
         .await
         .unwrap();
-    let done = run(&engine, rec.id).await;
+    let done = run_to_end(&engine, rec.id).await;
     assert_eq!(done.status, WorkflowStatus::Completed);
     assert!(
-        !store.armed.load(Ordering::SeqCst),
+        !store.faults.armed.load(Ordering::SeqCst),
         "the reply was lost once"
     );
     assert_eq!((runner.runs("a"), runner.runs("b")), (1, 1));
@@ -217,7 +114,7 @@ when = "context.k != 'from x'"
 /// one.
 #[tokio::test]
 async fn a_recovered_advance_routes_on_the_siblings_merged_in_commit_order() {
-    use agentry_core::{Cursor, StateDelta, TaskId};
+    use agentry_core::{Cursor, StateDelta, TaskId, TaskKey};
 
     let store = Arc::new(MemoryStore::new());
     let runner = Arc::new(Recorder::default());
@@ -251,12 +148,7 @@ async fn a_recovered_advance_routes_on_the_siblings_merged_in_commit_order() {
     // y commits first, x last: the stored value of `k` is x's.
     for (node, value) in [("y", "from y"), ("x", "from x")] {
         let commit = TaskCommit {
-            task: TaskId {
-                workflow_id: rec.id,
-                step: 0,
-                node: node.into(),
-                attempt: 1,
-            },
+            task: TaskId::new(TaskKey::new(rec.id, 0, node), 1),
             delta: StateDelta {
                 shared_context: BTreeMap::from([("k".to_string(), json!(value))]),
                 ..StateDelta::default()
@@ -271,36 +163,22 @@ async fn a_recovered_advance_routes_on_the_siblings_merged_in_commit_order() {
     }
     // The process "crashed" before anyone advanced; a new run repairs it.
     let _workers = engine.start_workers(Engine::all_queues(), 2).await;
-    let done = run(&engine, rec.id).await;
+    let done = run_to_end(&engine, rec.id).await;
     assert_eq!(done.status, WorkflowStatus::Completed);
     let stored = store.state_at(rec.id, None).await.unwrap();
     assert_eq!(stored.shared_context["k"], json!("from x"));
     assert_eq!(runner.runs("z"), 1, "routing must see the stored value");
 }
 
-/// An engine over a memory store whose nodes only record that they ran,
-/// with two workers.
-async fn recorded_engine() -> (
-    Arc<MemoryStore>,
-    Arc<Recorder>,
-    Engine,
-    agentry_engine::WorkerHandle,
-) {
-    let store = Arc::new(MemoryStore::new());
-    let recorder = Arc::new(Recorder::default());
-    let engine = Engine::new(
-        store.clone(),
-        Arc::new(InprocBus::new()),
-        recorder.clone(),
-        config(),
-    );
-    let workers = engine.start_workers(Engine::all_queues(), 2).await;
-    (store, recorder, engine, workers)
-}
-
 #[tokio::test]
 async fn a_detached_start_is_carried_to_the_end_by_workers_alone() {
-    let (store, recorder, engine, _workers) = recorded_engine().await;
+    let Harness {
+        store,
+        runner: recorder,
+        engine,
+        workers: _workers,
+        ..
+    } = Harness::new(Recorder::default()).await;
     let bench = WorkflowDefinition::bench().unwrap();
     let record = engine
         .submit(Submission {
@@ -309,32 +187,25 @@ async fn a_detached_start_is_carried_to_the_end_by_workers_alone() {
         })
         .await
         .unwrap();
-    let started = engine.start_detached(record.id, false).await.unwrap();
+    let started = engine.start_detached(record.id).await.unwrap();
     assert_eq!(started.status, WorkflowStatus::Running);
     // Nobody runs `Engine::run`: each commit dispatches the next step.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = store.get_workflow(record.id).await.unwrap();
-        if r.status == WorkflowStatus::Completed {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still {} at step {}",
-            r.status,
-            r.cursor.step
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(recorder.0.lock().unwrap().len(), 7);
+    wait_status(store.as_ref(), record.id, WorkflowStatus::Completed).await;
+    assert_eq!(recorder.ran().len(), 7);
     // A second start of a running or finished workflow changes nothing.
-    let again = engine.start_detached(record.id, false).await.unwrap();
+    let again = engine.start_detached(record.id).await.unwrap();
     assert_eq!(again.status, WorkflowStatus::Completed);
 }
 
 #[tokio::test]
 async fn a_workflow_cancelled_before_its_run_starts_stays_cancelled() {
-    let (store, recorder, engine, _workers) = recorded_engine().await;
+    let Harness {
+        store,
+        runner: recorder,
+        engine,
+        workers: _workers,
+        ..
+    } = Harness::new(Recorder::default()).await;
     let record = engine.submit(submission(GATED)).await.unwrap();
     // The cancel lands between submit and run (another process, or an API
     // call racing the background start).
@@ -345,7 +216,7 @@ async fn a_workflow_cancelled_before_its_run_starts_stays_cancelled() {
         config(),
     );
     control.cancel(record.id, "changed my mind").await.unwrap();
-    let after = run(&engine, record.id).await;
+    let after = run_to_end(&engine, record.id).await;
     assert_eq!(after.status, WorkflowStatus::Cancelled);
     assert_eq!(recorder.runs("a"), 0, "a cancelled workflow ran a node");
 }
@@ -360,7 +231,7 @@ impl NodeRunner for OwnerRecorder {
         self.0
             .lock()
             .unwrap()
-            .push((ctx.task.node.clone(), ctx.owner.clone()));
+            .push((ctx.task.key.node.clone(), ctx.owner.clone()));
         Ok(NodeOutput::default())
     }
 }
@@ -408,28 +279,11 @@ async fn nodes_act_for_the_stored_tenant_on_a_worker_that_did_not_dispatch() {
             })
             .await
             .unwrap();
-        gateway.start_detached(rec.id, false).await.unwrap();
+        gateway.start_detached(rec.id).await.unwrap();
         ids.push(rec.id);
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut finals = Vec::new();
-    for id in &ids {
-        loop {
-            let rec = store.get_workflow(*id).await.unwrap();
-            if rec.status.is_terminal() {
-                finals.push(rec.status);
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{id} is {}",
-                rec.status
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
     assert_eq!(
-        finals,
+        wait_terminal(store.as_ref(), &ids).await,
         [
             WorkflowStatus::Completed,
             WorkflowStatus::Completed,

@@ -188,7 +188,12 @@ impl Runs {
     /// One run of `id`; false when the server is stopping.
     async fn run_once(&self, id: WorkflowId, resume: bool) -> bool {
         if self.execution == Execution::Dispatch {
-            match self.engine.start_detached(id, resume).await {
+            let started = if resume {
+                self.engine.resume_detached(id).await
+            } else {
+                self.engine.start_detached(id).await
+            };
+            match started {
                 Ok(record) => info!(status = %record.status, "Workflow set going for the workers."),
                 Err(error) => warn!(%error, "Workflow start failed."),
             }

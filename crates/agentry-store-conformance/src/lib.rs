@@ -41,8 +41,8 @@ use std::sync::Arc;
 use agentry_core::{
     fold_state, Advance, AgentOutputRecord, AgentOutputWrite, Checkpoint, CommitOutcome, Cursor,
     Error, Event, EventKind, NewWorkflow, StateDelta, Store, StoredEvent, TaskCommit, TaskId,
-    Transition, UsageRecord, WorkflowErrorEntry, WorkflowId, WorkflowQuery, WorkflowRecord,
-    WorkflowStatus,
+    TaskKey, Transition, UsageRecord, WorkflowErrorEntry, WorkflowId, WorkflowQuery,
+    WorkflowRecord, WorkflowStatus,
 };
 use serde_json::{json, Value};
 
@@ -159,12 +159,7 @@ pub fn new_workflow(request_id: &str) -> NewWorkflow {
 
 /// Task `step`/`node` of `id`, attempt 1.
 pub fn task(id: WorkflowId, step: u64, node: &str) -> TaskId {
-    TaskId {
-        workflow_id: id,
-        step,
-        node: node.to_string(),
-        attempt: 1,
-    }
+    TaskId::new(TaskKey::new(id, step, node), 1)
 }
 
 /// A cursor at `step` with `pending` nodes.
@@ -203,7 +198,7 @@ pub fn commit_of(task: &TaskId, delta: StateDelta, advance: Option<Advance>) -> 
         events: vec![Event::task(
             EventKind::TaskCompleted,
             task,
-            json!({"node": task.node, "attempt": task.attempt}),
+            json!({"node": task.key.node, "attempt": task.attempt}),
         )],
         advance,
     }

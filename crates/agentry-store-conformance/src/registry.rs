@@ -11,7 +11,10 @@
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use agentry_core::{Error, WorkerBeat, WorkerHealth, WorkerInfo, WorkerRecord, WorkerRegistry};
+use agentry_core::{
+    Error, TaskId, TaskKey, WorkerBeat, WorkerHealth, WorkerInfo, WorkerRecord, WorkerRegistry,
+    WorkflowId,
+};
 use chrono::{DateTime, Duration, Utc};
 
 /// Expands to one `#[tokio::test]` per behaviour of the worker-registry
@@ -96,12 +99,22 @@ pub fn registered(info: &WorkerInfo) -> WorkerRecord {
     }
 }
 
-/// A beat of `id` at `worker_time(offset_s)` running `tasks`.
-pub fn worker_beat(id: &str, offset_s: i64, tasks: &[&str]) -> WorkerBeat {
+/// Attempt 2 of node `node` at step 3 of a fixed workflow: a task a beat
+/// reports running.
+pub fn running_task(node: &str) -> TaskId {
+    let workflow = WorkflowId(uuid::Uuid::from_u128(
+        0x0190_f5a2_7c3e_7d4e_8f00_0123_4567_89ab,
+    ));
+    TaskId::new(TaskKey::new(workflow, 3, node), 2)
+}
+
+/// A beat of `id` at `worker_time(offset_s)` running a task of each node
+/// in `nodes` ([`running_task`]).
+pub fn worker_beat(id: &str, offset_s: i64, nodes: &[&str]) -> WorkerBeat {
     WorkerBeat {
         id: id.to_string(),
-        in_flight: tasks.len() as u32,
-        tasks: tasks.iter().map(|t| (*t).to_string()).collect(),
+        in_flight: nodes.len() as u32,
+        tasks: nodes.iter().map(|n| running_task(n)).collect(),
         completed: 7,
         failed: 2,
         last_task_at: Some(worker_time(offset_s - 1)),

@@ -260,19 +260,22 @@ impl Store for MemoryStore {
             advance,
         } = commit;
         let mut inner = self.inner.lock();
-        let data = inner.workflow_mut(task.workflow_id)?;
-        if data.task_keys.contains(&(task.step, task.node.clone())) {
+        let data = inner.workflow_mut(task.key.workflow)?;
+        if data
+            .task_keys
+            .contains(&(task.key.step, task.key.node.clone()))
+        {
             return Ok(CommitOutcome::Duplicate);
         }
         let record = &data.record;
-        if record.status != WorkflowStatus::Running || record.cursor.step != task.step {
+        if record.status != WorkflowStatus::Running || record.cursor.step != task.key.step {
             return Ok(CommitOutcome::Stale {
                 status: record.status,
                 step: record.cursor.step,
             });
         }
         let now = Utc::now();
-        data.write_seed_tables(task.step, &delta);
+        data.write_seed_tables(task.key.step, &delta);
         let seq = data.checkpoints.len() as u64 + 1;
         let (cursor, status, current_step) = match advance {
             Some(a) => {
@@ -284,12 +287,13 @@ impl Store for MemoryStore {
             None => (None, data.record.status, data.record.current_step.clone()),
         };
         data.record.updated_at = now;
-        data.task_keys.insert((task.step, task.node.clone()));
+        data.task_keys
+            .insert((task.key.step, task.key.node.clone()));
         data.checkpoints.push(Checkpoint {
-            workflow_id: task.workflow_id,
+            workflow_id: task.key.workflow,
             seq,
-            step: task.step,
-            node: Some(task.node),
+            step: task.key.step,
+            node: Some(task.key.node),
             attempt: Some(task.attempt),
             delta,
             cursor,
@@ -298,7 +302,7 @@ impl Store for MemoryStore {
             note: String::new(),
             created_at: now,
         });
-        inner.push_events(task.workflow_id, events);
+        inner.push_events(task.key.workflow, events);
         Ok(CommitOutcome::Committed { seq })
     }
 

@@ -549,9 +549,9 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(skip_all, fields(
-        workflow_id = %commit.task.workflow_id,
-        step = commit.task.step,
-        node = %commit.task.node,
+        workflow_id = %commit.task.key.workflow,
+        step = commit.task.key.step,
+        node = %commit.task.key.node,
         attempt = commit.task.attempt,
     ))]
     async fn commit_task(&self, commit: TaskCommit) -> Result<CommitOutcome> {

@@ -155,8 +155,8 @@ fn bind_delta<'q>(
 pub(crate) async fn commit_task(pool: &PgPool, commit: &TaskCommit) -> Result<CommitOutcome> {
     const WHAT: &str = "commit_task";
     let task = &commit.task;
-    let id = task.workflow_id;
-    let step = to_i64(task.step, "step")?;
+    let id = task.key.workflow;
+    let step = to_i64(task.key.step, "step")?;
     let advance = commit.advance.as_ref();
     let cursor_step = advance
         .map(|a| to_i64(a.cursor.step, "cursor step"))
@@ -167,7 +167,7 @@ pub(crate) async fn commit_task(pool: &PgPool, commit: &TaskCommit) -> Result<Co
         .bind(id.0)
         .bind(WorkflowStatus::Running.as_str())
         .bind(step)
-        .bind(&task.node)
+        .bind(&task.key.node)
         .bind(i64::from(task.attempt))
         .bind(json(&commit.delta))
         .bind(advance.map(|a| json(&a.cursor)))
@@ -202,7 +202,7 @@ pub(crate) async fn commit_task(pool: &PgPool, commit: &TaskCommit) -> Result<Co
         sqlx::query("SELECT 1 FROM checkpoints WHERE workflow_id = $1 AND step = $2 AND node = $3")
             .bind(id.0)
             .bind(step)
-            .bind(&task.node)
+            .bind(&task.key.node)
             .fetch_optional(pool)
             .await
             .map_err(|error| db_error(&format!("{WHAT}: reading checkpoints of {id}"), error))?;

@@ -139,6 +139,38 @@ async fn reopening_the_schema_keeps_everything() {
     );
 }
 
+/// A beat's tasks are stored as the task ids' text, the form every earlier
+/// version wrote and reads: a row written before `TaskKey` reads back, and
+/// a beat written now is the same text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beat_tasks_are_stored_as_task_id_texts() {
+    let store = support::fresh_store().await;
+    store
+        .register(agentry_store_conformance::worker_info("w-1", 0))
+        .await
+        .expect("register");
+    let earlier = serde_json::json!(["0190f5a2-7c3e-7d4e-8f00-0123456789ab:3:qa#2"]);
+    sqlx::query("UPDATE workers SET tasks = $1 WHERE id = 'w-1'")
+        .bind(sqlx::types::Json(&earlier))
+        .execute(store.pool())
+        .await
+        .expect("write an earlier beat");
+    let listed = store.list_workers().await.expect("list");
+    assert_eq!(
+        listed[0].beat.tasks,
+        vec![agentry_store_conformance::running_task("qa")]
+    );
+
+    let beat = agentry_store_conformance::worker_beat("w-1", 5, &["qa"]);
+    store.heartbeat(beat).await.expect("heartbeat");
+    let stored: serde_json::Value =
+        sqlx::query_scalar("SELECT tasks FROM workers WHERE id = 'w-1'")
+            .fetch_one(store.pool())
+            .await
+            .expect("read the row");
+    assert_eq!(stored, earlier);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simultaneous_first_opens_of_one_schema_both_succeed() {
     let url = support::database_url();

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use agentry_core::{
     Advance, AgentOutputWrite, CommitOutcome, Cursor, Event, EventKind, NewWorkflow, StateDelta,
-    Store, TaskCommit, TaskId, Transition, WorkflowId, WorkflowStatus,
+    Store, TaskCommit, TaskId, TaskKey, Transition, WorkflowId, WorkflowStatus,
 };
 use agentry_store_sqlite::{SqliteStore, SqliteStoreOptions};
 use serde_json::json;
@@ -82,12 +82,7 @@ async fn main() {
             let blob = blob.clone();
             tokio::spawn(async move {
                 for step in 0..steps {
-                    let task = TaskId {
-                        workflow_id: id,
-                        step,
-                        node: "n".into(),
-                        attempt: 1,
-                    };
+                    let task = TaskId::new(TaskKey::new(id, step, "n"), 1);
                     let commit = TaskCommit {
                         task: task.clone(),
                         delta: StateDelta {

@@ -192,13 +192,13 @@ impl CommitRequest {
         let task = &commit.task;
         let advance = commit.advance.as_ref();
         let mut row = RequestRow::new(
-            task.workflow_id,
+            task.key.workflow,
             &commit.delta,
             &commit.events,
             advance.map(|a| &a.cursor),
         )?;
-        row.step = Some(to_i64(task.step, "step")?);
-        row.node = Some(&task.node);
+        row.step = Some(to_i64(task.key.step, "step")?);
+        row.node = Some(&task.key.node);
         row.attempt = Some(task.attempt);
         row.status = advance.map(|a| a.status.as_str());
         row.current_step = advance.map(|a| a.current_step.as_str());

@@ -420,7 +420,7 @@ async fn run_ops(
                 commits.push(i, &request.row);
                 Err(Error::not_found(format!(
                     "workflow {}",
-                    request.task.workflow_id
+                    request.task.key.workflow
                 )))
             }
             WriteOp::MarkPublished(array) => {

@@ -873,6 +873,38 @@ async fn a_lease_race_between_stores_sharing_a_file_grants_one() {
     }
 }
 
+/// A beat's tasks are stored as the task ids' text, the form every earlier
+/// version wrote and reads: a row written before `TaskKey` reads back, and
+/// a beat written now is the same text.
+#[tokio::test]
+async fn beat_tasks_are_stored_as_task_id_texts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("agentry.db")).await;
+    store
+        .register(agentry_store_conformance::worker_info("w-1", 0))
+        .await
+        .unwrap();
+    let earlier = r#"["0190f5a2-7c3e-7d4e-8f00-0123456789ab:3:qa#2"]"#;
+    sqlx::query("UPDATE workers SET tasks = ?1 WHERE id = 'w-1'")
+        .bind(earlier)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let listed = store.list_workers().await.unwrap();
+    assert_eq!(
+        listed[0].beat.tasks,
+        vec![agentry_store_conformance::running_task("qa")]
+    );
+
+    let beat = agentry_store_conformance::worker_beat("w-1", 5, &["qa"]);
+    store.heartbeat(beat).await.unwrap();
+    let stored: String = sqlx::query_scalar("SELECT tasks FROM workers WHERE id = 'w-1'")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(stored, earlier);
+}
+
 #[tokio::test]
 async fn workers_and_leases_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();

@@ -12,7 +12,8 @@ use crate::{Error, Event, Result, TaskId};
 /// A task on a queue: "run this node of this workflow at this step".
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskMessage {
-    /// The task.
+    /// The task (the object form of [`crate::task_fields`] on the wire).
+    #[serde(with = "crate::ids::task_fields")]
     pub task: TaskId,
     /// Queue name: the agent role of the node (`developer`), or `engine`
     /// for built-in nodes. RabbitMQ maps it to `agent.tasks.<queue>`.

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::{Error, Result, TaskId};
 
 /// What a worker says of itself when it starts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,8 +47,9 @@ pub struct WorkerBeat {
     pub id: String,
     /// Tasks running now.
     pub in_flight: u32,
-    /// The tasks running now, as `TaskId` texts (`<workflow>:<step>:<node>#<attempt>`).
-    pub tasks: Vec<String>,
+    /// The tasks running now (stored and shown in their text form,
+    /// `<workflow>:<step>:<node>#<attempt>`).
+    pub tasks: Vec<TaskId>,
     /// Deliveries it settled by acknowledgement since it started.
     pub completed: u64,
     /// Deliveries it gave back or dead-lettered since it started.
