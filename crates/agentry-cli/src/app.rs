@@ -124,13 +124,16 @@ impl App {
         self.config.mode == Mode::Distributed
     }
 
-    /// The agents' node runner over `llm`.
+    /// The agents' node runner over `llm`. This is the one place that
+    /// decides compact prompts: the configuration's `compact_prompts` when
+    /// set, else what the provider's profile asks for (the local model's,
+    /// through whatever layers wrap it).
     pub fn runner(&self, llm: Arc<dyn LlmProvider>, budget_override: Budget) -> AgentNodeRunner {
         let compact = self
             .config
             .llm
             .compact_prompts
-            .unwrap_or(llm.name() == "local");
+            .unwrap_or_else(|| llm.profile().compact_prompts());
         AgentNodeRunner::new(
             AgentDeps {
                 llm,

@@ -170,7 +170,8 @@ pub struct LlmConfig {
     pub local: LocalLlmSettings,
     /// Agents' prompts sized for a small model: compact system prompts, no
     /// tools (the code is put in the message), two repair rounds. Default:
-    /// on for the `local` provider, off for the others.
+    /// what the provider's profile asks for (on for the local model, also
+    /// behind a fallback chain it leads; off for the others).
     pub compact_prompts: Option<bool>,
 }
 

@@ -21,7 +21,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use agentry_core::{
-    AgentRole, ChatMessage, ChatRequest, ChatResponse, LlmCache, LlmProvider, RequestMeta,
+    AgentRole, ChatMessage, ChatRequest, ChatResponse, LlmCache, LlmProfile, LlmProvider,
+    RequestMeta,
 };
 use agentry_llm_http::{
     AnthropicConfig, AnthropicProvider, OpenAiConfig, OpenAiProvider, Secret, StructuredOutput,
@@ -572,6 +573,13 @@ impl LlmProvider for RoleRouter {
         self.default.model()
     }
 
+    /// The default stack's: the agents shape one set of prompts for every
+    /// role, so where roles route to models of different kinds the
+    /// configuration's `compact_prompts` decides.
+    fn profile(&self) -> LlmProfile {
+        self.default.profile()
+    }
+
     async fn complete(&self, request: &ChatRequest) -> agentry_core::Result<ChatResponse> {
         self.by_role
             .get(&request.meta.role)
@@ -777,4 +785,64 @@ pub fn render_check(reports: &[CheckReport]) -> String {
         out.push_str("no LLM provider configured: pass --llm NAME or set llm.provider\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// A configuration with the local model (an empty file: the model
+    /// loads on the first call, which these tests never make), a hosted
+    /// provider `box`, and `extra` TOML.
+    fn config(dir: &Path, extra: &str) -> Config {
+        let model = dir.join("model.gguf");
+        std::fs::write(&model, b"").unwrap();
+        let file = dir.join("agentry.toml");
+        let text = format!(
+            "[llm.local]\nmodel_path = {:?}\n\
+             [llm.providers.box]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodel = \"m\"\n\
+             {extra}",
+            model.display().to_string()
+        );
+        std::fs::write(&file, text).unwrap();
+        Config::load(Some(&file), &BTreeMap::new()).unwrap()
+    }
+
+    /// The profile of the whole stack a run with `--llm provider` gets.
+    fn profile_of(config: &Config, provider: &str, record: Option<PathBuf>) -> LlmProfile {
+        let args = LlmArgs {
+            llm: Some(provider.to_string()),
+            record,
+            ..LlmArgs::default()
+        };
+        let choice = LlmChoice::resolve(&args, None, config).unwrap();
+        let cache = Arc::new(agentry_llm_layers::MemoryCache::new());
+        choice.provider(config, cache).unwrap().profile()
+    }
+
+    #[test]
+    fn the_local_model_is_small_through_every_layer_the_cli_stacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = config(dir.path(), "");
+        assert_eq!(profile_of(&plain, "local", None), LlmProfile::Small);
+        let recorded = Some(dir.path().join("run.jsonl"));
+        assert_eq!(profile_of(&plain, "local", recorded), LlmProfile::Small);
+        let routed = config(dir.path(), "[llm.roles]\ntechnical_writer = \"box\"\n");
+        assert_eq!(
+            profile_of(&routed, "local", None),
+            LlmProfile::Small,
+            "the role router reports its default stack's"
+        );
+    }
+
+    #[test]
+    fn a_chain_has_the_profile_of_the_provider_it_starts_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let chain = config(dir.path(), "[llm]\nfallback = [\"local\"]\n");
+        assert_eq!(profile_of(&chain, "box", None), LlmProfile::Standard);
+        assert_eq!(profile_of(&chain, "demo", None), LlmProfile::Standard);
+    }
 }

@@ -31,7 +31,8 @@ pub use event::{Event, EventKind, StoredEvent};
 pub use ids::{IdempotencyKey, RequestId, TaskId, WorkflowId};
 pub use llm::{
     ChatMessage, ChatRequest, ChatResponse, ChatRole, LlmCache, LlmCall, LlmLedger, LlmObserver,
-    LlmProgress, LlmProvider, OutputSchema, RequestMeta, ToolCall, ToolDefinition, Usage,
+    LlmProfile, LlmProgress, LlmProvider, OutputSchema, RequestMeta, ToolCall, ToolDefinition,
+    Usage,
 };
 pub use node::{NoProgress, NodeContext, NodeOutput, NodeRunner, Progress, ProgressSink};
 pub use owner::{ArtifactOwner, TenantId, MAX_TENANT_BYTES};

@@ -177,11 +177,46 @@ pub struct ChatResponse {
     pub finish_reason: String,
 }
 
+/// What kind of model answers a provider's calls, as far as a caller shapes
+/// its requests to it. Decisions about a model (compact prompts, say) read
+/// this, never [`LlmProvider::name`]: a name is the user's to choose and
+/// says nothing about the model behind it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LlmProfile {
+    /// A model served behind an API, hosted or self-hosted: it takes the
+    /// full prompts and calls tools. The default, since a remote server's
+    /// model is whatever the operator loaded; the configuration's
+    /// `compact_prompts` says otherwise for a small one.
+    #[default]
+    Standard,
+    /// A small model (the in-process local one: 1.5 billion parameters on
+    /// the CPU), which does better with compact prompts: shorter, no
+    /// tools, concrete limits, one more repair round.
+    Small,
+}
+
+impl LlmProfile {
+    /// Whether agents write compact prompts for this model when the
+    /// configuration does not decide.
+    pub fn compact_prompts(self) -> bool {
+        matches!(self, LlmProfile::Small)
+    }
+}
+
 /// A chat-completion backend.
 #[async_trait]
 pub trait LlmProvider: Send + Sync + 'static {
-    /// Configured name (`scripted`, `openai`, `claude`).
+    /// Configured name (`scripted`, `openai`, `claude`): for logs, prices
+    /// and the ledger, never for deciding how to talk to the model (that is
+    /// [`LlmProvider::profile`]).
     fn name(&self) -> &str;
+
+    /// What kind of model this is. A layer reports its inner provider's,
+    /// so a decision holds however many layers wrap the model.
+    fn profile(&self) -> LlmProfile {
+        LlmProfile::Standard
+    }
 
     /// The model a request with `model: None` goes to (empty when the
     /// provider has no single model, e.g. a scripted session). Part of the

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use agentry_core::{ChatRequest, ChatResponse, Error, LlmProvider, Result};
+use agentry_core::{ChatRequest, ChatResponse, Error, LlmProfile, LlmProvider, Result};
 use async_trait::async_trait;
 use tokio::time::Instant;
 
@@ -254,6 +254,10 @@ impl LlmProvider for CircuitBreaker {
 
     fn model(&self) -> &str {
         self.inner.model()
+    }
+
+    fn profile(&self) -> LlmProfile {
+        self.inner.profile()
     }
 
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse> {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use agentry_core::{ChatRequest, ChatResponse, LlmCache, LlmProvider, Result};
+use agentry_core::{ChatRequest, ChatResponse, LlmCache, LlmProfile, LlmProvider, Result};
 use async_trait::async_trait;
 use tokio::time::Instant;
 
@@ -43,6 +43,10 @@ impl LlmProvider for Cached {
 
     fn model(&self) -> &str {
         self.inner.model()
+    }
+
+    fn profile(&self) -> LlmProfile {
+        self.inner.profile()
     }
 
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse> {

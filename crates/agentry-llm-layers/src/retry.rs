@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentry_core::{ChatRequest, ChatResponse, LlmProvider, Result};
+use agentry_core::{ChatRequest, ChatResponse, LlmProfile, LlmProvider, Result};
 use async_trait::async_trait;
 use rand::Rng;
 
@@ -78,6 +78,10 @@ impl LlmProvider for Retry {
 
     fn model(&self) -> &str {
         self.inner.model()
+    }
+
+    fn profile(&self) -> LlmProfile {
+        self.inner.profile()
     }
 
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse> {

@@ -14,7 +14,8 @@ use async_trait::async_trait;
 use tracing::{info, warn};
 
 use agentry_core::{
-    ChatRequest, ChatResponse, Error, LlmObserver, LlmProgress, LlmProvider, Result, Usage,
+    ChatRequest, ChatResponse, Error, LlmObserver, LlmProfile, LlmProgress, LlmProvider, Result,
+    Usage,
 };
 
 use crate::chat;
@@ -123,6 +124,12 @@ impl LlmProvider for LocalProvider {
 
     fn model(&self) -> &str {
         &self.config.model
+    }
+
+    /// Small: a 1.5-billion-parameter model on the CPU, whatever name the
+    /// configuration gave it.
+    fn profile(&self) -> LlmProfile {
+        LlmProfile::Small
     }
 
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse> {
