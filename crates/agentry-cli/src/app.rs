@@ -76,7 +76,7 @@ impl App {
                         .with_context(|| format!("cannot open the store {}", db_path.display()))?,
                 );
                 let limiter: Arc<dyn RateLimiter> =
-                    Arc::new(agentry_gateway::MemoryRateLimiter::new());
+                    Arc::new(agentry_store_memory::MemoryRateLimiter::new());
                 (store.clone(), None, store as Arc<dyn LlmCache>, limiter)
             }
             Mode::Distributed => crate::cluster::connect(&config).await?,

@@ -94,7 +94,7 @@ pub async fn connect(
         }
         _ => (
             store.clone(),
-            Arc::new(agentry_gateway::MemoryRateLimiter::new()),
+            Arc::new(agentry_store_memory::MemoryRateLimiter::new()),
         ),
     };
     Ok((store, Some(Arc::new(bus)), cache, limiter))

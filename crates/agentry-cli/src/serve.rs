@@ -13,9 +13,8 @@ use serde_json::json;
 use agentry_core::{AccessRole, ApiKeyStore, Budget, Store};
 use agentry_engine::{Engine, EngineConfig, WorkflowDefinition};
 use agentry_gateway::auth::keys;
-use agentry_gateway::{
-    DefinitionSource, Gateway, GatewayConfig, GatewayDeps, MemoryRateLimiter, TlsConfig,
-};
+use agentry_gateway::{DefinitionSource, Gateway, GatewayConfig, GatewayDeps, TlsConfig};
+use agentry_store_memory::MemoryRateLimiter;
 
 use crate::app::App;
 use crate::bench_api::{run_load, LoadSpec};
