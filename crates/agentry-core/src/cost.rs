@@ -105,7 +105,7 @@ pub struct Budget {
 /// What has been spent so far (or what a call is expected to spend).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Spend {
-    /// US dollars.
+    /// US dollars (a cached or unpriced call adds nothing).
     pub cost_usd: f64,
     /// Tokens (prompt + completion).
     pub tokens: u64,

@@ -22,7 +22,8 @@ struct Bucket {
     at: Instant,
 }
 
-/// Token buckets in this process.
+/// Token buckets in this process, by key, in 16 shards: a bucket starts
+/// full at the limit's `burst` and refills at its `rate_per_s`.
 #[derive(Debug)]
 pub struct MemoryRateLimiter {
     shards: Vec<Mutex<(HashMap<String, Bucket>, u32)>>,
