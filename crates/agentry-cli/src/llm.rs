@@ -73,11 +73,13 @@ const HOSTED: &[&str] = &["api.openai.com", "api.anthropic.com"];
 /// so that `resume` uses the same provider.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LlmChoice {
-    /// Provider name.
+    /// What answers: `local`, `demo`, `scripted`, `replay`, a preset or a
+    /// name under `[llm.providers]`.
     pub provider: String,
-    /// Script file (scripted only).
+    /// The script a `scripted` run replays, made absolute so a resume from
+    /// another directory finds it.
     pub script: Option<PathBuf>,
-    /// Cassette (replay only).
+    /// The cassette a `replay` run answers from, made absolute.
     pub replay: Option<PathBuf>,
     /// Simulated latency (scripted and demo only).
     pub latency_ms: u64,
@@ -85,7 +87,8 @@ pub struct LlmChoice {
     pub base_url: Option<String>,
     /// Model given on the command line.
     pub model: Option<String>,
-    /// Cassette to record into.
+    /// Cassette every answer is appended to (absolute); a worker does not
+    /// record: recording is the submitting process's business.
     pub record: Option<PathBuf>,
     /// Skip the response cache (this process only; not stored).
     pub no_cache: bool,
@@ -226,7 +229,7 @@ impl LlmChoice {
         let main = factory.stack(self, &self.provider, self.overrides())?;
         let mut by_role = HashMap::new();
         for (role, entry) in &config.llm.roles {
-            let role: AgentRole = role.parse().map_err(|e| anyhow!("llm.roles: {e}"))?;
+            let role: AgentRole = role.parse().context("llm.roles")?;
             let (name, model) = match entry {
                 RoleLlm::Provider(name) => (Some(name.clone()), None),
                 RoleLlm::Detailed { provider, model } => (provider.clone(), model.clone()),
@@ -251,11 +254,10 @@ impl LlmChoice {
             })
         };
         match &self.record {
-            Some(path) => {
-                Ok(Arc::new(Recorder::create(routed, path).map_err(|e| {
-                    anyhow!("cannot record to {}: {e}", path.display())
-                })?))
-            }
+            Some(path) => Ok(Arc::new(
+                Recorder::create(routed, path)
+                    .with_context(|| format!("cannot record to {}", path.display()))?,
+            )),
             None => Ok(routed),
         }
     }
@@ -280,13 +282,13 @@ struct Overrides {
 /// A provider with every setting decided.
 #[derive(Debug, Clone)]
 pub struct ResolvedProvider {
-    /// Name.
+    /// The name it was asked for by, as logs and the ledger show it.
     pub name: String,
-    /// Wire protocol.
+    /// Which client speaks to it.
     pub kind: ProviderKind,
-    /// Base URL.
+    /// From the flag, else its table, else its preset.
     pub base_url: String,
-    /// Model.
+    /// The model a request without one goes to.
     pub model: String,
     api_key: Option<Secret>,
     settings: ProviderConfig,
@@ -410,7 +412,7 @@ fn http_provider(p: &ResolvedProvider) -> Result<Arc<dyn LlmProvider>> {
             c.connect_timeout = connect;
             c.headers = headers;
             c.api_key = p.api_key.clone();
-            Arc::new(OpenAiProvider::new(c).map_err(|e| anyhow!("LLM provider `{}`: {e}", p.name))?)
+            Arc::new(OpenAiProvider::new(c).with_context(|| format!("LLM provider `{}`", p.name))?)
         }
         ProviderKind::Anthropic => {
             let mut c = AnthropicConfig::new(&p.name, &p.model)
@@ -427,14 +429,15 @@ fn http_provider(p: &ResolvedProvider) -> Result<Arc<dyn LlmProvider>> {
                 c.version = version.clone();
             }
             Arc::new(
-                AnthropicProvider::new(c).map_err(|e| anyhow!("LLM provider `{}`: {e}", p.name))?,
+                AnthropicProvider::new(c).with_context(|| format!("LLM provider `{}`", p.name))?,
             )
         }
     };
     Ok(provider)
 }
 
-/// Builds layered stacks.
+/// Builds the layered stack of each provider a run names, sharing one
+/// response cache and one local model among them.
 struct Factory<'a> {
     config: &'a Config,
     cache: Option<Arc<dyn LlmCache>>,
@@ -513,7 +516,7 @@ impl Factory<'_> {
             "local" => return self.local(),
             "demo" => {
                 let p = ScriptedProvider::from_toml_str(agentry_agents::demo::DEMO_SESSION, "demo")
-                    .map_err(|e| anyhow!("bundled demo session: {e}"))?;
+                    .context("bundled demo session")?;
                 return Ok(Arc::new(
                     p.with_latency(Duration::from_millis(choice.latency_ms)),
                 ));
@@ -524,7 +527,7 @@ impl Factory<'_> {
                     .as_ref()
                     .ok_or_else(|| anyhow!("the scripted LLM provider needs a script"))?;
                 let p = ScriptedProvider::from_file(path)
-                    .map_err(|e| anyhow!("LLM script {}: {e}", path.display()))?;
+                    .with_context(|| format!("LLM script {}", path.display()))?;
                 return Ok(Arc::new(
                     p.with_latency(Duration::from_millis(choice.latency_ms)),
                 ));
@@ -536,7 +539,7 @@ impl Factory<'_> {
                     .ok_or_else(|| anyhow!("the replay LLM provider needs a cassette"))?;
                 return Ok(Arc::new(
                     ReplayProvider::open(path)
-                        .map_err(|e| anyhow!("cassette {}: {e}", path.display()))?,
+                        .with_context(|| format!("cassette {}", path.display()))?,
                 ));
             }
             _ => {}
@@ -592,21 +595,21 @@ impl LlmProvider for RoleRouter {
 /// One provider's health check result.
 #[derive(Debug, Serialize)]
 pub struct CheckReport {
-    /// Provider name.
+    /// The name checked, as configured.
     pub provider: String,
-    /// `openai`, `anthropic` or `offline`.
+    /// `openai`, `anthropic`, `local` or `offline`.
     pub kind: String,
-    /// Base URL.
+    /// The endpoint reached (the model file, for `local`).
     pub base_url: Option<String>,
-    /// Configured model.
+    /// The model the configuration names.
     pub model: Option<String>,
     /// `ok` or `error`.
     pub status: &'static str,
-    /// Model that answered.
+    /// The model the answer says it came from (a server may map names).
     pub answered_by: Option<String>,
-    /// Round trip.
+    /// Request to answer, milliseconds, also when it failed.
     pub latency_ms: Option<u64>,
-    /// What went wrong.
+    /// Why the check failed (the error's whole chain).
     pub error: Option<String>,
 }
 
