@@ -127,7 +127,7 @@ impl Spend {
         (total, roles)
     }
 
-    /// Sum of two spends.
+    /// Both spends together.
     pub fn plus(self, other: Spend) -> Spend {
         Spend {
             cost_usd: self.cost_usd + other.cost_usd,

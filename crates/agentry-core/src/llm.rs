@@ -9,17 +9,19 @@ use serde_json::Value;
 
 use crate::{AgentRole, Result, Spend, UsageRecord, WorkflowId};
 
-/// Who said a message.
+/// Who said a message; each provider maps it to its wire format's roles
+/// (Anthropic takes the system prompt apart, for one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChatRole {
-    /// System prompt.
+    /// The agent's instructions: its role prompt, first in the conversation.
     System,
-    /// User / orchestrator input.
+    /// What the engine and the agent put to the model: the task, context,
+    /// a repair request.
     User,
-    /// The model.
+    /// The model's own earlier answers and tool calls.
     Assistant,
-    /// A tool's result.
+    /// A tool's result, answering one of the model's calls by its id.
     Tool,
 }
 
@@ -28,16 +30,18 @@ pub enum ChatRole {
 pub struct ToolCall {
     /// Provider-assigned id, echoed in the tool result message.
     pub id: String,
-    /// Tool name.
+    /// One of the offered tools' names (a model may invent others; the
+    /// agent refuses them).
     pub name: String,
-    /// Arguments (a JSON object).
+    /// Arguments (a JSON object, not yet checked against the tool's
+    /// schema).
     pub arguments: Value,
 }
 
-/// One chat message.
+/// One chat message of a conversation, as every provider takes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
-    /// Speaker.
+    /// Who said it.
     pub role: ChatRole,
     /// Text content (may be empty for a pure tool-call message).
     pub content: String,
@@ -50,15 +54,16 @@ pub struct ChatMessage {
 }
 
 impl ChatMessage {
-    /// A system message.
+    /// The instructions that open a conversation.
     pub fn system(content: impl Into<String>) -> Self {
         Self::text(ChatRole::System, content)
     }
-    /// A user message.
+    /// A message put to the model, with no tool calls.
     pub fn user(content: impl Into<String>) -> Self {
         Self::text(ChatRole::User, content)
     }
-    /// An assistant message.
+    /// The model's answer as it came back, tool calls included, to send
+    /// back with the next turn.
     pub fn assistant(content: impl Into<String>, tool_calls: Vec<ToolCall>) -> Self {
         ChatMessage {
             role: ChatRole::Assistant,
@@ -67,7 +72,7 @@ impl ChatMessage {
             tool_call_id: None,
         }
     }
-    /// A tool-result message.
+    /// The result of the model's tool call `call_id`.
     pub fn tool_result(call_id: impl Into<String>, content: impl Into<String>) -> Self {
         ChatMessage {
             role: ChatRole::Tool,
@@ -89,7 +94,7 @@ impl ChatMessage {
 /// A tool the model may call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolDefinition {
-    /// Name (`create_story`, `write_file`).
+    /// What the model calls it by (`create_story`, `write_file`).
     pub name: String,
     /// What it does, for the model.
     pub description: String,
@@ -100,9 +105,10 @@ pub struct ToolDefinition {
 /// A JSON schema the final answer must satisfy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutputSchema {
-    /// Schema name (`BusinessAnalysis`).
+    /// The output type's name (`BusinessAnalysis`), which OpenAI's
+    /// `response_format` requires.
     pub name: String,
-    /// The JSON schema.
+    /// A draft 2020-12 JSON schema, as `schemars` writes it.
     pub schema: Value,
 }
 
@@ -110,13 +116,14 @@ pub struct OutputSchema {
 /// provider selection, usage accounting and budgets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestMeta {
-    /// Workflow.
+    /// The workflow asking; None for calls outside one (`llm check`,
+    /// `bench llm`).
     pub workflow_id: Option<WorkflowId>,
-    /// Agent role.
+    /// The role asking: per-role routing and budgets go by it.
     pub role: AgentRole,
-    /// Graph node.
+    /// The graph node running (a role may have several nodes).
     pub node: String,
-    /// Super-step.
+    /// The super-step the node runs in.
     pub step: u64,
     /// How many times this node has run before in this workflow (0 on the
     /// first visit): the QA loop's round is `visit + 1`.
@@ -124,54 +131,59 @@ pub struct RequestMeta {
     /// Index of this call within the node run's conversation (0-based;
     /// tool rounds and the repair round increase it).
     pub turn: u32,
-    /// Correlation id.
+    /// The workflow's request id, carried into logs and the ledger.
     pub request_id: Option<String>,
 }
 
-/// One chat completion request.
+/// One chat completion request, the same for every provider: each client
+/// turns it into its vendor's wire format.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatRequest {
     /// Model override (None: the provider's configured model).
     pub model: Option<String>,
-    /// Conversation so far.
+    /// The whole conversation so far, system prompt first (providers keep
+    /// no state between calls).
     pub messages: Vec<ChatMessage>,
-    /// Tools offered.
+    /// Tools the model may call this turn (none for a compact prompt).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<ToolDefinition>,
     /// Schema the final answer must satisfy.
     pub response_schema: Option<OutputSchema>,
-    /// Sampling temperature.
+    /// Sampling temperature (None: the provider's default).
     pub temperature: Option<f32>,
-    /// Completion token cap.
+    /// Most tokens the answer may have (None: the provider's default).
     pub max_tokens: Option<u32>,
-    /// Provenance.
+    /// Who asks, and in which run, node and turn.
     pub meta: RequestMeta,
 }
 
 /// Token counts of one call.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
-    /// Prompt tokens.
+    /// Tokens the model read, as the provider counted them (estimated
+    /// at four characters a token when it does not say).
     pub prompt_tokens: u64,
-    /// Completion tokens.
+    /// Tokens the model wrote, counted the same way.
     pub completion_tokens: u64,
     /// Answered from the response cache.
     pub cached: bool,
 }
 
-/// One chat completion.
+/// One chat completion: an answer, tool calls to run, or both.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatResponse {
     /// Text answer (may be empty when only tool calls came back).
     pub content: String,
-    /// Tool calls to run.
+    /// Calls the model asks for; the agent runs them and sends the
+    /// results back in the next turn.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
-    /// Token counts.
+    /// What the call cost in tokens (its price comes from the agents'
+    /// price table).
     pub usage: Usage,
     /// Provider that answered (after fallbacks).
     pub provider: String,
-    /// Model that answered.
+    /// The model the provider says answered (a server may map names).
     pub model: String,
     /// Why generation stopped (`stop`, `tool_calls`, `length`).
     pub finish_reason: String,
@@ -204,7 +216,8 @@ impl LlmProfile {
     }
 }
 
-/// A chat-completion backend.
+/// A chat-completion backend: a model behind a client, or a layer around
+/// another provider.
 #[async_trait]
 pub trait LlmProvider: Send + Sync + 'static {
     /// Configured name (`scripted`, `openai`, `claude`): for logs, prices
@@ -238,14 +251,14 @@ pub trait LlmProvider: Send + Sync + 'static {
 pub enum LlmProgress<'a> {
     /// Prompt tokens processed so far, of `total`.
     Prompt {
-        /// Done.
+        /// Prompt tokens read so far.
         done: u64,
-        /// To do.
+        /// Prompt tokens in all.
         total: u64,
     },
     /// Text generated since the last report, and the tokens so far.
     Tokens {
-        /// New text.
+        /// The text of the tokens since the last report.
         text: &'a str,
         /// Completion tokens so far.
         generated: u64,
@@ -254,7 +267,8 @@ pub enum LlmProgress<'a> {
     },
 }
 
-/// Receives [`LlmProgress`] reports.
+/// Receives [`LlmProgress`] reports (the CLI draws them on the node's
+/// progress line). Called on the generating thread: it must not block.
 pub trait LlmObserver: Send + Sync + 'static {
     /// One report on the call `meta` describes.
     fn on_progress(&self, meta: &RequestMeta, progress: LlmProgress<'_>);
@@ -271,15 +285,15 @@ pub fn estimate_tokens(text: &str) -> u64 {
 /// later, so budgets count real spend.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LlmCall {
-    /// Workflow.
+    /// The workflow that spent it.
     pub workflow_id: WorkflowId,
-    /// Super-step.
+    /// The super-step of the node run.
     pub step: u64,
-    /// Graph node.
+    /// The graph node that asked.
     pub node: String,
-    /// Agent role.
+    /// The role that asked, which budgets and per-role spend count by.
     pub role: AgentRole,
-    /// Node attempt.
+    /// The attempt of the node run (a retried node's calls count too).
     pub attempt: u32,
     /// Turn within the node run's conversation.
     pub turn: u32,
@@ -287,9 +301,9 @@ pub struct LlmCall {
     pub provider: String,
     /// Model that answered.
     pub model: String,
-    /// Prompt tokens.
+    /// Tokens the model read (the answer's count, also when cached).
     pub prompt_tokens: u64,
-    /// Completion tokens.
+    /// Tokens the model wrote (the answer's count, also when cached).
     pub completion_tokens: u64,
     /// Answered from the response cache (costs nothing).
     pub cached: bool,
@@ -297,11 +311,11 @@ pub struct LlmCall {
     pub cost_usd: f64,
     /// Wall time of the call, milliseconds.
     pub latency_ms: u64,
-    /// Why generation stopped.
+    /// Why generation stopped (`stop`, `tool_calls`, `length`).
     pub finish_reason: String,
-    /// Correlation id.
+    /// The workflow's request id.
     pub request_id: Option<String>,
-    /// When it finished.
+    /// When the answer came back.
     pub at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -335,7 +349,8 @@ impl LlmCall {
 /// Where LLM calls are recorded (the store's `llm_calls` table).
 #[async_trait]
 pub trait LlmLedger: Send + Sync + 'static {
-    /// Records one call.
+    /// Records one call that answered (a call that errored has no usage
+    /// to record).
     async fn record_call(&self, call: &LlmCall) -> Result<()>;
 
     /// Every call of a workflow, oldest first.

@@ -22,7 +22,7 @@ pub struct Duties {
 }
 
 impl Duties {
-    /// No loop yet.
+    /// No loop yet: each is started by the method named after it.
     pub fn new() -> Self {
         Self::default()
     }

@@ -30,15 +30,16 @@ pub struct GatewayDeps {
     /// Workers of this process, stopped gracefully on shutdown (None when
     /// workers run elsewhere).
     pub workers: Option<WorkerHandle>,
-    /// API keys.
+    /// Where API keys are looked up, and created and revoked by admins.
     pub keys: Arc<dyn ApiKeyStore>,
-    /// Rate-limit buckets.
+    /// The buckets of per-caller and failed-authentication limits (in
+    /// memory, or shared by replicas).
     pub limiter: Arc<dyn RateLimiter>,
     /// Workflow definitions submissions may name.
     pub definitions: Arc<dyn DefinitionSource>,
     /// Options every workflow starts with (e.g. the server's LLM choice).
     pub base_options: Value,
-    /// Settings.
+    /// Listen address, TLS, limits and authentication settings.
     pub config: GatewayConfig,
     /// Whether workflows run here or only start here.
     pub execution: crate::runs::Execution,

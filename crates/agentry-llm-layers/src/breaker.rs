@@ -32,7 +32,7 @@ impl Default for BreakerConfig {
 /// Where a [`CircuitBreaker`] stands, as `agentry llm check` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerState {
-    /// Calls go through.
+    /// Calls go through, and failures are counted.
     Closed,
     /// Calls fail fast until `until` (tokio time).
     Open {
@@ -94,7 +94,7 @@ pub struct CircuitBreaker {
 }
 
 impl CircuitBreaker {
-    /// Wraps `inner`, closed.
+    /// Wraps `inner`, closed with no failure counted.
     pub fn new(inner: Arc<dyn LlmProvider>, config: BreakerConfig) -> Self {
         CircuitBreaker {
             inner,

@@ -84,7 +84,7 @@ pub struct MemoryCache {
 }
 
 impl MemoryCache {
-    /// An empty cache.
+    /// A cache with no entry.
     pub fn new() -> Self {
         Self::default()
     }

@@ -76,7 +76,7 @@ impl Recorder {
         self
     }
 
-    /// The cassette file.
+    /// The cassette file appended to, one JSON line a call.
     pub fn path(&self) -> &Path {
         &self.path
     }

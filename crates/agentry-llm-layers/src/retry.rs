@@ -10,7 +10,8 @@ use rand::Rng;
 
 use crate::trace::llm_event;
 
-/// How [`Retry`] retries.
+/// How [`Retry`] retries: how many tries, and the backoff between them
+/// (exponential, with jitter, capped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Tries in all, the first included (default 3; 0 counts as 1).
@@ -64,7 +65,7 @@ pub struct Retry {
 }
 
 impl Retry {
-    /// Wraps `inner`.
+    /// Wraps `inner`, retrying its retryable failures under `policy`.
     pub fn new(inner: Arc<dyn LlmProvider>, policy: RetryPolicy) -> Self {
         Retry { inner, policy }
     }

@@ -18,7 +18,7 @@ pub struct Timeout {
 }
 
 impl Timeout {
-    /// Wraps `inner`.
+    /// Wraps `inner`, failing (transient) any call longer than `limit`.
     pub fn new(inner: Arc<dyn LlmProvider>, limit: Duration) -> Self {
         Timeout { inner, limit }
     }

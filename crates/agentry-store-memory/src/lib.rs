@@ -79,7 +79,7 @@ struct WorkflowData {
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store: no workflow, event, key or worker.
     pub fn new() -> Self {
         Self::default()
     }

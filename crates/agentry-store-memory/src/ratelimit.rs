@@ -40,7 +40,7 @@ impl Default for MemoryRateLimiter {
 }
 
 impl MemoryRateLimiter {
-    /// An empty limiter.
+    /// A limiter with no bucket: every caller starts with a full one.
     pub fn new() -> Self {
         Self::default()
     }
