@@ -10,9 +10,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 
 use agentry_agents::{AgentConfig, AgentDeps, AgentNodeRunner};
+use agentry_bus_amqp::{AmqpBus, AmqpOptions};
 use agentry_bus_inproc::InprocBus;
 use agentry_core::{
     ApiKeyStore, Budget, Bus, DeadLetters, IntegrationResolver, Isolation, LlmCache, LlmLedger,
@@ -21,7 +22,10 @@ use agentry_core::{
 };
 use agentry_engine::{Engine, EngineConfig, WorkerHandle, WorkflowDefinition};
 use agentry_integrations_local::LocalIntegrations;
+use agentry_redis::{RedisClient, RedisLlmCache, RedisOptions, RedisRateLimiter};
 use agentry_sandbox_process::ProcessSandbox;
+use agentry_store_memory::MemoryRateLimiter;
+use agentry_store_postgres::{PostgresOptions, PostgresStore};
 use agentry_store_sqlite::SqliteStore;
 
 use crate::config::{Config, Mode};
@@ -32,15 +36,17 @@ pub trait StoreAll: Store + LlmLedger + LlmCache + ApiKeyStore + WorkerRegistry 
 
 impl<T> StoreAll for T where T: Store + LlmLedger + LlmCache + ApiKeyStore + WorkerRegistry {}
 
-/// The adapters of one deployment.
+/// The adapters of one deployment, each held as its port: commands and
+/// libraries get `Arc<dyn ...>` and never learn which mode they run in.
 pub struct App {
-    /// Effective configuration.
+    /// The configuration after the file, the `AGENTRY_*` overrides and
+    /// the global flags.
     pub config: Config,
     /// The store (SQLite or PostgreSQL).
     pub store: Arc<dyn StoreAll>,
     /// The shared bus of the distributed mode (RabbitMQ); None in the
     /// embedded mode, where each engine gets its own in-process bus.
-    pub bus: Option<Arc<agentry_bus_amqp::AmqpBus>>,
+    pub bus: Option<Arc<AmqpBus>>,
     /// The LLM response cache (Redis when configured, else the store).
     pub llm_cache: Arc<dyn LlmCache>,
     /// Rate-limit buckets (Redis when configured, else this process).
@@ -51,12 +57,96 @@ pub struct App {
     sandbox: Arc<ProcessSandbox>,
 }
 
+/// The adapters that differ by mode: store, bus, LLM cache, rate limiter.
+struct Adapters {
+    store: Arc<dyn StoreAll>,
+    bus: Option<Arc<AmqpBus>>,
+    llm_cache: Arc<dyn LlmCache>,
+    limiter: Arc<dyn RateLimiter>,
+}
+
+impl Adapters {
+    /// The SQLite file at `db_path` holds the store and the LLM cache;
+    /// rate-limit buckets live in this process; each engine gets its own
+    /// in-process bus.
+    async fn embedded(config: &Config, db_path: &Path) -> Result<Adapters> {
+        let store: Arc<dyn StoreAll> = Arc::new(
+            SqliteStore::open(db_path, sqlite_options(&config.store.synchronous)?)
+                .await
+                .with_context(|| format!("cannot open the store {}", db_path.display()))?,
+        );
+        Ok(Adapters {
+            store: store.clone(),
+            bus: None,
+            llm_cache: store,
+            limiter: Arc::new(MemoryRateLimiter::new()),
+        })
+    }
+
+    /// PostgreSQL holds the store; RabbitMQ is every engine's bus; Redis,
+    /// when `redis_url` is set, holds the LLM cache and rate-limit buckets
+    /// shared by every process (else the store and this process do).
+    async fn distributed(config: &Config) -> Result<Adapters> {
+        let c = &config.cluster;
+        let database_url = config
+            .database_url
+            .as_deref()
+            .context("mode = \"distributed\" needs database_url (AGENTRY_DATABASE_URL)")?;
+        let amqp_url = config
+            .amqp_url
+            .as_deref()
+            .context("mode = \"distributed\" needs amqp_url (AGENTRY_AMQP_URL)")?;
+        let mut options = PostgresOptions::default().with_max_connections(c.max_connections);
+        if let Some(schema) = &c.database_schema {
+            options = options.with_schema(schema.clone());
+        }
+        let store: Arc<dyn StoreAll> = Arc::new(
+            PostgresStore::connect(database_url, options)
+                .await
+                .context("cannot open the PostgreSQL store")?,
+        );
+        let bus = AmqpBus::connect(AmqpOptions {
+            url: amqp_url.to_string(),
+            prefix: c.amqp_prefix.clone(),
+            prefetch: c.prefetch,
+            delivery_limit: c.delivery_limit,
+            connection_name: Some(format!("agentry-{}", std::process::id())),
+            ..AmqpOptions::default()
+        })
+        .await
+        .context("cannot connect to RabbitMQ")?;
+        let (llm_cache, limiter): (Arc<dyn LlmCache>, Arc<dyn RateLimiter>) =
+            match &config.redis_url {
+                Some(url) if !url.trim().is_empty() => {
+                    let client = RedisClient::connect(
+                        RedisOptions::new(url.clone()).with_prefix(c.redis_prefix.clone()),
+                    )
+                    .await
+                    .context("cannot connect to Redis")?;
+                    (
+                        Arc::new(RedisLlmCache::new(client.clone())),
+                        Arc::new(RedisRateLimiter::new(client)),
+                    )
+                }
+                _ => (store.clone(), Arc::new(MemoryRateLimiter::new())),
+            };
+        Ok(Adapters {
+            store,
+            bus: Some(Arc::new(bus)),
+            llm_cache,
+            limiter,
+        })
+    }
+}
+
 /// Name of the database file inside the data directory.
 pub const DB_FILE: &str = "agentry.db";
 
 impl App {
     /// Opens (creating if needed) the data directory and the adapters of
-    /// the configured mode.
+    /// the configured mode: the embedded mode's SQLite file, or the
+    /// distributed mode's PostgreSQL, RabbitMQ and (when `redis_url` is
+    /// set) Redis, each error naming the service that failed.
     pub async fn open(cli_data_dir: Option<&Path>, config: Config) -> Result<App> {
         let data_dir = cli_data_dir
             .map(Path::to_path_buf)
@@ -68,18 +158,14 @@ impl App {
             .canonicalize()
             .with_context(|| format!("cannot resolve data directory {}", data_dir.display()))?;
         let db_path = data_dir.join(DB_FILE);
-        let (store, bus, llm_cache, limiter) = match config.mode {
-            Mode::Embedded => {
-                let store: Arc<dyn StoreAll> = Arc::new(
-                    SqliteStore::open(&db_path, sqlite_options(&config.store.synchronous)?)
-                        .await
-                        .with_context(|| format!("cannot open the store {}", db_path.display()))?,
-                );
-                let limiter: Arc<dyn RateLimiter> =
-                    Arc::new(agentry_gateway::MemoryRateLimiter::new());
-                (store.clone(), None, store as Arc<dyn LlmCache>, limiter)
-            }
-            Mode::Distributed => crate::cluster::connect(&config).await?,
+        let Adapters {
+            store,
+            bus,
+            llm_cache,
+            limiter,
+        } = match config.mode {
+            Mode::Embedded => Adapters::embedded(&config, &db_path).await?,
+            Mode::Distributed => Adapters::distributed(&config).await?,
         };
         let local = LocalIntegrations::open(&db_path, &data_dir)
             .await
@@ -101,12 +187,13 @@ impl App {
         })
     }
 
-    /// The store as the port.
+    /// The store as the engine and the gateway see it.
     pub fn store(&self) -> Arc<dyn Store> {
         self.store.clone()
     }
 
-    /// The worker registry (in the store).
+    /// The worker registry: a table of the store, so every process of the
+    /// deployment sees every worker.
     pub fn registry(&self) -> Arc<dyn WorkerRegistry> {
         self.store.clone()
     }
@@ -124,13 +211,16 @@ impl App {
         self.config.mode == Mode::Distributed
     }
 
-    /// The agents' node runner over `llm`.
+    /// The agents' node runner over `llm`. This is the one place that
+    /// decides compact prompts: the configuration's `compact_prompts` when
+    /// set, else what the provider's profile asks for (the local model's,
+    /// through whatever layers wrap it).
     pub fn runner(&self, llm: Arc<dyn LlmProvider>, budget_override: Budget) -> AgentNodeRunner {
         let compact = self
             .config
             .llm
             .compact_prompts
-            .unwrap_or(llm.name() == "local");
+            .unwrap_or_else(|| llm.profile().compact_prompts());
         AgentNodeRunner::new(
             AgentDeps {
                 llm,
@@ -151,7 +241,7 @@ impl App {
         )
     }
 
-    /// Sandbox limits from the configuration.
+    /// The limits every test run gets, from `[sandbox]`.
     fn sandbox_limits(&self) -> SandboxLimits {
         self.config.sandbox.limits()
     }
@@ -163,7 +253,7 @@ impl App {
         self.sandbox
             .ready(&self.sandbox_limits())
             .await
-            .map_err(|error| anyhow!("test runs cannot happen on this host: {error}"))
+            .context("test runs cannot happen on this host")
     }
 
     /// An engine whose agents use `llm`, with in-process workers started.
@@ -207,7 +297,9 @@ impl App {
         self.engine_with(Arc::new(ControlOnly))
     }
 
-    /// An engine over this deployment's store and bus.
+    /// An engine over this deployment's store and bus, running nodes with
+    /// `runner`: the shared RabbitMQ bus (tasks routed by variant tags)
+    /// or a fresh in-process one (by role only).
     pub fn engine_with(&self, runner: Arc<dyn NodeRunner>) -> Engine {
         let (bus, route_by_tags): (Arc<dyn Bus>, bool) = match &self.bus {
             Some(bus) => (bus.clone(), true),
@@ -229,13 +321,11 @@ impl App {
         )
     }
 
-    /// A workflow by id text, with a clear error for a malformed or unknown id.
+    /// A workflow by id text; a malformed id is an invalid-input error and
+    /// an unknown one a not-found error, each naming the id.
     pub async fn workflow(&self, id: &str) -> Result<WorkflowRecord> {
-        let id = id.parse().map_err(|e| anyhow!("{e}"))?;
-        self.store
-            .get_workflow(id)
-            .await
-            .map_err(|e| anyhow!("{e}"))
+        let id = id.parse()?;
+        Ok(self.store.get_workflow(id).await?)
     }
 
     /// Loads a workflow definition: the given file, else the configured one,
@@ -245,20 +335,22 @@ impl App {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read workflow file {}", path.display()))?;
-                WorkflowDefinition::parse(&text, &path.display().to_string())
-                    .map_err(|e| anyhow!("{e}"))
+                Ok(WorkflowDefinition::parse(
+                    &text,
+                    &path.display().to_string(),
+                )?)
             }
-            None => WorkflowDefinition::default_sdlc().map_err(|e| anyhow!("{e}")),
+            None => Ok(WorkflowDefinition::default_sdlc()?),
         }
     }
 }
 
 fn sqlite_options(synchronous: &str) -> Result<agentry_store_sqlite::SqliteStoreOptions> {
-    Ok(agentry_store_sqlite::SqliteStoreOptions::default()
-        .with_synchronous(synchronous.parse().map_err(|e| anyhow!("{e}"))?))
+    Ok(agentry_store_sqlite::SqliteStoreOptions::default().with_synchronous(synchronous.parse()?))
 }
 
-/// The process environment as a map (for config overrides).
+/// The process environment as a map, which [`Config::load`] reads its
+/// `AGENTRY_*` overrides from.
 pub fn env_map() -> BTreeMap<String, String> {
     std::env::vars().collect()
 }

@@ -1,104 +1,38 @@
-//! The distributed mode: connecting to PostgreSQL, RabbitMQ and Redis,
-//! `agentry worker` (registration, heartbeats, the stall sweep),
-//! `agentry agents` and `agentry dlq`.
+//! The distributed mode's commands: `agentry worker`, `agentry agents`,
+//! `agentry dlq`, and the worker fleet of `bench engine
+//! --worker-processes`.
 //!
 //! Key design decision: a worker is the same engine as the embedded one,
-//! with its queues on RabbitMQ and its store in PostgreSQL; it only adds
-//! what a fleet of processes needs: it registers in the store's worker
-//! registry and heartbeats its load, so `agentry agents` and
-//! `GET /v1/agents` see every live worker and a killed one turns unhealthy
-//! by the age of its last beat; and one process at a time (under a lease in
-//! the store) sweeps for running workflows nobody moves, re-dispatching
-//! tasks that are neither committed nor running on a live worker. The LLM
-//! a task uses comes from its workflow's stored options, so a worker serves
-//! runs started with any provider.
+//! with its queues on RabbitMQ and its store in PostgreSQL; what a fleet of
+//! processes needs besides (heartbeats into the registry, the stall sweep
+//! under a lease, a graceful way out) is `agentry-fleet`'s, which this
+//! module only starts. The LLM a task uses comes from its workflow's
+//! stored options ([`PerWorkflowRunner`]), so a worker serves runs started
+//! with any provider.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use chrono::Utc;
 use serde_json::{json, Value};
-use std::sync::Mutex;
-use tokio_util::sync::CancellationToken;
-use tracing::{info, info_span, warn, Instrument};
+use tracing::info;
 
 use agentry_agents::AgentNodeRunner;
-use agentry_bus_amqp::{AmqpBus, AmqpOptions};
 use agentry_core::{
-    queues_for, AgentRole, Budget, LlmCache, NodeContext, NodeOutput, NodeRunner, RateLimiter,
-    TaskKey, WorkerBeat, WorkerHealth, WorkerInfo, WorkerRecord, WorkerRegistry,
+    queues_for, AgentRole, Budget, NodeContext, NodeOutput, NodeRunner, WorkerHealth,
+    WorkerRegistry,
 };
 use agentry_engine::Engine;
+use agentry_fleet::Duties;
 use agentry_store_postgres::{PostgresOptions, PostgresStore};
 
-use crate::app::{App, StoreAll};
+use crate::app::App;
 use crate::cli::{AgentsArgs, DlqCommand, LlmArgs, WorkerArgs};
 use crate::config::Config;
 use crate::llm::LlmChoice;
-
-/// The lease one process at a time holds to sweep for stalled workflows.
-pub const SWEEP_LEASE: &str = "sweep-stalled";
-
-/// Dead letters the sweep reads to leave their tasks alone.
-const DEAD_LETTERS_SEEN: usize = 1000;
-
-/// The distributed adapters: store, bus, LLM cache and rate limiter.
-pub async fn connect(
-    config: &Config,
-) -> Result<(
-    Arc<dyn StoreAll>,
-    Option<Arc<AmqpBus>>,
-    Arc<dyn LlmCache>,
-    Arc<dyn RateLimiter>,
-)> {
-    let c = &config.cluster;
-    let database_url = config.database_url.as_deref().ok_or_else(|| {
-        anyhow!("mode = \"distributed\" needs database_url (AGENTRY_DATABASE_URL)")
-    })?;
-    let amqp_url = config
-        .amqp_url
-        .as_deref()
-        .ok_or_else(|| anyhow!("mode = \"distributed\" needs amqp_url (AGENTRY_AMQP_URL)"))?;
-    let mut options = PostgresOptions::default().with_max_connections(c.max_connections);
-    if let Some(schema) = &c.database_schema {
-        options = options.with_schema(schema.clone());
-    }
-    let store = PostgresStore::connect(database_url, options)
-        .await
-        .map_err(|e| anyhow!("cannot open the PostgreSQL store: {e}"))?;
-    let store: Arc<dyn StoreAll> = Arc::new(store);
-    let bus = AmqpBus::connect(AmqpOptions {
-        url: amqp_url.to_string(),
-        prefix: c.amqp_prefix.clone(),
-        prefetch: c.prefetch,
-        delivery_limit: c.delivery_limit,
-        connection_name: Some(format!("agentry-{}", std::process::id())),
-        ..AmqpOptions::default()
-    })
-    .await
-    .map_err(|e| anyhow!("cannot connect to RabbitMQ: {e}"))?;
-    let (cache, limiter): (Arc<dyn LlmCache>, Arc<dyn RateLimiter>) = match &config.redis_url {
-        Some(url) if !url.trim().is_empty() => {
-            let client = agentry_redis::RedisClient::connect(
-                agentry_redis::RedisOptions::new(url.clone()).with_prefix(c.redis_prefix.clone()),
-            )
-            .await
-            .map_err(|e| anyhow!("cannot connect to Redis: {e}"))?;
-            (
-                Arc::new(agentry_redis::RedisLlmCache::new(client.clone())),
-                Arc::new(agentry_redis::RedisRateLimiter::new(client)),
-            )
-        }
-        _ => (
-            store.clone(),
-            Arc::new(agentry_gateway::MemoryRateLimiter::new()),
-        ),
-    };
-    Ok((store, Some(Arc::new(bus)), cache, limiter))
-}
 
 /// Runs each task with the LLM its workflow was started with (the stored
 /// `options.llm`), building one agent runner per distinct choice.
@@ -108,7 +42,8 @@ pub struct PerWorkflowRunner {
 }
 
 impl PerWorkflowRunner {
-    /// A runner over `app`'s adapters.
+    /// A runner over `app`'s adapters, with no agent runner built yet:
+    /// each is built on the first task that needs its LLM.
     pub fn new(app: Arc<App>) -> Self {
         PerWorkflowRunner {
             app,
@@ -175,9 +110,7 @@ pub fn parse_roles(list: &str) -> Result<Vec<String>> {
             roles.extend(Engine::all_queues());
             continue;
         }
-        let role: AgentRole = part
-            .parse()
-            .map_err(|e| anyhow!("--roles: `{part}`: {e}"))?;
+        let role: AgentRole = part.parse().with_context(|| format!("--roles: `{part}`"))?;
         roles.push(role.as_str().to_string());
     }
     roles.sort();
@@ -188,190 +121,10 @@ pub fn parse_roles(list: &str) -> Result<Vec<String>> {
     Ok(roles)
 }
 
-/// This process as a registry entry.
-pub fn worker_info(roles: &[String], tags: &[String], concurrency: u32) -> WorkerInfo {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into());
-    WorkerInfo {
-        id: format!("w-{}", uuid::Uuid::now_v7().simple()),
-        host,
-        pid: std::process::id(),
-        roles: roles.to_vec(),
-        tags: tags.to_vec(),
-        concurrency,
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        started_at: Utc::now(),
-    }
-}
-
-/// Registers `info`, then heartbeats the engine's load every `every` until
-/// `stop`; deregisters on the way out. A beat refused as unknown (the
-/// record was pruned) registers again.
-pub async fn heartbeat_loop(
-    registry: Arc<dyn WorkerRegistry>,
-    engine: Engine,
-    info: WorkerInfo,
-    every: Duration,
-    stop: CancellationToken,
-) {
-    let span = info_span!("worker", worker_id = %info.id);
-    async move {
-        if let Err(error) = registry.register(info.clone()).await {
-            warn!(%error, "Cannot register the worker; retrying with the heartbeats.");
-        }
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tokio::time::sleep(every) => {}
-            }
-            let beat = beat_of(&engine, &info.id);
-            match registry.heartbeat(beat).await {
-                Ok(()) => {}
-                Err(agentry_core::Error::NotFound(_)) => {
-                    if let Err(error) = registry.register(info.clone()).await {
-                        warn!(%error, "Cannot register the worker again.");
-                    }
-                }
-                Err(error) => warn!(%error, "Heartbeat failed."),
-            }
-        }
-        if let Err(error) = registry.deregister(&info.id, Utc::now()).await {
-            warn!(%error, "Cannot deregister the worker.");
-        }
-    }
-    .instrument(span)
-    .await
-}
-
-fn beat_of(engine: &Engine, id: &str) -> WorkerBeat {
-    let loads = engine.queue_loads();
-    WorkerBeat {
-        id: id.to_string(),
-        in_flight: loads.iter().map(|q| q.in_flight).sum(),
-        tasks: engine.running_tasks(),
-        completed: loads.iter().map(|q| q.completed).sum(),
-        failed: loads.iter().map(|q| q.failed).sum(),
-        last_task_at: loads.iter().filter_map(|q| q.last_task_at).max(),
-        at: Utc::now(),
-    }
-}
-
-/// Every `interval`, if this process holds (or takes) the sweep lease,
-/// kicks running workflows unchanged for `stalled_for` whose missing tasks
-/// no live worker is running.
-pub async fn sweep_loop(
-    registry: Arc<dyn WorkerRegistry>,
-    dead_letters: Option<Arc<dyn agentry_core::DeadLetters>>,
-    engine: Engine,
-    holder: String,
-    timing: SweepTiming,
-    stop: CancellationToken,
-) {
-    let SweepTiming {
-        interval,
-        stalled_for,
-        unhealthy_after,
-        forget_after,
-    } = timing;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(interval) => {}
-        }
-        let ttl = interval * 3;
-        match registry
-            .acquire_lease(SWEEP_LEASE, &holder, ttl, Utc::now())
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(error) => {
-                warn!(%error, "Cannot take the sweep lease.");
-                continue;
-            }
-        }
-        let forget_before = Utc::now()
-            - chrono::Duration::from_std(forget_after)
-                .unwrap_or_else(|_| chrono::Duration::days(1));
-        match registry.prune_workers(forget_before).await {
-            Ok(0) => {}
-            Ok(n) => info!(pruned = n, "Forgot long-gone workers."),
-            Err(error) => warn!(%error, "Cannot prune the worker registry."),
-        }
-        let mut busy = match registry.list_workers().await {
-            Ok(workers) => busy_tasks(&workers, unhealthy_after),
-            Err(error) => {
-                warn!(%error, "Cannot read the worker registry; sweep skipped.");
-                continue;
-            }
-        };
-        // A dead-lettered task waits for `dlq replay`: never re-dispatched.
-        if let Some(dead) = &dead_letters {
-            match dead.list_dead(DEAD_LETTERS_SEEN).await {
-                Ok(list) => busy.extend(list.iter().map(|d| d.message.task.key.clone())),
-                Err(error) => {
-                    warn!(%error, "Cannot read the dead-letter queue; sweep skipped.");
-                    continue;
-                }
-            }
-        }
-        // One pass stays well inside the lease, and a stop does not wait
-        // for it.
-        let pass = tokio::time::timeout(interval * 2, engine.sweep_stalled(stalled_for, &busy));
-        let result = tokio::select! {
-            _ = stop.cancelled() => break,
-            r = pass => r,
-        };
-        match result {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => info!(kicked = n, "Swept stalled workflows."),
-            Ok(Err(error)) => warn!(%error, "Sweep failed."),
-            Err(_) => warn!("A sweep pass took longer than two intervals; cut short."),
-        }
-    }
-    let _ = registry.release_lease(SWEEP_LEASE, &holder).await;
-}
-
-/// How often the sweep runs and what it considers stalled, dead or gone.
-#[derive(Debug, Clone, Copy)]
-pub struct SweepTiming {
-    /// Between sweeps.
-    pub interval: Duration,
-    /// A running workflow unchanged this long is checked.
-    pub stalled_for: Duration,
-    /// A worker silent this long is not trusted to run what it reported.
-    pub unhealthy_after: Duration,
-    /// A worker silent this long leaves the registry.
-    pub forget_after: Duration,
-}
-
-impl SweepTiming {
-    /// From the `[cluster]` settings.
-    pub fn of(c: &crate::config::ClusterConfig) -> Self {
-        SweepTiming {
-            interval: Duration::from_secs(c.sweep_interval_s),
-            stalled_for: Duration::from_secs(c.stall_after_s),
-            unhealthy_after: Duration::from_secs(c.unhealthy_after_s),
-            forget_after: Duration::from_secs(c.forget_after_s),
-        }
-    }
-}
-
-/// The tasks that healthy workers run now.
-pub fn busy_tasks(workers: &[WorkerRecord], unhealthy_after: Duration) -> HashSet<TaskKey> {
-    let now = Utc::now();
-    workers
-        .iter()
-        .filter(|w| w.health(now, unhealthy_after) == WorkerHealth::Healthy)
-        .flat_map(|w| w.beat.tasks.iter())
-        .map(|t| t.key.clone())
-        .collect()
-}
-
-/// `agentry worker`
+/// `agentry worker`: consumes the queues of `--roles` (and their `--tags`
+/// variants) until SIGTERM or SIGINT, registered and sweeping as a fleet
+/// member; refuses the embedded mode, and a QA worker on a host that
+/// cannot isolate generated tests.
 pub async fn worker(app: App, args: WorkerArgs, json_out: bool) -> Result<ExitCode> {
     if !app.distributed() {
         bail!("`agentry worker` runs in the distributed mode: set mode = \"distributed\" (AGENTRY_MODE=distributed) with database_url and amqp_url; the embedded mode runs its agents inside `agentry run` and `agentry serve`");
@@ -386,7 +139,7 @@ pub async fn worker(app: App, args: WorkerArgs, json_out: bool) -> Result<ExitCo
         .filter(|t| !t.is_empty())
         .map(String::from)
         .collect();
-    let queues = queues_for(&roles, &tags).map_err(|e| anyhow!("--tags: {e}"))?;
+    let queues = queues_for(&roles, &tags).context("--tags")?;
     // QA runs generated code: a worker that would take QA's tasks on a
     // host that cannot isolate it does not start.
     if roles
@@ -400,23 +153,21 @@ pub async fn worker(app: App, args: WorkerArgs, json_out: bool) -> Result<ExitCo
     let app = Arc::new(app);
     let engine = app.engine_with(Arc::new(PerWorkflowRunner::new(app.clone())));
     let workers = engine.start_workers(queues.clone(), concurrency).await;
-    let info = worker_info(&roles, &tags, concurrency as u32);
-    let stop = CancellationToken::new();
-    let beats = tokio::spawn(heartbeat_loop(
+    let info = agentry_fleet::worker_info(&roles, &tags, concurrency as u32);
+    let mut duties = Duties::new();
+    duties.heartbeat(
         app.registry(),
         engine.clone(),
         info.clone(),
         Duration::from_secs(cluster.heartbeat_s),
-        stop.clone(),
-    ));
-    let sweeps = tokio::spawn(sweep_loop(
+    );
+    duties.sweep(
         app.registry(),
         app.dead_letters(),
         engine.clone(),
         info.id.clone(),
-        SweepTiming::of(&cluster),
-        stop.clone(),
-    ));
+        cluster.sweep_timing(),
+    );
     if json_out {
         println!(
             "{}",
@@ -430,18 +181,10 @@ pub async fn worker(app: App, args: WorkerArgs, json_out: bool) -> Result<ExitCo
         );
     }
     info!(worker_id = %info.id, queues = ?queues, concurrency, "Worker started.");
-    crate::serve::shutdown_signal().await;
+    agentry_fleet::shutdown_signal().await;
     info!(worker_id = %info.id, "Worker stopping.");
-    let clean = workers
-        .shutdown_within(Duration::from_secs(cluster.shutdown_grace_s))
-        .await;
-    if !clean {
-        warn!("Tasks still running at the end of the grace period were given back.");
-    }
-    stop.cancel();
-    let _ = beats.await;
-    let _ = sweeps.await;
-    engine.close().await;
+    let grace = Duration::from_secs(cluster.shutdown_grace_s);
+    agentry_fleet::leave_fleet(&engine, workers, duties, grace).await;
     if let Some(bus) = &app.bus {
         bus.close().await;
     }
@@ -452,11 +195,7 @@ pub async fn worker(app: App, args: WorkerArgs, json_out: bool) -> Result<ExitCo
 /// per role the live workers (and, distributed, the queue depth).
 pub async fn agents(app: &App, args: AgentsArgs, json_out: bool) -> Result<ExitCode> {
     let timeout = Duration::from_secs(app.config.cluster.unhealthy_after_s);
-    let mut workers = app
-        .registry()
-        .list_workers()
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
+    let mut workers = app.registry().list_workers().await?;
     let now = Utc::now();
     if !args.all {
         workers.retain(|w| w.health(now, timeout) != WorkerHealth::Stopped);
@@ -546,17 +285,16 @@ pub async fn agents(app: &App, args: AgentsArgs, json_out: bool) -> Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-/// `agentry dlq list` / `agentry dlq replay ID`
+/// `agentry dlq list` / `agentry dlq replay ID`: the RabbitMQ dead-letter
+/// queue, read without taking anything off it, and one letter put back on
+/// its task queue.
 pub async fn dlq(app: &App, command: DlqCommand, json_out: bool) -> Result<ExitCode> {
     let Some(dead) = app.dead_letters() else {
         bail!("the dead-letter queue is RabbitMQ's: set mode = \"distributed\" (AGENTRY_MODE=distributed) with amqp_url");
     };
     match command {
         DlqCommand::List(args) => {
-            let list = dead
-                .list_dead(args.limit)
-                .await
-                .map_err(|e| anyhow!("{e}"))?;
+            let list = dead.list_dead(args.limit).await?;
             if json_out {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else if list.is_empty() {
@@ -583,7 +321,6 @@ pub async fn dlq(app: &App, command: DlqCommand, json_out: bool) -> Result<ExitC
             let task = dead
                 .replay_dead(&args.id)
                 .await
-                .map_err(|e| anyhow!("{e}"))
                 .with_context(|| format!("cannot replay dead letter {}", args.id))?;
             if json_out {
                 println!(
@@ -663,14 +400,12 @@ impl BenchFleet {
                 .with_schema(schema)
                 .with_max_connections(2),
         )
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
+        .await?;
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
             let up = registry
                 .list_workers()
-                .await
-                .map_err(|e| anyhow!("{e}"))?
+                .await?
                 .iter()
                 .filter(|w| w.stopped_at.is_none())
                 .count();

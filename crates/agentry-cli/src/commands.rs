@@ -89,7 +89,7 @@ where
     let engine = app.control_engine();
     let result = action(engine.clone(), record.id).await;
     engine.close().await;
-    print_status(&result.map_err(|e| anyhow!("{e}"))?, json);
+    print_status(&result?, json);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -131,18 +131,14 @@ async fn run(app: &App, args: RunArgs, json: bool) -> Result<ExitCode> {
             options,
             tenant: None,
         })
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
+        .await?;
     eprintln!("workflow {}", record.id);
     if args.detach {
         // Distributed: started and its first tasks queued; the workers
         // carry it from there. Embedded: stored, to be run by `resume`
         // (this process's workers end with it).
         let record = if app.distributed() {
-            let started = engine
-                .start_detached(record.id)
-                .await
-                .map_err(|e| anyhow!("{e}"));
+            let started = engine.start_detached(record.id).await;
             engine.close().await;
             started?
         } else {
@@ -181,10 +177,7 @@ async fn resume(app: &App, args: ResumeArgs, json: bool) -> Result<ExitCode> {
 async fn approve(app: &App, args: ApproveArgs, json: bool) -> Result<ExitCode> {
     let record = app.workflow(&args.id).await?;
     let engine = engine_for(app, &record, &args.llm).await?;
-    let record = engine
-        .approve(record.id, &args.note)
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
+    let record = engine.approve(record.id, &args.note).await?;
     if args.no_run {
         print_status(&record, json);
         return Ok(ExitCode::SUCCESS);
@@ -219,7 +212,8 @@ fn flag_budget(args: &LlmArgs) -> Result<Budget> {
     })
 }
 
-/// `agentry llm check`
+/// `agentry llm check`: one tiny request to each provider the
+/// configuration names; exits 1 unless every one answered.
 async fn llm_check(args: &LlmArgs, config: &Config, json: bool) -> Result<ExitCode> {
     let reports = crate::llm::check(args, config).await;
     if json {
@@ -235,7 +229,8 @@ async fn llm_check(args: &LlmArgs, config: &Config, json: bool) -> Result<ExitCo
     })
 }
 
-/// `agentry sandbox check`
+/// `agentry sandbox check`: whether generated tests can run here with the
+/// configured isolation, and with what; exits 1 when they cannot.
 async fn sandbox_check(config: &Config, json: bool) -> Result<ExitCode> {
     let sandbox = agentry_sandbox_process::ProcessSandbox::new(config.sandbox.adapter());
     let ready = sandbox.ready(&config.sandbox.limits()).await;
@@ -270,7 +265,7 @@ async fn drive(app: &App, engine: &Engine, id: WorkflowId, json: bool) -> Result
     }
     // Let the display drain the final events, but never wait long for it.
     let _ = tokio::time::timeout(Duration::from_secs(2), follower).await;
-    let record = result.map_err(|e| anyhow!("{e}"))?;
+    let record = result?;
     let summary = summary::summarize(app, id).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -300,7 +295,7 @@ fn print_status(record: &WorkflowRecord, json: bool) {
 
 async fn list(app: &App, args: ListArgs, json: bool) -> Result<ExitCode> {
     let status = match &args.status {
-        Some(s) => Some(s.parse::<WorkflowStatus>().map_err(|e| anyhow!("{e}"))?),
+        Some(s) => Some(s.parse::<WorkflowStatus>()?),
         None => None,
     };
     let page = app
@@ -311,8 +306,7 @@ async fn list(app: &App, args: ListArgs, json: bool) -> Result<ExitCode> {
             limit: args.limit,
             before: None,
         })
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
+        .await?;
     if json {
         let items: Vec<Value> = page
             .items
@@ -356,11 +350,7 @@ fn first_line(text: &str) -> String {
 
 async fn show(app: &App, id: &str, json: bool) -> Result<ExitCode> {
     let record = app.workflow(id).await?;
-    let state = app
-        .store
-        .state_at(record.id, None)
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
+    let state = app.store.state_at(record.id, None).await?;
     let summary = summary::summarize(app, record.id).await?;
     if json {
         let mut value = serde_json::to_value(&state)?;
@@ -381,19 +371,11 @@ async fn show(app: &App, id: &str, json: bool) -> Result<ExitCode> {
 async fn history(app: &App, args: HistoryArgs, json: bool) -> Result<ExitCode> {
     let record = app.workflow(&args.id).await?;
     if let Some(step) = args.step {
-        let state = app
-            .store
-            .state_at(record.id, Some(step))
-            .await
-            .map_err(|e| anyhow!("{e}"))?;
+        let state = app.store.state_at(record.id, Some(step)).await?;
         println!("{}", serde_json::to_string_pretty(&state)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let checkpoints = app
-        .store
-        .checkpoints(record.id)
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
+    let checkpoints = app.store.checkpoints(record.id).await?;
     if json {
         let items: Vec<Value> = checkpoints.iter().map(history_entry).collect();
         println!("{}", serde_json::to_string_pretty(&items)?);
@@ -474,15 +456,14 @@ async fn bench_engine(
         }
         BenchStore::Sqlite => {
             let options = agentry_store_sqlite::SqliteStoreOptions::default()
-                .with_synchronous(args.synchronous.parse().map_err(|e| anyhow!("{e}"))?);
+                .with_synchronous(args.synchronous.parse()?);
             let store = match data_dir {
                 Some(dir) => {
                     let path = dir.join(format!("bench-{}.db", uuid::Uuid::new_v4().simple()));
                     agentry_store_sqlite::SqliteStore::open(&path, options).await
                 }
                 None => agentry_store_sqlite::SqliteStore::open_temporary(options).await,
-            }
-            .map_err(|e| anyhow!("{e}"))?;
+            }?;
             let store = Arc::new(store);
             let probe = store.clone();
             (store, Box::new(move || probe.file_size_bytes().ok()))
@@ -495,9 +476,8 @@ async fn bench_engine(
             let pool = if args.worker_processes > 0 { 8 } else { 32 };
             let options = agentry_store_postgres::PostgresOptions::default()
                 .with_max_connections(args.concurrency.clamp(4, pool) as u32);
-            let store = agentry_store_postgres::PostgresStore::connect_temporary(&url, options)
-                .await
-                .map_err(|e| anyhow!("{e}"))?;
+            let store =
+                agentry_store_postgres::PostgresStore::connect_temporary(&url, options).await?;
             schema = store.schema().map(str::to_string);
             (Arc::new(store), Box::new(|| None))
         }
@@ -517,7 +497,7 @@ async fn bench_engine(
                     ..agentry_bus_amqp::AmqpOptions::default()
                 })
                 .await
-                .map_err(|e| anyhow!("cannot connect to RabbitMQ: {e}"))?,
+                .context("cannot connect to RabbitMQ")?,
             );
             (bus.clone(), Some(bus))
         }
@@ -554,7 +534,7 @@ async fn bench_engine(
         }
         bus.close().await;
     }
-    let report = result.map_err(|e| anyhow!("{e}"))?;
+    let report = result?;
     let mut value = serde_json::to_value(&report)?;
     if let Value::Object(map) = &mut value {
         if matches!(args.store, BenchStore::Sqlite) {

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 /// Environment variables with the `AGENTRY_` prefix that are not config keys.
 const NON_CONFIG_ENV: &[&str] = &["AGENTRY_LOG", "AGENTRY_LOG_FORMAT", "AGENTRY_MODEL_DIR"];
 
-/// The whole configuration.
+/// The whole configuration, as the TOML file spells it: every field is
+/// optional (a missing one takes its default) and an unknown key is an
+/// error naming it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -21,17 +23,19 @@ pub struct Config {
     /// (PostgreSQL store, RabbitMQ task queues and events, `agentry worker`
     /// processes run the agents; Redis shared by replicas when set).
     pub mode: Mode,
-    /// Store settings.
+    /// `[store]`: how the embedded mode's SQLite file is written.
     pub store: StoreConfig,
-    /// LLM settings.
+    /// `[llm]`: which provider answers, its fallbacks, per-role routing,
+    /// prices, retries, the breaker, the response cache and the local model.
     pub llm: LlmConfig,
-    /// Workflow settings.
+    /// `[workflow]`: which graph `run` uses and which the API may name.
     pub workflow: WorkflowConfig,
-    /// Project defaults.
+    /// `[project]`: tracker key and repository name, when not left to the
+    /// analyst.
     pub project: ProjectConfig,
-    /// Sandbox limits.
+    /// `[sandbox]`: the isolation and limits of generated test runs.
     pub sandbox: SandboxConfig,
-    /// Engine settings.
+    /// `[engine]`: this process's share of node runs.
     pub engine: EngineSettings,
     /// Default budget of every workflow (`--max-cost-usd` and
     /// `--max-tokens` override the workflow-wide caps).
@@ -48,7 +52,8 @@ pub struct Config {
     /// without it each replica limits alone and the cache is in
     /// PostgreSQL).
     pub redis_url: Option<String>,
-    /// Distributed-mode settings.
+    /// `[cluster]`: queue names, heartbeats, the sweep and connection
+    /// limits of the distributed mode (ignored by the embedded one).
     pub cluster: ClusterConfig,
 }
 
@@ -64,7 +69,7 @@ pub struct ClusterConfig {
     /// Deliveries of one task before it is dead-lettered (a task that
     /// keeps killing its worker).
     pub delivery_limit: u32,
-    /// Key prefix in Redis.
+    /// Prefix of every Redis key, so deployments can share one server.
     pub redis_prefix: String,
     /// Seconds between a worker's heartbeats.
     pub heartbeat_s: u64,
@@ -80,7 +85,8 @@ pub struct ClusterConfig {
     pub shutdown_grace_s: u64,
     /// Workers silent (or stopped) for this long leave the registry.
     pub forget_after_s: u64,
-    /// PostgreSQL connections per process.
+    /// Pool size of each process's PostgreSQL connections (a worker uses
+    /// about one per concurrent task, plus the heartbeat and the relay).
     pub max_connections: u32,
     /// PostgreSQL schema of the store (created when missing; default: the
     /// connection's search path, normally `public`). Deployments sharing a
@@ -107,7 +113,21 @@ impl Default for ClusterConfig {
     }
 }
 
-/// Deployment mode.
+impl ClusterConfig {
+    /// The sweep's timing (`sweep_interval_s`, `stall_after_s`,
+    /// `unhealthy_after_s`, `forget_after_s`) as durations.
+    pub fn sweep_timing(&self) -> agentry_fleet::SweepTiming {
+        agentry_fleet::SweepTiming {
+            interval: std::time::Duration::from_secs(self.sweep_interval_s),
+            stalled_for: std::time::Duration::from_secs(self.stall_after_s),
+            unhealthy_after: std::time::Duration::from_secs(self.unhealthy_after_s),
+            forget_after: std::time::Duration::from_secs(self.forget_after_s),
+        }
+    }
+}
+
+/// Where state, queues and agents live: the same engine and agents run in
+/// both, only the adapters differ.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
@@ -118,7 +138,7 @@ pub enum Mode {
     Distributed,
 }
 
-/// `[store]`
+/// `[store]`: the embedded mode's SQLite file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
@@ -135,7 +155,7 @@ impl Default for StoreConfig {
     }
 }
 
-/// `[llm]`
+/// `[llm]`: the LLM stack a run gets (see `llm.rs` for the layer order).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LlmConfig {
@@ -151,7 +171,8 @@ pub struct LlmConfig {
     pub replay: Option<PathBuf>,
     /// Simulated latency per LLM call, in milliseconds (scripted only).
     pub latency_ms: Option<u64>,
-    /// Named providers.
+    /// Providers by the name `provider`, `fallback` and `roles` use: HTTP
+    /// endpoints beyond the presets, or presets with other settings.
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Per-role provider and model (`technical_writer = { provider =
     /// "openai", model = "gpt-4o-mini" }`).
@@ -161,16 +182,18 @@ pub struct LlmConfig {
     pub prices: agentry_core::PriceTable,
     /// Retries of transient failures per call.
     pub retry: RetrySettings,
-    /// Circuit breaker per provider.
+    /// When a provider's circuit breaker opens, and for how long.
     pub breaker: BreakerSettings,
-    /// Response cache.
+    /// Whether identical requests are answered from the cache (the store,
+    /// or Redis), and for how long.
     pub cache: CacheSettings,
     /// The local model (provider `local`: the default when no provider is
     /// configured).
     pub local: LocalLlmSettings,
     /// Agents' prompts sized for a small model: compact system prompts, no
     /// tools (the code is put in the message), two repair rounds. Default:
-    /// on for the `local` provider, off for the others.
+    /// what the provider's profile asks for (on for the local model, also
+    /// behind a fallback chain it leads; off for the others).
     pub compact_prompts: Option<bool>,
 }
 
@@ -193,7 +216,8 @@ pub struct LocalLlmSettings {
     pub max_tokens: u32,
     /// Prompt plus answer, in tokens.
     pub context_tokens: usize,
-    /// Nucleus sampling mass.
+    /// Nucleus sampling: tokens are drawn from the smallest set whose
+    /// probabilities add up to this.
     pub top_p: f32,
     /// Penalty on recently generated tokens (1 = none).
     pub repetition_penalty: f32,
@@ -228,7 +252,7 @@ impl Default for LocalLlmSettings {
 }
 
 impl LocalLlmSettings {
-    /// The model cache.
+    /// The model cache in `model_dir`, else the default directory.
     pub fn cache(&self) -> agentry_llm_local::ModelCache {
         agentry_llm_local::ModelCache::new(
             self.model_dir
@@ -288,26 +312,31 @@ pub struct ProviderConfig {
     pub kind: Option<ProviderKind>,
     /// Base URL (OpenAI-compatible: up to and including `/v1`).
     pub base_url: Option<String>,
-    /// Model.
+    /// Model a request without one asks for (required unless a preset
+    /// or `--model` gives it).
     pub model: Option<String>,
     /// Environment variable holding the API key.
     pub api_key_env: Option<String>,
     /// File holding the API key (first line; for mounted secrets).
     pub api_key_file: Option<PathBuf>,
-    /// Extra HTTP headers.
+    /// Headers sent with every request besides the key (an OpenRouter
+    /// `HTTP-Referer`, a gateway's tenant header).
     pub headers: BTreeMap<String, String>,
     /// Whole-request timeout, seconds (default 300).
     pub timeout_s: Option<u64>,
     /// Connect timeout, seconds (default 10).
     pub connect_timeout_s: Option<u64>,
-    /// Stream responses (server-sent events).
+    /// Ask for server-sent events and read the answer as it is written
+    /// (default: one JSON body).
     pub stream: Option<bool>,
     /// Structured output: `auto` (JSON schema, falling back to
     /// instructions), `json_schema` or `instructions`.
     pub structured_output: Option<String>,
-    /// Anthropic `max_tokens` default.
+    /// Anthropic only: the `max_tokens` a request without one sends (the
+    /// Messages API requires it).
     pub max_tokens: Option<u32>,
-    /// Anthropic `anthropic-version` header.
+    /// Anthropic only: the `anthropic-version` header, for an endpoint
+    /// that needs another API version than the client's default.
     pub anthropic_version: Option<String>,
 }
 
@@ -316,9 +345,9 @@ pub struct ProviderConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum RoleLlm {
-    /// Just the provider.
+    /// `role = "name"`: that provider with its own model.
     Provider(String),
-    /// Provider and/or model.
+    /// `role = { provider = ..., model = ... }`: either may be left out.
     Detailed {
         /// Provider name (default: the main provider).
         #[serde(default)]
@@ -329,7 +358,8 @@ pub enum RoleLlm {
     },
 }
 
-/// `[llm.retry]`
+/// `[llm.retry]`: retries of transient and rate-limited failures, inside
+/// each provider's circuit breaker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetrySettings {
@@ -337,7 +367,8 @@ pub struct RetrySettings {
     pub max_attempts: u32,
     /// First backoff, milliseconds (doubles per try, with full jitter).
     pub base_delay_ms: u64,
-    /// Backoff cap, milliseconds.
+    /// Longest backoff, milliseconds, however many tries went before (a
+    /// longer `Retry-After` is returned to the caller, not waited).
     pub max_delay_ms: u64,
 }
 
@@ -351,7 +382,8 @@ impl Default for RetrySettings {
     }
 }
 
-/// `[llm.breaker]`
+/// `[llm.breaker]`: a provider that keeps failing is failed fast, so a
+/// fallback answers at once.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BreakerSettings {
@@ -370,7 +402,8 @@ impl Default for BreakerSettings {
     }
 }
 
-/// `[llm.cache]`
+/// `[llm.cache]`: responses by a hash of the request, shared by runs and
+/// (with Redis) by processes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheSettings {
@@ -389,7 +422,7 @@ impl Default for CacheSettings {
     }
 }
 
-/// `[workflow]`
+/// `[workflow]`: graphs beyond the bundled SDLC one.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkflowConfig {
@@ -400,7 +433,7 @@ pub struct WorkflowConfig {
     pub dir: Option<PathBuf>,
 }
 
-/// `[project]`
+/// `[project]`: names the analyst would otherwise propose.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProjectConfig {
@@ -438,7 +471,7 @@ pub struct SandboxConfig {
     /// Extra host directories mounted read-only (a toolchain the sandbox
     /// does not find by itself).
     pub read_only_paths: Vec<PathBuf>,
-    /// The bubblewrap binary.
+    /// The bubblewrap program (a name looked up on `PATH`, or a path).
     pub bwrap: PathBuf,
     /// Where each run's scratch directory is made (default: the system's
     /// temporary directory).
@@ -480,7 +513,8 @@ impl SandboxConfig {
         }
     }
 
-    /// The sandbox adapter's configuration.
+    /// The process sandbox's settings: these limits by default, the
+    /// isolation, and the scratch and read-only directories.
     pub fn adapter(&self) -> agentry_sandbox_process::SandboxConfig {
         agentry_sandbox_process::SandboxConfig {
             work_root: self.work_dir.clone(),
@@ -494,7 +528,7 @@ impl SandboxConfig {
     }
 }
 
-/// `[engine]`
+/// `[engine]`: how much of the work runs in this process.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineSettings {
@@ -517,7 +551,7 @@ impl Config {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read config file {}", path.display()))?;
                 text.parse::<toml::Table>()
-                    .map_err(|e| anyhow::anyhow!("malformed config file {}: {e}", path.display()))?
+                    .with_context(|| format!("malformed config file {}", path.display()))?
             }
             None => toml::Table::new(),
         };
@@ -541,7 +575,7 @@ impl Config {
             .unwrap_or_else(|| "environment".into());
         let config: Config = toml::Value::Table(table)
             .try_into()
-            .map_err(|e| anyhow::anyhow!("invalid configuration ({origin}): {e}"))?;
+            .with_context(|| format!("invalid configuration ({origin})"))?;
         config.validate()?;
         Ok(config)
     }

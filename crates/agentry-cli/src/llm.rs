@@ -21,7 +21,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use agentry_core::{
-    AgentRole, ChatMessage, ChatRequest, ChatResponse, LlmCache, LlmProvider, RequestMeta,
+    AgentRole, ChatMessage, ChatRequest, ChatResponse, LlmCache, LlmProfile, LlmProvider,
+    RequestMeta,
 };
 use agentry_llm_http::{
     AnthropicConfig, AnthropicProvider, OpenAiConfig, OpenAiProvider, Secret, StructuredOutput,
@@ -72,11 +73,13 @@ const HOSTED: &[&str] = &["api.openai.com", "api.anthropic.com"];
 /// so that `resume` uses the same provider.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LlmChoice {
-    /// Provider name.
+    /// What answers: `local`, `demo`, `scripted`, `replay`, a preset or a
+    /// name under `[llm.providers]`.
     pub provider: String,
-    /// Script file (scripted only).
+    /// The script a `scripted` run replays, made absolute so a resume from
+    /// another directory finds it.
     pub script: Option<PathBuf>,
-    /// Cassette (replay only).
+    /// The cassette a `replay` run answers from, made absolute.
     pub replay: Option<PathBuf>,
     /// Simulated latency (scripted and demo only).
     pub latency_ms: u64,
@@ -84,7 +87,8 @@ pub struct LlmChoice {
     pub base_url: Option<String>,
     /// Model given on the command line.
     pub model: Option<String>,
-    /// Cassette to record into.
+    /// Cassette every answer is appended to (absolute); a worker does not
+    /// record: recording is the submitting process's business.
     pub record: Option<PathBuf>,
     /// Skip the response cache (this process only; not stored).
     pub no_cache: bool,
@@ -225,7 +229,7 @@ impl LlmChoice {
         let main = factory.stack(self, &self.provider, self.overrides())?;
         let mut by_role = HashMap::new();
         for (role, entry) in &config.llm.roles {
-            let role: AgentRole = role.parse().map_err(|e| anyhow!("llm.roles: {e}"))?;
+            let role: AgentRole = role.parse().context("llm.roles")?;
             let (name, model) = match entry {
                 RoleLlm::Provider(name) => (Some(name.clone()), None),
                 RoleLlm::Detailed { provider, model } => (provider.clone(), model.clone()),
@@ -250,11 +254,10 @@ impl LlmChoice {
             })
         };
         match &self.record {
-            Some(path) => {
-                Ok(Arc::new(Recorder::create(routed, path).map_err(|e| {
-                    anyhow!("cannot record to {}: {e}", path.display())
-                })?))
-            }
+            Some(path) => Ok(Arc::new(
+                Recorder::create(routed, path)
+                    .with_context(|| format!("cannot record to {}", path.display()))?,
+            )),
             None => Ok(routed),
         }
     }
@@ -279,13 +282,13 @@ struct Overrides {
 /// A provider with every setting decided.
 #[derive(Debug, Clone)]
 pub struct ResolvedProvider {
-    /// Name.
+    /// The name it was asked for by, as logs and the ledger show it.
     pub name: String,
-    /// Wire protocol.
+    /// Which client speaks to it.
     pub kind: ProviderKind,
-    /// Base URL.
+    /// From the flag, else its table, else its preset.
     pub base_url: String,
-    /// Model.
+    /// The model a request without one goes to.
     pub model: String,
     api_key: Option<Secret>,
     settings: ProviderConfig,
@@ -409,7 +412,7 @@ fn http_provider(p: &ResolvedProvider) -> Result<Arc<dyn LlmProvider>> {
             c.connect_timeout = connect;
             c.headers = headers;
             c.api_key = p.api_key.clone();
-            Arc::new(OpenAiProvider::new(c).map_err(|e| anyhow!("LLM provider `{}`: {e}", p.name))?)
+            Arc::new(OpenAiProvider::new(c).with_context(|| format!("LLM provider `{}`", p.name))?)
         }
         ProviderKind::Anthropic => {
             let mut c = AnthropicConfig::new(&p.name, &p.model)
@@ -426,14 +429,15 @@ fn http_provider(p: &ResolvedProvider) -> Result<Arc<dyn LlmProvider>> {
                 c.version = version.clone();
             }
             Arc::new(
-                AnthropicProvider::new(c).map_err(|e| anyhow!("LLM provider `{}`: {e}", p.name))?,
+                AnthropicProvider::new(c).with_context(|| format!("LLM provider `{}`", p.name))?,
             )
         }
     };
     Ok(provider)
 }
 
-/// Builds layered stacks.
+/// Builds the layered stack of each provider a run names, sharing one
+/// response cache and one local model among them.
 struct Factory<'a> {
     config: &'a Config,
     cache: Option<Arc<dyn LlmCache>>,
@@ -512,7 +516,7 @@ impl Factory<'_> {
             "local" => return self.local(),
             "demo" => {
                 let p = ScriptedProvider::from_toml_str(agentry_agents::demo::DEMO_SESSION, "demo")
-                    .map_err(|e| anyhow!("bundled demo session: {e}"))?;
+                    .context("bundled demo session")?;
                 return Ok(Arc::new(
                     p.with_latency(Duration::from_millis(choice.latency_ms)),
                 ));
@@ -523,7 +527,7 @@ impl Factory<'_> {
                     .as_ref()
                     .ok_or_else(|| anyhow!("the scripted LLM provider needs a script"))?;
                 let p = ScriptedProvider::from_file(path)
-                    .map_err(|e| anyhow!("LLM script {}: {e}", path.display()))?;
+                    .with_context(|| format!("LLM script {}", path.display()))?;
                 return Ok(Arc::new(
                     p.with_latency(Duration::from_millis(choice.latency_ms)),
                 ));
@@ -535,7 +539,7 @@ impl Factory<'_> {
                     .ok_or_else(|| anyhow!("the replay LLM provider needs a cassette"))?;
                 return Ok(Arc::new(
                     ReplayProvider::open(path)
-                        .map_err(|e| anyhow!("cassette {}: {e}", path.display()))?,
+                        .with_context(|| format!("cassette {}", path.display()))?,
                 ));
             }
             _ => {}
@@ -572,6 +576,13 @@ impl LlmProvider for RoleRouter {
         self.default.model()
     }
 
+    /// The default stack's: the agents shape one set of prompts for every
+    /// role, so where roles route to models of different kinds the
+    /// configuration's `compact_prompts` decides.
+    fn profile(&self) -> LlmProfile {
+        self.default.profile()
+    }
+
     async fn complete(&self, request: &ChatRequest) -> agentry_core::Result<ChatResponse> {
         self.by_role
             .get(&request.meta.role)
@@ -584,21 +595,21 @@ impl LlmProvider for RoleRouter {
 /// One provider's health check result.
 #[derive(Debug, Serialize)]
 pub struct CheckReport {
-    /// Provider name.
+    /// The name checked, as configured.
     pub provider: String,
-    /// `openai`, `anthropic` or `offline`.
+    /// `openai`, `anthropic`, `local` or `offline`.
     pub kind: String,
-    /// Base URL.
+    /// The endpoint reached (the model file, for `local`).
     pub base_url: Option<String>,
-    /// Configured model.
+    /// The model the configuration names.
     pub model: Option<String>,
     /// `ok` or `error`.
     pub status: &'static str,
-    /// Model that answered.
+    /// The model the answer says it came from (a server may map names).
     pub answered_by: Option<String>,
-    /// Round trip.
+    /// Request to answer, milliseconds, also when it failed.
     pub latency_ms: Option<u64>,
-    /// What went wrong.
+    /// Why the check failed (the error's whole chain).
     pub error: Option<String>,
 }
 
@@ -777,4 +788,64 @@ pub fn render_check(reports: &[CheckReport]) -> String {
         out.push_str("no LLM provider configured: pass --llm NAME or set llm.provider\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// A configuration with the local model (an empty file: the model
+    /// loads on the first call, which these tests never make), a hosted
+    /// provider `box`, and `extra` TOML.
+    fn config(dir: &Path, extra: &str) -> Config {
+        let model = dir.join("model.gguf");
+        std::fs::write(&model, b"").unwrap();
+        let file = dir.join("agentry.toml");
+        let text = format!(
+            "[llm.local]\nmodel_path = {:?}\n\
+             [llm.providers.box]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodel = \"m\"\n\
+             {extra}",
+            model.display().to_string()
+        );
+        std::fs::write(&file, text).unwrap();
+        Config::load(Some(&file), &BTreeMap::new()).unwrap()
+    }
+
+    /// The profile of the whole stack a run with `--llm provider` gets.
+    fn profile_of(config: &Config, provider: &str, record: Option<PathBuf>) -> LlmProfile {
+        let args = LlmArgs {
+            llm: Some(provider.to_string()),
+            record,
+            ..LlmArgs::default()
+        };
+        let choice = LlmChoice::resolve(&args, None, config).unwrap();
+        let cache = Arc::new(agentry_llm_layers::MemoryCache::new());
+        choice.provider(config, cache).unwrap().profile()
+    }
+
+    #[test]
+    fn the_local_model_is_small_through_every_layer_the_cli_stacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = config(dir.path(), "");
+        assert_eq!(profile_of(&plain, "local", None), LlmProfile::Small);
+        let recorded = Some(dir.path().join("run.jsonl"));
+        assert_eq!(profile_of(&plain, "local", recorded), LlmProfile::Small);
+        let routed = config(dir.path(), "[llm.roles]\ntechnical_writer = \"box\"\n");
+        assert_eq!(
+            profile_of(&routed, "local", None),
+            LlmProfile::Small,
+            "the role router reports its default stack's"
+        );
+    }
+
+    #[test]
+    fn a_chain_has_the_profile_of_the_provider_it_starts_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let chain = config(dir.path(), "[llm]\nfallback = [\"local\"]\n");
+        assert_eq!(profile_of(&chain, "box", None), LlmProfile::Standard);
+        assert_eq!(profile_of(&chain, "demo", None), LlmProfile::Standard);
+    }
 }

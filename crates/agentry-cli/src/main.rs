@@ -1,11 +1,19 @@
-//! The `agentry` binary: the only place (with the gateway, later) that knows
-//! every adapter. It reads configuration, wires the embedded adapters
-//! (SQLite store, in-process bus, local tracker/wiki/git, process sandbox,
-//! scripted LLM) into the engine and the agents, and runs commands.
+//! The `agentry` binary: the composition root. It reads the configuration
+//! (one TOML file, `AGENTRY_*` overrides, flags), opens the adapters of
+//! the configured mode (embedded: SQLite, in-process buses, the local
+//! tracker, wiki and git host; distributed: PostgreSQL, RabbitMQ and
+//! Redis), builds the LLM stack (the local model, HTTP providers, scripted
+//! sessions and replays, each behind its layers), and hands them as ports
+//! to the libraries that do the work: the engine and the agents run
+//! workflows, the gateway serves the API, `agentry-fleet` keeps a worker's
+//! heartbeat and the stall sweep. Then it reports what happened.
 //!
-//! Key design decision: every command that runs agents goes through
-//! `Engine::run`, which starts a new workflow and resumes an old one by the
-//! same path; the CLI never drives nodes itself.
+//! Key design decision: the binary wires and calls; it runs no protocol of
+//! its own. It is the only crate that knows every adapter and the only one
+//! that reads configuration or the environment, and no command drives a
+//! node itself: `run` and `resume` go through `Engine::run` (starting a
+//! workflow is resuming it from an empty checkpoint), `worker` and `serve`
+//! start the engine's workers on its task queues.
 
 mod app;
 mod bench_api;

@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
@@ -13,7 +13,8 @@ use agentry_llm_local::{find_model, ModelSpec, ModelState, Progress, PullOptions
 use crate::cli::ModelsCommand;
 use crate::config::Config;
 
-/// Runs a `models` command.
+/// `agentry models list|pull|verify`: the local model cache, on the
+/// model named or the configured one.
 pub async fn command(command: ModelsCommand, config: &Config, json: bool) -> Result<ExitCode> {
     let settings = config.llm.local.clone();
     let cache = settings.cache();
@@ -144,10 +145,11 @@ async fn blocking<T: Send + 'static>(
         result
     })
     .await
-    .map_err(|e| anyhow!("model cache thread failed: {e}"))?
+    .context("model cache thread failed")?
 }
 
-/// One answer of `bench llm`.
+/// One answer of `bench llm`: which recorded request, in which mode
+/// (grammar-constrained or not), and whether it parsed and validated.
 #[derive(Debug, serde::Serialize)]
 struct BenchRow {
     role: String,
@@ -178,7 +180,7 @@ pub async fn bench_llm(
 ) -> Result<ExitCode> {
     use agentry_core::LlmProvider;
     let text = std::fs::read_to_string(&args.cassette)
-        .map_err(|e| anyhow!("cannot read cassette {}: {e}", args.cassette.display()))?;
+        .with_context(|| format!("cannot read cassette {}", args.cassette.display()))?;
     let mut requests = Vec::new();
     for (i, line) in text
         .lines()
@@ -186,7 +188,7 @@ pub async fn bench_llm(
         .filter(|(_, l)| !l.trim().is_empty())
     {
         let entry: agentry_llm_layers::CassetteEntry = serde_json::from_str(line)
-            .map_err(|e| anyhow!("{} line {}: {e}", args.cassette.display(), i + 1))?;
+            .with_context(|| format!("{} line {}", args.cassette.display(), i + 1))?;
         if entry.meta.turn == 0 && entry.request.response_schema.is_some() {
             requests.push(entry.request);
         }
@@ -204,7 +206,7 @@ pub async fn bench_llm(
             local.constrained = constrained;
             local.sampling.seed = seed;
             let provider = agentry_llm_local::LocalProvider::new(local);
-            provider.load().await.map_err(|e| anyhow!("{e}"))?;
+            provider.load().await?;
             for request in &requests {
                 let mut request = request.clone();
                 request.max_tokens = Some(args.max_tokens);

@@ -7,15 +7,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use agentry_core::{AccessRole, ApiKeyStore, Budget, Store};
 use agentry_engine::{Engine, EngineConfig, WorkflowDefinition};
+use agentry_fleet::Duties;
 use agentry_gateway::auth::keys;
-use agentry_gateway::{
-    DefinitionSource, Gateway, GatewayConfig, GatewayDeps, MemoryRateLimiter, TlsConfig,
-};
+use agentry_gateway::{DefinitionSource, Gateway, GatewayConfig, GatewayDeps, TlsConfig};
+use agentry_store_memory::MemoryRateLimiter;
 
 use crate::app::App;
 use crate::bench_api::{run_load, LoadSpec};
@@ -120,7 +120,8 @@ impl DefinitionSource for AppDefinitions {
     }
 }
 
-/// A definition source of one definition (the benchmark's).
+/// The benchmark's definition source: its one workflow is also the
+/// default, and any other name is refused.
 struct OneDefinition(WorkflowDefinition);
 
 impl DefinitionSource for OneDefinition {
@@ -137,7 +138,10 @@ impl DefinitionSource for OneDefinition {
     }
 }
 
-/// `agentry serve`
+/// `agentry serve`: the gateway over this deployment's engine until
+/// SIGTERM or SIGINT. Embedded, it runs the agents itself and heartbeats
+/// as the deployment's one worker; distributed, it only accepts and
+/// dispatches, and takes its turn at the stall sweep.
 pub async fn serve(app: App, args: ServeArgs, json: bool) -> Result<ExitCode> {
     let mut config = app.config.gateway.clone();
     if let Some(listen) = args.listen {
@@ -188,32 +192,30 @@ pub async fn serve(app: App, args: ServeArgs, json: bool) -> Result<ExitCode> {
         },
         registry: distributed.then(|| (app.registry(), unhealthy_after)),
     })?;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let background = if distributed {
+    let mut duties = Duties::new();
+    if distributed {
         // Lost dispatches (a worker killed between commit and dispatch
         // with its redelivery dead-lettered, a broker outage) are swept by
         // whichever process holds the lease: a worker or a server.
-        tokio::spawn(crate::cluster::sweep_loop(
+        duties.sweep(
             app.registry(),
             app.dead_letters(),
             engine.clone(),
             format!("gateway-{}", uuid::Uuid::now_v7().simple()),
-            crate::cluster::SweepTiming::of(&cluster),
-            stop.clone(),
-        ))
+            cluster.sweep_timing(),
+        );
     } else {
         // The embedded server is this deployment's one worker: it shows in
         // `agentry agents` like a worker process does.
         let roles = Engine::all_queues();
-        let info = crate::cluster::worker_info(&roles, &[], app.config.engine.workers as u32);
-        tokio::spawn(crate::cluster::heartbeat_loop(
+        let info = agentry_fleet::worker_info(&roles, &[], app.config.engine.workers as u32);
+        duties.heartbeat(
             app.registry(),
             engine.clone(),
             info,
             Duration::from_secs(cluster.heartbeat_s),
-            stop.clone(),
-        ))
-    };
+        );
+    }
     if json {
         println!(
             "{}",
@@ -224,43 +226,23 @@ pub async fn serve(app: App, args: ServeArgs, json: bool) -> Result<ExitCode> {
             "agentry serve: listening on {scheme}://{addr} (API docs at {scheme}://{addr}/docs)"
         );
     }
-    let served = gateway.serve(listener, shutdown_signal()).await;
-    stop.cancel();
-    let _ = background.await;
+    let served = gateway
+        .serve(listener, agentry_fleet::shutdown_signal())
+        .await;
+    duties.stop().await;
     served?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-/// `agentry keys ...`
+/// `agentry keys create|list|revoke`: API keys in the store; a new key is
+/// printed once, on stdout, and never again.
 pub async fn keys_command(app: &App, command: KeysCommand, json: bool) -> Result<ExitCode> {
     let store: Arc<dyn ApiKeyStore> = app.store.clone();
     match command {
         KeysCommand::Create(args) => {
-            let role: AccessRole = args.role.parse().map_err(|e| anyhow!("--role: {e}"))?;
-            let issued = keys::issue(&args.tenant, role, &args.name)
-                .map_err(|e| anyhow!("--tenant: {e}"))?;
-            store
-                .create_api_key(issued.record.clone())
-                .await
-                .map_err(|e| anyhow!("{e}"))?;
+            let role: AccessRole = args.role.parse().context("--role")?;
+            let issued = keys::issue(&args.tenant, role, &args.name).context("--tenant")?;
+            store.create_api_key(issued.record.clone()).await?;
             if json {
                 println!(
                     "{}",
@@ -276,10 +258,7 @@ pub async fn keys_command(app: &App, command: KeysCommand, json: bool) -> Result
             }
         }
         KeysCommand::List(args) => {
-            let list = store
-                .list_api_keys(args.tenant.as_deref())
-                .await
-                .map_err(|e| anyhow!("{e}"))?;
+            let list = store.list_api_keys(args.tenant.as_deref()).await?;
             if json {
                 let items: Vec<_> = list
                     .iter()
@@ -310,10 +289,7 @@ pub async fn keys_command(app: &App, command: KeysCommand, json: bool) -> Result
             let id = keys::parse(&args.id)
                 .map(|(id, _)| id.to_string())
                 .unwrap_or(args.id.clone());
-            let record = store
-                .revoke_api_key(&id, chrono::Utc::now())
-                .await
-                .map_err(|e| anyhow!("{e}"))?;
+            let record = store.revoke_api_key(&id, chrono::Utc::now()).await?;
             if json {
                 println!(
                     "{}",
@@ -334,12 +310,8 @@ pub async fn bench_api(args: &BenchApiArgs) -> Result<ExitCode> {
         bail!("--rate and --duration-s must be positive");
     }
     let options = agentry_store_sqlite::SqliteStoreOptions::default()
-        .with_synchronous(args.synchronous.parse().map_err(|e| anyhow!("{e}"))?);
-    let store = Arc::new(
-        agentry_store_sqlite::SqliteStore::open_temporary(options)
-            .await
-            .map_err(|e| anyhow!("{e}"))?,
-    );
+        .with_synchronous(args.synchronous.parse()?);
+    let store = Arc::new(agentry_store_sqlite::SqliteStore::open_temporary(options).await?);
     let engine = Engine::new(
         store.clone() as Arc<dyn Store>,
         Arc::new(agentry_bus_inproc::InprocBus::new()),
@@ -366,11 +338,8 @@ pub async fn bench_api(args: &BenchApiArgs) -> Result<ExitCode> {
     } else {
         0
     };
-    let issued = keys::issue("bench", AccessRole::Operator, "bench").map_err(|e| anyhow!("{e}"))?;
-    store
-        .create_api_key(issued.record.clone())
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
+    let issued = keys::issue("bench", AccessRole::Operator, "bench")?;
+    store.create_api_key(issued.record.clone()).await?;
     let config = GatewayConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         rate_limit: agentry_core::RateLimit {
@@ -386,9 +355,7 @@ pub async fn bench_api(args: &BenchApiArgs) -> Result<ExitCode> {
         workers,
         keys: store.clone(),
         limiter: Arc::new(MemoryRateLimiter::new()),
-        definitions: Arc::new(OneDefinition(
-            WorkflowDefinition::bench().map_err(|e| anyhow!("{e}"))?,
-        )),
+        definitions: Arc::new(OneDefinition(WorkflowDefinition::bench()?)),
         base_options: json!({}),
         config,
         execution,

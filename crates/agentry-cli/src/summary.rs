@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -15,119 +15,125 @@ use agentry_core::{
 
 use crate::app::App;
 
-/// What a workflow produced.
+/// What a workflow produced, read back from where it landed (the
+/// owner's tracker, wiki and code host, and the store) rather than from
+/// what the agents said they did. `agentry run` prints it at the end,
+/// `agentry workflows show` any time (with `--json`, under `artifacts`).
 #[derive(Debug, Serialize)]
 pub struct Summary {
-    /// Workflow id.
+    /// The workflow summarized.
     pub id: WorkflowId,
-    /// Status.
+    /// Its status in the last checkpoint.
     pub status: WorkflowStatus,
     /// Whose artifacts these are: `cli` (started from the command line) or
     /// `tenant:<name>` (submitted through the API).
     pub owner: ArtifactOwner,
-    /// Request id.
+    /// The submission's request id (also its idempotency key).
     pub request_id: String,
-    /// Current (or last) step.
+    /// The node that ran last, or runs now.
     pub current_step: String,
-    /// Tracker issues.
+    /// The issues the workflow created, as the tracker has them now, in
+    /// creation order.
     pub tickets: Vec<Ticket>,
-    /// Wiki pages.
+    /// The pages the workflow created, as the wiki has them now.
     pub pages: Vec<PageSummary>,
-    /// The repository.
+    /// The project's repository and its working branch; None when the
+    /// workflow made none (or it is gone).
     pub repository: Option<RepositorySummary>,
-    /// Test runs, in order.
+    /// Every QA test run (the `test_run` outputs), oldest first.
     pub test_runs: Vec<TestRunSummary>,
     /// LLM calls, tokens and cost per agent role: from the call ledger
     /// (every call, failed attempts included) when it has the workflow's
     /// calls, else from the state.
     pub usage: BTreeMap<String, UsageRecord>,
-    /// Total tokens.
+    /// Prompt plus completion tokens of every role.
     pub total_tokens: u64,
-    /// Total cost in US dollars.
+    /// Cost of every role in US dollars (0 for unpriced models).
     pub total_cost_usd: f64,
     /// Every LLM call: who asked, which provider and model answered, tokens,
     /// cost, latency.
     pub llm_calls: Vec<LlmCall>,
-    /// Errors recorded.
+    /// Every error the workflow recorded, retried ones included, oldest
+    /// first.
     pub errors: Vec<WorkflowErrorEntry>,
 }
 
-/// A tracker issue.
+/// A tracker issue, as the tracker has it now.
 #[derive(Debug, Serialize)]
 pub struct Ticket {
-    /// Key.
+    /// The tracker's key (`SHOP-12`).
     pub key: String,
     /// `epic`, `story`, `task`, `bug`.
     pub kind: String,
-    /// Title.
+    /// One line, as the analyst wrote it.
     pub title: String,
-    /// Status.
+    /// The tracker's workflow status (`To Do`, `Done`, ...).
     pub status: String,
-    /// Parent key.
+    /// The key of its epic, for a story.
     pub parent: Option<String>,
 }
 
-/// A wiki page.
+/// A wiki page, as the wiki has it now.
 #[derive(Debug, Serialize)]
 pub struct PageSummary {
-    /// Id.
+    /// The wiki's page id.
     pub id: String,
-    /// Title.
+    /// Unique within its space.
     pub title: String,
-    /// Parent page id.
+    /// The page it sits under; None at the top of the space.
     pub parent_id: Option<String>,
-    /// Version.
+    /// 1 for a page written once; each update adds one.
     pub version: u32,
-    /// Space.
+    /// The space key (the project key).
     pub space: String,
 }
 
-/// A commit.
+/// A commit on the working branch.
 #[derive(Debug, Serialize)]
 pub struct CommitSummary {
-    /// SHA.
+    /// Full hexadecimal object id.
     pub sha: String,
-    /// Title.
+    /// The message's first line.
     pub title: String,
-    /// Author.
+    /// The agent (or person) it is attributed to.
     pub author: String,
 }
 
-/// The repository.
+/// The project's repository, seen from the working branch.
 #[derive(Debug, Serialize)]
 pub struct RepositorySummary {
-    /// Name.
+    /// The code host's repository name.
     pub name: String,
-    /// Local path (clone URL).
+    /// Its clone URL (a local path for the local code host).
     pub path: String,
-    /// Working branch.
+    /// The developer's branch, else the project's, else the default one.
     pub branch: String,
     /// Commits on the branch, newest first.
     pub commits: Vec<CommitSummary>,
-    /// Files on the branch.
+    /// Every file path at the branch's head.
     pub files: Vec<String>,
-    /// The merge request.
+    /// The developer's merge request, as the code host has it now.
     pub merge_request: Option<MergeRequest>,
 }
 
-/// One test run.
+/// One QA test run, from its recorded `test_run` output.
 #[derive(Debug, Serialize)]
 pub struct TestRunSummary {
     /// QA round (1-based).
     pub round: u64,
     /// Exit code (None when killed).
     pub exit_code: Option<i64>,
-    /// Passed.
+    /// Exited 0, was not killed, and ran at least one test.
     pub passed: bool,
     /// Tests passed, when the runner said.
     pub tests_passed: Option<u64>,
     /// Tests failed, when the runner said.
     pub tests_failed: Option<u64>,
-    /// Command.
+    /// The test command, one argument an element.
     pub command: Vec<String>,
-    /// Wall time.
+    /// Wall time of the run, milliseconds.
     pub duration_ms: Option<u64>,
-    /// Commit tested.
+    /// The commit the sandbox checked out.
     pub commit: Option<String>,
     /// The isolation the run had (`full (namespaces: ...)`), as recorded;
     /// None for runs recorded before isolation was.
@@ -138,22 +144,14 @@ pub struct TestRunSummary {
 /// (its API tenant, or the command line's namespace).
 pub async fn summarize(app: &App, id: WorkflowId) -> Result<Summary> {
     let store = app.store();
-    let record = store.get_workflow(id).await.map_err(|e| anyhow!("{e}"))?;
-    let owner = ArtifactOwner::of_workflow(&record).map_err(|e| anyhow!("{e}"))?;
-    let ports = app
-        .integrations
-        .integrations(&owner)
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
-    let state = store.state_at(id, None).await.map_err(|e| anyhow!("{e}"))?;
+    let record = store.get_workflow(id).await?;
+    let owner = ArtifactOwner::of_workflow(&record)?;
+    let ports = app.integrations.integrations(&owner).await?;
+    let state = store.state_at(id, None).await?;
 
     let mut tickets = Vec::new();
     for key in &state.jira_tickets {
-        let issue = ports
-            .tracker
-            .get_issue(key)
-            .await
-            .map_err(|e| anyhow!("{e}"))?;
+        let issue = ports.tracker.get_issue(key).await?;
         tickets.push(Ticket {
             key: issue.key,
             kind: issue.kind.as_str().to_string(),
@@ -165,11 +163,7 @@ pub async fn summarize(app: &App, id: WorkflowId) -> Result<Summary> {
 
     let mut pages = Vec::new();
     for page_id in &state.confluence_pages {
-        let page = ports
-            .wiki
-            .get_page(page_id)
-            .await
-            .map_err(|e| anyhow!("{e}"))?;
+        let page = ports.wiki.get_page(page_id).await?;
         pages.push(PageSummary {
             id: page.id,
             title: page.title,
@@ -181,14 +175,14 @@ pub async fn summarize(app: &App, id: WorkflowId) -> Result<Summary> {
 
     let repository = repository_summary(&ports, &state).await?;
 
-    let outputs = store.agent_outputs(id).await.map_err(|e| anyhow!("{e}"))?;
+    let outputs = store.agent_outputs(id).await?;
     let test_runs = outputs
         .iter()
         .filter(|o| o.output_type == "test_run")
         .map(|o| test_run_summary(&o.content))
         .collect();
 
-    let llm_calls = app.store.calls(id).await.map_err(|e| anyhow!("{e}"))?;
+    let llm_calls = app.store.calls(id).await?;
     let usage = if llm_calls.is_empty() {
         state.usage.clone()
     } else {
@@ -260,7 +254,7 @@ async fn repository_summary(
     let repo = match ports.code_host.get_repository(&name).await {
         Ok(repo) => repo,
         Err(agentry_core::Error::NotFound(_)) => return Ok(None),
-        Err(e) => return Err(anyhow!("{e}")),
+        Err(error) => return Err(error.into()),
     };
     let branch = ctx_str(state, "developer.branch")
         .or_else(|| ctx_str(state, "project.branch"))
@@ -268,8 +262,7 @@ async fn repository_summary(
     let commits = ports
         .code_host
         .commits(&name, &branch)
-        .await
-        .map_err(|e| anyhow!("{e}"))?
+        .await?
         .into_iter()
         .map(|c| CommitSummary {
             sha: c.sha,
@@ -277,22 +270,12 @@ async fn repository_summary(
             author: c.author,
         })
         .collect();
-    let files = ports
-        .code_host
-        .list_files(&name, &branch)
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
+    let files = ports.code_host.list_files(&name, &branch).await?;
     let mr_id = state
         .lookup("context.developer.merge_request.id")
         .and_then(|v| v.as_u64());
     let merge_request = match mr_id {
-        Some(mr) => Some(
-            ports
-                .code_host
-                .get_merge_request(&name, mr)
-                .await
-                .map_err(|e| anyhow!("{e}"))?,
-        ),
+        Some(mr) => Some(ports.code_host.get_merge_request(&name, mr).await?),
         None => None,
     };
     Ok(Some(RepositorySummary {
@@ -337,7 +320,9 @@ fn test_run_summary(content: &Value) -> TestRunSummary {
     }
 }
 
-/// Human-readable rendering.
+/// The summary as text for a terminal: a section for each kind of
+/// artifact there is, LLM usage per role, errors, and every LLM call when
+/// `with_calls`.
 pub fn render(summary: &Summary, with_calls: bool) -> String {
     use std::fmt::Write;
     let mut out = String::new();

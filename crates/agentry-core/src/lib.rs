@@ -13,6 +13,7 @@
 //! the app crates can pick adapters at run time from configuration, and the
 //! engine and agents only ever see `Arc<dyn Port>`.
 
+pub mod cost;
 pub mod error;
 pub mod event;
 pub mod ids;
@@ -24,13 +25,14 @@ pub mod ports;
 pub mod state;
 pub mod store;
 
+pub use cost::{Budget, Limit, ModelPrice, PriceTable, Spend};
 pub use error::{Error, ErrorClass, Result};
 pub use event::{Event, EventKind, StoredEvent};
 pub use ids::{task_fields, IdempotencyKey, RequestId, TaskId, TaskKey, WorkflowId};
 pub use llm::{
-    Budget, ChatMessage, ChatRequest, ChatResponse, ChatRole, Limit, LlmCache, LlmCall, LlmLedger,
-    LlmObserver, LlmProgress, LlmProvider, ModelPrice, OutputSchema, PriceTable, RequestMeta,
-    Spend, ToolCall, ToolDefinition, Usage,
+    ChatMessage, ChatRequest, ChatResponse, ChatRole, LlmCache, LlmCall, LlmLedger, LlmObserver,
+    LlmProfile, LlmProgress, LlmProvider, OutputSchema, RequestMeta, ToolCall, ToolDefinition,
+    Usage,
 };
 pub use node::{NoProgress, NodeContext, NodeOutput, NodeRunner, Progress, ProgressSink};
 pub use owner::{ArtifactOwner, TenantId, MAX_TENANT_BYTES};

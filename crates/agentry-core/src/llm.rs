@@ -7,19 +7,21 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{AgentRole, Result, WorkflowId};
+use crate::{AgentRole, Result, Spend, UsageRecord, WorkflowId};
 
-/// Who said a message.
+/// Who said a message; each provider maps it to its wire format's roles
+/// (Anthropic takes the system prompt apart, for one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChatRole {
-    /// System prompt.
+    /// The agent's instructions: its role prompt, first in the conversation.
     System,
-    /// User / orchestrator input.
+    /// What the engine and the agent put to the model: the task, context,
+    /// a repair request.
     User,
-    /// The model.
+    /// The model's own earlier answers and tool calls.
     Assistant,
-    /// A tool's result.
+    /// A tool's result, answering one of the model's calls by its id.
     Tool,
 }
 
@@ -28,16 +30,18 @@ pub enum ChatRole {
 pub struct ToolCall {
     /// Provider-assigned id, echoed in the tool result message.
     pub id: String,
-    /// Tool name.
+    /// One of the offered tools' names (a model may invent others; the
+    /// agent refuses them).
     pub name: String,
-    /// Arguments (a JSON object).
+    /// Arguments (a JSON object, not yet checked against the tool's
+    /// schema).
     pub arguments: Value,
 }
 
-/// One chat message.
+/// One chat message of a conversation, as every provider takes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
-    /// Speaker.
+    /// Who said it.
     pub role: ChatRole,
     /// Text content (may be empty for a pure tool-call message).
     pub content: String,
@@ -50,15 +54,16 @@ pub struct ChatMessage {
 }
 
 impl ChatMessage {
-    /// A system message.
+    /// The instructions that open a conversation.
     pub fn system(content: impl Into<String>) -> Self {
         Self::text(ChatRole::System, content)
     }
-    /// A user message.
+    /// A message put to the model, with no tool calls.
     pub fn user(content: impl Into<String>) -> Self {
         Self::text(ChatRole::User, content)
     }
-    /// An assistant message.
+    /// The model's answer as it came back, tool calls included, to send
+    /// back with the next turn.
     pub fn assistant(content: impl Into<String>, tool_calls: Vec<ToolCall>) -> Self {
         ChatMessage {
             role: ChatRole::Assistant,
@@ -67,7 +72,7 @@ impl ChatMessage {
             tool_call_id: None,
         }
     }
-    /// A tool-result message.
+    /// The result of the model's tool call `call_id`.
     pub fn tool_result(call_id: impl Into<String>, content: impl Into<String>) -> Self {
         ChatMessage {
             role: ChatRole::Tool,
@@ -89,7 +94,7 @@ impl ChatMessage {
 /// A tool the model may call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolDefinition {
-    /// Name (`create_story`, `write_file`).
+    /// What the model calls it by (`create_story`, `write_file`).
     pub name: String,
     /// What it does, for the model.
     pub description: String,
@@ -100,9 +105,10 @@ pub struct ToolDefinition {
 /// A JSON schema the final answer must satisfy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutputSchema {
-    /// Schema name (`BusinessAnalysis`).
+    /// The output type's name (`BusinessAnalysis`), which OpenAI's
+    /// `response_format` requires.
     pub name: String,
-    /// The JSON schema.
+    /// A draft 2020-12 JSON schema, as `schemars` writes it.
     pub schema: Value,
 }
 
@@ -110,13 +116,14 @@ pub struct OutputSchema {
 /// provider selection, usage accounting and budgets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestMeta {
-    /// Workflow.
+    /// The workflow asking; None for calls outside one (`llm check`,
+    /// `bench llm`).
     pub workflow_id: Option<WorkflowId>,
-    /// Agent role.
+    /// The role asking: per-role routing and budgets go by it.
     pub role: AgentRole,
-    /// Graph node.
+    /// The graph node running (a role may have several nodes).
     pub node: String,
-    /// Super-step.
+    /// The super-step the node runs in.
     pub step: u64,
     /// How many times this node has run before in this workflow (0 on the
     /// first visit): the QA loop's round is `visit + 1`.
@@ -124,64 +131,105 @@ pub struct RequestMeta {
     /// Index of this call within the node run's conversation (0-based;
     /// tool rounds and the repair round increase it).
     pub turn: u32,
-    /// Correlation id.
+    /// The workflow's request id, carried into logs and the ledger.
     pub request_id: Option<String>,
 }
 
-/// One chat completion request.
+/// One chat completion request, the same for every provider: each client
+/// turns it into its vendor's wire format.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatRequest {
     /// Model override (None: the provider's configured model).
     pub model: Option<String>,
-    /// Conversation so far.
+    /// The whole conversation so far, system prompt first (providers keep
+    /// no state between calls).
     pub messages: Vec<ChatMessage>,
-    /// Tools offered.
+    /// Tools the model may call this turn (none for a compact prompt).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<ToolDefinition>,
     /// Schema the final answer must satisfy.
     pub response_schema: Option<OutputSchema>,
-    /// Sampling temperature.
+    /// Sampling temperature (None: the provider's default).
     pub temperature: Option<f32>,
-    /// Completion token cap.
+    /// Most tokens the answer may have (None: the provider's default).
     pub max_tokens: Option<u32>,
-    /// Provenance.
+    /// Who asks, and in which run, node and turn.
     pub meta: RequestMeta,
 }
 
 /// Token counts of one call.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
-    /// Prompt tokens.
+    /// Tokens the model read, as the provider counted them (estimated
+    /// at four characters a token when it does not say).
     pub prompt_tokens: u64,
-    /// Completion tokens.
+    /// Tokens the model wrote, counted the same way.
     pub completion_tokens: u64,
     /// Answered from the response cache.
     pub cached: bool,
 }
 
-/// One chat completion.
+/// One chat completion: an answer, tool calls to run, or both.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatResponse {
     /// Text answer (may be empty when only tool calls came back).
     pub content: String,
-    /// Tool calls to run.
+    /// Calls the model asks for; the agent runs them and sends the
+    /// results back in the next turn.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
-    /// Token counts.
+    /// What the call cost in tokens (its price comes from the agents'
+    /// price table).
     pub usage: Usage,
     /// Provider that answered (after fallbacks).
     pub provider: String,
-    /// Model that answered.
+    /// The model the provider says answered (a server may map names).
     pub model: String,
     /// Why generation stopped (`stop`, `tool_calls`, `length`).
     pub finish_reason: String,
 }
 
-/// A chat-completion backend.
+/// What kind of model answers a provider's calls, as far as a caller shapes
+/// its requests to it. Decisions about a model (compact prompts, say) read
+/// this, never [`LlmProvider::name`]: a name is the user's to choose and
+/// says nothing about the model behind it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LlmProfile {
+    /// A model served behind an API, hosted or self-hosted: it takes the
+    /// full prompts and calls tools. The default, since a remote server's
+    /// model is whatever the operator loaded; the configuration's
+    /// `compact_prompts` says otherwise for a small one.
+    #[default]
+    Standard,
+    /// A small model (the in-process local one: 1.5 billion parameters on
+    /// the CPU), which does better with compact prompts: shorter, no
+    /// tools, concrete limits, one more repair round.
+    Small,
+}
+
+impl LlmProfile {
+    /// Whether agents write compact prompts for this model when the
+    /// configuration does not decide.
+    pub fn compact_prompts(self) -> bool {
+        matches!(self, LlmProfile::Small)
+    }
+}
+
+/// A chat-completion backend: a model behind a client, or a layer around
+/// another provider.
 #[async_trait]
 pub trait LlmProvider: Send + Sync + 'static {
-    /// Configured name (`scripted`, `openai`, `claude`).
+    /// Configured name (`scripted`, `openai`, `claude`): for logs, prices
+    /// and the ledger, never for deciding how to talk to the model (that is
+    /// [`LlmProvider::profile`]).
     fn name(&self) -> &str;
+
+    /// What kind of model this is. A layer reports its inner provider's,
+    /// so a decision holds however many layers wrap the model.
+    fn profile(&self) -> LlmProfile {
+        LlmProfile::Standard
+    }
 
     /// The model a request with `model: None` goes to (empty when the
     /// provider has no single model, e.g. a scripted session). Part of the
@@ -203,14 +251,14 @@ pub trait LlmProvider: Send + Sync + 'static {
 pub enum LlmProgress<'a> {
     /// Prompt tokens processed so far, of `total`.
     Prompt {
-        /// Done.
+        /// Prompt tokens read so far.
         done: u64,
-        /// To do.
+        /// Prompt tokens in all.
         total: u64,
     },
     /// Text generated since the last report, and the tokens so far.
     Tokens {
-        /// New text.
+        /// The text of the tokens since the last report.
         text: &'a str,
         /// Completion tokens so far.
         generated: u64,
@@ -219,7 +267,8 @@ pub enum LlmProgress<'a> {
     },
 }
 
-/// Receives [`LlmProgress`] reports.
+/// Receives [`LlmProgress`] reports (the CLI draws them on the node's
+/// progress line). Called on the generating thread: it must not block.
 pub trait LlmObserver: Send + Sync + 'static {
     /// One report on the call `meta` describes.
     fn on_progress(&self, meta: &RequestMeta, progress: LlmProgress<'_>);
@@ -231,209 +280,20 @@ pub fn estimate_tokens(text: &str) -> u64 {
     (text.chars().count() as u64).div_ceil(4)
 }
 
-/// Input and output prices of one model, in US dollars per million tokens.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelPrice {
-    /// Price of a million prompt tokens.
-    pub input_per_mtok: f64,
-    /// Price of a million completion tokens.
-    pub output_per_mtok: f64,
-}
-
-/// Prices per model name. A model without a price costs nothing (local
-/// servers); lookups try the exact name, then `provider/model`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct PriceTable(pub std::collections::BTreeMap<String, ModelPrice>);
-
-impl PriceTable {
-    /// The price of `model` as served by `provider`, if configured: the
-    /// key `provider/model`, else `model`, else the longest key that
-    /// `model` extends by a dated or versioned suffix (`gpt-4o` prices
-    /// `gpt-4o-2024-08-06`, but not `gpt-4o-mini`).
-    pub fn price(&self, provider: &str, model: &str) -> Option<ModelPrice> {
-        if let Some(p) = self
-            .0
-            .get(&format!("{provider}/{model}"))
-            .or_else(|| self.0.get(model))
-        {
-            return Some(*p);
-        }
-        let versioned = |key: &str| {
-            model.strip_prefix(key).is_some_and(|rest| {
-                let mut chars = rest.chars();
-                matches!(chars.next(), Some('-' | '@' | ':'))
-                    && chars.next().is_some_and(|c| c.is_ascii_digit())
-            })
-        };
-        self.0
-            .iter()
-            .filter(|(key, _)| versioned(key))
-            .max_by_key(|(key, _)| key.len())
-            .map(|(_, price)| *price)
-    }
-
-    /// Cost in US dollars of the given token counts (0 when unpriced).
-    pub fn cost(&self, provider: &str, model: &str, prompt: u64, completion: u64) -> f64 {
-        self.price(provider, model)
-            .map(|p| {
-                (prompt as f64 * p.input_per_mtok + completion as f64 * p.output_per_mtok) / 1e6
-            })
-            .unwrap_or(0.0)
-    }
-}
-
-/// A cost and token cap.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Limit {
-    /// At most this many US dollars.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_cost_usd: Option<f64>,
-    /// At most this many tokens (prompt + completion).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_tokens: Option<u64>,
-}
-
-impl Limit {
-    /// True when neither cap is set.
-    pub fn is_unlimited(&self) -> bool {
-        self.max_cost_usd.is_none() && self.max_tokens.is_none()
-    }
-
-    /// Overlays `other`'s set caps on this one.
-    pub fn merged(self, other: Limit) -> Limit {
-        Limit {
-            max_cost_usd: other.max_cost_usd.or(self.max_cost_usd),
-            max_tokens: other.max_tokens.or(self.max_tokens),
-        }
-    }
-}
-
-/// Budgets of one workflow: a cap on the whole workflow and caps per agent
-/// role. Spend counts every LLM call, including those of failed attempts.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Budget {
-    /// Cap on the whole workflow.
-    #[serde(flatten)]
-    pub workflow: Limit,
-    /// Caps per role (`developer`, `technical_writer`, ...).
-    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub roles: std::collections::BTreeMap<String, Limit>,
-}
-
-/// What has been spent so far (or what a call is expected to spend).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct Spend {
-    /// US dollars.
-    pub cost_usd: f64,
-    /// Tokens (prompt + completion).
-    pub tokens: u64,
-}
-
-impl Spend {
-    /// The total and the per-role sums of `(role, spend)` pairs (a role may
-    /// come more than once): what [`LlmLedger::spend`] returns.
-    pub fn by_role(
-        parts: impl IntoIterator<Item = (String, Spend)>,
-    ) -> (Spend, std::collections::BTreeMap<String, Spend>) {
-        let mut total = Spend::default();
-        let mut roles = std::collections::BTreeMap::<String, Spend>::new();
-        for (role, s) in parts {
-            total = total.plus(s);
-            let entry = roles.entry(role).or_default();
-            *entry = entry.plus(s);
-        }
-        (total, roles)
-    }
-
-    /// Sum of two spends.
-    pub fn plus(self, other: Spend) -> Spend {
-        Spend {
-            cost_usd: self.cost_usd + other.cost_usd,
-            tokens: self.tokens + other.tokens,
-        }
-    }
-}
-
-impl Budget {
-    /// True when no cap is set anywhere.
-    pub fn is_unlimited(&self) -> bool {
-        self.workflow.is_unlimited() && self.roles.values().all(Limit::is_unlimited)
-    }
-
-    /// Overlays `other`'s set caps on this budget (role by role).
-    pub fn merged(mut self, other: &Budget) -> Budget {
-        self.workflow = self.workflow.merged(other.workflow);
-        for (role, limit) in &other.roles {
-            let entry = self.roles.entry(role.clone()).or_default();
-            *entry = entry.merged(*limit);
-        }
-        self
-    }
-
-    /// Checks that spending `next` on top of `workflow_spent` (whole
-    /// workflow) and `role_spent` (this role) stays within the caps.
-    /// The error is a [`crate::Error::BudgetExceeded`] naming the role,
-    /// the cap, what was spent and what the next call would add.
-    pub fn check(
-        &self,
-        role: &str,
-        workflow_spent: Spend,
-        role_spent: Spend,
-        next: Spend,
-    ) -> crate::Result<()> {
-        let scopes = [
-            ("workflow", Some(&self.workflow), workflow_spent),
-            ("role", self.roles.get(role), role_spent),
-        ];
-        for (scope, limit, spent) in scopes {
-            let Some(limit) = limit else { continue };
-            let after = spent.plus(next);
-            let what = if scope == "workflow" {
-                "workflow budget".to_string()
-            } else {
-                format!("budget of role {role}")
-            };
-            if let Some(cap) = limit.max_cost_usd {
-                if after.cost_usd > cap {
-                    return Err(crate::Error::BudgetExceeded(format!(
-                        "{role}: the {what} of ${cap:.4} would be exceeded \
-                         (spent ${:.4}, next call about ${:.4}); raise it and resume",
-                        spent.cost_usd, next.cost_usd
-                    )));
-                }
-            }
-            if let Some(cap) = limit.max_tokens {
-                if after.tokens > cap {
-                    return Err(crate::Error::BudgetExceeded(format!(
-                        "{role}: the {what} of {cap} tokens would be exceeded \
-                         (spent {} tokens, next call about {}); raise it and resume",
-                        spent.tokens, next.tokens
-                    )));
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
 /// One LLM call as the ledger keeps it: who asked, who answered, what it
 /// cost. Written for every call, including calls of attempts that failed
 /// later, so budgets count real spend.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LlmCall {
-    /// Workflow.
+    /// The workflow that spent it.
     pub workflow_id: WorkflowId,
-    /// Super-step.
+    /// The super-step of the node run.
     pub step: u64,
-    /// Graph node.
+    /// The graph node that asked.
     pub node: String,
-    /// Agent role.
+    /// The role that asked, which budgets and per-role spend count by.
     pub role: AgentRole,
-    /// Node attempt.
+    /// The attempt of the node run (a retried node's calls count too).
     pub attempt: u32,
     /// Turn within the node run's conversation.
     pub turn: u32,
@@ -441,9 +301,9 @@ pub struct LlmCall {
     pub provider: String,
     /// Model that answered.
     pub model: String,
-    /// Prompt tokens.
+    /// Tokens the model read (the answer's count, also when cached).
     pub prompt_tokens: u64,
-    /// Completion tokens.
+    /// Tokens the model wrote (the answer's count, also when cached).
     pub completion_tokens: u64,
     /// Answered from the response cache (costs nothing).
     pub cached: bool,
@@ -451,24 +311,24 @@ pub struct LlmCall {
     pub cost_usd: f64,
     /// Wall time of the call, milliseconds.
     pub latency_ms: u64,
-    /// Why generation stopped.
+    /// Why generation stopped (`stop`, `tool_calls`, `length`).
     pub finish_reason: String,
-    /// Correlation id.
+    /// The workflow's request id.
     pub request_id: Option<String>,
-    /// When it finished.
+    /// When the answer came back.
     pub at: chrono::DateTime<chrono::Utc>,
 }
 
 impl LlmCall {
     /// Its usage as the state counts it: one call; a cached answer adds
     /// no tokens (the ledger keeps the answer's counts) and costs nothing.
-    pub fn usage_record(&self) -> crate::UsageRecord {
+    pub fn usage_record(&self) -> UsageRecord {
         let (prompt_tokens, completion_tokens) = if self.cached {
             (0, 0)
         } else {
             (self.prompt_tokens, self.completion_tokens)
         };
-        crate::UsageRecord {
+        UsageRecord {
             agent: self.role.as_str().to_string(),
             provider: self.provider.clone(),
             model: self.model.clone(),
@@ -489,7 +349,8 @@ impl LlmCall {
 /// Where LLM calls are recorded (the store's `llm_calls` table).
 #[async_trait]
 pub trait LlmLedger: Send + Sync + 'static {
-    /// Records one call.
+    /// Records one call that answered (a call that errored has no usage
+    /// to record).
     async fn record_call(&self, call: &LlmCall) -> Result<()>;
 
     /// Every call of a workflow, oldest first.
@@ -517,71 +378,4 @@ pub trait LlmCache: Send + Sync + 'static {
     /// Stores `response` under `key` for `ttl`.
     async fn put(&self, key: &str, response: &ChatResponse, ttl: std::time::Duration)
         -> Result<()>;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prices_and_budgets() {
-        let prices = PriceTable(
-            [(
-                "gpt-4o-mini".to_string(),
-                ModelPrice {
-                    input_per_mtok: 0.15,
-                    output_per_mtok: 0.60,
-                },
-            )]
-            .into(),
-        );
-        let cost = prices.cost("openai", "gpt-4o-mini", 1_000_000, 500_000);
-        assert!((cost - 0.45).abs() < 1e-9, "{cost}");
-        let dated = prices.cost("openai", "gpt-4o-mini-2024-07-18", 1_000_000, 0);
-        assert!(
-            (dated - 0.15).abs() < 1e-9,
-            "a dated name has its model's price"
-        );
-        assert_eq!(prices.price("openai", "gpt-4o-mini-turbo"), None);
-        assert_eq!(prices.cost("openai", "llama3", 10, 10), 0.0);
-
-        let budget: Budget = serde_json::from_value(serde_json::json!({
-            "max_cost_usd": 1.0,
-            "roles": {"developer": {"max_tokens": 1000}}
-        }))
-        .unwrap();
-        let spent = |c, t| Spend {
-            cost_usd: c,
-            tokens: t,
-        };
-        assert!(budget
-            .check("qa", spent(0.5, 10), spent(0.1, 5), spent(0.4, 5))
-            .is_ok());
-        let err = budget
-            .check("qa", spent(0.9, 10), spent(0.1, 5), spent(0.2, 5))
-            .unwrap_err();
-        assert_eq!(err.class(), crate::ErrorClass::BudgetExceeded);
-        assert!(err.to_string().contains("$1.0000"), "{err}");
-        let err = budget
-            .check(
-                "developer",
-                spent(0.0, 900),
-                spent(0.0, 900),
-                spent(0.0, 200),
-            )
-            .unwrap_err();
-        assert!(
-            err.to_string().contains("role developer of 1000 tokens"),
-            "{err}"
-        );
-        let raised = budget.merged(&Budget {
-            workflow: Limit {
-                max_cost_usd: Some(5.0),
-                max_tokens: None,
-            },
-            roles: Default::default(),
-        });
-        assert_eq!(raised.workflow.max_cost_usd, Some(5.0));
-        assert_eq!(raised.roles["developer"].max_tokens, Some(1000));
-    }
 }

@@ -18,12 +18,10 @@ pub mod auth;
 pub mod config;
 pub mod openapi;
 pub mod problem;
-pub mod ratelimit;
 pub mod runs;
 pub mod server;
 
 pub use api::DefinitionSource;
 pub use config::{GatewayConfig, TlsConfig};
-pub use ratelimit::MemoryRateLimiter;
 pub use runs::Execution;
 pub use server::{Gateway, GatewayDeps};

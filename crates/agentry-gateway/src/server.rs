@@ -30,15 +30,16 @@ pub struct GatewayDeps {
     /// Workers of this process, stopped gracefully on shutdown (None when
     /// workers run elsewhere).
     pub workers: Option<WorkerHandle>,
-    /// API keys.
+    /// Where API keys are looked up, and created and revoked by admins.
     pub keys: Arc<dyn ApiKeyStore>,
-    /// Rate-limit buckets.
+    /// The buckets of per-caller and failed-authentication limits (in
+    /// memory, or shared by replicas).
     pub limiter: Arc<dyn RateLimiter>,
     /// Workflow definitions submissions may name.
     pub definitions: Arc<dyn DefinitionSource>,
     /// Options every workflow starts with (e.g. the server's LLM choice).
     pub base_options: Value,
-    /// Settings.
+    /// Listen address, TLS, limits and authentication settings.
     pub config: GatewayConfig,
     /// Whether workflows run here or only start here.
     pub execution: crate::runs::Execution,
@@ -126,9 +127,9 @@ impl Gateway {
         Router::new()
             .route("/healthz", get(api::system::healthz))
             .route("/readyz", get(api::system::readyz))
-            .route("/openapi.json", get(api::system::openapi))
-            .route("/docs", get(api::system::docs))
-            .route("/docs/{file}", get(api::system::docs_asset))
+            .route("/openapi.json", get(api::docs::openapi))
+            .route("/docs", get(api::docs::docs))
+            .route("/docs/{file}", get(api::docs::docs_asset))
             .merge(v1)
             .fallback(|| async { crate::problem::ApiError::NotFound("no such route".to_string()) })
             .layer(DefaultBodyLimit::max(state.config.max_body_bytes))

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use agentry_core::{ChatRequest, ChatResponse, Error, LlmProvider, Result};
+use agentry_core::{ChatRequest, ChatResponse, Error, LlmProfile, LlmProvider, Result};
 use async_trait::async_trait;
 use tokio::time::Instant;
 
@@ -32,7 +32,7 @@ impl Default for BreakerConfig {
 /// Where a [`CircuitBreaker`] stands, as `agentry llm check` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerState {
-    /// Calls go through.
+    /// Calls go through, and failures are counted.
     Closed,
     /// Calls fail fast until `until` (tokio time).
     Open {
@@ -94,7 +94,7 @@ pub struct CircuitBreaker {
 }
 
 impl CircuitBreaker {
-    /// Wraps `inner`, closed.
+    /// Wraps `inner`, closed with no failure counted.
     pub fn new(inner: Arc<dyn LlmProvider>, config: BreakerConfig) -> Self {
         CircuitBreaker {
             inner,
@@ -254,6 +254,10 @@ impl LlmProvider for CircuitBreaker {
 
     fn model(&self) -> &str {
         self.inner.model()
+    }
+
+    fn profile(&self) -> LlmProfile {
+        self.inner.profile()
     }
 
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse> {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use agentry_core::{ChatRequest, ChatResponse, LlmCache, LlmProvider, Result};
+use agentry_core::{ChatRequest, ChatResponse, LlmCache, LlmProfile, LlmProvider, Result};
 use async_trait::async_trait;
 use tokio::time::Instant;
 
@@ -45,6 +45,10 @@ impl LlmProvider for Cached {
         self.inner.model()
     }
 
+    fn profile(&self) -> LlmProfile {
+        self.inner.profile()
+    }
+
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse> {
         let key = cache_key(self.inner.name(), self.inner.model(), request);
         match self.cache.get(&key).await {
@@ -80,7 +84,7 @@ pub struct MemoryCache {
 }
 
 impl MemoryCache {
-    /// An empty cache.
+    /// A cache with no entry.
     pub fn new() -> Self {
         Self::default()
     }

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agentry_core::{
-    AgentRole, ChatMessage, ChatRequest, ChatResponse, Error, LlmProvider, RequestMeta, Result,
-    Usage, WorkflowId,
+    AgentRole, ChatMessage, ChatRequest, ChatResponse, Error, LlmProfile, LlmProvider, RequestMeta,
+    Result, Usage, WorkflowId,
 };
 use async_trait::async_trait;
 
@@ -20,6 +20,7 @@ pub struct FakeProvider {
     queue: Mutex<VecDeque<Result<ChatResponse>>>,
     calls: AtomicUsize,
     latency: Duration,
+    profile: LlmProfile,
 }
 
 impl FakeProvider {
@@ -45,7 +46,17 @@ impl FakeProvider {
             queue: Mutex::new(results.into_iter().collect()),
             calls: AtomicUsize::new(0),
             latency,
+            profile: LlmProfile::Standard,
         })
+    }
+
+    /// A provider whose model is of `profile`.
+    pub fn of_profile(name: &str, profile: LlmProfile) -> Arc<Self> {
+        let mut fake = Self::with(name, Duration::ZERO, []);
+        if let Some(fake) = Arc::get_mut(&mut fake) {
+            fake.profile = profile;
+        }
+        fake
     }
 
     pub fn push(&self, result: Result<ChatResponse>) {
@@ -65,6 +76,10 @@ impl LlmProvider for FakeProvider {
 
     fn model(&self) -> &str {
         &self.model
+    }
+
+    fn profile(&self) -> LlmProfile {
+        self.profile
     }
 
     async fn complete(&self, _request: &ChatRequest) -> Result<ChatResponse> {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentry_core::{ChatRequest, ChatResponse, Error, ErrorClass, LlmProvider, Result};
+use agentry_core::{ChatRequest, ChatResponse, Error, ErrorClass, LlmProfile, LlmProvider, Result};
 use async_trait::async_trait;
 
 use crate::trace::llm_event;
@@ -20,6 +20,13 @@ use crate::trace::llm_event;
 /// `RateLimited` (with the smallest Retry-After) when all were rate
 /// limited, `Transient` when any failure was retryable, `Permanent`
 /// otherwise.
+///
+/// Its [`LlmProvider::profile`] is its first provider's: the request is
+/// shaped before anyone knows who will answer, and it is shaped for the
+/// provider that answers while all is well. A fallback of another kind
+/// (a hosted model falling back on the local one) answers the same
+/// request as best it can; a chain that should write compact prompts for
+/// every member says so in the configuration (`llm.compact_prompts`).
 pub struct Fallback {
     name: String,
     chain: Vec<Arc<dyn LlmProvider>>,
@@ -27,7 +34,8 @@ pub struct Fallback {
 
 impl Fallback {
     /// A chain named `name` (its [`LlmProvider::name`]); its
-    /// [`LlmProvider::model`] is the first provider's.
+    /// [`LlmProvider::model`] and [`LlmProvider::profile`] are the first
+    /// provider's.
     pub fn new(name: impl Into<String>, chain: Vec<Arc<dyn LlmProvider>>) -> Self {
         Fallback {
             name: name.into(),
@@ -44,6 +52,10 @@ impl LlmProvider for Fallback {
 
     fn model(&self) -> &str {
         self.chain.first().map(|p| p.model()).unwrap_or("")
+    }
+
+    fn profile(&self) -> LlmProfile {
+        self.chain.first().map(|p| p.profile()).unwrap_or_default()
     }
 
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse> {

@@ -17,11 +17,13 @@
 //!   fallback); [`Recorder`] above it records what the workflow saw.
 //! - [`ReplayProvider`] replaces the whole stack in a replayed run.
 //!
-//! Every layer reports the inner provider's `name()` and `model()` (a
-//! [`Fallback`] has its own name and its first provider's model), and
-//! leaves the response's `provider` and `model` as the answering provider
-//! set them. Layers log with `tracing`, with the request's provenance as
-//! fields and never message contents.
+//! Every layer reports the inner provider's `name()`, `model()` and
+//! `profile()` (a [`Fallback`] has its own name and its first provider's
+//! model and profile), so a decision that reads the profile (compact
+//! prompts for a small model) holds however the stack is built. Every
+//! layer leaves the response's `provider` and `model` as the answering
+//! provider set them. Layers log with `tracing`, with the request's
+//! provenance as fields and never message contents.
 
 mod breaker;
 mod cache;
@@ -98,7 +100,7 @@ pub fn resilient_breaker(raw: Arc<dyn LlmProvider>, config: &LayerConfig) -> Arc
 mod tests {
     use super::*;
     use crate::fake_provider::{ok, request, FakeProvider};
-    use agentry_core::ErrorClass;
+    use agentry_core::{ErrorClass, LlmProfile};
 
     #[tokio::test(start_paused = true)]
     async fn resilient_times_out_each_attempt_and_breaks_once_per_call() {
@@ -162,5 +164,73 @@ mod tests {
             ("claude", true)
         );
         assert_eq!((openai.calls(), claude.calls()), (1, 1));
+    }
+
+    #[test]
+    fn every_layer_reports_the_profile_of_the_model_it_wraps() {
+        let small: Arc<dyn LlmProvider> = FakeProvider::of_profile("local", LlmProfile::Small);
+        let cassette = tempfile::tempdir().unwrap();
+        let ttl = Duration::from_secs(60);
+        let cached = |inner| -> Arc<dyn LlmProvider> {
+            Arc::new(Cached::new(inner, Arc::new(MemoryCache::new()), ttl))
+        };
+        let stacks: Vec<(&str, Arc<dyn LlmProvider>)> = vec![
+            ("timeout", Arc::new(Timeout::new(small.clone(), ttl))),
+            (
+                "retry",
+                Arc::new(Retry::new(small.clone(), RetryPolicy::default())),
+            ),
+            (
+                "breaker",
+                Arc::new(CircuitBreaker::new(small.clone(), BreakerConfig::default())),
+            ),
+            ("cached", cached(small.clone())),
+            (
+                "resilient",
+                resilient(small.clone(), &LayerConfig::default()),
+            ),
+            (
+                "recorder over the cache over the timeout (the CLI's local stack)",
+                Arc::new(
+                    Recorder::create(
+                        cached(Arc::new(Timeout::new(small.clone(), ttl))),
+                        cassette.path().join("run.jsonl"),
+                    )
+                    .unwrap(),
+                ),
+            ),
+            (
+                "a fallback chain led by it",
+                Arc::new(Fallback::new(
+                    "chain",
+                    vec![small.clone(), FakeProvider::new("openai")],
+                )),
+            ),
+        ];
+        for (what, stack) in stacks {
+            assert_eq!(stack.profile(), LlmProfile::Small, "{what}");
+            assert!(stack.profile().compact_prompts(), "{what}");
+        }
+    }
+
+    #[test]
+    fn a_fallback_chain_has_the_profile_of_its_first_provider() {
+        let small: Arc<dyn LlmProvider> = FakeProvider::of_profile("local", LlmProfile::Small);
+        let hosted: Arc<dyn LlmProvider> = FakeProvider::new("openai");
+        let led_by_hosted = Fallback::new("openai", vec![hosted.clone(), small.clone()]);
+        assert_eq!(led_by_hosted.profile(), LlmProfile::Standard);
+        let led_by_small = Fallback::new("local", vec![small, hosted]);
+        assert_eq!(led_by_small.profile(), LlmProfile::Small);
+        assert_eq!(
+            Fallback::new("empty", Vec::new()).profile(),
+            LlmProfile::Standard
+        );
+    }
+
+    #[test]
+    fn a_replayed_run_has_the_default_profile() {
+        let cassette = tempfile::NamedTempFile::new().unwrap();
+        let replay = ReplayProvider::open(cassette.path()).unwrap();
+        assert_eq!(replay.profile(), LlmProfile::Standard);
     }
 }

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use agentry_core::{ChatRequest, ChatResponse, Error, LlmProvider, Result};
+use agentry_core::{ChatRequest, ChatResponse, Error, LlmProfile, LlmProvider, Result};
 use async_trait::async_trait;
 
 use crate::cassette::{CassetteEntry, CASSETTE_FORMAT};
@@ -76,7 +76,7 @@ impl Recorder {
         self
     }
 
-    /// The cassette file.
+    /// The cassette file appended to, one JSON line a call.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -109,6 +109,10 @@ impl LlmProvider for Recorder {
 
     fn model(&self) -> &str {
         self.inner.model()
+    }
+
+    fn profile(&self) -> LlmProfile {
+        self.inner.profile()
     }
 
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse> {

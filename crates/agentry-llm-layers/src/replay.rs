@@ -36,6 +36,10 @@ struct Slot {
 /// accounting matches the recorded run. A request the cassette does not
 /// hold is a `Permanent` error saying what was asked, how it differs from
 /// what was recorded at the same place, and to re-record with `--record`.
+///
+/// Its profile is the default, [`agentry_core::LlmProfile::Standard`]: a
+/// cassette does not say what kind of model answered, so a run recorded
+/// with compact prompts is replayed with `llm.compact_prompts` set.
 pub struct ReplayProvider {
     path: PathBuf,
     slots: Mutex<HashMap<String, Slot>>,

@@ -4,13 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentry_core::{ChatRequest, ChatResponse, LlmProvider, Result};
+use agentry_core::{ChatRequest, ChatResponse, LlmProfile, LlmProvider, Result};
 use async_trait::async_trait;
 use rand::Rng;
 
 use crate::trace::llm_event;
 
-/// How [`Retry`] retries.
+/// How [`Retry`] retries: how many tries, and the backoff between them
+/// (exponential, with jitter, capped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Tries in all, the first included (default 3; 0 counts as 1).
@@ -64,7 +65,7 @@ pub struct Retry {
 }
 
 impl Retry {
-    /// Wraps `inner`.
+    /// Wraps `inner`, retrying its retryable failures under `policy`.
     pub fn new(inner: Arc<dyn LlmProvider>, policy: RetryPolicy) -> Self {
         Retry { inner, policy }
     }
@@ -78,6 +79,10 @@ impl LlmProvider for Retry {
 
     fn model(&self) -> &str {
         self.inner.model()
+    }
+
+    fn profile(&self) -> LlmProfile {
+        self.inner.profile()
     }
 
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse> {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentry_core::{ChatRequest, ChatResponse, Error, LlmProvider, Result};
+use agentry_core::{ChatRequest, ChatResponse, Error, LlmProfile, LlmProvider, Result};
 use async_trait::async_trait;
 
 use crate::trace::llm_event;
@@ -18,7 +18,7 @@ pub struct Timeout {
 }
 
 impl Timeout {
-    /// Wraps `inner`.
+    /// Wraps `inner`, failing (transient) any call longer than `limit`.
     pub fn new(inner: Arc<dyn LlmProvider>, limit: Duration) -> Self {
         Timeout { inner, limit }
     }
@@ -32,6 +32,10 @@ impl LlmProvider for Timeout {
 
     fn model(&self) -> &str {
         self.inner.model()
+    }
+
+    fn profile(&self) -> LlmProfile {
+        self.inner.profile()
     }
 
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse> {

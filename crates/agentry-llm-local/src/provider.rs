@@ -14,7 +14,8 @@ use async_trait::async_trait;
 use tracing::{info, warn};
 
 use agentry_core::{
-    ChatRequest, ChatResponse, Error, LlmObserver, LlmProgress, LlmProvider, Result, Usage,
+    ChatRequest, ChatResponse, Error, LlmObserver, LlmProfile, LlmProgress, LlmProvider, Result,
+    Usage,
 };
 
 use crate::chat;
@@ -24,11 +25,11 @@ use crate::generator::{Event, Finish, Generation, Generator, Sampling};
 /// Settings of the local provider.
 #[derive(Debug, Clone)]
 pub struct LocalConfig {
-    /// Provider name (`local`).
+    /// Provider name (`local`), as logs, prices and the ledger show it.
     pub name: String,
     /// Model name, as answers report it.
     pub model: String,
-    /// The GGUF file.
+    /// The GGUF file the model and its tokenizer are read from.
     pub path: PathBuf,
     /// Compute threads (None: one per physical core). Set once per
     /// process, by the first model loaded.
@@ -67,7 +68,8 @@ struct State {
     last_answer: Option<(String, Vec<u32>)>,
 }
 
-/// The local provider.
+/// The local provider: the model in this process, loaded on the first
+/// call and kept; calls take turns on it.
 pub struct LocalProvider {
     config: Arc<LocalConfig>,
     state: Arc<Mutex<State>>,
@@ -123,6 +125,12 @@ impl LlmProvider for LocalProvider {
 
     fn model(&self) -> &str {
         &self.config.model
+    }
+
+    /// Small: a 1.5-billion-parameter model on the CPU, whatever name the
+    /// configuration gave it.
+    fn profile(&self) -> LlmProfile {
+        LlmProfile::Small
     }
 
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse> {

@@ -27,7 +27,7 @@
 //! [`worker_registry_conformance_tests!`] (`WorkerRegistry`). A fourth,
 //! [`rate_limiter_conformance_tests!`] (`RateLimiter`), covers state kept
 //! beside the store rather than in it: rate-limit buckets, in the
-//! gateway's memory or in Redis (which runs the `LlmCache` suite from here
+//! process's memory or in Redis (which runs the `LlmCache` suite from here
 //! too).
 
 // This crate is test code: a failed expectation is the test failure, so it

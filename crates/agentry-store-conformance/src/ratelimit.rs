@@ -1,5 +1,5 @@
 //! The rate-limit suite: the [`RateLimiter`] port (token buckets), run by
-//! the gateway's in-process limiter and by the Redis one.
+//! the in-process limiter (`agentry-store-memory`) and by the Redis one.
 //!
 //! Each behaviour takes a limiter on which no key has been used and works
 //! through the port only. Most use a rate so slow (a token per 100 s) that

@@ -6,14 +6,23 @@
 //! SQLite and PostgreSQL stores, minus the I/O. It also keeps the LLM call
 //! ledger and cache, the gateway's API keys and the worker registry
 //! ([`WorkerRegistry`]: workers and leases), with the same semantics as the
-//! SQLite store (the conformance suites hold both to them).
+//! SQLite store (the conformance suites hold both to them). Beside the
+//! store, [`MemoryRateLimiter`] keeps rate-limit buckets in this process:
+//! the one in-memory adapter the shipped binary uses (the embedded mode's
+//! buckets, and a distributed deployment's without Redis).
 //!
 //! Key design decision: all data lives in ONE struct behind ONE
 //! `parking_lot::Mutex`, taken for the whole of each operation and never held
 //! across an `.await` (no method awaits while holding it). One lock makes every
 //! operation trivially atomic, which is the property the commit protocol
 //! relies on; the critical sections are short (clones and inserts), so
-//! contention stays low even under the engine benchmark.
+//! contention stays low even under the engine benchmark. The rate limiter
+//! is the exception: its buckets take no part in a commit, and every
+//! request of the API takes one, so they are sharded by key instead.
+
+mod ratelimit;
+
+pub use ratelimit::MemoryRateLimiter;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -70,7 +79,7 @@ struct WorkflowData {
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store: no workflow, event, key or worker.
     pub fn new() -> Self {
         Self::default()
     }

@@ -1,6 +1,7 @@
 //! The REST API: shared state, extractors, middleware and the router.
 
 pub mod agents;
+pub mod docs;
 pub mod events;
 pub mod keys;
 pub mod model;

@@ -1,11 +1,11 @@
-//! Health, readiness, the OpenAPI document, the offline docs page, and the
-//! list of workflow definitions.
+//! Health, readiness and the list of workflow definitions: the routes the
+//! OpenAPI document tags `system` (and the definitions, under `workflows`).
 
 use std::collections::BTreeMap;
 
 use agentry_core::AccessRole;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
@@ -93,48 +93,4 @@ pub async fn definitions(
     Ok(Json(DefinitionList {
         items: state.definitions.names(),
     }))
-}
-
-/// The OpenAPI 3.1 document, generated from the code.
-pub async fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        crate::openapi::document_json(),
-    )
-        .into_response()
-}
-
-const DOCS_HTML: &str = include_str!("../../assets/docs.html");
-const SWAGGER_JS: &[u8] = include_bytes!("../../assets/swagger-ui/swagger-ui-bundle.js");
-const SWAGGER_CSS: &[u8] = include_bytes!("../../assets/swagger-ui/swagger-ui.css");
-const FAVICON: &[u8] = include_bytes!("../../assets/swagger-ui/favicon-32x32.png");
-
-/// The API docs page (Swagger UI, vendored; no network needed).
-pub async fn docs() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        DOCS_HTML,
-    )
-        .into_response()
-}
-
-/// A vendored docs asset.
-pub async fn docs_asset(super::PathParam(file): super::PathParam) -> Result<Response, ApiError> {
-    let (body, kind): (&'static [u8], &str) = match file.as_str() {
-        "swagger-ui-bundle.js" => (SWAGGER_JS, "text/javascript; charset=utf-8"),
-        "swagger-ui.css" => (SWAGGER_CSS, "text/css; charset=utf-8"),
-        "favicon-32x32.png" => (FAVICON, "image/png"),
-        _ => return Err(ApiError::NotFound("no such docs asset".to_string())),
-    };
-    Ok((
-        [
-            (header::CONTENT_TYPE, kind),
-            (header::CACHE_CONTROL, "public, max-age=86400"),
-        ],
-        body,
-    )
-        .into_response())
 }

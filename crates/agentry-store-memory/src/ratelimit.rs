@@ -1,8 +1,10 @@
-//! The in-process [`RateLimiter`]: token buckets in a sharded map.
+//! The in-process [`RateLimiter`]: token buckets in a sharded map, the
+//! embedded mode's (and a distributed deployment's without Redis).
 //!
 //! Buckets that are full again are dropped on the next sweep, so the map
 //! holds only callers seen within a refill period. Gateway replicas share
-//! buckets through the Redis limiter instead (same port).
+//! buckets through the Redis limiter instead (same port, same conformance
+//! suite, run against this one from `agentry-store-conformance`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -20,7 +22,8 @@ struct Bucket {
     at: Instant,
 }
 
-/// Token buckets in this process.
+/// Token buckets in this process, by key, in 16 shards: a bucket starts
+/// full at the limit's `burst` and refills at its `rate_per_s`.
 #[derive(Debug)]
 pub struct MemoryRateLimiter {
     shards: Vec<Mutex<(HashMap<String, Bucket>, u32)>>,
@@ -37,7 +40,7 @@ impl Default for MemoryRateLimiter {
 }
 
 impl MemoryRateLimiter {
-    /// An empty limiter.
+    /// A limiter with no bucket: every caller starts with a full one.
     pub fn new() -> Self {
         Self::default()
     }
@@ -133,26 +136,6 @@ impl RateLimiter for MemoryRateLimiter {
         limit.validate()?;
         Ok(self.check_at(key, limit, Instant::now()))
     }
-}
-
-#[cfg(test)]
-mod conformance {
-    use std::future::Future;
-    use std::sync::Arc;
-
-    use agentry_core::RateLimiter;
-
-    use super::MemoryRateLimiter;
-
-    async fn with_limiter<F, Fut>(behaviour: F)
-    where
-        F: FnOnce(Arc<dyn RateLimiter>) -> Fut,
-        Fut: Future<Output = ()>,
-    {
-        behaviour(Arc::new(MemoryRateLimiter::new())).await;
-    }
-
-    agentry_store_conformance::rate_limiter_conformance_tests!(with_limiter);
 }
 
 #[cfg(test)]
