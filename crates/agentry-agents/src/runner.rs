@@ -101,7 +101,7 @@ impl NodeRunner for AgentNodeRunner {
         })?;
         let span = tracing::info_span!("agent", workflow_id = %ctx.task.key.workflow,
             step = ctx.task.key.step, node = %ctx.task.key.node, role = %role, visit = ctx.visit,
-            owner = %ctx.owner, request_id = ctx.request_id.as_deref().unwrap_or(""));
+            owner = %ctx.owner, request_id = ctx.request_id.as_ref().map(agentry_core::RequestId::as_str).unwrap_or(""));
         async {
             let ports = self.deps.integrations.integrations(&ctx.owner).await?;
             let env = AgentEnv {
@@ -500,8 +500,12 @@ mod tests {
         ctx.role = None;
         let err = kit.runner().run(ctx).await.unwrap_err();
         assert!(err.to_string().contains("has no agent role"), "{err}");
-        let empty =
-            agentry_core::WorkflowState::initial(kit.workflow_id, "r", "req", chrono::Utc::now());
+        let empty = agentry_core::WorkflowState::initial(
+            kit.workflow_id,
+            agentry_core::RequestId::new("r").unwrap(),
+            "req",
+            chrono::Utc::now(),
+        );
         let err = kit
             .runner()
             .run(kit.ctx_with(AgentRole::Devops, 0, empty))

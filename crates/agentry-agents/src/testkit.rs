@@ -540,7 +540,7 @@ impl Kit {
     pub fn state_after_business(&self) -> WorkflowState {
         let mut state = WorkflowState::initial(
             self.workflow_id,
-            "r1",
+            agentry_core::RequestId::new("r1").unwrap(),
             "Demo requirement: shorten URLs.",
             Utc::now(),
         );
@@ -577,7 +577,7 @@ impl Kit {
             state: Arc::new(state),
             options: json!({}),
             owner: self.owner.clone(),
-            request_id: Some("req-1".into()),
+            request_id: Some(agentry_core::RequestId::new("req-1").unwrap()),
             progress: self.progress.clone(),
         }
     }

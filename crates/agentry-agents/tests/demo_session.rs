@@ -58,7 +58,7 @@ impl Demo {
         );
         let state = WorkflowState::initial(
             WorkflowId::new(),
-            "demo-1",
+            agentry_core::RequestId::new("demo-1").unwrap(),
             DEMO_REQUIREMENT,
             chrono::Utc::now(),
         );
@@ -90,7 +90,7 @@ impl Demo {
             state: Arc::new(state.clone()),
             options: json!({}),
             owner: self.owner.clone(),
-            request_id: Some("demo".into()),
+            request_id: Some(agentry_core::RequestId::new("demo").unwrap()),
             progress: Arc::new(NoProgress),
         }
     }

@@ -121,7 +121,7 @@ async fn the_developer_is_told_staged_only_for_files_that_land() {
     );
     let mut state = WorkflowState::initial(
         WorkflowId::new(),
-        "writes-1",
+        agentry_core::RequestId::new("writes-1").unwrap(),
         "A greeter.",
         chrono::Utc::now(),
     );

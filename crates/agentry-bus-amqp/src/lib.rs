@@ -324,7 +324,7 @@ impl AmqpBus {
             .with_timestamp(unix_now())
             .with_headers(headers);
         if let Some(request_id) = &task.request_id {
-            if let Ok(id) = lapin::types::ShortString::try_new(request_id.clone()) {
+            if let Ok(id) = lapin::types::ShortString::try_new(request_id.to_string()) {
                 properties = properties.with_correlation_id(id);
             }
         }

@@ -126,7 +126,7 @@ fn task(node: &str, queue: &str) -> TaskMessage {
     TaskMessage {
         task: TaskId::new(TaskKey::new(WorkflowId::new(), 0, node), 1),
         queue: queue.into(),
-        request_id: Some(format!("req-{node}")),
+        request_id: Some(agentry_core::RequestId::new(format!("req-{node}")).unwrap()),
         tags: vec![],
         enqueued_at: chrono::Utc::now(),
     }

@@ -282,7 +282,7 @@ pub struct RunArgs {
     pub repository: Option<String>,
     /// Request id (idempotency: running the same request id again returns the same workflow).
     #[arg(long, value_name = "ID")]
-    pub request_id: Option<String>,
+    pub request_id: Option<agentry_core::RequestId>,
     /// Submit and return: the embedded mode only stores it (run it later
     /// with `agentry resume ID`); the distributed mode also starts it, for
     /// the workers to carry.

@@ -29,7 +29,7 @@ pub struct Summary {
     /// `tenant:<name>` (submitted through the API).
     pub owner: ArtifactOwner,
     /// The submission's request id (also its idempotency key).
-    pub request_id: String,
+    pub request_id: agentry_core::RequestId,
     /// The node that ran last, or runs now.
     pub current_step: String,
     /// The issues the workflow created, as the tracker has them now, in

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::{TaskId, WorkflowId};
+use crate::{RequestId, TaskId, WorkflowId};
 
 /// The kind of an event; [`EventKind::as_str`] is its routing key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -112,7 +112,7 @@ pub struct Event {
     /// Attempt, when it concerns a task.
     pub attempt: Option<u32>,
     /// Correlation id of the request that started or drove the workflow.
-    pub request_id: Option<String>,
+    pub request_id: Option<RequestId>,
     /// Details (free-form JSON, small).
     pub payload: Value,
     /// When.
@@ -151,7 +151,7 @@ impl Event {
     }
 
     /// Sets the request id.
-    pub fn with_request_id(mut self, request_id: Option<String>) -> Self {
+    pub fn with_request_id(mut self, request_id: Option<RequestId>) -> Self {
         self.request_id = request_id;
         self
     }

@@ -40,22 +40,85 @@ impl FromStr for WorkflowId {
     }
 }
 
-/// A request correlation id: carried from the caller (CLI, `x-request-id`)
-/// into events and logs.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A request correlation id: set by the caller (`agentry run
+/// --request-id`, the gateway's `x-request-id`) or generated, and carried
+/// from the submission through the engine into every task, event, LLM call
+/// record and log line of the workflow it started.
+///
+/// It is also the submission's idempotency key: a second submission with
+/// the same id returns the first workflow. The gateway stores a caller's id
+/// scoped by tenant ([`RequestId::scoped`], `tenant:id`), so tenants can
+/// neither collide nor probe each other's ids.
+///
+/// Text form: 1 to [`RequestId::MAX_LEN`] visible ASCII characters (no
+/// spaces, no control characters), checked by [`RequestId::new`] and
+/// `FromStr` where an id comes in. Wire forms (JSON, SQL, AMQP headers)
+/// are the plain string; ids read back from storage are not checked again.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct RequestId(pub String);
+pub struct RequestId(String);
 
 impl RequestId {
-    /// A fresh random request id.
+    /// The longest id accepted: the seed's `request_id VARCHAR(255)`,
+    /// which holds a caller's 128 characters scoped by a tenant of up to 64
+    /// bytes.
+    pub const MAX_LEN: usize = 255;
+
+    /// A checked id: 1 to [`RequestId::MAX_LEN`] visible ASCII characters.
+    pub fn new(id: impl Into<String>) -> Result<Self, Error> {
+        let id = id.into();
+        let visible = id.bytes().all(|b| b.is_ascii_graphic());
+        if id.is_empty() || id.len() > Self::MAX_LEN || !visible {
+            let shown: String = id.chars().take(40).collect();
+            return Err(Error::invalid(format!(
+                "`{shown}` is not a request id: use 1 to {} visible ASCII characters (no spaces)",
+                Self::MAX_LEN
+            )));
+        }
+        Ok(RequestId(id))
+    }
+
+    /// A fresh random request id (32 hex digits).
     pub fn generate() -> Self {
         RequestId(Uuid::new_v4().simple().to_string())
+    }
+
+    /// An id as it was stored: what this process or another wrote earlier,
+    /// not checked again (rows of older versions included).
+    pub fn from_stored(id: String) -> Self {
+        RequestId(id)
+    }
+
+    /// `id` scoped by `tenant`: `tenant:id`, the form the gateway stores.
+    pub fn scoped(&self, tenant: &str) -> RequestId {
+        RequestId(format!("{tenant}:{}", self.0))
+    }
+
+    /// The id without its tenant scope, as the caller of `tenant` sent it
+    /// (the id itself when it is not scoped by `tenant`).
+    pub fn unscoped(&self, tenant: &str) -> &str {
+        self.0
+            .strip_prefix(tenant)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .unwrap_or(&self.0)
+    }
+
+    /// The text form.
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+impl FromStr for RequestId {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        RequestId::new(s)
     }
 }
 
@@ -273,6 +336,45 @@ impl fmt::Display for IdempotencyKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_visible_ascii_of_bounded_length() {
+        for ok in [
+            "a",
+            "req-42",
+            "tenant:abc_DEF.1",
+            &"x".repeat(RequestId::MAX_LEN),
+        ] {
+            assert_eq!(RequestId::new(ok).unwrap().as_str(), ok);
+            assert_eq!(ok.parse::<RequestId>().unwrap().to_string(), ok);
+        }
+        for bad in [
+            "",
+            "has space",
+            "tab\there",
+            "é",
+            &"x".repeat(RequestId::MAX_LEN + 1),
+        ] {
+            let err = RequestId::new(bad).unwrap_err();
+            assert!(err.to_string().contains("not a request id"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_scoped_request_id_reads_back_as_its_caller_sent_it() {
+        let id = RequestId::new("order-7").unwrap();
+        let stored = id.scoped("acme");
+        assert_eq!(stored.as_str(), "acme:order-7");
+        assert_eq!(stored.unscoped("acme"), "order-7");
+        // Another tenant's prefix is not stripped, nor a bare prefix.
+        assert_eq!(stored.unscoped("acm"), "acme:order-7");
+        assert_eq!(RequestId::new("acme").unwrap().unscoped("acme"), "acme");
+        // The wire form is the plain string.
+        assert_eq!(
+            serde_json::to_value(&stored).unwrap(),
+            serde_json::json!("acme:order-7")
+        );
+    }
 
     fn task(workflow: WorkflowId, step: u64, node: &str, attempt: u32) -> TaskId {
         TaskId::new(TaskKey::new(workflow, step, node), attempt)

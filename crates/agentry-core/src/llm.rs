@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{AgentRole, Result, Spend, UsageRecord, WorkflowId};
+use crate::{AgentRole, RequestId, Result, Spend, UsageRecord, WorkflowId};
 
 /// Who said a message; each provider maps it to its wire format's roles
 /// (Anthropic takes the system prompt apart, for one).
@@ -132,7 +132,7 @@ pub struct RequestMeta {
     /// tool rounds and the repair round increase it).
     pub turn: u32,
     /// The workflow's request id, carried into logs and the ledger.
-    pub request_id: Option<String>,
+    pub request_id: Option<RequestId>,
 }
 
 /// One chat completion request, the same for every provider: each client
@@ -314,7 +314,7 @@ pub struct LlmCall {
     /// Why generation stopped (`stop`, `tool_calls`, `length`).
     pub finish_reason: String,
     /// The workflow's request id.
-    pub request_id: Option<String>,
+    pub request_id: Option<RequestId>,
     /// When the answer came back.
     pub at: chrono::DateTime<chrono::Utc>,
 }

@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{AgentRole, ArtifactOwner, Event, Result, StateDelta, TaskId, WorkflowState};
+use crate::{
+    AgentRole, ArtifactOwner, Event, RequestId, Result, StateDelta, TaskId, WorkflowState,
+};
 
 /// Live progress of a running node (shown by the CLI, streamed by the
 /// gateway). Not stored.
@@ -58,7 +60,7 @@ pub struct NodeContext {
     /// integrations resolved for this owner.
     pub owner: ArtifactOwner,
     /// Correlation id.
-    pub request_id: Option<String>,
+    pub request_id: Option<RequestId>,
     /// Progress reports go here.
     pub progress: Arc<dyn ProgressSink>,
 }

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{Error, ErrorClass, WorkflowId};
+use crate::{Error, ErrorClass, RequestId, WorkflowId};
 
 /// A workflow's lifecycle status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -274,7 +274,7 @@ pub struct WorkflowState {
     /// Workflow id.
     pub id: WorkflowId,
     /// Caller's request id (unique per workflow).
-    pub request_id: String,
+    pub request_id: RequestId,
     /// The requirement text.
     pub requirements: String,
     /// Name of the node(s) currently (or last) running, `+`-joined for fan-out.
@@ -307,13 +307,13 @@ impl WorkflowState {
     /// The empty state a workflow starts from.
     pub fn initial(
         id: WorkflowId,
-        request_id: impl Into<String>,
+        request_id: RequestId,
         requirements: impl Into<String>,
         created_at: DateTime<Utc>,
     ) -> Self {
         WorkflowState {
             id,
-            request_id: request_id.into(),
+            request_id,
             requirements: requirements.into(),
             current_step: String::new(),
             agent_outputs: BTreeMap::new(),
@@ -419,7 +419,12 @@ mod tests {
 
     #[test]
     fn fold_appends_unique_and_sums_usage() {
-        let mut st = WorkflowState::initial(WorkflowId::new(), "r", "req", Utc::now());
+        let mut st = WorkflowState::initial(
+            WorkflowId::new(),
+            RequestId::new("r").unwrap(),
+            "req",
+            Utc::now(),
+        );
         let d = StateDelta {
             agent_outputs: vec![AgentOutputWrite {
                 agent_name: "qa".into(),

@@ -17,7 +17,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::{
-    Error, Event, Result, StateDelta, StoredEvent, TaskId, WorkflowId, WorkflowState,
+    Error, Event, RequestId, Result, StateDelta, StoredEvent, TaskId, WorkflowId, WorkflowState,
     WorkflowStatus,
 };
 
@@ -47,7 +47,7 @@ pub struct WorkflowRecord {
     /// Id.
     pub id: WorkflowId,
     /// Caller's request id (unique).
-    pub request_id: String,
+    pub request_id: RequestId,
     /// Requirement text.
     pub requirements: String,
     /// Status.
@@ -78,7 +78,7 @@ pub struct NewWorkflow {
     pub id: WorkflowId,
     /// Caller's request id; a second create with the same request id returns
     /// the first workflow instead of making another.
-    pub request_id: String,
+    pub request_id: RequestId,
     /// Requirement text (non-empty).
     pub requirements: String,
     /// Definition name.
@@ -278,7 +278,7 @@ pub trait Store: Send + Sync + 'static {
     async fn get_workflow(&self, id: WorkflowId) -> Result<WorkflowRecord>;
 
     /// A workflow by request id.
-    async fn find_by_request_id(&self, request_id: &str) -> Result<Option<WorkflowRecord>>;
+    async fn find_by_request_id(&self, request_id: &RequestId) -> Result<Option<WorkflowRecord>>;
 
     /// Workflows, newest first.
     async fn list_workflows(&self, query: WorkflowQuery) -> Result<Page<WorkflowRecord>>;

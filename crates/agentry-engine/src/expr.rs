@@ -616,8 +616,12 @@ mod tests {
     use serde_json::json;
 
     fn state() -> (WorkflowState, BTreeMap<String, u32>) {
-        let mut st =
-            WorkflowState::initial(WorkflowId::new(), "r", "build a shop", chrono::Utc::now());
+        let mut st = WorkflowState::initial(
+            WorkflowId::new(),
+            agentry_core::RequestId::new("r").unwrap(),
+            "build a shop",
+            chrono::Utc::now(),
+        );
         st.apply(&StateDelta {
             shared_context: BTreeMap::from([
                 ("qa.passed".into(), json!(false)),

@@ -15,8 +15,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use agentry_core::{
-    Advance, Checkpoint, Cursor, ErrorClass, Event, EventKind, StateDelta, WorkflowErrorEntry,
-    WorkflowId, WorkflowRecord, WorkflowState, WorkflowStatus,
+    Advance, Checkpoint, Cursor, ErrorClass, Event, EventKind, RequestId, StateDelta,
+    WorkflowErrorEntry, WorkflowId, WorkflowRecord, WorkflowState, WorkflowStatus,
 };
 use chrono::Utc;
 use serde_json::json;
@@ -59,7 +59,7 @@ pub fn route(
     cursor: &Cursor,
     state: &WorkflowState,
     workflow_id: WorkflowId,
-    request_id: Option<&str>,
+    request_id: Option<&RequestId>,
 ) -> Routed {
     let step = cursor.step;
     let mut next = cursor.clone();
@@ -164,8 +164,8 @@ pub fn route(
     }
 
     let task_event = |kind: EventKind, payload: serde_json::Value| {
-        let mut e = Event::workflow(kind, workflow_id, payload)
-            .with_request_id(request_id.map(String::from));
+        let mut e =
+            Event::workflow(kind, workflow_id, payload).with_request_id(request_id.cloned());
         e.step = Some(step);
         e
     };
@@ -283,7 +283,7 @@ pub fn advance<'a>(
     start: WorkflowState,
     deltas: impl IntoIterator<Item = &'a StateDelta>,
     workflow_id: WorkflowId,
-    request_id: Option<&str>,
+    request_id: Option<&RequestId>,
 ) -> StepAdvance {
     let mut state = start;
     for delta in deltas {
@@ -351,7 +351,7 @@ pub fn task_checkpoints_at(checkpoints: &[Checkpoint], step: u64) -> BTreeMap<&s
 pub fn assigned_events(
     cursor: &Cursor,
     workflow_id: WorkflowId,
-    request_id: Option<&str>,
+    request_id: Option<&RequestId>,
 ) -> Vec<Event> {
     cursor
         .pending
@@ -362,7 +362,7 @@ pub fn assigned_events(
                 workflow_id,
                 json!({ "visit": cursor.visits.get(n).copied().unwrap_or(0) }),
             )
-            .with_request_id(request_id.map(String::from));
+            .with_request_id(request_id.cloned());
             e.step = Some(cursor.step);
             e.node = Some(n.clone());
             e.attempt = Some(1);
@@ -413,7 +413,12 @@ when = "context.k == 'from y'"
             pending: vec!["x".into(), "y".into()],
             ..Cursor::default()
         };
-        let start = WorkflowState::initial(WorkflowId::new(), "req", "build it", Utc::now());
+        let start = WorkflowState::initial(
+            WorkflowId::new(),
+            agentry_core::RequestId::new("req").unwrap(),
+            "build it",
+            Utc::now(),
+        );
         (def, cursor, start)
     }
 
@@ -423,7 +428,14 @@ when = "context.k == 'from y'"
         let id = start.id;
         let (x, y) = (writes("from x"), writes("from y"));
 
-        let x_last = advance(&def, &cursor, start.clone(), [&y, &x], id, Some("req"));
+        let x_last = advance(
+            &def,
+            &cursor,
+            start.clone(),
+            [&y, &x],
+            id,
+            Some(&RequestId::new("req").unwrap()),
+        );
         assert_eq!(x_last.advance.status, WorkflowStatus::Running);
         assert_eq!(x_last.advance.cursor.step, 1);
         assert_eq!(x_last.advance.cursor.pending, ["z"]);
@@ -439,7 +451,14 @@ when = "context.k == 'from y'"
             (1, WorkflowStatus::Running, "z")
         );
 
-        let y_last = advance(&def, &cursor, start, [&x, &y], id, Some("req"));
+        let y_last = advance(
+            &def,
+            &cursor,
+            start,
+            [&x, &y],
+            id,
+            Some(&RequestId::new("req").unwrap()),
+        );
         assert_eq!(y_last.advance.status, WorkflowStatus::Completed);
         assert_eq!(y_last.next_state.status, WorkflowStatus::Completed);
     }

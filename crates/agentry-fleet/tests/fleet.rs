@@ -56,7 +56,7 @@ impl NodeRunner for Stuck {
             .calls
             .lock()
             .unwrap()
-            .entry(ctx.state.request_id.clone())
+            .entry(ctx.state.request_id.to_string())
             .or_default() += 1;
         std::future::pending().await
     }
@@ -88,7 +88,7 @@ async fn submit(engine: &Engine, request_id: &str) -> WorkflowId {
     engine
         .submit(Submission {
             requirements: "a todo app".into(),
-            request_id: Some(request_id.into()),
+            request_id: Some(agentry_core::RequestId::new(request_id).unwrap()),
             definition,
             options: serde_json::json!({}),
             tenant: None,

@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+use agentry_core::RequestId;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -22,11 +23,11 @@ use crate::auth::AuthFailure;
 tokio::task_local! {
     /// The request id of the request being handled (set by the request
     /// middleware), so any error response can name it.
-    pub static REQUEST_ID: String;
+    pub static REQUEST_ID: RequestId;
 }
 
 /// The request id of the current request, if inside one.
-pub fn current_request_id() -> Option<String> {
+pub fn current_request_id() -> Option<RequestId> {
     REQUEST_ID.try_with(Clone::clone).ok()
 }
 
@@ -182,7 +183,7 @@ impl ApiError {
     /// a value appears once, in its field's message.
     pub fn problem(&self) -> Problem {
         let status = self.status();
-        let request_id = current_request_id();
+        let request_id = current_request_id().map(|r| r.to_string());
         let errors: Vec<FieldError> = match self {
             ApiError::Invalid(errors) => errors
                 .iter()

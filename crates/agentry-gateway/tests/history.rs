@@ -48,7 +48,7 @@ async fn history_at_a_step_is_the_state_the_cli_prints_for_that_step() {
         // tenant scope).
         let state = api.store.state_at(workflow, Some(step)).await.unwrap();
         let mut expected = serde_json::to_value(&state).unwrap();
-        expected["request_id"] = json!(state.request_id.strip_prefix("acme:").unwrap());
+        expected["request_id"] = json!(state.request_id.as_str().strip_prefix("acme:").unwrap());
         assert_eq!(r.json, expected, "step {step}");
         assert_eq!(r.json["step"], step);
         seen.push(r.json);

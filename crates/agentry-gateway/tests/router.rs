@@ -155,7 +155,10 @@ async fn a_request_id_is_echoed_and_carried_by_the_workflow_and_its_stored_event
     assert!(!events.is_empty());
     for e in &events {
         assert_eq!(
-            e.event.request_id.as_deref(),
+            e.event
+                .request_id
+                .as_ref()
+                .map(agentry_core::RequestId::as_str),
             // Stored scoped by tenant; the API shows it as sent.
             Some("acme:order-42"),
             "{} event without the request id",

@@ -24,7 +24,7 @@ pub(crate) fn request(messages: Vec<ChatMessage>) -> ChatRequest {
             step: 1,
             visit: 0,
             turn: 0,
-            request_id: Some("req-1".into()),
+            request_id: Some(agentry_core::RequestId::new("req-1").unwrap()),
         },
     }
 }

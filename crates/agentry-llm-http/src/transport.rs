@@ -260,7 +260,7 @@ pub(crate) async fn traced(
         step = meta.step,
         visit = meta.visit,
         turn = meta.turn,
-        request_id = meta.request_id.as_deref(),
+        request_id = meta.request_id.as_ref().map(agentry_core::RequestId::as_str),
     );
     async {
         let result = call.await;

@@ -168,7 +168,7 @@ fn request(messages: Vec<ChatMessage>) -> ChatRequest {
             step: 3,
             visit: 0,
             turn: 0,
-            request_id: Some("req-42".into()),
+            request_id: Some(agentry_core::RequestId::new("req-42").unwrap()),
         },
     }
 }

@@ -202,7 +202,7 @@ mod tests {
         let mut elsewhere = base.clone();
         elsewhere.meta.workflow_id = None;
         elsewhere.meta.node = "qa".into();
-        elsewhere.meta.request_id = Some("req-2".into());
+        elsewhere.meta.request_id = Some(agentry_core::RequestId::new("req-2").unwrap());
         assert!(cached.complete(&elsewhere).await.unwrap().usage.cached);
 
         let mut warmer = base.clone();

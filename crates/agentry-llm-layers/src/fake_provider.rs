@@ -132,7 +132,7 @@ pub fn request(user: &str) -> ChatRequest {
             step: 1,
             visit: 0,
             turn: 0,
-            request_id: Some("req-1".into()),
+            request_id: Some(agentry_core::RequestId::new("req-1").unwrap()),
         },
     }
 }

@@ -333,7 +333,7 @@ mod tests {
         assert_eq!(replay.name(), "replay");
         let mut again = request("hello");
         again.meta.workflow_id = None;
-        again.meta.request_id = Some("another run".into());
+        again.meta.request_id = Some(agentry_core::RequestId::new("another-run").unwrap());
         let answers: Vec<_> = answers(&replay, &again, 3).await;
         assert_eq!(answers, ["first", "second", "second"]);
 

@@ -324,7 +324,7 @@ mod tests {
         let base = request("hello");
         let mut other_meta = base.clone();
         other_meta.meta.node = "elsewhere".into();
-        other_meta.meta.request_id = Some("r-2".into());
+        other_meta.meta.request_id = Some(agentry_core::RequestId::new("r-2").unwrap());
         assert_eq!(cache_key("p", "m", &base), cache_key("p", "m", &other_meta));
 
         let mut warmer = base.clone();

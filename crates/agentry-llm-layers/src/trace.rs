@@ -14,7 +14,7 @@ macro_rules! llm_event {
             node = %meta.node,
             step = meta.step,
             turn = meta.turn,
-            request_id = meta.request_id.as_deref().unwrap_or(""),
+            request_id = meta.request_id.as_ref().map(agentry_core::RequestId::as_str).unwrap_or(""),
             $($rest)+
         )
     }};

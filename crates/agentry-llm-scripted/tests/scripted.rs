@@ -25,7 +25,7 @@ fn request(role: AgentRole, visit: u32, turn: u32) -> ChatRequest {
             step: 3,
             visit,
             turn,
-            request_id: Some("req-1".into()),
+            request_id: Some(agentry_core::RequestId::new("req-1").unwrap()),
         },
     }
 }

@@ -147,7 +147,7 @@ where
 pub fn new_workflow(request_id: &str) -> NewWorkflow {
     NewWorkflow {
         id: WorkflowId::new(),
-        request_id: request_id.to_string(),
+        request_id: agentry_core::RequestId::new(request_id).expect("a valid request id"),
         requirements: "Build an online shop with a cart and a checkout.".to_string(),
         workflow_name: "sdlc".to_string(),
         definition: "name = \"sdlc\"\n[nodes.business_analyst]\nrole = \"business_analyst\"\n"
@@ -215,7 +215,7 @@ pub fn start_transition(id: WorkflowId, pending: &[&str]) -> Transition {
         delta: StateDelta::default(),
         events: vec![
             Event::workflow(EventKind::WorkflowStarted, id, json!({"pending": pending}))
-                .with_request_id(Some("req-start".to_string())),
+                .with_request_id(Some(agentry_core::RequestId::new("req-start").unwrap())),
         ],
         note: "started".to_string(),
     }
@@ -374,14 +374,14 @@ pub async fn create_workflow_starts_pending(store: Arc<dyn Store>) {
     assert_eq!(store.get_workflow(new.id).await.expect("get_workflow"), rec);
     assert_eq!(
         store
-            .find_by_request_id("req-create")
+            .find_by_request_id(&agentry_core::RequestId::new("req-create").unwrap())
             .await
             .expect("find_by_request_id"),
         Some(rec.clone())
     );
     assert_eq!(
         store
-            .find_by_request_id("req-other")
+            .find_by_request_id(&agentry_core::RequestId::new("req-other").unwrap())
             .await
             .expect("find_by_request_id"),
         None
@@ -1478,7 +1478,9 @@ pub async fn events_are_ordered_by_seq(store: Arc<dyn Store>) {
                     &t,
                     json!({"keys": ["k"], "n": 1.5}),
                 )
-                .with_request_id(Some(format!("req-{step}"))),
+                .with_request_id(Some(
+                    agentry_core::RequestId::new(format!("req-{step}")).unwrap(),
+                )),
             );
             written.extend(commit.events.iter().cloned());
             commit_ok(&store, commit).await;
@@ -1880,7 +1882,7 @@ fn llm_call(
         cost_usd: if turn == 2 { 0.0 } else { 0.25 },
         latency_ms: 12,
         finish_reason: "stop".into(),
-        request_id: Some("req-1".into()),
+        request_id: Some(agentry_core::RequestId::new("req-1").unwrap()),
         at: chrono::Utc::now(),
     }
 }

@@ -28,9 +28,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use agentry_core::{
     AgentOutputRecord, ApiKeyRecord, ApiKeyStore, ChatResponse, Checkpoint, CommitOutcome, Error,
-    Event, ListPage, LlmCache, LlmCall, LlmLedger, NewWorkflow, Result, StateDelta, Store,
-    StoredEvent, TaskCommit, Transition, WorkerBeat, WorkerInfo, WorkerRecord, WorkerRegistry,
-    WorkflowId, WorkflowQuery, WorkflowRecord, WorkflowStatus,
+    Event, ListPage, LlmCache, LlmCall, LlmLedger, NewWorkflow, RequestId, Result, StateDelta,
+    Store, StoredEvent, TaskCommit, Transition, WorkerBeat, WorkerInfo, WorkerRecord,
+    WorkerRegistry, WorkflowId, WorkflowQuery, WorkflowRecord, WorkflowStatus,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -50,7 +50,7 @@ struct Inner {
     workflows: HashMap<WorkflowId, WorkflowData>,
     /// Ids in creation (id) order, for newest-first listings.
     order: BTreeSet<WorkflowId>,
-    by_request: HashMap<String, WorkflowId>,
+    by_request: HashMap<RequestId, WorkflowId>,
     /// Every stored event; `events[i].seq == i + 1`.
     events: Vec<StoredEvent>,
     /// Seqs of events not yet published.
@@ -218,7 +218,7 @@ impl Store for MemoryStore {
         Ok(self.inner.lock().workflow(id)?.record.clone())
     }
 
-    async fn find_by_request_id(&self, request_id: &str) -> Result<Option<WorkflowRecord>> {
+    async fn find_by_request_id(&self, request_id: &RequestId) -> Result<Option<WorkflowRecord>> {
         let inner = self.inner.lock();
         Ok(inner
             .by_request

@@ -114,9 +114,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use agentry_core::{
-    fold_state, AgentOutputRecord, Checkpoint, CommitOutcome, Error, ListPage, NewWorkflow, Result,
-    Store, StoredEvent, TaskCommit, Transition, WorkflowId, WorkflowQuery, WorkflowRecord,
-    WorkflowState, WorkflowStatus,
+    fold_state, AgentOutputRecord, Checkpoint, CommitOutcome, Error, ListPage, NewWorkflow,
+    RequestId, Result, Store, StoredEvent, TaskCommit, Transition, WorkflowId, WorkflowQuery,
+    WorkflowRecord, WorkflowState, WorkflowStatus,
 };
 use async_trait::async_trait;
 use serde_json::Value;
@@ -441,7 +441,7 @@ impl Store for PostgresStore {
             );
             let inserted = sqlx::query(&sql)
                 .bind(new.id.0)
-                .bind(&new.request_id)
+                .bind(new.request_id.as_str())
                 .bind(&new.requirements)
                 .bind(WorkflowStatus::Pending.as_str())
                 .bind(at)
@@ -481,11 +481,11 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(skip_all, fields(request_id = %request_id))]
-    async fn find_by_request_id(&self, request_id: &str) -> Result<Option<WorkflowRecord>> {
+    async fn find_by_request_id(&self, request_id: &RequestId) -> Result<Option<WorkflowRecord>> {
         self.bounded("find_by_request_id", async {
             let sql = format!("SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE request_id = $1");
             let row = sqlx::query(&sql)
-                .bind(request_id)
+                .bind(request_id.as_str())
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(|error| db_error(&format!("reading request {request_id}"), error))?;

@@ -96,7 +96,12 @@ impl<'a> EventColumns<'a> {
                 .push(event.step.map(|s| to_i64(s, "event step")).transpose()?);
             columns.nodes.push(event.node.as_deref());
             columns.attempts.push(event.attempt.map(i64::from));
-            columns.request_ids.push(event.request_id.as_deref());
+            columns.request_ids.push(
+                event
+                    .request_id
+                    .as_ref()
+                    .map(agentry_core::RequestId::as_str),
+            );
             columns.payloads.push(json(&event.payload));
             let (at, ns) = split_time(event.at);
             columns.ats.push(at);

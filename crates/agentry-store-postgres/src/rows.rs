@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use agentry_core::{
     AccessRole, AgentOutputRecord, ApiKeyRecord, Checkpoint, Cursor, Error, Event, EventKind,
-    Result, StateDelta, StoredEvent, WorkerBeat, WorkerInfo, WorkerRecord, WorkflowId,
+    RequestId, Result, StateDelta, StoredEvent, WorkerBeat, WorkerInfo, WorkerRecord, WorkflowId,
     WorkflowRecord, WorkflowStatus,
 };
 use chrono::{DateTime, SubsecRound, Utc};
@@ -145,7 +145,9 @@ pub(crate) fn workflow_from_row(row: &PgRow) -> Result<WorkflowRecord> {
     const T: &str = "workflows";
     Ok(WorkflowRecord {
         id: WorkflowId(get(row, T, "id")?),
-        request_id: get::<Option<String>>(row, T, "request_id")?.unwrap_or_default(),
+        request_id: RequestId::from_stored(
+            get::<Option<String>>(row, T, "request_id")?.unwrap_or_default(),
+        ),
         requirements: get::<Option<String>>(row, T, "requirements")?.unwrap_or_default(),
         status: get_status(row, T, "status")?,
         workflow_name: get(row, T, "workflow_name")?,
@@ -218,7 +220,7 @@ pub(crate) fn event_from_row(row: &PgRow) -> Result<StoredEvent> {
             step: get_opt_u64(row, T, "step")?,
             node: get(row, T, "node")?,
             attempt: get_opt_u32(row, T, "attempt")?,
-            request_id: get(row, T, "request_id")?,
+            request_id: get::<Option<String>>(row, T, "request_id")?.map(RequestId::from_stored),
             payload: get_json::<Value>(row, T, "payload")?,
             at: join_time(get_time(row, T, "at")?, get(row, T, "at_ns")?),
         },

@@ -42,7 +42,7 @@ async fn main() {
         dyn_store
             .create_workflow(NewWorkflow {
                 id,
-                request_id: format!("r{i}"),
+                request_id: agentry_core::RequestId::new(format!("r{i}")).expect("a valid id"),
                 requirements: "bench".into(),
                 workflow_name: "bench".into(),
                 definition: String::new(),

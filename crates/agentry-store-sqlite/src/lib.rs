@@ -48,9 +48,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentry_core::{
-    fold_state, AgentOutputRecord, Checkpoint, CommitOutcome, Error, ListPage, NewWorkflow, Result,
-    Store, StoredEvent, TaskCommit, Transition, WorkflowId, WorkflowQuery, WorkflowRecord,
-    WorkflowState,
+    fold_state, AgentOutputRecord, Checkpoint, CommitOutcome, Error, ListPage, NewWorkflow,
+    RequestId, Result, Store, StoredEvent, TaskCommit, Transition, WorkflowId, WorkflowQuery,
+    WorkflowRecord, WorkflowState,
 };
 use async_trait::async_trait;
 use futures::future::BoxFuture;
@@ -490,7 +490,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(skip_all, fields(request_id = %request_id))]
-    async fn find_by_request_id(&self, request_id: &str) -> Result<Option<WorkflowRecord>> {
+    async fn find_by_request_id(&self, request_id: &RequestId) -> Result<Option<WorkflowRecord>> {
         let request_id = request_id.to_string();
         self.read("find_by_request_id", move |conn| {
             Box::pin(async move {

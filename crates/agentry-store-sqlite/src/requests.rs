@@ -8,8 +8,8 @@
 //! `transitions` view (see [`crate::procedures`]).
 
 use agentry_core::{
-    Cursor, Error, Event, NewWorkflow, Result, StateDelta, TaskCommit, TaskId, Transition,
-    WorkflowId, WorkflowStatus,
+    Cursor, Error, Event, NewWorkflow, RequestId, Result, StateDelta, TaskCommit, TaskId,
+    Transition, WorkflowId, WorkflowStatus,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -123,7 +123,7 @@ impl<'a> EventRow<'a> {
             step: event.step.map(|s| to_i64(s, "event step")).transpose()?,
             node: event.node.as_deref(),
             attempt: event.attempt,
-            request_id: event.request_id.as_deref(),
+            request_id: event.request_id.as_ref().map(RequestId::as_str),
             payload: &event.payload,
             at: timestamp(event.at),
         })
@@ -163,7 +163,7 @@ impl CreateRequest {
     pub(crate) fn new(new: &NewWorkflow) -> Result<Self> {
         let row = CreateRow {
             id: id_text(new.id),
-            request_id: &new.request_id,
+            request_id: new.request_id.as_str(),
             requirements: &new.requirements,
             workflow_name: &new.workflow_name,
             definition: &new.definition,
@@ -173,7 +173,7 @@ impl CreateRequest {
         };
         Ok(CreateRequest {
             id: new.id,
-            request_id: new.request_id.clone(),
+            request_id: new.request_id.to_string(),
             row: serde_json::to_string(&row)?,
         })
     }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use agentry_core::{
     AccessRole, AgentOutputRecord, ApiKeyRecord, Checkpoint, Cursor, Error, Event, EventKind,
-    Result, StateDelta, StoredEvent, WorkerBeat, WorkerInfo, WorkerRecord, WorkflowId,
+    RequestId, Result, StateDelta, StoredEvent, WorkerBeat, WorkerInfo, WorkerRecord, WorkflowId,
     WorkflowRecord, WorkflowStatus,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -138,7 +138,9 @@ pub(crate) fn workflow_from_row(row: &SqliteRow) -> Result<WorkflowRecord> {
     const T: &str = "workflows";
     Ok(WorkflowRecord {
         id: WorkflowId(get_uuid(row, T, "id")?),
-        request_id: get::<Option<String>>(row, T, "request_id")?.unwrap_or_default(),
+        request_id: RequestId::from_stored(
+            get::<Option<String>>(row, T, "request_id")?.unwrap_or_default(),
+        ),
         requirements: get::<Option<String>>(row, T, "requirements")?.unwrap_or_default(),
         status: get_status(row, T, "status")?,
         workflow_name: get(row, T, "workflow_name")?,
@@ -211,7 +213,7 @@ pub(crate) fn event_from_row(row: &SqliteRow) -> Result<StoredEvent> {
             step: get_opt_u64(row, T, "step")?,
             node: get(row, T, "node")?,
             attempt: get_opt_u32(row, T, "attempt")?,
-            request_id: get(row, T, "request_id")?,
+            request_id: get::<Option<String>>(row, T, "request_id")?.map(RequestId::from_stored),
             payload: get_json::<Value>(row, T, "payload")?,
             at: get_time(row, T, "at")?,
         },

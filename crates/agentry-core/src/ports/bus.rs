@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Event, Result, TaskId};
+use crate::{Error, Event, RequestId, Result, TaskId};
 
 /// A task on a queue: "run this node of this workflow at this step".
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,7 +19,7 @@ pub struct TaskMessage {
     /// for built-in nodes. RabbitMQ maps it to `agent.tasks.<queue>`.
     pub queue: String,
     /// Correlation id.
-    pub request_id: Option<String>,
+    pub request_id: Option<RequestId>,
     /// Tags for agent selection (`python`, `model:small`); empty for any.
     #[serde(default)]
     pub tags: Vec<String>,

@@ -30,13 +30,13 @@ impl Engine {
             pending: def.start.clone(),
             ..Cursor::default()
         };
-        let rid = Some(record.request_id.as_str());
+        let rid = Some(&record.request_id);
         let mut events = vec![Event::workflow(
             EventKind::WorkflowStarted,
             record.id,
             json!({ "workflow": def.name, "start": def.start }),
         )
-        .with_request_id(rid.map(String::from))];
+        .with_request_id(rid.cloned())];
         events.extend(assigned_events(&cursor, record.id, rid));
         let r = self
             .apply_transition(
@@ -103,13 +103,13 @@ impl Engine {
             // pending nodes may run past their max_visits once.
             cursor.approved.extend(cursor.pending.iter().cloned());
         }
-        let rid = Some(record.request_id.as_str());
+        let rid = Some(&record.request_id);
         let mut events = vec![Event::workflow(
             EventKind::WorkflowResumed,
             record.id,
             json!({ "from": record.status, "step": cursor.step, "pending": cursor.pending }),
         )
-        .with_request_id(rid.map(String::from))];
+        .with_request_id(rid.cloned())];
         if status == WorkflowStatus::Running {
             events.extend(assigned_events(&cursor, record.id, rid));
         } else {
@@ -119,7 +119,7 @@ impl Engine {
                     record.id,
                     json!({ "pending": cursor.pending }),
                 )
-                .with_request_id(rid.map(String::from)),
+                .with_request_id(rid.cloned()),
             );
         }
         self.inner.caches.invalidate_state(record.id);
@@ -185,13 +185,13 @@ impl Engine {
         let record = self.awaiting_approval(id).await?;
         let mut cursor = record.cursor.clone();
         cursor.approved.extend(cursor.pending.iter().cloned());
-        let rid = Some(record.request_id.as_str());
+        let rid = Some(&record.request_id);
         let mut events = vec![Event::workflow(
             EventKind::WorkflowApproved,
             id,
             json!({ "approved": cursor.pending, "note": note }),
         )
-        .with_request_id(rid.map(String::from))];
+        .with_request_id(rid.cloned())];
         events.extend(assigned_events(&cursor, id, rid));
         let r = self
             .apply_transition(

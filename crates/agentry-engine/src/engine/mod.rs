@@ -126,7 +126,7 @@ pub struct Submission {
     pub requirements: String,
     /// Caller's request id; a second submit with the same id returns the
     /// first workflow. None: a fresh one.
-    pub request_id: Option<String>,
+    pub request_id: Option<RequestId>,
     /// The graph to run (its source text is snapshotted in the store).
     pub definition: WorkflowDefinition,
     /// Per-run options, free-form JSON (passed to nodes).
@@ -269,10 +269,7 @@ impl Engine {
     /// It does not run; call [`Engine::run`].
     pub async fn submit(&self, sub: Submission) -> Result<WorkflowRecord> {
         self.ensure_background();
-        let request_id = sub
-            .request_id
-            .filter(|r| !r.trim().is_empty())
-            .unwrap_or_else(|| RequestId::generate().0);
+        let request_id = sub.request_id.unwrap_or_else(RequestId::generate);
         let def = Arc::new(sub.definition);
         let record = self
             .inner

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use agentry_core::{
     ArtifactOwner, Error, Event, EventKind, NodeContext, NodeOutput, Progress, ProgressSink,
-    Result, TaskId, TaskMessage, WorkflowRecord, WorkflowState,
+    RequestId, Result, TaskId, TaskMessage, WorkflowRecord, WorkflowState,
 };
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -45,7 +45,7 @@ pub(super) enum AttemptsOutcome {
 /// Publishes `agent.progress` events on the bus (never stored).
 struct BusProgress {
     tx: Option<mpsc::UnboundedSender<Event>>,
-    request_id: Option<String>,
+    request_id: Option<RequestId>,
 }
 
 impl ProgressSink for BusProgress {

@@ -20,7 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentry_core::{
-    Delivery, Error, Result, TaskId, TaskMessage, WorkflowRecord, WorkflowState, WorkflowStatus,
+    Delivery, Error, RequestId, Result, TaskId, TaskMessage, WorkflowRecord, WorkflowState,
+    WorkflowStatus,
 };
 use futures::stream::{BoxStream, StreamExt};
 use tokio::task::JoinHandle;
@@ -236,7 +237,7 @@ impl Engine {
             step = task.key.step,
             node = %task.key.node,
             attempt = task.attempt,
-            request_id = message.request_id.as_deref().unwrap_or(""),
+            request_id = message.request_id.as_ref().map_or("", RequestId::as_str),
         );
         let (settle, node_ns, committed) = self
             .process(&message, redelivered)

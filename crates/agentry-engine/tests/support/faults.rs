@@ -100,7 +100,10 @@ impl<F: Faults> Store for FaultyStore<F> {
         self.faults.before()?;
         self.inner.get_workflow(id).await
     }
-    async fn find_by_request_id(&self, r: &str) -> Result<Option<WorkflowRecord>> {
+    async fn find_by_request_id(
+        &self,
+        r: &agentry_core::RequestId,
+    ) -> Result<Option<WorkflowRecord>> {
         self.faults.before()?;
         self.inner.find_by_request_id(r).await
     }

@@ -13,7 +13,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use agentry_core::{AccessRole, ApiKeyStore, RateLimiter, Store, WorkflowId, WorkflowRecord};
+use agentry_core::{
+    AccessRole, ApiKeyStore, RateLimiter, RequestId, Store, WorkflowId, WorkflowRecord,
+};
 use agentry_engine::{Engine, WorkflowDefinition};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, MatchedPath, Request};
@@ -409,7 +411,7 @@ pub async fn request_context(req: Request, next: Next) -> Response {
             .instrument(span)
             .await
     };
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
+    if let Ok(v) = HeaderValue::from_str(request_id.as_str()) {
         response.headers_mut().insert("x-request-id", v);
     }
     let caller = response.extensions().get::<LoggedPrincipal>().cloned();
@@ -431,14 +433,19 @@ pub async fn request_context(req: Request, next: Next) -> Response {
 /// none; and whether a sent one is valid (1–128 visible ASCII characters).
 /// An invalid one is refused rather than replaced, since a submission's
 /// request id is its idempotency key.
-fn request_id_of(headers: &HeaderMap) -> (String, bool) {
+fn request_id_of(headers: &HeaderMap) -> (RequestId, bool) {
     let Some(sent) = headers.get("x-request-id") else {
-        return (uuid::Uuid::new_v4().to_string(), true);
+        return (RequestId::generate(), true);
     };
     match sent.to_str().map(str::trim) {
-        Ok(v) if !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()) => {
-            (v.to_string(), true)
-        }
-        _ => (uuid::Uuid::new_v4().to_string(), false),
+        Ok(v) if v.len() <= MAX_CLIENT_REQUEST_ID => match RequestId::new(v) {
+            Ok(id) => (id, true),
+            Err(_) => (RequestId::generate(), false),
+        },
+        _ => (RequestId::generate(), false),
     }
 }
+
+/// The longest `x-request-id` a client may send: it is stored scoped by
+/// its tenant, within [`RequestId::MAX_LEN`].
+const MAX_CLIENT_REQUEST_ID: usize = 128;

@@ -5,28 +5,21 @@
 use std::collections::BTreeMap;
 
 use agentry_core::{
-    AgentOutputRecord, ApiKeyRecord, Checkpoint, StoredEvent, UsageRecord, WorkflowErrorEntry,
-    WorkflowRecord, WorkflowState, WorkflowStatus,
+    AgentOutputRecord, ApiKeyRecord, Checkpoint, RequestId, StoredEvent, UsageRecord,
+    WorkflowErrorEntry, WorkflowRecord, WorkflowState, WorkflowStatus,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-/// The stored request id of a tenant's submission: `<tenant>:<x-request-id>`.
-/// Request ids are idempotency keys, and scoping them by tenant keeps one
-/// tenant from probing or squatting another's. Tenants never contain `:`.
-pub fn scoped_request_id(tenant: &str, request_id: &str) -> String {
-    format!("{tenant}:{request_id}")
-}
-
-/// The request id as its client sent it (the stored one without the
-/// tenant scope).
-pub fn client_request_id(tenant: Option<&str>, stored: &str) -> String {
+/// The request id as its client sent it: the stored one
+/// ([`RequestId::scoped`] by the tenant, `<tenant>:<x-request-id>`, since
+/// request ids are idempotency keys and tenants must not probe or squat
+/// each other's) without the tenant scope. Tenants never contain `:`.
+pub fn client_request_id(tenant: Option<&str>, stored: &RequestId) -> String {
     tenant
-        .and_then(|t| stored.strip_prefix(t))
-        .and_then(|rest| rest.strip_prefix(':'))
-        .unwrap_or(stored)
+        .map_or(stored.as_str(), |t| stored.unscoped(t))
         .to_string()
 }
 
@@ -568,7 +561,7 @@ impl EventView {
             attempt: event.attempt,
             request_id: event
                 .request_id
-                .as_deref()
+                .as_ref()
                 .map(|r| client_request_id(tenant, r)),
             payload: event.payload.clone(),
             at: event.at,

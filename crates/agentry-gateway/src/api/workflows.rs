@@ -1,6 +1,6 @@
 //! `/v1/workflows`: submit, list, read, history and control actions.
 
-use agentry_core::{AccessRole, Budget, Limit, WorkflowQuery, WorkflowStatus};
+use agentry_core::{AccessRole, Budget, Limit, RequestId, WorkflowQuery, WorkflowStatus};
 use agentry_engine::Submission;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -112,10 +112,9 @@ pub async fn submit(
         .definitions
         .load(body.workflow.as_deref())
         .map_err(|message| ApiError::field("/workflow", message))?;
-    let request_id = scoped_request_id(
-        &p.tenant,
-        &current_request_id().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-    );
+    let request_id = current_request_id()
+        .unwrap_or_else(RequestId::generate)
+        .scoped(&p.tenant);
     // A resubmission of a request id the client chose answers without a
     // permit; an id this server generated is new by construction.
     if client_request_id {
@@ -304,7 +303,9 @@ fn note_of(p: &crate::auth::Principal, action: &str, words: Option<&str>) -> Str
         "{action} by {} (tenant {}, request {})",
         p.subject,
         p.tenant,
-        current_request_id().unwrap_or_default()
+        current_request_id()
+            .map(|r| r.to_string())
+            .unwrap_or_default()
     );
     match words.map(str::trim).filter(|w| !w.is_empty()) {
         Some(w) => format!("{w} ({who})"),
