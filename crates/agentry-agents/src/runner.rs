@@ -10,7 +10,6 @@ use agentry_core::{
     LlmProvider, NodeContext, NodeOutput, NodeRunner, PriceTable, Result, Sandbox, SandboxLimits,
 };
 use async_trait::async_trait;
-use serde_json::Value;
 use tracing::{info, Instrument};
 
 use crate::agents;
@@ -163,18 +162,13 @@ impl AgentEnv<'_> {
     }
 
     /// The budget of this workflow: the configured default, overlaid by
-    /// the workflow's `options.budget`, overlaid by the override.
+    /// the run's options, overlaid by the override.
     pub fn budget(&self) -> Result<Budget> {
-        let stored = match self.ctx.options.get("budget") {
-            None | Some(Value::Null) => Budget::default(),
-            Some(value) => serde_json::from_value(value.clone())
-                .map_err(|e| Error::invalid(format!("workflow options.budget: {e}")))?,
-        };
         Ok(self
             .config
             .budget
             .clone()
-            .merged(&stored)
+            .merged(&self.ctx.options.budget)
             .merged(&self.config.budget_override))
     }
 
@@ -218,12 +212,11 @@ impl AgentEnv<'_> {
         )
     }
 
-    /// A non-empty string option of the run (`project_key`, ...).
-    pub fn option(&self, name: &str) -> Option<String> {
-        self.ctx
-            .options
-            .get(name)
-            .and_then(Value::as_str)
+    /// A name the run was started with (`options.project_key`, ...),
+    /// trimmed; None when unset or blank.
+    pub fn named(value: &Option<String>) -> Option<String> {
+        value
+            .as_deref()
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
@@ -550,8 +543,12 @@ mod option_tests {
             AgentConfig::default(),
         );
         let mut ctx = kit.ctx(AgentRole::BusinessAnalyst, 0);
-        ctx.options =
-            json!({"project_key": "OPT", "repository": "custom-repo", "target_branch": "develop"});
+        ctx.options = agentry_core::RunOptions {
+            project_key: Some("OPT".into()),
+            repository: Some("custom-repo".into()),
+            target_branch: Some("develop".into()),
+            ..agentry_core::RunOptions::default()
+        };
         let out = runner.run(ctx).await.unwrap();
         assert_eq!(
             out.delta.shared_context["project"],

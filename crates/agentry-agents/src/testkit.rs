@@ -575,7 +575,7 @@ impl Kit {
             settings: json!({}),
             visit,
             state: Arc::new(state),
-            options: json!({}),
+            options: agentry_core::RunOptions::default(),
             owner: self.owner.clone(),
             request_id: Some(agentry_core::RequestId::new("req-1").unwrap()),
             progress: self.progress.clone(),

@@ -88,7 +88,7 @@ impl Demo {
             settings: json!({}),
             visit,
             state: Arc::new(state.clone()),
-            options: json!({}),
+            options: agentry_core::RunOptions::default(),
             owner: self.owner.clone(),
             request_id: Some(agentry_core::RequestId::new("demo").unwrap()),
             progress: Arc::new(NoProgress),

@@ -88,7 +88,7 @@ fn ctx(
         settings: json!({}),
         visit: 0,
         state: Arc::new(state.clone()),
-        options: json!({}),
+        options: agentry_core::RunOptions::default(),
         request_id: None,
         owner: ArtifactOwner::Cli,
         progress: Arc::new(NoProgress),

@@ -280,6 +280,10 @@ pub struct RunArgs {
     /// Repository name (default: the analyst's proposal).
     #[arg(long, value_name = "NAME")]
     pub repository: Option<String>,
+    /// The branch the merge request targets (default: the repository's
+    /// default branch, `main`).
+    #[arg(long, value_name = "BRANCH")]
+    pub target_branch: Option<String>,
     /// Request id (idempotency: running the same request id again returns the same workflow).
     #[arg(long, value_name = "ID")]
     pub request_id: Option<agentry_core::RequestId>,

@@ -22,8 +22,8 @@ use tracing::info;
 
 use agentry_agents::AgentNodeRunner;
 use agentry_core::{
-    queues_for, AgentRole, Budget, NodeContext, NodeOutput, NodeRunner, WorkerHealth,
-    WorkerRegistry,
+    queues_for, AgentRole, Budget, LlmSelection, NodeContext, NodeOutput, NodeRunner, RunOptions,
+    WorkerHealth, WorkerRegistry,
 };
 use agentry_engine::Engine;
 use agentry_fleet::Duties;
@@ -51,7 +51,7 @@ impl PerWorkflowRunner {
         }
     }
 
-    fn runner_for(&self, options: &Value) -> agentry_core::Result<Arc<dyn NodeRunner>> {
+    fn runner_for(&self, options: &RunOptions) -> agentry_core::Result<Arc<dyn NodeRunner>> {
         // `agentry bench engine --worker-processes`: the benchmark's nodes.
         if let Some(latency) = agentry_engine::bench::bench_latency(options) {
             let key = format!("bench:{}", latency.as_nanos());
@@ -61,12 +61,12 @@ impl PerWorkflowRunner {
                 .or_insert_with(|| agentry_engine::bench::bench_runner(latency));
             return Ok(runner.clone());
         }
-        let mut llm = options.get("llm").cloned().unwrap_or(Value::Null);
         // Recording is the submitting process's business.
-        if let Some(obj) = llm.as_object_mut() {
-            obj.remove("record");
-        }
-        let key = llm.to_string();
+        let llm = options
+            .llm
+            .clone()
+            .map(|l| LlmSelection { record: None, ..l });
+        let key = serde_json::to_string(&llm).unwrap_or_default();
         if let Some(r) = self
             .runners
             .lock()
@@ -75,10 +75,9 @@ impl PerWorkflowRunner {
         {
             return Ok(r.clone());
         }
-        let stored = json!({ "llm": llm });
         let app = &self.app;
         let build = || -> Result<Arc<dyn NodeRunner>> {
-            let choice = LlmChoice::resolve(&LlmArgs::default(), Some(&stored), &app.config)?;
+            let choice = LlmChoice::resolve(&LlmArgs::default(), llm.as_ref(), &app.config)?;
             let provider = choice.provider(&app.config, app.llm_cache.clone())?;
             let runner: AgentNodeRunner = app.runner(provider, Budget::default());
             Ok(Arc::new(runner))

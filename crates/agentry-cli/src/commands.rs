@@ -9,7 +9,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
 use agentry_core::{
-    Budget, Checkpoint, Limit, Store, WorkflowId, WorkflowQuery, WorkflowRecord, WorkflowStatus,
+    Budget, Checkpoint, Limit, RunOptions, Store, WorkflowId, WorkflowQuery, WorkflowRecord,
+    WorkflowStatus,
 };
 use agentry_engine::{Engine, Submission};
 
@@ -108,15 +109,22 @@ async fn run(app: &App, args: RunArgs, json: bool) -> Result<ExitCode> {
     }
     let definition = app.definition(args.workflow.as_deref())?;
     let choice = LlmChoice::resolve(&args.llm, None, &app.config)?;
-    let mut options = json!({
-        "llm": choice.to_options(),
-        "project_key": args.project_key.clone().or_else(|| app.config.project.key.clone()),
-        "repository": args.repository.clone().or_else(|| app.config.project.repository.clone()),
-    });
-    let budget = flag_budget(&args.llm)?;
-    if !budget.is_unlimited() {
-        options["budget"] = serde_json::to_value(&budget)?;
-    }
+    let project = &app.config.project;
+    let options = RunOptions {
+        llm: Some(choice.selection()),
+        project_key: args.project_key.clone().or_else(|| project.key.clone()),
+        repository: args
+            .repository
+            .clone()
+            .or_else(|| project.repository.clone()),
+        target_branch: args
+            .target_branch
+            .clone()
+            .or_else(|| project.target_branch.clone()),
+        budget: flag_budget(&args.llm)?,
+        bench: None,
+    };
+    options.validate()?;
     let engine = app
         .engine(
             choice.provider(&app.config, app.llm_cache.clone())?,
@@ -157,6 +165,7 @@ async fn demo(app: &App, args: DemoArgs, json: bool) -> Result<ExitCode> {
         workflow: args.workflow,
         project_key: None,
         repository: None,
+        target_branch: None,
         request_id: None,
         detach: false,
         llm: LlmArgs {
@@ -188,7 +197,7 @@ async fn approve(app: &App, args: ApproveArgs, json: bool) -> Result<ExitCode> {
 /// An engine for a stored workflow, with the LLM it started with unless
 /// flags override it.
 async fn engine_for(app: &App, record: &WorkflowRecord, llm: &LlmArgs) -> Result<Engine> {
-    let choice = LlmChoice::resolve(llm, Some(&record.options), &app.config)?;
+    let choice = LlmChoice::resolve(llm, record.options.llm.as_ref(), &app.config)?;
     app.engine(
         choice.provider(&app.config, app.llm_cache.clone())?,
         flag_budget(llm)?,

@@ -441,6 +441,8 @@ pub struct ProjectConfig {
     pub key: Option<String>,
     /// Repository name (default: the analyst's proposal).
     pub repository: Option<String>,
+    /// The branch merge requests target (default: `main`).
+    pub target_branch: Option<String>,
 }
 
 /// `[sandbox]`: how generated tests run.

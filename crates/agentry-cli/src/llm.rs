@@ -18,11 +18,10 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use async_trait::async_trait;
 use serde::Serialize;
-use serde_json::{json, Value};
 
 use agentry_core::{
     AgentRole, ChatMessage, ChatRequest, ChatResponse, LlmCache, LlmProfile, LlmProvider,
-    RequestMeta,
+    LlmSelection, RequestMeta,
 };
 use agentry_llm_http::{
     AnthropicConfig, AnthropicProvider, OpenAiConfig, OpenAiProvider, Secret, StructuredOutput,
@@ -96,29 +95,26 @@ pub struct LlmChoice {
 
 impl LlmChoice {
     /// Resolves flags, then the workflow's stored choice, then the config.
-    pub fn resolve(args: &LlmArgs, stored: Option<&Value>, config: &Config) -> Result<LlmChoice> {
+    pub fn resolve(
+        args: &LlmArgs,
+        stored: Option<&LlmSelection>,
+        config: &Config,
+    ) -> Result<LlmChoice> {
         if config.llm.providers.contains_key("local") {
             bail!(
                 "[llm.providers.local]: `local` is the built-in local model ([llm.local]); \
                  give that provider another name"
             );
         }
-        let stored_llm = stored.and_then(|o| o.get("llm"));
-        let stored_str = |k: &str| {
-            stored_llm
-                .and_then(|l| l.get(k))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        };
         let script = args
             .llm_script
             .clone()
-            .or_else(|| stored_str("script").map(PathBuf::from))
+            .or_else(|| stored.and_then(|s| s.script.clone()))
             .or_else(|| config.llm.script.clone());
         let replay = args
             .replay
             .clone()
-            .or_else(|| stored_str("replay").map(PathBuf::from))
+            .or_else(|| stored.and_then(|s| s.replay.clone()))
             .or_else(|| config.llm.replay.clone());
         let flagged = args
             .llm
@@ -127,30 +123,31 @@ impl LlmChoice {
             .or_else(|| args.llm_script.as_ref().map(|_| "scripted".to_string()));
         let provider = flagged
             .clone()
-            .or_else(|| stored_str("provider"))
+            .or_else(|| stored.map(|s| s.provider.clone()).filter(|p| !p.is_empty()))
             .or_else(|| config.llm.provider.clone())
             .or_else(|| script.as_ref().map(|_| "scripted".to_string()))
             // No hosted provider configured: the local model.
             .unwrap_or_else(|| "local".to_string());
         // Stored URL and model belong to the stored provider only.
-        let same_as_stored = stored_str("provider").as_deref() == Some(provider.as_str());
-        let from_stored = |k: &str| if same_as_stored { stored_str(k) } else { None };
+        let same_provider = stored.filter(|s| s.provider == provider);
         let latency_ms = args
             .llm_latency_ms
-            .or_else(|| {
-                stored_llm
-                    .and_then(|l| l.get("latency_ms"))
-                    .and_then(Value::as_u64)
-            })
+            .or_else(|| stored.map(|s| s.latency_ms))
             .or(config.llm.latency_ms)
             .unwrap_or(0);
         let mut choice = LlmChoice {
-            base_url: args.base_url.clone().or_else(|| from_stored("base_url")),
-            model: args.model.clone().or_else(|| from_stored("model")),
+            base_url: args
+                .base_url
+                .clone()
+                .or_else(|| same_provider.and_then(|s| s.base_url.clone())),
+            model: args
+                .model
+                .clone()
+                .or_else(|| same_provider.and_then(|s| s.model.clone())),
             record: args
                 .record
                 .clone()
-                .or_else(|| stored_str("record").map(PathBuf::from)),
+                .or_else(|| stored.and_then(|s| s.record.clone())),
             no_cache: args.no_cache,
             latency_ms,
             provider,
@@ -200,18 +197,19 @@ impl LlmChoice {
         }
     }
 
-    /// The JSON stored in the workflow's options.
-    pub fn to_options(&self) -> Value {
-        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-        json!({
-            "provider": self.provider,
-            "script": path(&self.script),
-            "replay": path(&self.replay),
-            "record": path(&self.record),
-            "base_url": self.base_url,
-            "model": self.model,
-            "latency_ms": self.latency_ms,
-        })
+    /// What the workflow's options keep of this choice, so a resume and a
+    /// worker build the same provider (the cache switch is this process's
+    /// own).
+    pub fn selection(&self) -> LlmSelection {
+        LlmSelection {
+            provider: self.provider.clone(),
+            base_url: self.base_url.clone(),
+            model: self.model.clone(),
+            script: self.script.clone(),
+            replay: self.replay.clone(),
+            record: self.record.clone(),
+            latency_ms: self.latency_ms,
+        }
     }
 
     /// Builds the provider the agents call: per-role routing over the

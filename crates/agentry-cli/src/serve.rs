@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use agentry_core::{AccessRole, ApiKeyStore, Budget, Store};
+use agentry_core::{AccessRole, ApiKeyStore, Budget, RunOptions, Store};
 use agentry_engine::{Engine, EngineConfig, WorkflowDefinition};
 use agentry_fleet::Duties;
 use agentry_gateway::auth::keys;
@@ -180,7 +180,10 @@ pub async fn serve(app: App, args: ServeArgs, json: bool) -> Result<ExitCode> {
         keys: app.store.clone(),
         limiter: app.limiter.clone(),
         definitions: Arc::new(AppDefinitions::new(&app)?),
-        base_options: json!({ "llm": choice.to_options() }),
+        base_options: RunOptions {
+            llm: Some(choice.selection()),
+            ..RunOptions::default()
+        },
         config,
         // Distributed: this server only accepts and dispatches; the
         // workers' commits carry every workflow on, and the registry
@@ -356,7 +359,7 @@ pub async fn bench_api(args: &BenchApiArgs) -> Result<ExitCode> {
         keys: store.clone(),
         limiter: Arc::new(MemoryRateLimiter::new()),
         definitions: Arc::new(OneDefinition(WorkflowDefinition::bench()?)),
-        base_options: json!({}),
+        base_options: RunOptions::default(),
         config,
         execution,
         registry: None,

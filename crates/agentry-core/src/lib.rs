@@ -19,6 +19,7 @@ pub mod event;
 pub mod ids;
 pub mod llm;
 pub mod node;
+pub mod options;
 pub mod owner;
 pub mod path;
 pub mod ports;
@@ -35,6 +36,7 @@ pub use llm::{
     Usage,
 };
 pub use node::{NoProgress, NodeContext, NodeOutput, NodeRunner, Progress, ProgressSink};
+pub use options::{BenchRun, LlmSelection, RunOptions};
 pub use owner::{ArtifactOwner, TenantId, MAX_TENANT_BYTES};
 pub use path::RepoPath;
 pub use ports::access::{

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{
-    AgentRole, ArtifactOwner, Event, RequestId, Result, StateDelta, TaskId, WorkflowState,
+    AgentRole, ArtifactOwner, Event, RequestId, Result, RunOptions, StateDelta, TaskId,
+    WorkflowState,
 };
 
 /// Live progress of a running node (shown by the CLI, streamed by the
@@ -53,8 +54,8 @@ pub struct NodeContext {
     pub visit: u32,
     /// Workflow state at the start of the super-step.
     pub state: Arc<WorkflowState>,
-    /// Per-run options of the workflow.
-    pub options: Value,
+    /// What the workflow was started with.
+    pub options: RunOptions,
     /// Whose artifacts the node makes and reads: the workflow's stored
     /// tenant, or the command line's namespace. Side effects go through the
     /// integrations resolved for this owner.

@@ -17,8 +17,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::{
-    Error, Event, RequestId, Result, StateDelta, StoredEvent, TaskId, WorkflowId, WorkflowState,
-    WorkflowStatus,
+    Error, Event, RequestId, Result, RunOptions, StateDelta, StoredEvent, TaskId, WorkflowId,
+    WorkflowState, WorkflowStatus,
 };
 
 /// The scheduler's position in a workflow's graph. Opaque to stores (they
@@ -57,8 +57,8 @@ pub struct WorkflowRecord {
     /// The workflow definition's text, snapshotted at creation so a resume
     /// runs the same graph.
     pub definition: String,
-    /// Per-run options (LLM name, project key, ...), free-form JSON.
-    pub options: Value,
+    /// What the run was started with (stored as JSON).
+    pub options: RunOptions,
     /// Owning tenant, for the gateway's isolation (None in the CLI).
     pub tenant: Option<String>,
     /// Scheduler cursor.
@@ -85,8 +85,8 @@ pub struct NewWorkflow {
     pub workflow_name: String,
     /// Definition text.
     pub definition: String,
-    /// Per-run options.
-    pub options: Value,
+    /// What the run is started with.
+    pub options: RunOptions,
     /// Owning tenant.
     pub tenant: Option<String>,
 }

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentry_core::{
-    AgentOutputWrite, Bus, Error, NodeContext, NodeOutput, NodeRunner, Result, StateDelta, Store,
-    WorkflowStatus,
+    AgentOutputWrite, BenchRun, Bus, Error, NodeContext, NodeOutput, NodeRunner, Result,
+    RunOptions, StateDelta, Store, WorkflowStatus,
 };
 use async_trait::async_trait;
 use serde::Serialize;
@@ -45,14 +45,19 @@ pub struct BenchConfig {
 
 /// The options of a benchmark workflow: they tell a worker process to run
 /// its nodes with [`bench_runner`] (see [`bench_latency`]).
-pub fn bench_options(node_latency: Duration) -> Value {
-    json!({ "bench": { "node_latency_ms": node_latency.as_secs_f64() * 1e3 } })
+pub fn bench_options(node_latency: Duration) -> RunOptions {
+    RunOptions {
+        bench: Some(BenchRun {
+            node_latency_ms: node_latency.as_secs_f64() * 1e3,
+        }),
+        ..RunOptions::default()
+    }
 }
 
 /// The node latency of a benchmark workflow's options, None when they are
 /// not a benchmark's.
-pub fn bench_latency(options: &Value) -> Option<Duration> {
-    let ms = options.get("bench")?.get("node_latency_ms")?.as_f64()?;
+pub fn bench_latency(options: &RunOptions) -> Option<Duration> {
+    let ms = options.bench?.node_latency_ms;
     (ms.is_finite() && ms >= 0.0).then(|| Duration::from_secs_f64(ms / 1e3))
 }
 

@@ -90,7 +90,7 @@ async fn submit(engine: &Engine, request_id: &str) -> WorkflowId {
             requirements: "a todo app".into(),
             request_id: Some(agentry_core::RequestId::new(request_id).unwrap()),
             definition,
-            options: serde_json::json!({}),
+            options: agentry_core::RunOptions::default(),
             tenant: None,
         })
         .await

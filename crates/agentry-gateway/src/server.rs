@@ -13,7 +13,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -37,8 +36,9 @@ pub struct GatewayDeps {
     pub limiter: Arc<dyn RateLimiter>,
     /// Workflow definitions submissions may name.
     pub definitions: Arc<dyn DefinitionSource>,
-    /// Options every workflow starts with (e.g. the server's LLM choice).
-    pub base_options: Value,
+    /// Options every workflow starts with (the server's LLM choice); a
+    /// submission's own are laid over them.
+    pub base_options: agentry_core::RunOptions,
     /// Listen address, TLS, limits and authentication settings.
     pub config: GatewayConfig,
     /// Whether workflows run here or only start here.

@@ -152,7 +152,14 @@ pub fn new_workflow(request_id: &str) -> NewWorkflow {
         workflow_name: "sdlc".to_string(),
         definition: "name = \"sdlc\"\n[nodes.business_analyst]\nrole = \"business_analyst\"\n"
             .to_string(),
-        options: json!({"llm": "scripted", "project_key": "SHOP", "rounds": 3}),
+        options: agentry_core::RunOptions {
+            llm: Some(agentry_core::LlmSelection {
+                provider: "scripted".into(),
+                ..agentry_core::LlmSelection::default()
+            }),
+            project_key: Some("SHOP".into()),
+            ..agentry_core::RunOptions::default()
+        },
         tenant: None,
     }
 }

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 use agentry_core::{
     AccessRole, AgentOutputRecord, ApiKeyRecord, Checkpoint, Cursor, Error, Event, EventKind,
-    RequestId, Result, StateDelta, StoredEvent, WorkerBeat, WorkerInfo, WorkerRecord, WorkflowId,
-    WorkflowRecord, WorkflowStatus,
+    RequestId, Result, RunOptions, StateDelta, StoredEvent, WorkerBeat, WorkerInfo, WorkerRecord,
+    WorkflowId, WorkflowRecord, WorkflowStatus,
 };
 use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::Value;
@@ -152,7 +152,7 @@ pub(crate) fn workflow_from_row(row: &PgRow) -> Result<WorkflowRecord> {
         status: get_status(row, T, "status")?,
         workflow_name: get(row, T, "workflow_name")?,
         definition: get(row, T, "definition")?,
-        options: get_json::<Value>(row, T, "options")?,
+        options: get_json::<RunOptions>(row, T, "options")?,
         tenant: get(row, T, "tenant")?,
         cursor: get_json::<Cursor>(row, T, "cursor")?,
         current_step: get(row, T, "current_step")?,

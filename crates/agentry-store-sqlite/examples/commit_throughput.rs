@@ -46,7 +46,7 @@ async fn main() {
                 requirements: "bench".into(),
                 workflow_name: "bench".into(),
                 definition: String::new(),
-                options: json!({}),
+                options: agentry_core::RunOptions::default(),
                 tenant: None,
             })
             .await

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use agentry_core::{
     AccessRole, AgentOutputRecord, ApiKeyRecord, Checkpoint, Cursor, Error, Event, EventKind,
-    RequestId, Result, StateDelta, StoredEvent, WorkerBeat, WorkerInfo, WorkerRecord, WorkflowId,
-    WorkflowRecord, WorkflowStatus,
+    RequestId, Result, RunOptions, StateDelta, StoredEvent, WorkerBeat, WorkerInfo, WorkerRecord,
+    WorkflowId, WorkflowRecord, WorkflowStatus,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
@@ -145,7 +145,7 @@ pub(crate) fn workflow_from_row(row: &SqliteRow) -> Result<WorkflowRecord> {
         status: get_status(row, T, "status")?,
         workflow_name: get(row, T, "workflow_name")?,
         definition: get(row, T, "definition")?,
-        options: get_json::<Value>(row, T, "options")?,
+        options: get_json::<RunOptions>(row, T, "options")?,
         tenant: get(row, T, "tenant")?,
         cursor: get_json::<Cursor>(row, T, "cursor")?,
         current_step: get(row, T, "current_step")?,

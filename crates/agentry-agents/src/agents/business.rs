@@ -16,16 +16,16 @@ use crate::runner::AgentEnv;
 /// Runs the analyst.
 pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
     let state = &env.ctx.state;
-    let fixed_key = env
-        .option("project_key")
-        .or_else(|| env.config.default_project_key.clone());
+    let options = &env.ctx.options;
+    let fixed_key =
+        AgentEnv::named(&options.project_key).or_else(|| env.config.default_project_key.clone());
     let mut user = format!("## Requirement\n{}\n", state.requirements.trim());
     if let Some(key) = &fixed_key {
         user.push_str(&format!(
             "\n## Constraints\nUse project_key `{key}` (the tracker project is fixed).\n"
         ));
     }
-    if let Some(repo) = env.option("repository") {
+    if let Some(repo) = AgentEnv::named(&options.repository) {
         user.push_str(&format!("Use repository `{repo}`.\n"));
     }
     user.push_str("\nReturn the BusinessAnalysis JSON.");
@@ -41,7 +41,7 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
     if let Some(key) = fixed_key {
         analysis.project_key = key;
     }
-    if let Some(repo) = env.option("repository") {
+    if let Some(repo) = AgentEnv::named(&options.repository) {
         analysis.repository = repo;
     }
     let project = ProjectContext {
@@ -50,8 +50,7 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
         repository: analysis.repository.clone(),
         space: analysis.project_key.clone(),
         branch: format!("agentry/{}", analysis.repository),
-        target_branch: env
-            .option("target_branch")
+        target_branch: AgentEnv::named(&options.target_branch)
             .unwrap_or_else(|| "main".to_string()),
     };
 

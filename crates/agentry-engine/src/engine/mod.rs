@@ -48,12 +48,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentry_core::{
-    Bus, Error, Event, NewWorkflow, NodeRunner, RequestId, Result, Store, TaskId, TaskKey,
-    WorkflowId, WorkflowRecord, WorkflowStatus,
+    Bus, Error, Event, NewWorkflow, NodeRunner, RequestId, Result, RunOptions, Store, TaskId,
+    TaskKey, WorkflowId, WorkflowRecord, WorkflowStatus,
 };
 use futures::stream::{BoxStream, StreamExt};
 use parking_lot::Mutex;
-use serde_json::Value;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -129,8 +128,8 @@ pub struct Submission {
     pub request_id: Option<RequestId>,
     /// The graph to run (its source text is snapshotted in the store).
     pub definition: WorkflowDefinition,
-    /// Per-run options, free-form JSON (passed to nodes).
-    pub options: Value,
+    /// What the run is started with (stored, and passed to every node).
+    pub options: RunOptions,
     /// Owning tenant.
     pub tenant: Option<String>,
 }

@@ -20,7 +20,6 @@ use agentry_core::{
 };
 use agentry_engine::{Engine, EngineConfig, Submission, WorkflowDefinition};
 use async_trait::async_trait;
-use serde_json::json;
 
 /// How long a run may take before a test fails.
 pub const RUN_DEADLINE: Duration = Duration::from_secs(20);
@@ -50,7 +49,7 @@ pub fn submission_of(definition: WorkflowDefinition) -> Submission {
         requirements: "Build a todo app".into(),
         request_id: None,
         definition,
-        options: json!({}),
+        options: agentry_core::RunOptions::default(),
         tenant: None,
     }
 }

@@ -64,7 +64,7 @@ pub struct Shared {
     pub(crate) runs: Arc<Runs>,
     pub(crate) definitions: Arc<dyn DefinitionSource>,
     /// Options every workflow starts with (the server's LLM choice).
-    pub(crate) base_options: Value,
+    pub(crate) base_options: agentry_core::RunOptions,
     pub(crate) validators: HashMap<String, jsonschema::Validator>,
     pub(crate) streams: events::StreamCaps,
     pub(crate) shutdown: CancellationToken,

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use agentry_core::{
-    AgentOutputRecord, ApiKeyRecord, Checkpoint, RequestId, StoredEvent, UsageRecord,
-    WorkflowErrorEntry, WorkflowRecord, WorkflowState, WorkflowStatus,
+    AgentOutputRecord, ApiKeyRecord, Budget, Checkpoint, Limit, RequestId, RunOptions, StoredEvent,
+    UsageRecord, WorkflowErrorEntry, WorkflowRecord, WorkflowState, WorkflowStatus,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -91,18 +91,51 @@ pub struct SubmitWorkflow {
     /// Repository name (default: the analyst's proposal).
     #[schema(pattern = r"^[a-z0-9][a-z0-9_-]{0,63}$")]
     pub repository: Option<String>,
+    /// The branch the merge request targets (default: the repository's
+    /// default branch, `main`).
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[A-Za-z0-9._/-]+$")]
+    pub target_branch: Option<String>,
     /// Workflow definition by name (default: `sdlc`); see `GET /v1/workflow-definitions`.
     #[schema(pattern = r"^[a-z0-9][a-z0-9_-]{0,63}$")]
     pub workflow: Option<String>,
     /// Per-run options.
     #[schema(nullable = false)]
-    pub options: Option<RunOptions>,
+    pub options: Option<SubmitOptions>,
 }
 
-/// Per-run options.
+impl SubmitWorkflow {
+    /// The run's options: the server's `base` with this submission's names
+    /// and caps laid over it. The one place the API's wire form becomes
+    /// the core type.
+    pub fn run_options(&self, base: &RunOptions) -> RunOptions {
+        let caps = self.options.clone().unwrap_or_default();
+        RunOptions {
+            project_key: self
+                .project_key
+                .clone()
+                .or_else(|| base.project_key.clone()),
+            repository: self.repository.clone().or_else(|| base.repository.clone()),
+            target_branch: self
+                .target_branch
+                .clone()
+                .or_else(|| base.target_branch.clone()),
+            budget: base.budget.clone().merged(&Budget {
+                workflow: Limit {
+                    max_cost_usd: caps.budget_usd,
+                    max_tokens: caps.budget_tokens,
+                },
+                roles: Default::default(),
+            }),
+            ..base.clone()
+        }
+    }
+}
+
+/// The per-run options of a submission (its wire form; the server builds
+/// the run's options from it and the body's names).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RunOptions {
+pub struct SubmitOptions {
     /// Cost cap of the whole run, US dollars.
     #[schema(minimum = 0.0, maximum = 1000000.0)]
     pub budget_usd: Option<f64>,
@@ -375,14 +408,15 @@ impl WorkflowDetail {
 
 /// The run options a caller may see: the project, repository and budget it
 /// chose, not the server's LLM settings.
-fn public_options(options: &Value) -> Value {
-    let mut out = serde_json::Map::new();
-    for key in ["project_key", "repository", "budget"] {
-        if let Some(v) = options.get(key).filter(|v| !v.is_null()) {
-            out.insert(key.to_string(), v.clone());
-        }
-    }
-    Value::Object(out)
+fn public_options(options: &RunOptions) -> Value {
+    // The LLM selection names the server's files and URLs: not the
+    // caller's business.
+    let public = RunOptions {
+        llm: None,
+        bench: None,
+        ..options.clone()
+    };
+    serde_json::to_value(public).unwrap_or_else(|_| Value::Object(Default::default()))
 }
 
 /// One entry of a workflow's history.

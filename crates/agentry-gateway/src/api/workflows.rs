@@ -1,13 +1,12 @@
 //! `/v1/workflows`: submit, list, read, history and control actions.
 
-use agentry_core::{AccessRole, Budget, Limit, RequestId, WorkflowQuery, WorkflowStatus};
+use agentry_core::{AccessRole, RequestId, WorkflowQuery, WorkflowStatus};
 use agentry_engine::Submission;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
 use tracing::info;
 
 use super::model::*;
@@ -123,25 +122,7 @@ pub async fn submit(
         }
     }
     let permit = state.runs.try_permit()?;
-    let mut options = match state.base_options.clone() {
-        Value::Object(map) => Value::Object(map),
-        _ => json!({}),
-    };
-    options["project_key"] = json!(body.project_key);
-    options["repository"] = json!(body.repository);
-    if let Some(run) = &body.options {
-        let budget = Budget {
-            workflow: Limit {
-                max_cost_usd: run.budget_usd,
-                max_tokens: run.budget_tokens,
-            },
-            roles: Default::default(),
-        };
-        if !budget.is_unlimited() {
-            options["budget"] =
-                serde_json::to_value(&budget).map_err(|e| ApiError::Internal(e.to_string()))?;
-        }
-    }
+    let options = body.run_options(&state.base_options);
     let definition_name = definition.name.clone();
     let record = state
         .engine

@@ -73,7 +73,7 @@ async fn gateway(
         keys: store.clone(),
         limiter: Arc::new(MemoryRateLimiter::new()),
         definitions: Arc::new(BenchOnly),
-        base_options: json!({}),
+        base_options: agentry_core::RunOptions::default(),
         config,
         execution: agentry_gateway::Execution::Local,
         registry: None,
