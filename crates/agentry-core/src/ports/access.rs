@@ -81,9 +81,9 @@ pub struct ApiKeyRecord {
     pub name: String,
     /// Hex SHA-256 of the secret part.
     pub secret_hash: String,
-    /// Created.
+    /// When the key was issued (UTC); keys are listed oldest first.
     pub created_at: DateTime<Utc>,
-    /// Revoked, when it is.
+    /// When it was first revoked (UTC); `None` while it is valid.
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
