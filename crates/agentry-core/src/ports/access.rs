@@ -5,8 +5,9 @@
 //! the caller `agk_<id>_<secret>` once and keeps only the id and a hash of
 //! the secret; a lookup is by id, so verification is one row read and one
 //! constant-time comparison. The SQLite, PostgreSQL and memory stores
-//! implement [`ApiKeyStore`]; the gateway's in-process limiter and the
-//! Redis one (buckets shared by gateway replicas) implement [`RateLimiter`].
+//! implement [`ApiKeyStore`]; the in-process limiter of
+//! `agentry-store-memory` and the Redis one (buckets shared by gateway
+//! replicas) implement [`RateLimiter`].
 
 use std::time::Duration;
 
