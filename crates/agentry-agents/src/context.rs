@@ -32,9 +32,10 @@ pub(crate) const DEVOPS_FILES: &str = "devops.files";
 pub struct ProjectContext {
     /// Tracker project key.
     pub key: String,
-    /// Display name.
+    /// The project's name from the analysis, given to the tracker project.
     pub name: String,
-    /// Repository name.
+    /// The code host repository every later agent works in: the run's
+    /// `repository` option, else the analyst's choice.
     pub repository: String,
     /// Wiki space key (= `key`).
     pub space: String,

@@ -1,6 +1,13 @@
-//! The one agent loop every role runs: LLM turns with the role's tools, tool
-//! execution, output validation with a single repair round, usage records
-//! and progress reports.
+//! The one agent loop every role runs: LLM turns (with the role's tools,
+//! unless the agent is compact), tool execution up to `max_tool_rounds`,
+//! and validation of the final answer: its schema, the agent's own check
+//! ([`Conversation::run_checked`], as QA's suite rules) and the limits on
+//! the files it staged. An invalid answer goes back to the model with the
+//! problems for up to `with_repairs` repair rounds (one by default; compact
+//! agents get two), each sampled more freely than the last. Before each
+//! call the workflow's and the role's budgets are checked; after it the
+//! call is priced, added to the usage records and written to the LLM
+//! ledger. Each turn and tool call is reported as progress.
 
 use std::sync::Arc;
 use std::time::Instant;

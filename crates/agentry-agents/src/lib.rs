@@ -3,12 +3,13 @@
 //! [`AgentNodeRunner`] that the workflow engine calls to run one graph node.
 //!
 //! Key design decision: every agent runs through ONE conversation loop
-//! ([`conversation`]) that owns the LLM turns, the tool rounds, the schema
-//! validation with a single repair round and the usage accounting; an agent
-//! only builds its prompt and applies its typed output to the ports. Side
-//! effects happen after the model has answered, each with an idempotency key
-//! derived from the task, so a retried or resumed node finds what an earlier
-//! attempt made instead of making it twice.
+//! ([`conversation`]) that owns the LLM turns, the tool rounds, the
+//! validation of the answer with its repair rounds (one, or two for a
+//! compact agent on a small model), the budgets and the usage accounting;
+//! an agent only builds its prompt and applies its typed output to the
+//! ports. Side effects happen after the model has answered, each with an
+//! idempotency key derived from the task, so a retried or resumed node
+//! finds what an earlier attempt made instead of making it twice.
 
 #![warn(missing_docs)]
 pub mod agents;

@@ -1,5 +1,7 @@
-//! System prompts: one Markdown file per role under `prompts/`, embedded in
-//! the binary and overridable from a directory (`<dir>/<role>.md`).
+//! System prompts: one Markdown file per role under `prompts/` (and a
+//! compact one under `prompts/compact/` for small models), embedded in the
+//! binary and overridable from a directory (`<dir>/<role>.md`,
+//! `<dir>/compact/<role>.md`).
 
 use std::path::Path;
 

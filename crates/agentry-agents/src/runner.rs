@@ -27,7 +27,8 @@ pub struct AgentDeps {
     /// Where each owner's tracker, wiki and code host are: every node run
     /// resolves those of its workflow's owner (`NodeContext::owner`).
     pub integrations: Arc<dyn IntegrationResolver>,
-    /// Test sandbox.
+    /// Where QA runs the tests: a fresh checkout of the branch, isolated
+    /// from the host.
     pub sandbox: Arc<dyn Sandbox>,
     /// Where every LLM call is recorded (cost, provider, tokens); budgets
     /// read their spend from it. None: spend is counted from the workflow
@@ -35,7 +36,8 @@ pub struct AgentDeps {
     pub ledger: Option<Arc<dyn LlmLedger>>,
 }
 
-/// Agent settings.
+/// Settings every node run of one [`AgentNodeRunner`] shares; the CLI
+/// builds them from its configuration and the provider's profile.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentConfig {
     /// Most LLM answers with tool calls per node run (default 8).

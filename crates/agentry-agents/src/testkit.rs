@@ -1,4 +1,4 @@
-//! In-memory fakes of the ports for unit tests (the integration test uses
+//! In-memory fakes of the ports for unit tests (the integration tests use
 //! the real local adapters).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -42,7 +42,8 @@ pub enum Tool {
 }
 
 impl Tool {
-    /// Every tool.
+    /// Every tool, each once: what [`Tool::by_name`] searches (a role is
+    /// offered only its [`Tool::for_role`]).
     pub const ALL: [Tool; 6] = [
         Tool::ListIssues,
         Tool::ListFiles,
@@ -127,19 +128,21 @@ impl Tool {
 /// Where the tools act: the ports and the workflow's coordinates.
 #[derive(Clone)]
 pub struct ToolEnv {
-    /// Tracker.
+    /// The workflow owner's tracker, which `list_issues` reads.
     pub tracker: Arc<dyn Tracker>,
-    /// Wiki.
+    /// The workflow owner's wiki, which `list_pages` reads.
     pub wiki: Arc<dyn Wiki>,
-    /// Code host.
+    /// The workflow owner's code host, which the file tools read (writes
+    /// are only staged; the agent commits them).
     pub code_host: Arc<dyn CodeHost>,
     /// Repository the file tools read (None before it exists).
     pub repository: Option<String>,
     /// Branch the file tools read.
     pub branch: Option<String>,
-    /// Tracker project key.
+    /// Tracker project key `list_issues` reads when the model names none
+    /// (None before the analyst has chosen one).
     pub project: Option<String>,
-    /// Wiki space key.
+    /// Wiki space key `list_pages` reads (the project key).
     pub space: Option<String>,
 }
 

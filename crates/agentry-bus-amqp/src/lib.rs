@@ -76,7 +76,7 @@ const PUBLISH_ATTEMPTS: u32 = 4;
 pub struct QueueStats {
     /// Messages ready for delivery (not counting unacknowledged ones).
     pub ready: u32,
-    /// Consumers attached.
+    /// Consumers subscribed to the queue now, in every process.
     pub consumers: u32,
 }
 

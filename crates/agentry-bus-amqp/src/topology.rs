@@ -36,7 +36,8 @@ impl TopologyNames {
         }
     }
 
-    /// The prefix.
+    /// The prefix every exchange and queue name starts with (`agent` by
+    /// default: the config's `amqp_prefix`).
     pub fn prefix(&self) -> &str {
         &self.prefix
     }

@@ -1,4 +1,5 @@
-//! Command-line interface definition.
+//! The command line, declared with clap's derive: every doc comment on a
+//! command, argument or value here is its `--help` text.
 
 use std::path::PathBuf;
 
@@ -19,7 +20,7 @@ pub struct Cli {
     /// Machine-readable JSON on stdout.
     #[arg(long, global = true)]
     pub json: bool,
-    /// The command.
+    /// What to do (one of the commands below).
     #[command(subcommand)]
     pub command: Command,
 }
@@ -31,7 +32,7 @@ pub enum Command {
     Run(RunArgs),
     /// Run the bundled demo (a Python URL shortener) on its scripted session, offline.
     Demo(DemoArgs),
-    /// Inspect workflows.
+    /// List workflows, show one's state and artifacts, or its history.
     #[command(subcommand)]
     Workflows(WorkflowsCommand),
     /// Resume a workflow from its last checkpoint (after a crash, a failure or an approval).
@@ -42,7 +43,7 @@ pub enum Command {
     Reject(RejectArgs),
     /// Cancel a workflow.
     Cancel(CancelArgs),
-    /// Benchmarks.
+    /// Measure the engine, the REST API or the local model.
     #[command(subcommand)]
     Bench(BenchCommand),
     /// LLM providers.
@@ -196,7 +197,7 @@ pub struct KeyCreateArgs {
     /// Role: viewer, operator or admin.
     #[arg(long)]
     pub role: String,
-    /// Label.
+    /// A label to tell keys apart in `keys list`.
     #[arg(long, default_value = "")]
     pub name: String,
 }
@@ -333,14 +334,14 @@ pub struct ListArgs {
 /// A workflow id argument.
 #[derive(Debug, Args)]
 pub struct IdArg {
-    /// Workflow id.
+    /// The workflow's id (a UUID, as `run` and `workflows list` print it).
     pub id: String,
 }
 
 /// `workflows history`
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
-    /// Workflow id.
+    /// The workflow's id (a UUID, as `run` and `workflows list` print it).
     pub id: String,
     /// Print the full state at the end of this step instead of the list.
     #[arg(long, value_name = "N")]
@@ -350,7 +351,8 @@ pub struct HistoryArgs {
 /// `agentry resume`
 #[derive(Debug, Args)]
 pub struct ResumeArgs {
-    /// Workflow id.
+    /// Id of the workflow to resume (a UUID, as `run` and `workflows list`
+    /// print it).
     pub id: String,
     /// LLM options (default: those the workflow started with).
     #[command(flatten)]
@@ -360,7 +362,7 @@ pub struct ResumeArgs {
 /// `agentry approve`
 #[derive(Debug, Args)]
 pub struct ApproveArgs {
-    /// Workflow id.
+    /// Id of the workflow awaiting approval (a UUID).
     pub id: String,
     /// Note recorded in the history.
     #[arg(long, default_value = "approved from the CLI")]
@@ -376,7 +378,7 @@ pub struct ApproveArgs {
 /// `agentry reject`
 #[derive(Debug, Args)]
 pub struct RejectArgs {
-    /// Workflow id.
+    /// Id of the workflow awaiting approval (a UUID).
     pub id: String,
     /// Why (recorded in the workflow's errors).
     #[arg(long)]
@@ -386,9 +388,9 @@ pub struct RejectArgs {
 /// `agentry cancel`
 #[derive(Debug, Args)]
 pub struct CancelArgs {
-    /// Workflow id.
+    /// Id of the workflow to cancel (a UUID).
     pub id: String,
-    /// Why.
+    /// Why; recorded in its history and its `workflow.cancelled` event.
     #[arg(long, default_value = "cancelled from the CLI")]
     pub reason: String,
 }
@@ -477,7 +479,7 @@ pub enum BenchStore {
 /// `bench engine`
 #[derive(Debug, Args)]
 pub struct BenchEngineArgs {
-    /// Store.
+    /// Store the engine commits to.
     #[arg(long, value_enum, default_value = "sqlite")]
     pub store: BenchStore,
     /// Workflows to run.

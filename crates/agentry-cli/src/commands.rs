@@ -1,4 +1,9 @@
-//! Command handlers.
+//! The handlers of the commands that act on workflows (`run`, `demo`,
+//! `resume`, `approve`, `reject`, `cancel`, `workflows`), of `bench engine`,
+//! `llm check` and `sandbox check`, and the dispatch of every command to
+//! its handler; the distributed mode's, the gateway's and the models'
+//! commands live in `cluster.rs`, `serve.rs` and `models.rs`. Each maps a
+//! command to library calls, and its exit code says how the workflow ended.
 
 use std::path::Path;
 use std::process::ExitCode;

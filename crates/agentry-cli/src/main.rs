@@ -12,8 +12,8 @@
 //! its own. It is the only crate that knows every adapter and the only one
 //! that reads configuration or the environment, and no command drives a
 //! node itself: `run` and `resume` go through `Engine::run` (starting a
-//! workflow is resuming it from an empty checkpoint), `worker` and `serve`
-//! start the engine's workers on its task queues.
+//! workflow is resuming it from an empty checkpoint), `worker` and an
+//! embedded `serve` start the engine's workers on its task queues.
 
 mod app;
 mod bench_api;

@@ -1,5 +1,7 @@
 //! `agentry serve`, `agentry keys` and `agentry bench api`: the gateway
-//! wired to the embedded adapters.
+//! wired to the app's adapters. Embedded, the server runs every node in
+//! its own workers; distributed, it only accepts and dispatches, and
+//! `GET /v1/agents` reads the worker registry.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -96,12 +96,13 @@ impl EventKind {
     }
 }
 
-/// One event.
+/// Something that happened to a workflow: committed to the outbox with the
+/// change it describes, then published (progress events only published).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
-    /// Unique id; consumers deduplicate by it.
+    /// Unique id (UUID v7); consumers deduplicate by it.
     pub id: Uuid,
-    /// What happened.
+    /// What happened; its wire name is the bus routing key.
     pub kind: EventKind,
     /// The workflow it concerns.
     pub workflow_id: WorkflowId,
@@ -115,7 +116,8 @@ pub struct Event {
     pub request_id: Option<RequestId>,
     /// Details (free-form JSON, small).
     pub payload: Value,
-    /// When.
+    /// When it was made (UTC). Readers order events by their store `seq`,
+    /// not by this.
     pub at: DateTime<Utc>,
 }
 
@@ -164,7 +166,7 @@ pub struct StoredEvent {
     pub seq: u64,
     /// Whether the outbox relay has published it.
     pub published: bool,
-    /// The event.
+    /// The event as committed.
     pub event: Event,
 }
 

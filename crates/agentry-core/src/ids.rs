@@ -134,7 +134,7 @@ impl FromStr for RequestId {
 /// hold any character).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TaskKey {
-    /// The workflow.
+    /// The workflow it belongs to (the text form's leading UUID).
     pub workflow: WorkflowId,
     /// The super-step (0-based).
     pub step: u64,

@@ -129,7 +129,7 @@ pub struct RequestMeta {
     /// first visit): the QA loop's round is `visit + 1`.
     pub visit: u32,
     /// Index of this call within the node run's conversation (0-based;
-    /// tool rounds and the repair round increase it).
+    /// tool rounds and repair rounds increase it).
     pub turn: u32,
     /// The workflow's request id, carried into logs and the ledger.
     pub request_id: Option<RequestId>,

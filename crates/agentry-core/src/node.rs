@@ -19,7 +19,8 @@ use crate::{
 /// gateway). Not stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
-    /// The task.
+    /// The node run reporting (its object form on the bus, see
+    /// [`task_fields`](crate::task_fields)).
     #[serde(with = "crate::ids::task_fields")]
     pub task: TaskId,
     /// What it is doing now (`calling LLM (turn 2)`, `running tests`).
@@ -30,7 +31,8 @@ pub struct Progress {
 
 /// Receives progress reports. Must not block.
 pub trait ProgressSink: Send + Sync {
-    /// One report.
+    /// Takes one report. Called from the node run itself, so it returns at
+    /// once (the engine's sink queues an `agent.progress` event).
     fn report(&self, progress: Progress);
 }
 
@@ -44,9 +46,11 @@ impl ProgressSink for NoProgress {
 /// Everything a node run gets.
 #[derive(Clone)]
 pub struct NodeContext {
-    /// The task.
+    /// Which node of which step, and the attempt; its key is the base of
+    /// every idempotency key the run uses.
     pub task: TaskId,
-    /// Agent role configured for the node (None for built-in nodes).
+    /// Agent role of the node, from the workflow file. The engine always
+    /// sets it; the agents' runner refuses a context without one.
     pub role: Option<AgentRole>,
     /// Node settings from the workflow file (free-form table).
     pub settings: Value,
@@ -60,14 +64,16 @@ pub struct NodeContext {
     /// tenant, or the command line's namespace. Side effects go through the
     /// integrations resolved for this owner.
     pub owner: ArtifactOwner,
-    /// Correlation id.
+    /// The workflow's request id, from its task message; the agents put it
+    /// on their LLM requests and ledger rows.
     pub request_id: Option<RequestId>,
     /// Progress reports go here.
     pub progress: Arc<dyn ProgressSink>,
 }
 
 impl NodeContext {
-    /// Reports progress.
+    /// Sends `message` (and the fraction done, when known) to the progress
+    /// sink as this task's report.
     pub fn report(&self, message: impl Into<String>, fraction: Option<f32>) {
         self.progress.report(Progress {
             task: self.task.clone(),
@@ -80,7 +86,8 @@ impl NodeContext {
 /// What a node run produced.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NodeOutput {
-    /// State changes.
+    /// What the run changed; committed with the task's checkpoint in one
+    /// transaction.
     pub delta: StateDelta,
     /// Extra events (the engine adds `agent.task.completed` and
     /// `context.updated` itself).

@@ -64,7 +64,8 @@ impl TenantId {
         Ok(TenantId(name))
     }
 
-    /// The name.
+    /// The name as stored with the workflow, not encoded: an adapter that
+    /// puts it in a path, URL or key must encode it.
     pub fn as_str(&self) -> &str {
         &self.0
     }

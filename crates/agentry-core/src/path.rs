@@ -74,7 +74,8 @@ impl RepoPath {
 
     /// Joins under `root` lexically. Callers that write must additionally
     /// check that no existing component under `root` is a symlink (the
-    /// sandbox and code host do, with [`RepoPath::check_no_symlinks`]).
+    /// sandbox does, walking [`RepoPath::prefixes_under`]; the code host
+    /// checks the git tree it writes instead).
     pub fn join_under(&self, root: &Path) -> PathBuf {
         root.join(&self.0)
     }

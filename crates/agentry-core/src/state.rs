@@ -155,13 +155,15 @@ pub struct WorkflowErrorEntry {
     pub step: u64,
     /// Node that failed, if a node did.
     pub node: Option<String>,
-    /// Attempt that failed.
+    /// Attempt that failed (1-based); 0 when no attempt did (a rejection,
+    /// a routing error).
     pub attempt: u32,
     /// The error's class.
     pub class: ErrorClass,
-    /// What happened.
+    /// The error's text as users see it (a rejection's is `rejected:
+    /// <reason>`).
     pub message: String,
-    /// When.
+    /// When it was recorded (UTC).
     pub at: DateTime<Utc>,
 }
 
@@ -172,13 +174,15 @@ pub struct UsageRecord {
     pub agent: String,
     /// Provider name (`scripted`, `openai`, ...).
     pub provider: String,
-    /// Model name.
+    /// Model that answered, as the provider named it; in a per-agent total,
+    /// the first call's.
     pub model: String,
     /// LLM calls.
     pub calls: u64,
-    /// Prompt tokens.
+    /// Prompt (input) tokens as the provider counted them; a cached answer
+    /// adds none.
     pub prompt_tokens: u64,
-    /// Completion tokens.
+    /// Completion (output) tokens; a cached answer adds none.
     pub completion_tokens: u64,
     /// Calls answered from the cache.
     pub cached_calls: u64,
@@ -196,7 +200,7 @@ impl UsageRecord {
         self.cost_usd += other.cost_usd;
     }
 
-    /// Total tokens.
+    /// Prompt plus completion tokens: what token budgets count.
     pub fn total_tokens(&self) -> u64 {
         self.prompt_tokens + self.completion_tokens
     }
@@ -214,8 +218,9 @@ impl UsageRecord {
 /// not whole states; the state at a step is the fold of the deltas up to it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StateDelta {
-    /// Outputs to set, keyed by output name (usually the agent role; the
-    /// store also writes one `agent_outputs` row per entry).
+    /// Outputs to set: the state keys each by
+    /// [`AgentOutputWrite::state_key`] (`<agent>.<output_type>`), and the
+    /// store also writes one `agent_outputs` row per entry.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub agent_outputs: Vec<AgentOutputWrite>,
     /// Shared-context keys to set (upsert into `shared_context`).
@@ -245,7 +250,7 @@ pub struct AgentOutputWrite {
     pub agent_name: String,
     /// Kind of output (`analysis`, `implementation`, `test_run`, ...): the
     /// `agent_outputs.output_type` column. The state keys it as
-    /// `<agent_name>` for the main output type, see [`AgentOutputWrite::state_key`].
+    /// `<agent_name>.<output_type>` ([`AgentOutputWrite::state_key`]).
     pub output_type: String,
     /// The output itself.
     pub content: Value,
@@ -271,7 +276,7 @@ impl StateDelta {
 /// [`WorkflowState::initial`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkflowState {
-    /// Workflow id.
+    /// The workflow's id (`workflows.id`; not in the seed's class).
     pub id: WorkflowId,
     /// Caller's request id (unique per workflow).
     pub request_id: RequestId,
@@ -289,7 +294,7 @@ pub struct WorkflowState {
     pub confluence_pages: Vec<String>,
     /// Repositories touched by this workflow.
     pub gitlab_repos: Vec<String>,
-    /// Status.
+    /// Where its lifecycle stands, as of the last checkpoint folded in.
     pub status: WorkflowStatus,
     /// Errors recorded so far.
     pub errors: Vec<WorkflowErrorEntry>,
@@ -297,9 +302,10 @@ pub struct WorkflowState {
     pub step: u64,
     /// LLM usage per agent.
     pub usage: BTreeMap<String, UsageRecord>,
-    /// Created.
+    /// When the workflow was submitted (UTC).
     pub created_at: DateTime<Utc>,
-    /// Last changed.
+    /// When the last checkpoint folded in was committed (UTC); for the
+    /// current state, the record's `updated_at`.
     pub updated_at: DateTime<Utc>,
 }
 

@@ -44,13 +44,18 @@ pub struct Cursor {
 /// A stored workflow (the seed's `workflows` row plus the engine's columns).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkflowRecord {
-    /// Id.
+    /// UUID v7 the engine gives it at submission (the seed's
+    /// `workflows.id`); never changes.
     pub id: WorkflowId,
     /// Caller's request id (unique).
     pub request_id: RequestId,
     /// Requirement text.
+    /// The seed's `workflows.requirements`: what the submitter asked for,
+    /// as submitted; never blank.
     pub requirements: String,
-    /// Status.
+    /// Where its lifecycle stands (the seed's `workflows.status`, stored as
+    /// [`WorkflowStatus::as_str`]); only an advance in
+    /// [`Store::commit_task`] or a [`Store::transition`] changes it.
     pub status: WorkflowStatus,
     /// Name of the workflow definition (`sdlc`).
     pub workflow_name: String,
@@ -61,13 +66,16 @@ pub struct WorkflowRecord {
     pub options: RunOptions,
     /// Owning tenant, for the gateway's isolation (None in the CLI).
     pub tenant: Option<String>,
-    /// Scheduler cursor.
+    /// Where the scheduler stands (the step and its pending nodes): empty
+    /// until the start transition, then moved by each advance.
     pub cursor: Cursor,
     /// Node(s) currently or last running.
     pub current_step: String,
-    /// Created.
+    /// When it was submitted (UTC; the seed's `workflows.created_at`);
+    /// never changes.
     pub created_at: DateTime<Utc>,
-    /// Last changed.
+    /// When its last task commit or transition was written (UTC; the
+    /// seed's `workflows.updated_at`).
     pub updated_at: DateTime<Utc>,
 }
 
@@ -81,13 +89,16 @@ pub struct NewWorkflow {
     pub request_id: RequestId,
     /// Requirement text (non-empty).
     pub requirements: String,
-    /// Definition name.
+    /// Name the definition gives itself (`sdlc`), for listings.
     pub workflow_name: String,
-    /// Definition text.
+    /// The definition's source text (TOML), kept so that every later run
+    /// of this workflow follows the same graph.
     pub definition: String,
     /// What the run is started with.
     pub options: RunOptions,
     /// Owning tenant.
+    /// `None` for the command line's workflows; decides the workflow's
+    /// [`ArtifactOwner`](crate::ArtifactOwner).
     pub tenant: Option<String>,
 }
 
@@ -146,7 +157,8 @@ pub struct Transition {
     pub expected_status: Vec<WorkflowStatus>,
     /// ...and, when set, if its cursor is at this step.
     pub expected_step: Option<u64>,
-    /// New status.
+    /// The status the workflow has after the action (`running` after a
+    /// start, approval or resume; `cancelled`, `rejected`, `failed`).
     pub status: WorkflowStatus,
     /// New cursor, when it changes.
     pub cursor: Option<Cursor>,
@@ -163,7 +175,7 @@ pub struct Transition {
 /// One entry of a workflow's history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
-    /// Workflow.
+    /// The workflow whose history it belongs to.
     pub workflow_id: WorkflowId,
     /// 1-based position in the workflow's history.
     pub seq: u64,
@@ -173,7 +185,8 @@ pub struct Checkpoint {
     pub node: Option<String>,
     /// Attempt that wrote it.
     pub attempt: Option<u32>,
-    /// What changed.
+    /// The state changes it made; the state at any step is these folded in
+    /// `seq` order ([`fold_state`]).
     pub delta: StateDelta,
     /// Cursor after it, when it moved the cursor.
     pub cursor: Option<Cursor>,
@@ -183,26 +196,28 @@ pub struct Checkpoint {
     pub current_step: String,
     /// Control-action note (empty for tasks).
     pub note: String,
-    /// When.
+    /// When it was committed (UTC); the folded state's `updated_at` as of
+    /// this entry.
     pub created_at: DateTime<Utc>,
 }
 
 /// A row of the seed's `agent_outputs` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentOutputRecord {
-    /// Row id.
+    /// UUID v7 the store gives the row when the task commits.
     pub id: Uuid,
-    /// Workflow.
+    /// The workflow whose task wrote it (`agent_outputs.workflow_id`).
     pub workflow_id: WorkflowId,
     /// Agent (role) name.
     pub agent_name: String,
-    /// Output type.
+    /// Kind of output (`analysis`, `implementation`, `test_run`): the
+    /// column `agent_outputs.output_type`.
     pub output_type: String,
-    /// Content.
+    /// The output itself, as JSON (`agent_outputs.content`).
     pub content: Value,
     /// Super-step that wrote it.
     pub step: u64,
-    /// When.
+    /// When the task that wrote it committed (UTC).
     pub created_at: DateTime<Utc>,
 }
 
@@ -238,7 +253,7 @@ impl WorkflowQuery {
 /// A page of results.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Page<T> {
-    /// Items.
+    /// This page's workflows, newest first; at most the query's page size.
     pub items: Vec<T>,
     /// Pass as `before` to get the next page; None at the end.
     pub next: Option<WorkflowId>,

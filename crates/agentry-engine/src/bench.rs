@@ -1,6 +1,8 @@
-//! The engine benchmark (`agentry bench`): N workflows of a fixed 7-step
-//! shape through the REAL engine (submit + run, the same commit protocol,
-//! in-process bus) over whichever store the caller passes.
+//! The engine benchmark (`agentry bench engine`): N workflows of a fixed
+//! 7-step shape through the REAL engine (submit + run, the same commit
+//! protocol) over whichever store and bus the caller passes, its nodes run
+//! by workers in this process or, with [`BenchConfig::local_workers`] off,
+//! by worker processes elsewhere.
 //!
 //! Shape (`workflows/bench.toml`): business -> developer -> qa -> developer
 //! -> qa -> technical_writer -> devops; every node writes ~2 KB into
@@ -27,7 +29,8 @@ pub const STEPS_PER_WORKFLOW: u64 = 7;
 /// Bytes of payload each node writes.
 const PAYLOAD_BYTES: usize = 2048;
 
-/// Benchmark settings.
+/// What `agentry bench engine` runs: how many workflows of the benchmark
+/// graph, how many at once, how long each node sleeps, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BenchConfig {
     /// Workflows to run.
@@ -91,11 +94,11 @@ impl<E> IntoStoreBytes for std::result::Result<u64, E> {
 pub struct BenchReport {
     /// Store adapter name.
     pub store: String,
-    /// Workflows run.
+    /// Workflows submitted and driven to their end.
     pub workflows: u64,
     /// Workflows that did not end `completed` (should be 0).
     pub failed: u64,
-    /// Concurrency used.
+    /// Workflows in flight at once (the config's `concurrency`).
     pub concurrency: u64,
     /// Node sleep, in ms.
     pub node_latency_ms: f64,

@@ -60,7 +60,7 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     /// Delay before the second attempt.
     pub initial_backoff: Duration,
-    /// Largest delay.
+    /// Cap on the delay before any attempt, jitter included.
     pub max_backoff: Duration,
     /// Growth factor per attempt (>= 1).
     pub multiplier: f64,
@@ -145,7 +145,8 @@ pub enum EdgeAction {
     Approval(Template),
 }
 
-/// One edge.
+/// One edge of the graph: taken after its sources ran (all of them, for a
+/// join) when its condition holds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EdgeDef {
     /// 0-based position in the file.
@@ -182,7 +183,8 @@ impl EdgeDef {
 pub struct WorkflowDefinition {
     /// Name (`sdlc`).
     pub name: String,
-    /// Description.
+    /// What the workflow is for, from the file's `description` (may be
+    /// empty).
     pub description: String,
     /// Nodes of the first super-step.
     pub start: Vec<String>,

@@ -38,7 +38,8 @@ const ROOTS: &[&str] = &[
 /// to the routing point) and the scheduler's visit counts.
 #[derive(Debug, Clone, Copy)]
 pub struct Env<'a> {
-    /// The state.
+    /// The workflow state the paths read (`shared_context.qa.passed`,
+    /// `status`, ...).
     pub state: &'a WorkflowState,
     /// Completed runs per node (`visits.<node>`; 0 when absent).
     pub visits: &'a BTreeMap<String, u32>,

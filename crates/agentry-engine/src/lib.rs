@@ -10,7 +10,8 @@
 //! - [`engine`]: [`Engine`]: submit, run (= resume), approve, reject,
 //!   cancel, workers, the stall sweep and the outbox relay; a module
 //!   folder with one file per concern (its doc lists them).
-//! - [`bench`]: the engine benchmark the CLI runs.
+//! - [`bench`](mod@bench): the engine benchmark `agentry bench engine`
+//!   runs.
 //!
 //! Key design decision: ONE path. Starting a workflow is resuming it from
 //! its empty checkpoint; every node run is a task on the bus consumed by a

@@ -69,7 +69,8 @@ impl Modify for Security {
 )]
 struct ApiDoc;
 
-/// The document.
+/// The OpenAPI 3.1 document as JSON, generated once per process from the
+/// handlers and body types (served at `/openapi.json`).
 pub fn document() -> &'static Value {
     static DOC: OnceLock<Value> = OnceLock::new();
     DOC.get_or_init(|| {

@@ -1,11 +1,15 @@
 //! Workflows this server drives in the background, under a concurrency
 //! limit.
 //!
-//! A submission answers 202 at once and its workflow runs here, in a task
+//! A submission answers 202 at once and its workflow runs in a task here
 //! holding one permit of the limit; a submission that finds no permit is
-//! refused with 503 before anything is stored. On start, every workflow a
-//! previous process left `pending` or `running` is picked up again (the
-//! engine's run is also its resume), queueing for permits.
+//! refused with 503 before anything is stored. With
+//! [`Execution::Dispatch`] the task only starts the workflow (workers
+//! elsewhere carry it) and gives the permit back. On start, every workflow
+//! a previous process left `pending` or `running` is picked up again (the
+//! engine's run is also its resume), queueing for permits; a dispatching
+//! server picks up only the `pending` ones and leaves the `running` ones to
+//! the workers and the stall sweep.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -103,7 +107,8 @@ impl Runs {
         self.execution
     }
 
-    /// The limit.
+    /// The most workflows driven here at once (the configured
+    /// `max_running_workflows`, at least 1).
     pub fn limit(&self) -> usize {
         self.limit
     }
@@ -222,7 +227,8 @@ impl Runs {
     }
 
     /// Picks up every workflow left `pending` or `running` (by a crash or a
-    /// shutdown), of every tenant. Returns how many.
+    /// shutdown), of every tenant; with [`Execution::Dispatch`], only the
+    /// `pending` ones. Returns how many.
     pub async fn resume_unfinished(self: &Arc<Self>) -> agentry_core::Result<usize> {
         let mut resumed = 0;
         // Dispatch only: running workflows are the workers' (and the stall

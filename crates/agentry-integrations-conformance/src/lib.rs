@@ -4,11 +4,12 @@
 //! `#[tokio::test]`s.
 //!
 //! Every adapter of these ports runs the same suites: the local adapters
-//! against a temporary directory, the Jira, Confluence and GitLab clients
-//! against their contract servers. Key design decision: the suites talk to
-//! the port ONLY (no peeking at tables, files or HTTP), and every test makes
-//! its own uniquely named project, space or repository, so they can run in
-//! parallel against one shared backend without colliding.
+//! against a temporary directory, and the Jira, Confluence and GitLab
+//! clients, when they come, against their contract servers. Key design
+//! decision: the suites talk to the port ONLY (no peeking at tables, files
+//! or HTTP), and every test makes its own uniquely named project, space or
+//! repository, so they can run in parallel against one shared backend
+//! without colliding.
 //!
 //! ```text
 //! async fn make_tracker() -> Fixture<dyn Tracker> { /* ... */ }
@@ -54,7 +55,7 @@ impl<P: ?Sized> Fixture<P> {
         }
     }
 
-    /// The port.
+    /// The port under test, shared with each behaviour the suite runs.
     pub fn port(&self) -> Arc<P> {
         self.port.clone()
     }

@@ -17,7 +17,7 @@ pub(crate) const GIT_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) struct GitOutput {
     /// Exit code (-1 when killed by a signal).
     pub code: i32,
-    /// Standard output.
+    /// Standard output, as bytes (blobs need not be UTF-8).
     pub stdout: Vec<u8>,
     /// Standard error, lossily decoded.
     pub stderr: String,

@@ -102,9 +102,9 @@ pub enum Fault {
     Status {
         /// HTTP status.
         status: u16,
-        /// Body text.
+        /// The JSON body, as text.
         body: String,
-        /// Extra headers.
+        /// Headers added to the answer (`Retry-After`, a `Content-Type`).
         headers: Vec<(String, String)>,
     },
     /// Answer with this status, content type and body, verbatim (an
@@ -115,7 +115,7 @@ pub enum Fault {
         status: u16,
         /// `Content-Type`.
         content_type: String,
-        /// Body text.
+        /// The body, sent as it is.
         body: String,
     },
     /// The vendor's 429 body with `Retry-After: <retry_after_secs>`.

@@ -105,7 +105,7 @@ impl AnthropicProvider {
         Ok(AnthropicProvider { config, transport })
     }
 
-    /// Its configuration.
+    /// The configuration it was built from (base URL, model, key, timeouts).
     pub fn config(&self) -> &AnthropicConfig {
         &self.config
     }

@@ -160,7 +160,7 @@ impl OpenAiProvider {
         })
     }
 
-    /// Its configuration.
+    /// The configuration it was built from (base URL, model, key, timeouts).
     pub fn config(&self) -> &OpenAiConfig {
         &self.config
     }

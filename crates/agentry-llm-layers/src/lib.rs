@@ -13,8 +13,11 @@
 //!   retries all failed as one failure and then fails fast.
 //! - A [`Fallback`] goes above several such stacks, so an open breaker
 //!   hands the call to the next provider at once.
-//! - [`Cached`] goes on top (a hit costs no breaker slot, no retry, no
-//!   fallback); [`Recorder`] above it records what the workflow saw.
+//! - [`Cached`] goes above one provider's stack, under the [`Fallback`]
+//!   (the CLI's order): a hit costs no breaker slot and no retry, and its
+//!   key names the provider and model, so each provider of a chain has its
+//!   own entries. [`Recorder`] goes on top of everything and records what
+//!   the workflow saw.
 //! - [`ReplayProvider`] replaces the whole stack in a replayed run.
 //!
 //! Every layer reports the inner provider's `name()`, `model()` and

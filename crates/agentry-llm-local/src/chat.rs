@@ -3,7 +3,7 @@
 //!
 //! The prompt is rendered as segments: text to tokenize, or the exact
 //! tokens the model generated for an earlier assistant answer, so that a
-//! follow-up turn (a tool round, the repair round) starts with the very
+//! follow-up turn (a tool round, a repair round) starts with the very
 //! tokens already in the model's key-value cache and only the new part is
 //! processed.
 

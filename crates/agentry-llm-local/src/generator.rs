@@ -69,31 +69,34 @@ pub enum Finish {
 pub enum Event<'a> {
     /// Prompt tokens processed so far, of the total to process.
     Prompt {
-        /// Done.
+        /// Tokens processed so far, in chunks of 256.
         done: usize,
-        /// To do.
+        /// Tokens this prompt needs processed: those past the part already
+        /// in the key-value cache.
         total: usize,
     },
     /// A token was generated: its text (possibly empty while a multi-byte
     /// character is incomplete) and the count so far.
     Token {
-        /// New text.
+        /// Text this token completes: empty while a multi-byte character is
+        /// still incomplete, then the whole character.
         text: &'a str,
         /// Tokens generated so far.
         generated: usize,
     },
 }
 
-/// One generation.
+/// What one call of the decoding loop produced, with its timings.
 #[derive(Debug, Clone)]
 pub struct Generation {
     /// Generated tokens (without the stop token).
     pub tokens: Vec<u32>,
-    /// Their text.
+    /// Their text, decoded from the bytes of all the tokens (invalid UTF-8
+    /// replaced).
     pub text: String,
     /// Why it stopped.
     pub finish: Finish,
-    /// Prompt length.
+    /// Tokens in the whole prompt, reused ones included.
     pub prompt_tokens: usize,
     /// Prompt tokens whose keys and values were already cached.
     pub reused_tokens: usize,
@@ -168,7 +171,8 @@ impl Generator {
         })
     }
 
-    /// The vocabulary.
+    /// The tokenizer, token trie and special tokens read from the model's
+    /// own GGUF file.
     pub fn vocabulary(&self) -> &Vocabulary {
         &self.vocab
     }

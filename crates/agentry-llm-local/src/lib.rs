@@ -7,8 +7,8 @@
 //!   against a pinned SHA-256), `verify`, `list`.
 //! - [`tokenizer`]: the tokenizer, built from the GGUF file's metadata.
 //! - [`chat`]: Qwen's chat template (ChatML, `<tool_call>` blocks).
-//! - [`constraint`]: grammars from JSON schemas (llguidance), so answers
-//!   with a schema always parse and validate.
+//! - [`constraint`]: grammars from JSON schemas (llguidance), so an answer
+//!   with a schema that ends within the token cap parses and validates.
 //! - [`qwen2`]: the model's forward pass (grouped-query attention over a
 //!   key-value cache that grows in place).
 //! - [`generator`]: the decoding loop (sampling, stop tokens, caps).

@@ -119,7 +119,7 @@ pub fn pull_command(spec: &ModelSpec) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ModelState {
-    /// No file.
+    /// No file at the model's path in the cache.
     Missing,
     /// A file of the wrong size (an interrupted copy, or corrupt).
     WrongSize,
@@ -132,19 +132,19 @@ pub enum ModelState {
 /// One line of `models list`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelStatus {
-    /// The model.
+    /// The model's name, as the command line and the config give it.
     pub name: &'static str,
     /// What it is.
     pub description: &'static str,
     /// Where its file is (or would be).
     pub path: PathBuf,
-    /// Its state.
+    /// What the cache holds of it.
     pub state: ModelState,
-    /// Size of the file on disk.
+    /// Size of the file on disk in bytes; None when there is no file.
     pub size_on_disk: Option<u64>,
-    /// Pinned size.
+    /// The size in bytes a good file has (pinned in this build).
     pub size: u64,
-    /// Pinned hash.
+    /// The SHA-256 a good file has, lowercase hex (pinned in this build).
     pub sha256: &'static str,
     /// Licence of the weights.
     pub licence: &'static str,
@@ -159,9 +159,9 @@ pub enum Progress {
     Bytes {
         /// What is going on (`assembling`, `verifying`).
         phase: &'static str,
-        /// Done.
+        /// Bytes of this phase done so far.
         done: u64,
-        /// Total.
+        /// Bytes the phase handles in all (the file's size).
         total: u64,
     },
 }
@@ -225,7 +225,7 @@ impl ModelCache {
         cache.join("agentry").join("models")
     }
 
-    /// The directory.
+    /// The directory holding the model files and their `.verified` stamps.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

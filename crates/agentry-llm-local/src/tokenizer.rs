@@ -34,11 +34,11 @@ pub struct Specials {
 /// Tokenizer, trie and special tokens of one model.
 #[derive(Clone)]
 pub struct Vocabulary {
-    /// Prompt tokenizer.
+    /// The byte-level BPE tokenizer that turns prompt text into tokens.
     pub tokenizer: Arc<Tokenizer>,
     /// The grammar constraint's view (tokens as bytes).
     pub env: TokEnv,
-    /// Special tokens.
+    /// The chat template's markers: turn start, turn end, end of text.
     pub specials: Specials,
     /// Tokens never to generate (padding slots).
     pub unused: Vec<TokenId>,

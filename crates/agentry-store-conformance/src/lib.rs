@@ -255,15 +255,15 @@ pub async fn commit_ok(store: &Arc<dyn Store>, commit: TaskCommit) -> u64 {
 /// Everything the store holds about one workflow.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkflowSnapshot {
-    /// The row.
+    /// Its `workflows` row.
     pub record: WorkflowRecord,
-    /// History.
+    /// Its checkpoints, oldest first.
     pub checkpoints: Vec<Checkpoint>,
     /// `agent_outputs` rows.
     pub outputs: Vec<AgentOutputRecord>,
     /// `shared_context`.
     pub context: BTreeMap<String, Value>,
-    /// Its events.
+    /// Its events in the outbox, by `seq`.
     pub events: Vec<StoredEvent>,
 }
 

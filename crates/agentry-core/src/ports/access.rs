@@ -5,8 +5,9 @@
 //! the caller `agk_<id>_<secret>` once and keeps only the id and a hash of
 //! the secret; a lookup is by id, so verification is one row read and one
 //! constant-time comparison. The SQLite, PostgreSQL and memory stores
-//! implement [`ApiKeyStore`]; the gateway's in-process limiter and the
-//! Redis one (buckets shared by gateway replicas) implement [`RateLimiter`].
+//! implement [`ApiKeyStore`]; the in-process limiter of
+//! `agentry-store-memory` and the Redis one (buckets shared by gateway
+//! replicas) implement [`RateLimiter`].
 
 use std::time::Duration;
 
@@ -81,9 +82,9 @@ pub struct ApiKeyRecord {
     pub name: String,
     /// Hex SHA-256 of the secret part.
     pub secret_hash: String,
-    /// Created.
+    /// When the key was issued (UTC); keys are listed oldest first.
     pub created_at: DateTime<Utc>,
-    /// Revoked, when it is.
+    /// When it was first revoked (UTC); `None` while it is valid.
     pub revoked_at: Option<DateTime<Utc>>,
 }
 

@@ -15,10 +15,11 @@ pub struct TaskMessage {
     /// The task (the object form of [`crate::task_fields`] on the wire).
     #[serde(with = "crate::ids::task_fields")]
     pub task: TaskId,
-    /// Queue name: the agent role of the node (`developer`), or `engine`
-    /// for built-in nodes. RabbitMQ maps it to `agent.tasks.<queue>`.
+    /// Queue name: the node's role, plus its tags when it has any
+    /// (`developer`, `developer.python`; [`TaskMessage::queue_for`]).
+    /// RabbitMQ maps it to `<prefix>.tasks.<queue>`.
     pub queue: String,
-    /// Correlation id.
+    /// The workflow's request id, handed to the node run and its events.
     pub request_id: Option<RequestId>,
     /// Tags for agent selection (`python`, `model:small`); empty for any.
     #[serde(default)]
@@ -109,11 +110,12 @@ pub trait DeliveryAck: Send + Sync {
 
 /// One delivered task.
 pub struct Delivery {
-    /// The message.
+    /// The task message as it was published.
     pub message: TaskMessage,
     /// Whether the bus delivered it before (a consumer died holding it).
     pub redelivered: bool,
-    /// Settles it.
+    /// Acknowledges or gives back this delivery, once; dropped unsettled,
+    /// the message is redelivered.
     pub ack: Box<dyn DeliveryAck>,
 }
 

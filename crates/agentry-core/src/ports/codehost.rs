@@ -69,10 +69,12 @@ fn human_bytes(bytes: usize) -> String {
     }
 }
 
-/// A repository.
+/// A repository (a GitLab project). The business analyst names one per
+/// workflow; the developer ensures it and works on a branch of it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Repository {
-    /// Name (`url-shortener`): lower-case letters, digits, `-`, `_`.
+    /// Name (`url-shortener`): 1-64 lower-case letters, digits, `-`, `_`,
+    /// not starting with `-`; unique per owner.
     pub name: String,
     /// Where to clone it from (a local path or a URL).
     pub clone_url: String,
@@ -80,10 +82,11 @@ pub struct Repository {
     pub default_branch: String,
 }
 
-/// One file change.
+/// One file of a commit: a whole new content, or a deletion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileChange {
-    /// Path inside the repository.
+    /// Where in the repository; a [`RepoPath`] is proven to stay inside it.
+    /// At most once per commit.
     pub path: RepoPath,
     /// New content (None: delete the file).
     pub content: Option<String>,
@@ -96,18 +99,22 @@ impl FileChange {
     }
 }
 
-/// A commit to make.
+/// A commit to make; see [`CodeHost::commit_files`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommitRequest {
-    /// Repository name.
+    /// Name of an existing repository of this owner.
     pub repository: String,
-    /// Branch (created from the default branch if missing).
+    /// Branch to commit on (`agentry/<repository>`), created from the
+    /// default branch if missing.
     pub branch: String,
-    /// Changes (at least one).
+    /// Changes (at least one), within [`MAX_FILE_BYTES`] each and
+    /// [`MAX_COMMIT_BYTES`] in all.
     pub files: Vec<FileChange>,
-    /// Commit message.
+    /// Message, first line first; must not be blank. The host appends its
+    /// idempotency trailer.
     pub message: String,
-    /// Author name (`Agentry Developer`).
+    /// Author name (`Agentry Developer`, `Agentry DevOps`): who the history
+    /// says wrote it; blank means `Agentry`.
     pub author: String,
     /// Idempotency key: a commit with this key already on the branch is
     /// returned instead of committing again.
@@ -141,100 +148,113 @@ impl CommitRequest {
     }
 }
 
-/// A commit.
+/// A commit on a branch's history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommitInfo {
-    /// Full SHA.
+    /// Full 40-hex-digit commit id; what QA's test run and the summary cite.
     pub sha: String,
     /// First line of the message.
     pub title: String,
-    /// Author name.
+    /// Author name, as the request gave it.
     pub author: String,
-    /// Paths it touched.
+    /// Paths it added, changed or deleted, sorted (a merge commit's: those
+    /// changed against its first parent).
     pub files: Vec<String>,
-    /// When.
+    /// Author date (UTC).
     pub created_at: DateTime<Utc>,
 }
 
-/// Merge request states.
+/// A merge request's state; names as GitLab's (`opened`, `merged`,
+/// `closed`). `merged` is final; `opened` and `closed` move both ways.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MergeRequestState {
-    /// Open.
+    /// Open for review; at most one per source and target branch.
     Opened,
-    /// Merged.
+    /// Its source branch was merged into its target (by the update that
+    /// set this state); final.
     Merged,
-    /// Closed without merging.
+    /// Closed without merging; may be reopened.
     Closed,
 }
 
-/// The test result linked to a merge request.
+/// The test result linked to a merge request: QA's latest sandbox run of
+/// its branch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TestResultLink {
-    /// Test run id.
+    /// The [`TestRun`](crate::TestRun)'s id.
     pub run_id: Uuid,
-    /// Passed or not.
+    /// Whether the tests passed (see [`TestRun::passed`](crate::TestRun::passed)).
     pub passed: bool,
-    /// Commit that was tested.
+    /// SHA of the commit that was tested; `None` when the sandbox did not
+    /// say.
     pub commit: Option<String>,
-    /// One-line summary.
+    /// One line for people (`QA round 1: PASSED (exit 0; 3 passed, 0
+    /// failed) in 840 ms: ...`).
     pub summary: String,
 }
 
-/// A merge request to open.
+/// A merge request to open; see [`CodeHost::create_merge_request`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewMergeRequest {
-    /// Repository name.
+    /// Name of an existing repository of this owner.
     pub repository: String,
-    /// Source branch.
+    /// Branch with the changes (the developer's `agentry/<repository>`);
+    /// it must exist.
     pub source_branch: String,
-    /// Target branch.
+    /// Branch to merge into (`main` unless the run's options say
+    /// otherwise); it must exist and differ from the source.
     pub target_branch: String,
-    /// Title.
+    /// One-line title; must not be blank.
     pub title: String,
-    /// Description (Markdown).
+    /// Body in Markdown.
     pub description: String,
-    /// Idempotency key.
+    /// Makes the call idempotent: a key seen before returns the merge
+    /// request it first opened.
     pub idempotency_key: IdempotencyKey,
 }
 
-/// Changes to a merge request.
+/// Changes to a merge request; each `None` keeps what is there.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MergeRequestUpdate {
-    /// New state.
+    /// State to move to: `merged` merges the branches first; leaving
+    /// `merged`, or `closed` to `merged`, is a conflict.
     pub state: Option<MergeRequestState>,
-    /// New description.
+    /// Replaces the body (DevOps adds its pipeline notes this way).
     pub description: Option<String>,
-    /// Linked test result.
+    /// Replaces the linked test result (QA links each run).
     pub test_result: Option<TestResultLink>,
 }
 
-/// A merge request.
+/// A merge request as the code host holds it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MergeRequest {
-    /// Id (per repository, 1-based, like GitLab's iid).
+    /// Number within its repository, from 1, like GitLab's `iid` (`!3`);
+    /// fixed at creation.
     pub id: u64,
-    /// Repository name.
+    /// Name of its repository.
     pub repository: String,
-    /// Source branch.
+    /// Branch with the changes.
     pub source_branch: String,
-    /// Target branch.
+    /// Branch it merges into.
     pub target_branch: String,
-    /// Title.
+    /// One-line title, as opened.
     pub title: String,
-    /// Description.
+    /// Body in Markdown, as last set.
     pub description: String,
-    /// State.
+    /// Where it stands; `opened` at creation.
     pub state: MergeRequestState,
-    /// Latest linked test result.
+    /// Latest linked test result; `None` until QA links one.
     pub test_result: Option<TestResultLink>,
-    /// Created.
+    /// When it was opened (UTC).
     pub created_at: DateTime<Utc>,
-    /// Updated.
+    /// When an update last changed it (UTC).
     pub updated_at: DateTime<Utc>,
 }
 
-/// A code host.
+/// A git code host acting for one owner: the local one in the embedded
+/// mode, GitLab's client in its place. Commits and merge requests are
+/// idempotent by their keys.
 #[async_trait]
 pub trait CodeHost: Send + Sync + 'static {
     /// Adapter name (`local`, `gitlab`).

@@ -26,11 +26,11 @@ use crate::{ArtifactOwner, CodeHost, Result, Tracker, Wiki};
 pub struct Integrations {
     /// The owner they act for.
     pub owner: ArtifactOwner,
-    /// Its tracker.
+    /// The tracker holding `owner`'s projects and issues.
     pub tracker: Arc<dyn Tracker>,
-    /// Its wiki.
+    /// The wiki holding `owner`'s spaces and pages.
     pub wiki: Arc<dyn Wiki>,
-    /// Its code host.
+    /// The code host holding `owner`'s repositories and merge requests.
     pub code_host: Arc<dyn CodeHost>,
 }
 
@@ -51,12 +51,13 @@ pub trait IntegrationResolver: Send + Sync + 'static {
     /// The owner's tracker. An owner the adapter has no configuration for
     /// is invalid input naming it.
     async fn tracker(&self, owner: &ArtifactOwner) -> Result<Arc<dyn Tracker>>;
-    /// The owner's wiki.
+    /// The owner's wiki; refuses an unconfigured owner likewise.
     async fn wiki(&self, owner: &ArtifactOwner) -> Result<Arc<dyn Wiki>>;
-    /// The owner's code host.
+    /// The owner's code host; refuses an unconfigured owner likewise.
     async fn code_host(&self, owner: &ArtifactOwner) -> Result<Arc<dyn CodeHost>>;
 
-    /// All three.
+    /// The owner's tracker, wiki and code host together, as an agent's node
+    /// run needs them; fails as the first of the three that fails.
     async fn integrations(&self, owner: &ArtifactOwner) -> Result<Integrations> {
         Ok(Integrations {
             owner: owner.clone(),

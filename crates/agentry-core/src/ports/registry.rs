@@ -24,7 +24,8 @@ use crate::{Error, Result, TaskId};
 pub struct WorkerInfo {
     /// Unique id of this worker process (`w-<uuid>`).
     pub id: String,
-    /// Host name.
+    /// Host name of the machine it runs on (`localhost` when unknown);
+    /// `agentry agents` and `GET /v1/agents` show it with `pid`.
     pub host: String,
     /// Process id on that host.
     pub pid: u32,
@@ -34,7 +35,8 @@ pub struct WorkerInfo {
     pub tags: Vec<String>,
     /// Tasks it runs at once.
     pub concurrency: u32,
-    /// Agentry version.
+    /// The `agentry` version it runs (the crate's, `0.1.0`), kept in its
+    /// record.
     pub version: String,
     /// When it started.
     pub started_at: DateTime<Utc>,

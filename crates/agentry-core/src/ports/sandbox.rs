@@ -109,7 +109,7 @@ pub enum Namespace {
     Pid,
     /// System V IPC and POSIX message queues.
     Ipc,
-    /// Host name.
+    /// Host and domain name: the run sees its own (`agentry-sandbox`).
     Uts,
     /// Network: loopback only.
     Net,
@@ -195,14 +195,16 @@ pub struct TestRunRequest {
     pub overlay: Vec<(RepoPath, String)>,
     /// Command override (None: detected from the project).
     pub command: Option<Vec<String>>,
-    /// Limits.
+    /// Limits for every process of the run (the agents pass the
+    /// configured `sandbox` limits).
     pub limits: SandboxLimits,
 }
 
 /// The result of one run, stored as the QA agent's output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TestRun {
-    /// Run id.
+    /// Fresh random id (UUID v4) of this run; merge requests link to it
+    /// ([`TestResultLink::run_id`](crate::TestResultLink::run_id)).
     pub id: Uuid,
     /// Detected project kind (None when nothing was recognised).
     pub project_kind: Option<ProjectKind>,
@@ -219,11 +221,13 @@ pub struct TestRun {
     pub signal: Option<i32>,
     /// The isolation the run actually had.
     pub isolation: Isolation,
-    /// Tail of stdout.
+    /// The last `limits.output_bytes` of stdout, paths shown relative to
+    /// the repository.
     pub stdout: String,
-    /// Tail of stderr.
+    /// The last `limits.output_bytes` of stderr, likewise.
     pub stderr: String,
-    /// Wall time.
+    /// Wall-clock time the test command ran, in milliseconds (clone and
+    /// setup not included).
     pub duration_ms: u64,
     /// Tests counted from the runner's output, when it said.
     pub tests_passed: Option<u32>,

@@ -14,22 +14,27 @@ use serde::{Deserialize, Serialize};
 
 use crate::{IdempotencyKey, Result};
 
-/// Issue types.
+/// An issue's type (Jira's `issuetype`). The hierarchy is Jira's: an epic
+/// has no parent, a story's parent is an epic, a task's or bug's a story or
+/// an epic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IssueKind {
-    /// Epic.
+    /// A feature area; the business analyst makes one per epic of its
+    /// analysis.
     Epic,
-    /// User story.
+    /// A user story under an epic, its description ending in its
+    /// acceptance criteria; the agents move stories through the statuses.
     Story,
-    /// Task.
+    /// A unit of work under a story (the analyst's task list).
     Task,
-    /// Bug.
+    /// A defect; QA files one per failed test round, unparented.
     Bug,
 }
 
 impl IssueKind {
-    /// Stable name.
+    /// The lower-case name (`epic`, `story`, `task`, `bug`): the serde form
+    /// and what the local tracker stores, so it never changes.
     pub fn as_str(self) -> &'static str {
         match self {
             IssueKind::Epic => "epic",
@@ -40,138 +45,157 @@ impl IssueKind {
     }
 }
 
-/// A project (`SHOP`).
+/// A project (`SHOP`): the namespace of its issues' keys. The business
+/// analyst ensures one per workflow, under the key its analysis chose or the
+/// one the run's options or the configuration fix.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Project {
-    /// Key: 2-10 upper-case letters/digits, starting with a letter.
+    /// Key: 2-10 upper-case letters/digits, starting with a letter; unique
+    /// per owner, and the prefix of every issue key in the project.
     pub key: String,
-    /// Display name.
+    /// Human-readable name; the key when created with a blank one. An
+    /// existing project keeps the name it was created with.
     pub name: String,
 }
 
-/// What to create.
+/// An issue to create; see [`Tracker::create_issue`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewIssue {
-    /// Project key.
+    /// Key of an existing project of this owner (`SHOP`); an unknown one is
+    /// invalid input.
     pub project: String,
-    /// Type.
+    /// Its type; it decides which parents are allowed (see [`IssueKind`]).
     pub kind: IssueKind,
-    /// Summary (non-empty).
+    /// One-line summary (Jira's `summary`); must not be blank.
     pub title: String,
-    /// Description (Markdown).
+    /// Body in Markdown; may be empty (the analyst's tasks have none).
     pub description: String,
-    /// Parent (the epic of a story, the story of a task).
+    /// Key of the parent issue in the same project: a story's epic, a
+    /// task's or bug's story or epic. `None` (or blank): top level.
     pub parent: Option<String>,
-    /// Labels.
+    /// Jira-style labels, kept as given; the agents tag every issue
+    /// `agentry` (and QA's bugs `qa`).
     pub labels: Vec<String>,
-    /// Idempotency key.
+    /// Makes the call idempotent: a key this owner's tracker has seen
+    /// returns the issue it first made, whatever the other fields say.
     pub idempotency_key: IdempotencyKey,
 }
 
-/// An issue.
+/// An issue as the tracker holds it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Issue {
-    /// Key (`SHOP-12`).
+    /// `<PROJECT>-<n>` (`SHOP-12`), `n` counted per project from 1 and
+    /// never reused; set at creation and never changed.
     pub key: String,
-    /// Project key.
+    /// Key of the project it belongs to (the part of `key` before the `-`).
     pub project: String,
-    /// Type.
+    /// Its type, fixed at creation.
     pub kind: IssueKind,
-    /// Summary.
+    /// One-line summary (Jira's `summary`), never empty.
     pub title: String,
-    /// Description.
+    /// Body in Markdown, as created.
     pub description: String,
-    /// Status (`To Do`, `In Progress`, `In Review`, `Done`).
+    /// Workflow status: `To Do` at creation, then any of `In Progress`,
+    /// `In Review`, `Done` (the local tracker's workflow; see
+    /// [`Tracker::transition_issue`]).
     pub status: String,
-    /// Parent key.
+    /// Key of the parent issue (epic or story); `None` for a top-level one.
     pub parent: Option<String>,
-    /// Labels.
+    /// Labels, as given at creation.
     pub labels: Vec<String>,
-    /// Created.
+    /// When it was created (UTC); never changes.
     pub created_at: DateTime<Utc>,
-    /// Updated.
+    /// When it last changed status (UTC); `created_at` until then.
     pub updated_at: DateTime<Utc>,
 }
 
-/// A link to make (`SHOP-3 tests SHOP-2`).
+/// A link to make (`SHOP-3 tests SHOP-2`), read as `from kind to`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewIssueLink {
-    /// Outward issue.
+    /// Key of the issue the sentence starts from (Jira's outward issue).
     pub from: String,
-    /// Inward issue.
+    /// Key of the issue it points to (Jira's inward issue); not `from`.
     pub to: String,
-    /// Link type (`relates to`, `blocks`, `tests`).
+    /// Link type as a phrase (`relates to`, `blocks`, `tests`); must not be
+    /// blank.
     pub kind: String,
 }
 
-/// A link.
+/// A link between two issues, unique by `(from, to, kind)`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IssueLink {
-    /// Outward issue.
+    /// Key of the outward issue (`SHOP-3` in `SHOP-3 tests SHOP-2`).
     pub from: String,
-    /// Inward issue.
+    /// Key of the inward issue (`SHOP-2` there).
     pub to: String,
-    /// Link type.
+    /// Link type as a phrase (`tests`).
     pub kind: String,
 }
 
-/// A comment to add.
+/// A comment to add; see [`Tracker::add_comment`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewComment {
-    /// Issue key.
+    /// Key of the issue to comment on (`SHOP-1`); it must exist.
     pub issue: String,
-    /// Body (Markdown).
+    /// Text in Markdown; must not be blank.
     pub body: String,
-    /// Idempotency key.
+    /// Makes the call idempotent: a key seen before returns the comment it
+    /// first added.
     pub idempotency_key: IdempotencyKey,
 }
 
-/// A comment.
+/// A comment on an issue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Comment {
-    /// Id.
+    /// Assigned by the tracker (the local one: a decimal number, Jira's
+    /// comment id); opaque to callers.
     pub id: String,
-    /// Issue key.
+    /// Key of the issue it is on.
     pub issue: String,
-    /// Body.
+    /// Text in Markdown, as added.
     pub body: String,
-    /// Created.
+    /// When it was added (UTC); comments are listed oldest first.
     pub created_at: DateTime<Utc>,
 }
 
-/// An attachment to add.
+/// An attachment to add; see [`Tracker::add_attachment`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewAttachment {
-    /// Issue key.
+    /// Key of the issue to attach to (`SHOP-1`); it must exist.
     pub issue: String,
-    /// File name (no path).
+    /// A plain file name, 1-255 bytes, no `/`, `\` or NUL, not `.` or `..`
+    /// (`analysis.json`).
     pub filename: String,
-    /// MIME type.
+    /// MIME type of `content` (`application/json`), kept as given.
     pub media_type: String,
-    /// Content.
+    /// The file's bytes.
     pub content: Vec<u8>,
-    /// Idempotency key.
+    /// Makes the call idempotent: a key seen before returns the attachment
+    /// it first added.
     pub idempotency_key: IdempotencyKey,
 }
 
-/// An attachment.
+/// An attachment's metadata (its bytes are not part of the port).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attachment {
-    /// Id.
+    /// Assigned by the tracker (the local one: a decimal number, Jira's
+    /// attachment id); opaque to callers.
     pub id: String,
-    /// Issue key.
+    /// Key of the issue it is attached to.
     pub issue: String,
-    /// File name.
+    /// The file name it was added with.
     pub filename: String,
-    /// MIME type.
+    /// MIME type, as given.
     pub media_type: String,
-    /// Size in bytes.
+    /// Size of the content in bytes.
     pub size: u64,
-    /// Created.
+    /// When it was added (UTC).
     pub created_at: DateTime<Utc>,
 }
 
-/// An issue tracker.
+/// An issue tracker acting for one owner: the local one in the embedded
+/// mode, Jira's client in its place. Every create call is idempotent by its
+/// key.
 #[async_trait]
 pub trait Tracker: Send + Sync + 'static {
     /// Adapter name (`local`, `jira`).

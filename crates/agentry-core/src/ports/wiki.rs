@@ -13,38 +13,43 @@ use serde::{Deserialize, Serialize};
 
 use crate::{IdempotencyKey, Result};
 
-/// A space (`SHOP`).
+/// A space (`SHOP`): the namespace of a workflow's pages. The agents use
+/// the tracker's project key as the space key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Space {
-    /// Key.
+    /// Key: 2-10 upper-case letters/digits, starting with a letter (as a
+    /// project key); unique per owner.
     pub key: String,
-    /// Display name.
+    /// Human-readable name; the key when created with a blank one. An
+    /// existing space keeps the name it was created with.
     pub name: String,
 }
 
-/// A page to create.
+/// A page to create; see [`Wiki::create_page`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewPage {
-    /// Space key.
+    /// Key of an existing space of this owner.
     pub space: String,
-    /// Title (unique within the space).
+    /// Title: unique within the space, 1-255 bytes, no control characters.
     pub title: String,
-    /// Parent page id (None: a root page).
+    /// Id of the parent page, in the same space (Confluence's `parentId`);
+    /// `None` (or blank): a root page of the space.
     pub parent_id: Option<String>,
-    /// Body (Markdown).
+    /// Body in Markdown.
     pub body: String,
-    /// Idempotency key.
+    /// Makes the call idempotent: a key seen before returns the page it
+    /// first created.
     pub idempotency_key: IdempotencyKey,
 }
 
-/// A new version of a page.
+/// A new version of a page; see [`Wiki::update_page`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PageUpdate {
-    /// Page id.
+    /// Id of the page to update.
     pub id: String,
-    /// New title (None: keep).
+    /// New title, under the same rules as a new page's (None: keep).
     pub title: Option<String>,
-    /// New body.
+    /// The whole new body in Markdown (not a diff).
     pub body: String,
     /// Optimistic lock: the version the caller saw (None: any).
     pub expected_version: Option<u32>,
@@ -55,40 +60,44 @@ pub struct PageUpdate {
 /// A page (its latest version).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Page {
-    /// Id.
+    /// Assigned by the wiki at creation and never changed (the local one:
+    /// a decimal number; Confluence's page id); what the workflow state's
+    /// `confluence_pages` lists.
     pub id: String,
-    /// Space key.
+    /// Key of its space.
     pub space: String,
-    /// Title.
+    /// Title, unique within the space.
     pub title: String,
-    /// Parent page id.
+    /// Id of the parent page; `None` for a root page of the space.
     pub parent_id: Option<String>,
-    /// Body (Markdown).
+    /// Body of the latest version, in Markdown.
     pub body: String,
-    /// Version (1-based).
+    /// Latest version: 1 at creation, one more per update.
     pub version: u32,
-    /// Created.
+    /// When version 1 was written (UTC).
     pub created_at: DateTime<Utc>,
-    /// Updated.
+    /// When the latest version was written (UTC).
     pub updated_at: DateTime<Utc>,
 }
 
-/// One version of a page.
+/// One version of a page, as it was written; versions are never changed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PageVersion {
-    /// Page id.
+    /// Id of the page.
     pub page_id: String,
-    /// Version.
+    /// Its number: 1 for the page as created, then consecutive.
     pub version: u32,
     /// Title at that version.
     pub title: String,
     /// Body at that version.
     pub body: String,
-    /// When.
+    /// When this version was written (UTC).
     pub created_at: DateTime<Utc>,
 }
 
-/// A wiki.
+/// A wiki acting for one owner: the local one (pages in SQLite, mirrored
+/// as Markdown files) in the embedded mode, Confluence's client in its
+/// place. Creates and updates are idempotent by their keys.
 #[async_trait]
 pub trait Wiki: Send + Sync + 'static {
     /// Adapter name (`local`, `confluence`).

@@ -40,7 +40,7 @@ pub(super) enum Settle {
 pub(super) struct Success<'a> {
     /// The workflow as the task ran against it.
     pub(super) record: &'a WorkflowRecord,
-    /// Its definition.
+    /// The graph the record snapshotted, parsed: what routes the advance.
     pub(super) def: &'a Arc<WorkflowDefinition>,
     /// The task, with the attempt that succeeded.
     pub(super) task: TaskId,

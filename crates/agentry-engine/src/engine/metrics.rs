@@ -83,7 +83,8 @@ impl EngineMetrics {
         self.node_ns.fetch_add(node_ns, Ordering::Relaxed);
     }
 
-    /// Current values.
+    /// The counters now; each is read on its own, so together they need
+    /// not be one instant's.
     pub fn snapshot(&self) -> MetricsSnapshot {
         MetricsSnapshot {
             tasks_committed: self.tasks_committed.load(Ordering::Relaxed),

@@ -62,7 +62,9 @@ use crate::definition::WorkflowDefinition;
 use caches::Caches;
 use relay::{relay_loop, relay_once};
 
-/// Engine settings.
+/// How an engine times, retries and routes its work. The defaults suit one
+/// process; the CLI turns off `route_by_tags` in the embedded mode and
+/// `redispatch_on_stall` in the distributed one.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// How often `run` re-reads the workflow as a backstop to bus events
@@ -131,6 +133,8 @@ pub struct Submission {
     /// What the run is started with (stored, and passed to every node).
     pub options: RunOptions,
     /// Owning tenant.
+    /// `None` for the command line's workflows; the gateway sets the
+    /// caller's, which decides whose artifacts the agents make.
     pub tenant: Option<String>,
 }
 
@@ -223,12 +227,13 @@ impl Engine {
         }
     }
 
-    /// The store.
+    /// The store it commits to, for callers that read workflows (the CLI's
+    /// `workflows` commands, the gateway).
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
     }
 
-    /// The bus.
+    /// The bus it dispatches tasks and publishes events on.
     pub fn bus(&self) -> &Arc<dyn Bus> {
         &self.inner.bus
     }

@@ -1,4 +1,5 @@
-//! The REST API: shared state, extractors, middleware and the router.
+//! The REST API: shared state, extractors and middleware; the handlers
+//! live in the child modules and the router in `server.rs`.
 
 pub mod agents;
 pub mod docs;

@@ -37,7 +37,7 @@ pub enum Status {
     Running,
     /// Waiting for a human (`approve` or `reject`).
     AwaitingApproval,
-    /// Done.
+    /// Finished: every branch of the graph reached its end.
     Completed,
     /// Stopped by an error (see `errors`); `resume` retries.
     Failed,
@@ -147,12 +147,12 @@ pub struct SubmitOptions {
 /// Links of a workflow.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct WorkflowLinks {
-    /// This workflow.
+    /// `/v1/workflows/{id}`: the workflow in full.
     #[serde(rename = "self")]
     pub this: String,
-    /// Its server-sent events.
+    /// `/v1/workflows/{id}/events`: its events as server-sent events.
     pub events: String,
-    /// Its history.
+    /// `/v1/workflows/{id}/history`: its checkpoints, or its state at a step.
     pub history: String,
 }
 
@@ -170,12 +170,12 @@ impl WorkflowLinks {
 /// The answer to a submission or a control action.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct WorkflowAccepted {
-    /// Workflow id.
+    /// The workflow's id (a UUID): the `{id}` of every other call about it.
     #[schema(format = Uuid)]
     pub id: String,
     /// Its status now.
     pub status: Status,
-    /// Correlation id it runs under.
+    /// The `x-request-id` it runs under, as the client sent it (or as the server generated it).
     pub request_id: String,
     /// Where to follow it.
     pub links: WorkflowLinks,
@@ -184,12 +184,12 @@ pub struct WorkflowAccepted {
 /// One workflow in a list.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct WorkflowSummary {
-    /// Id.
+    /// The workflow's id (a UUID).
     #[schema(format = Uuid)]
     pub id: String,
-    /// Status.
+    /// Where it stands now.
     pub status: Status,
-    /// Correlation id.
+    /// The `x-request-id` of its submission, as the client sent it.
     pub request_id: String,
     /// Workflow definition name.
     pub workflow: String,
@@ -197,9 +197,9 @@ pub struct WorkflowSummary {
     pub requirement: String,
     /// Node(s) running or last run.
     pub current_step: String,
-    /// Created.
+    /// When it was submitted (RFC 3339, UTC).
     pub created_at: DateTime<Utc>,
-    /// Last changed.
+    /// When a task or a control action last changed it (RFC 3339, UTC).
     pub updated_at: DateTime<Utc>,
 }
 
@@ -221,7 +221,7 @@ impl From<&WorkflowRecord> for WorkflowSummary {
 /// A page of workflows, newest first.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct WorkflowList {
-    /// Workflows.
+    /// At most `limit` of the caller's workflows, newest first.
     pub items: Vec<WorkflowSummary>,
     /// Pass as `before` for the next page; absent at the end.
     #[schema(format = Uuid)]
@@ -231,28 +231,29 @@ pub struct WorkflowList {
 /// Artifacts a workflow made.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Artifacts {
-    /// Tracker issue keys.
+    /// Keys of the tracker issues it made (`SHOP-12`), in the order it made them.
     pub tickets: Vec<String>,
-    /// Wiki page ids.
+    /// Ids of the wiki pages it wrote, in the order it wrote them.
     pub pages: Vec<String>,
-    /// Repositories.
+    /// Names of the repositories it committed to.
     pub repositories: Vec<String>,
 }
 
 /// One error a workflow met.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct WorkflowError {
-    /// Super-step.
+    /// Super-step (0-based) it happened in.
     pub step: u64,
     /// Node, when a node failed.
     pub node: Option<String>,
-    /// Attempt.
+    /// Attempt that failed (1-based); 0 when no attempt did (a rejection,
+    /// a routing failure).
     pub attempt: u32,
     /// Class: transient, rate_limited, permanent, invalid_input, budget_exceeded.
     pub class: String,
-    /// What happened.
+    /// The error's message (a rejection's is `rejected: <reason>`).
     pub message: String,
-    /// When.
+    /// When it was recorded (RFC 3339, UTC).
     pub at: DateTime<Utc>,
 }
 
@@ -272,21 +273,21 @@ impl From<&WorkflowErrorEntry> for WorkflowError {
 /// LLM usage of one agent role.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct RoleUsage {
-    /// Agent role.
+    /// Agent role that spent it (`developer`).
     pub agent: String,
     /// Provider that answered.
     pub provider: String,
-    /// Model.
+    /// Model that answered, as the provider named it (the first call's).
     pub model: String,
     /// LLM calls.
     pub calls: u64,
     /// Calls answered from the cache.
     pub cached_calls: u64,
-    /// Prompt tokens.
+    /// Tokens the model read; cached answers add none.
     pub prompt_tokens: u64,
-    /// Completion tokens.
+    /// Tokens the model wrote; cached answers add none.
     pub completion_tokens: u64,
-    /// Cost, US dollars.
+    /// Cost, US dollars (0 for unpriced models and cached answers).
     pub cost_usd: f64,
 }
 
@@ -308,15 +309,16 @@ impl From<&UsageRecord> for RoleUsage {
 /// One agent output row.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct AgentOutput {
-    /// Agent role.
+    /// Agent role that wrote it (`business_analyst`).
     pub agent: String,
-    /// Output type.
+    /// Kind of output (`analysis`, `implementation`, `report`, `test_run`,
+    /// `documentation`, `pipeline`).
     pub output_type: String,
     /// Super-step that wrote it.
     pub step: u64,
-    /// Content.
+    /// The output itself; its shape depends on `agent` and `output_type`.
     pub content: Value,
-    /// When.
+    /// When the task that wrote it committed (RFC 3339, UTC).
     pub created_at: DateTime<Utc>,
 }
 
@@ -335,40 +337,40 @@ impl From<&AgentOutputRecord> for AgentOutput {
 /// A workflow in full.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct WorkflowDetail {
-    /// Id.
+    /// The workflow's id (a UUID).
     #[schema(format = Uuid)]
     pub id: String,
-    /// Status.
+    /// Where it stands now.
     pub status: Status,
-    /// Correlation id.
+    /// The `x-request-id` of its submission, as the client sent it.
     pub request_id: String,
     /// Workflow definition name.
     pub workflow: String,
-    /// The requirement.
+    /// The requirement in full, as submitted.
     pub requirement: String,
     /// Node(s) running or last run.
     pub current_step: String,
-    /// Super-step.
+    /// The super-step it is at (0-based).
     pub step: u64,
     /// Run options: project key, repository, budget (when set).
     pub options: Value,
     /// Agent outputs, oldest first.
     pub outputs: Vec<AgentOutput>,
-    /// Shared context.
+    /// What the agents share, by key (`project`, `business.epics`, `qa.passed`, ...).
     pub shared_context: BTreeMap<String, Value>,
-    /// Artifacts.
+    /// What it made in the tracker, the wiki and the code host.
     pub artifacts: Artifacts,
-    /// Errors met.
+    /// Errors it met, oldest first.
     pub errors: Vec<WorkflowError>,
     /// LLM usage per agent role.
     pub usage: Vec<RoleUsage>,
     /// Total LLM cost, US dollars.
     pub total_cost_usd: f64,
-    /// Created.
+    /// When it was submitted (RFC 3339, UTC).
     pub created_at: DateTime<Utc>,
-    /// Last changed.
+    /// When a task or a control action last changed it (RFC 3339, UTC).
     pub updated_at: DateTime<Utc>,
-    /// Links.
+    /// Where to follow it.
     pub links: WorkflowLinks,
 }
 
@@ -424,7 +426,7 @@ fn public_options(options: &RunOptions) -> Value {
 pub struct HistoryEntry {
     /// Position in the history (1-based).
     pub seq: u64,
-    /// Super-step.
+    /// Super-step it belongs to (0-based).
     pub step: u64,
     /// Node whose task wrote it; absent for a control action.
     pub node: Option<String>,
@@ -434,7 +436,8 @@ pub struct HistoryEntry {
     pub status: Status,
     /// Current step after it.
     pub current_step: String,
-    /// Control-action note.
+    /// What a control action did (`started`, `approved by ...`,
+    /// `cancelled: ...`); empty for a task.
     pub note: String,
     /// Agent outputs it wrote, by output type.
     pub outputs: Vec<String>,
@@ -442,7 +445,7 @@ pub struct HistoryEntry {
     pub context_keys: Vec<String>,
     /// Errors it recorded.
     pub errors: Vec<String>,
-    /// When.
+    /// When it was committed (RFC 3339, UTC).
     pub created_at: DateTime<Utc>,
 }
 
@@ -472,7 +475,7 @@ impl From<&Checkpoint> for HistoryEntry {
 /// A workflow's history, oldest first.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct History {
-    /// Entries.
+    /// Every checkpoint, oldest first.
     pub items: Vec<HistoryEntry>,
 }
 
@@ -482,18 +485,19 @@ pub struct History {
 /// its client sent it.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct WorkflowStateAtStep {
-    /// Workflow id.
+    /// The workflow's id (a UUID).
     #[schema(format = Uuid)]
     pub id: String,
-    /// Correlation id.
+    /// The `x-request-id` of its submission, as the client sent it.
     pub request_id: String,
     /// The requirement.
+    /// In full, as submitted.
     pub requirements: String,
     /// Node(s) running or last run at that step.
     pub current_step: String,
     /// Latest output per `<agent>.<output_type>`.
     pub agent_outputs: BTreeMap<String, Value>,
-    /// Shared context.
+    /// What the agents shared so far, by key (`project`, `qa.passed`, ...).
     pub shared_context: BTreeMap<String, Value>,
     /// Tracker issue keys made so far.
     pub jira_tickets: Vec<String>,
@@ -505,11 +509,11 @@ pub struct WorkflowStateAtStep {
     pub status: Status,
     /// Errors recorded so far.
     pub errors: Vec<WorkflowError>,
-    /// The step.
+    /// The super-step of the last checkpoint folded in (at most the `step` asked for).
     pub step: u64,
     /// LLM usage per agent role so far.
     pub usage: BTreeMap<String, RoleUsage>,
-    /// Created.
+    /// When the workflow was submitted (RFC 3339, UTC).
     pub created_at: DateTime<Utc>,
     /// Last changed, as of that step.
     pub updated_at: DateTime<Utc>,
@@ -559,25 +563,27 @@ pub struct EventView {
     /// Store position; the SSE `id`. Absent for live progress events,
     /// which are not stored.
     pub seq: Option<u64>,
-    /// Unique id.
+    /// The event's own id (a UUID): an id seen twice is the same event
+    /// seen twice.
     #[schema(format = Uuid)]
     pub id: String,
     /// Kind (`workflow.started`, `agent.task.completed`, `agent.progress`, ...).
     pub kind: String,
-    /// Workflow.
+    /// The workflow it concerns.
     #[schema(format = Uuid)]
     pub workflow_id: String,
-    /// Super-step.
+    /// Super-step it concerns (0-based), when it concerns one.
     pub step: Option<u64>,
-    /// Node.
+    /// Node it concerns, when it concerns one.
     pub node: Option<String>,
-    /// Attempt.
+    /// Attempt of the node run (1-based), when it concerns one.
     pub attempt: Option<u32>,
-    /// Correlation id.
+    /// The `x-request-id` of the workflow's submission, as the client sent it.
     pub request_id: Option<String>,
     /// Details.
+    /// Their fields depend on `kind` (`agent.progress`: `message` and `fraction`).
     pub payload: Value,
-    /// When.
+    /// When it happened (RFC 3339, UTC).
     pub at: DateTime<Utc>,
 }
 
@@ -643,7 +649,7 @@ pub struct RejectBody {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelBody {
-    /// Why.
+    /// Why, recorded in the history and in the `workflow.cancelled` event.
     #[schema(max_length = 2000)]
     pub reason: Option<String>,
 }
@@ -683,11 +689,11 @@ pub struct AgentStatus {
 /// One worker process of the registry.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct WorkerView {
-    /// Worker id.
+    /// `w-<uuid>`: a fresh id each time a worker process starts.
     pub id: String,
-    /// Host name.
+    /// Host the process runs on.
     pub host: String,
-    /// Process id.
+    /// Its process id on that host.
     pub pid: u32,
     /// Roles it serves.
     pub roles: Vec<String>,
@@ -718,9 +724,9 @@ pub struct AgentList {
     pub mode: String,
     /// Workflows this server drives now.
     pub running_workflows: u64,
-    /// Its limit.
+    /// The most it drives at once; a submission past it is refused with 503.
     pub max_running_workflows: u64,
-    /// Roles.
+    /// Every agent role, with its workers and load.
     pub agents: Vec<AgentStatus>,
     /// Registered worker processes that have not stopped cleanly
     /// (distributed mode; empty when agents run in this server).
@@ -731,7 +737,7 @@ pub struct AgentList {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
-    /// Read.
+    /// Reads workflows, their history and events, the agents and the definitions.
     Viewer,
     /// Read, submit, approve, reject, cancel, resume.
     Operator,
@@ -765,7 +771,7 @@ impl From<Role> for agentry_core::AccessRole {
 pub struct CreateKey {
     /// Role of the new key.
     pub role: Role,
-    /// Label.
+    /// A label to tell keys apart in listings (default: empty).
     #[schema(max_length = 200)]
     pub name: Option<String>,
 }
@@ -773,17 +779,17 @@ pub struct CreateKey {
 /// An API key (never its secret).
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct KeyInfo {
-    /// Key id.
+    /// The `<id>` part of `agk_<id>_<secret>`; revoke the key by it.
     pub id: String,
-    /// Tenant.
+    /// Tenant whose workflows the key reaches.
     pub tenant: String,
-    /// Role.
+    /// What the key may do.
     pub role: Role,
-    /// Label.
+    /// The label it was created with (may be empty).
     pub name: String,
-    /// Created.
+    /// When it was created (RFC 3339, UTC).
     pub created_at: DateTime<Utc>,
-    /// Revoked, when it is.
+    /// When it was revoked (RFC 3339, UTC); absent while it is valid.
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
@@ -805,7 +811,7 @@ impl From<&ApiKeyRecord> for KeyInfo {
 pub struct CreatedKey {
     /// The key to send as `Authorization: Bearer <key>`; shown once.
     pub key: String,
-    /// Its record.
+    /// The key's record, as `GET /v1/keys` lists it.
     #[serde(flatten)]
     pub info: KeyInfo,
 }
@@ -836,6 +842,6 @@ pub struct Readiness {
 /// Workflow definitions a submission may name.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct DefinitionList {
-    /// Names.
+    /// Names to pass as `workflow` in a submission.
     pub items: Vec<String>,
 }

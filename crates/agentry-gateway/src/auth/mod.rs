@@ -36,7 +36,7 @@ pub struct Principal {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuthFailure {
-    /// No credentials.
+    /// Neither an `Authorization` nor an `x-api-key` header (401).
     #[error("credentials are required: send `Authorization: Bearer <API key or token>`")]
     Missing,
     /// The API key is malformed, unknown, or its secret is wrong.

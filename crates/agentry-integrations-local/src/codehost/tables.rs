@@ -194,9 +194,9 @@ pub(super) async fn open_merge_request(
 /// What an update sets on a merge request's row; `None` keeps the stored
 /// value.
 pub(super) struct MergeRequestChange {
-    /// New state.
+    /// State to store; the move was checked (`mr_state::needs_merge`).
     pub(super) state: Option<MergeRequestState>,
-    /// New description.
+    /// Body to store in place of the old one.
     pub(super) description: Option<String>,
     /// Linked test result, as JSON.
     pub(super) test_result: Option<String>,
