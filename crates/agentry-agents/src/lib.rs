@@ -17,6 +17,7 @@ pub mod conversation;
 pub mod demo;
 pub mod output;
 pub mod prompts;
+pub mod pycheck;
 pub mod runner;
 pub mod tools;
 

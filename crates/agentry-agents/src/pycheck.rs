@@ -1,0 +1,805 @@
+//! A static checker and mechanical repairer for the Python files the agents
+//! write: missing imports are added, imports of names from the wrong module
+//! are pointed at the right one, float equality becomes `assertAlmostEqual`;
+//! what cannot be repaired (a syntax error, an import of nothing, a stub, a
+//! test that cannot fail) becomes a [`Problem`] for the file's author.
+//!
+//! Key design decision: the checker is a Python script
+//! (`python/pycheck.py`, embedded here) that only *parses* the code with
+//! Python's own `ast`: the checked code is never imported or run, and no
+//! model is called. It runs as `python3 -I -c <script>` (isolated: no
+//! `PYTHONPATH`, no user site, not the current directory), reads a
+//! [`PyCheckInput`] as JSON on stdin and writes a [`PyCheckReport`] as JSON
+//! on stdout. `python3` must be 3.10 or newer. "Installed" in the import
+//! rules means importable by that `python3`.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::Duration;
+
+use agentry_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+/// The checker, run by `python3 -I -c`.
+const SCRIPT: &str = include_str!("python/pycheck.py");
+
+/// How much of the checker's stderr an error quotes.
+const STDERR_TAIL: usize = 2000;
+
+/// The rule names of [`Rewrite::rule`] and [`Problem::rule`]: the one place
+/// they are documented.
+///
+/// A *test file* is a `.py` file under a `tests/` or `test/` directory, or
+/// named `test_*.py`, `*_test.py` or `conftest.py`; the others are *code
+/// files*. A *repository module* is a `.py` file or a directory of the tree,
+/// at the root or under `src/`, whose path is a valid dotted name.
+pub mod rules {
+    /// Repair: a standard-library module used as `name.attr` but never
+    /// bound gets `import name`; a well-known standard-library name used
+    /// bare (`defaultdict`, `dataclass`, `Path`, `Optional`, `patch`,
+    /// `StringIO`, `ABC`, `timedelta`...; `datetime.now()` means the class)
+    /// gets `from module import name`. New imports go after the docstring,
+    /// `from __future__` and the leading imports.
+    pub const MISSING_STDLIB_IMPORT: &str = "missing_stdlib_import";
+    /// Repair: a name used but never bound that the project package
+    /// exports, or that exactly one repository module defines at top level
+    /// (def, class, assignment), gets `from that_module import name`; a
+    /// repository module used as `name.attr` gets `import name`.
+    pub const UNDEFINED_NAME_FROM_PACKAGE: &str = "undefined_name_from_package";
+    /// Repair: `from M import f` (absolute) where `M` does not exist or
+    /// lacks `f` is pointed at the project package when it exports `f`,
+    /// else at the one repository module that defines it.
+    pub const UNRESOLVED_FROM_IMPORT: &str = "unresolved_from_import";
+    /// Repair: `assertEqual`/`assertEquals` with a float literal (`0.3`,
+    /// `-1.5`) as either operand becomes `assertAlmostEqual` (a third
+    /// positional argument, the message, becomes `msg=`).
+    pub const FLOAT_ASSERT_EQUAL: &str = "float_assert_equal";
+    /// Problem: the file does not compile; no other rule runs on it.
+    pub const SYNTAX: &str = "syntax";
+    /// Problem: an import of a module that is neither in the repository,
+    /// the standard library nor installed, of a repository submodule that
+    /// does not exist, or of a name a repository module does not have
+    /// (imports guarded by `except ImportError` are exempt). The message
+    /// lists the importable repository modules and their names.
+    pub const UNRESOLVED_IMPORT: &str = "unresolved_import";
+    /// Problem (code files): a function whose body, after an optional
+    /// docstring, is only `pass`, `...`, `return`, `return None` or
+    /// `raise NotImplementedError`. Exempt: `@abstractmethod`/`@overload`,
+    /// methods of `ABC`/`Protocol`/`metaclass=ABCMeta` classes, methods a
+    /// subclass in the tree overrides, and the dunders whose empty body is
+    /// legitimate (`__init__`, `__post_init__`, `__init_subclass__`,
+    /// `__enter__`, `__exit__`, `__aenter__`, `__aexit__`, `__del__`,
+    /// `__set_name__`).
+    pub const STUB: &str = "stub";
+    /// Problem (test files): a `test*` function with no live assertion
+    /// (`assert`, `self.assert*`/`self.fail*`, `pytest.raises`/`fail`,
+    /// a mock's `assert_*`, `raise AssertionError`, or a helper of the file
+    /// that asserts) and no tautology.
+    pub const NO_ASSERTION: &str = "no_assertion";
+    /// Problem (test files): a test whose every assertion is that a call
+    /// returns None (calls named like lookups, `get*`/`find*`/`load*`...,
+    /// are exempt: None is their "not found").
+    pub const CHECKS_ONLY_NONE: &str = "checks_only_none";
+    /// Problem (test files): an assertion that cannot fail
+    /// (`assertTrue(True)`, `assert (x, "msg")`, `assertEqual(x, x)`,
+    /// `assertIsNotNone(<literal>)`, `assertIn(x, [x, ...])`); it does not
+    /// count as a live assertion.
+    pub const TAUTOLOGY: &str = "tautology";
+    /// Problem (test files): in a test, `except:`, `except Exception:`,
+    /// `except BaseException:` or `except AssertionError:` whose body is
+    /// only `pass`, `...` or `continue`.
+    pub const SWALLOWED_FAILURE: &str = "swallowed_failure";
+
+    /// Every rule name.
+    pub const ALL: &[&str] = &[
+        MISSING_STDLIB_IMPORT,
+        UNDEFINED_NAME_FROM_PACKAGE,
+        UNRESOLVED_FROM_IMPORT,
+        FLOAT_ASSERT_EQUAL,
+        SYNTAX,
+        UNRESOLVED_IMPORT,
+        STUB,
+        NO_ASSERTION,
+        CHECKS_ONLY_NONE,
+        TAUTOLOGY,
+        SWALLOWED_FAILURE,
+    ];
+}
+
+/// What the checker is given.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PyCheckInput {
+    /// Every file of the tree after the change: path -> content (Python
+    /// files with content; other files may have empty content, only their
+    /// path matters for import resolution).
+    pub tree: BTreeMap<String, String>,
+    /// The files to check and repair (paths into `tree`), e.g. the files an
+    /// agent just wrote. Files that are not `.py` are ignored.
+    pub check: Vec<String>,
+    /// The project's own package import name (e.g. `todo_cli`), if any.
+    pub package: Option<String>,
+}
+
+/// One mechanical rewrite of a checked file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rewrite {
+    /// The file rewritten.
+    pub path: String,
+    /// The 1-based line of the rewrite, in the file as it was rewritten.
+    pub line: u32,
+    /// One of the [`rules`].
+    pub rule: String,
+    /// What was changed, for the workflow history.
+    pub detail: String,
+}
+
+/// What could not be repaired and must go back to the file's author.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// The file with the problem.
+    pub path: String,
+    /// The 1-based line, in the repaired file.
+    pub line: u32,
+    /// One of the [`rules`].
+    pub rule: String,
+    /// A short repair instruction for the author.
+    pub message: String,
+}
+
+/// What the checker found and repaired.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PyCheckReport {
+    /// Repaired files: path -> new content (only files that changed).
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+    /// Each mechanical rewrite, for the workflow history.
+    #[serde(default)]
+    pub rewrites: Vec<Rewrite>,
+    /// What could not be repaired and must go back to the file's author.
+    #[serde(default)]
+    pub problems: Vec<Problem>,
+    /// Live assertions counted per checked test file (an assertion in a
+    /// loop counts once).
+    #[serde(default)]
+    pub assertions: BTreeMap<String, u32>,
+}
+
+/// Checks and repairs the `.py` files of `input.check` with `python3`.
+///
+/// Errors: `python3` missing (permanent), the checker running past
+/// `timeout` ([`Error::Timeout`], transient), exiting non-zero or writing
+/// something that is not a report (permanent, with the tail of its stderr).
+pub async fn check_python(input: &PyCheckInput, timeout: Duration) -> Result<PyCheckReport> {
+    if !input.check.iter().any(|path| path.ends_with(".py")) {
+        return Ok(PyCheckReport::default());
+    }
+    check_with("python3", SCRIPT, input, timeout).await
+}
+
+/// Runs `script` with `program` on `input` and reads its report.
+async fn check_with(
+    program: &str,
+    script: &str,
+    input: &PyCheckInput,
+    timeout: Duration,
+) -> Result<PyCheckReport> {
+    let stdin = serde_json::to_vec(input)?;
+    let stdout = run_script(program, script, stdin, timeout).await?;
+    serde_json::from_slice(&stdout).map_err(|error| {
+        Error::permanent(format!(
+            "the Python checker's report is not valid JSON ({error}): {}",
+            tail(&String::from_utf8_lossy(&stdout))
+        ))
+    })
+}
+
+/// Runs `program -I -c script` with `stdin`; its stdout on a zero exit.
+async fn run_script(
+    program: &str,
+    script: &str,
+    stdin: Vec<u8>,
+    timeout: Duration,
+) -> Result<Vec<u8>> {
+    let mut child = Command::new(program)
+        .args(["-I", "-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|error| {
+            if error.kind() == std::io::ErrorKind::NotFound {
+                Error::permanent(format!(
+                    "`{program}` was not found on PATH: the Python checker needs Python 3.10 or newer"
+                ))
+            } else {
+                Error::transient(format!("starting the Python checker (`{program}`): {error}"))
+            }
+        })?;
+    if let Some(mut pipe) = child.stdin.take() {
+        // Written concurrently with reading the output, so a large input
+        // cannot deadlock against a full stdout pipe.
+        tokio::spawn(async move {
+            let _ = pipe.write_all(&stdin).await;
+            let _ = pipe.shutdown().await;
+        });
+    }
+    let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Err(_) => {
+            return Err(Error::Timeout {
+                what: "the Python checker".into(),
+                after: timeout,
+            })
+        }
+        Ok(Err(error)) => {
+            return Err(Error::transient(format!(
+                "running the Python checker: {error}"
+            )))
+        }
+        Ok(Ok(out)) => out,
+    };
+    if !out.status.success() {
+        return Err(Error::permanent(format!(
+            "the Python checker failed ({}): {}",
+            out.status,
+            tail(&String::from_utf8_lossy(&out.stderr))
+        )));
+    }
+    Ok(out.stdout)
+}
+
+/// The last [`STDERR_TAIL`] bytes of `text` (on a character boundary).
+fn tail(text: &str) -> &str {
+    let text = text.trim();
+    let mut start = text.len().saturating_sub(STDERR_TAIL);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_secs(60);
+
+    /// Checks every `.py` file of `files` with the project package `todo_cli`.
+    async fn run(files: &[(&str, &str)]) -> PyCheckReport {
+        let input = PyCheckInput {
+            tree: files
+                .iter()
+                .map(|(p, c)| (p.to_string(), c.to_string()))
+                .collect(),
+            check: files.iter().map(|(p, _)| p.to_string()).collect(),
+            package: Some("todo_cli".into()),
+        };
+        check_python(&input, TIMEOUT).await.unwrap()
+    }
+
+    /// Repairs: `path` comes back as `want` (None: unchanged), with
+    /// rewrites of exactly the `rules` and no problems.
+    async fn repair(files: &[(&str, &str)], path: &str, want: Option<&str>, rules: &[&str]) {
+        let report = run(files).await;
+        assert_eq!(
+            report.files.get(path).map(String::as_str),
+            want,
+            "{report:#?}"
+        );
+        let got: Vec<&str> = report.rewrites.iter().map(|r| r.rule.as_str()).collect();
+        assert_eq!(got, rules, "{report:#?}");
+        assert!(report.problems.is_empty(), "{report:#?}");
+        for rule in got {
+            assert!(rules::ALL.contains(&rule));
+        }
+    }
+
+    /// Problems: exactly `want`, as (path, line, rule), each message
+    /// containing the `words`.
+    async fn problems(files: &[(&str, &str)], want: &[(&str, u32, &str)], words: &[&str]) {
+        let report = run(files).await;
+        let got: Vec<(&str, u32, &str)> = report
+            .problems
+            .iter()
+            .map(|p| (p.path.as_str(), p.line, p.rule.as_str()))
+            .collect();
+        assert_eq!(got, want, "{report:#?}");
+        assert!(report.rewrites.is_empty(), "{report:#?}");
+        let messages: Vec<&str> = report.problems.iter().map(|p| p.message.as_str()).collect();
+        for word in words {
+            assert!(
+                messages.iter().any(|m| m.contains(word)),
+                "`{word}` in {messages:#?}"
+            );
+        }
+        for rule in &report.problems {
+            assert!(rules::ALL.contains(&rule.rule.as_str()));
+        }
+    }
+
+    /// A small, correct project: a CLI with argparse and json, a class with
+    /// `__init__` and methods, an ABC, a unittest suite with `setUp`, a
+    /// helper assertion and `assertRaises`, and a pytest-style suite.
+    const CORE: &str = r#""""The todo list."""
+import argparse
+import json
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+
+@dataclass
+class Task:
+    title: str
+    done: bool = False
+    tags: List[str] = field(default_factory=list)
+
+
+class Store(ABC):
+    @abstractmethod
+    def save(self, tasks):
+        """Persist the tasks."""
+
+
+class Exporter:
+    def render(self, tasks):
+        raise NotImplementedError
+
+
+class JsonExporter(Exporter):
+    def render(self, tasks):
+        return json.dumps([t.title for t in tasks])
+
+
+class TodoList:
+    def __init__(self, path):
+        self.path = path
+        self.tasks = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def add(self, title):
+        if not title:
+            raise ValueError("empty title")
+        task = Task(title)
+        self.tasks.append(task)
+        return task
+
+    def find(self, title) -> Optional[Task]:
+        return next((t for t in self.tasks if t.title == title), None)
+
+    def save(self):
+        with open(self.path, "w", encoding="utf-8") as f:
+            json.dump([t.__dict__ for t in self.tasks], f)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="todo")
+    parser.add_argument("title")
+    args = parser.parse_args(argv)
+    todo = TodoList(os.environ.get("TODO_FILE", "todo.json"))
+    todo.add(args.title)
+    todo.save()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+"#;
+
+    const INIT: &str = "from .core import Task, TodoList, main\n";
+
+    const SUITE: &str = r#"import os
+import tempfile
+import unittest
+from unittest.mock import patch
+
+from todo_cli import TodoList, main
+
+
+class TodoTest(unittest.TestCase):
+    def setUp(self):
+        self.todo = TodoList(os.path.join(tempfile.mkdtemp(), "t.json"))
+
+    def assertHasTitle(self, title):
+        self.assertIn(title, [t.title for t in self.todo.tasks])
+
+    def test_add(self):
+        self.todo.add("milk")
+        self.assertHasTitle("milk")
+
+    def test_an_empty_title_is_refused(self):
+        with self.assertRaises(ValueError):
+            self.todo.add("")
+
+    def test_find_misses(self):
+        self.assertIsNone(self.todo.find("nothing"))
+
+    def test_each_task_is_open(self):
+        self.todo.add("a")
+        self.todo.add("b")
+        for task in self.todo.tasks:
+            self.assertFalse(task.done)
+
+    @patch.object(TodoList, "save")
+    def test_main_saves(self, save):
+        main(["milk"])
+        save.assert_called_once_with()
+
+
+if __name__ == "__main__":
+    unittest.main()
+"#;
+
+    const PYTEST_SUITE: &str = r#"from todo_cli.core import TodoList
+
+
+def make():
+    return TodoList("unused.json")
+
+
+def test_add_returns_the_task():
+    assert make().add("a").title == "a"
+
+
+def test_a_new_list_is_empty():
+    todo = make()
+    assert todo.tasks == []
+"#;
+
+    fn project() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("todo_cli/__init__.py", INIT),
+            ("todo_cli/core.py", CORE),
+            ("tests/__init__.py", ""),
+            ("tests/test_todo.py", SUITE),
+            ("tests/test_pytest_style.py", PYTEST_SUITE),
+            ("README.md", ""),
+        ]
+    }
+
+    #[tokio::test]
+    async fn a_correct_project_has_no_problems_and_its_assertions_are_counted() {
+        repair(&project(), "todo_cli/core.py", None, &[]).await;
+        let report = run(&project()).await;
+        let counts: Vec<(&str, u32)> = report
+            .assertions
+            .iter()
+            .map(|(p, n)| (p.as_str(), *n))
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                ("tests/__init__.py", 0),
+                ("tests/test_pytest_style.py", 2),
+                ("tests/test_todo.py", 5)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn non_python_files_are_ignored() {
+        let input = PyCheckInput {
+            tree: BTreeMap::from([("README.md".to_string(), "def (".to_string())]),
+            check: vec!["README.md".into()],
+            package: None,
+        };
+        let report = check_python(&input, TIMEOUT).await.unwrap();
+        assert_eq!(report, PyCheckReport::default());
+    }
+
+    // ------------------------------------------------------------ repairs
+
+    #[tokio::test]
+    async fn a_missing_unittest_import_is_added() {
+        let suite = "\"\"\"Tests.\"\"\"\nfrom todo_cli import TodoList\n\n\nclass T(unittest.TestCase):\n    def test_a(self):\n        self.assertEqual(TodoList('p').path, 'p')\n";
+        let want = "\"\"\"Tests.\"\"\"\nfrom todo_cli import TodoList\nimport unittest\n\n\nclass T(unittest.TestCase):\n    def test_a(self):\n        self.assertEqual(TodoList('p').path, 'p')\n";
+        let mut files = project();
+        files.push(("tests/test_a.py", suite));
+        repair(
+            &files,
+            "tests/test_a.py",
+            Some(want),
+            &[rules::MISSING_STDLIB_IMPORT],
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn well_known_stdlib_names_are_imported_from_their_module() {
+        let code =
+            "def count(words):\n    return Counter(words), defaultdict(list), datetime.now()\n";
+        let want = "from collections import Counter, defaultdict\nfrom datetime import datetime\n\ndef count(words):\n    return Counter(words), defaultdict(list), datetime.now()\n";
+        repair(
+            &[("words.py", code)],
+            "words.py",
+            Some(want),
+            &[rules::MISSING_STDLIB_IMPORT, rules::MISSING_STDLIB_IMPORT],
+        )
+        .await;
+        // Bound names, builtins and a local `Counter` class need nothing.
+        let fine = "class Counter:\n    pass\n\n\ndef f(json):\n    return json.dumps(1), Counter(), len([])\n";
+        repair(&[("fine.py", fine)], "fine.py", None, &[]).await;
+    }
+
+    #[tokio::test]
+    async fn an_undefined_name_is_imported_from_the_package() {
+        let suite = "import unittest\n\n\nclass T(unittest.TestCase):\n    def test_a(self):\n        self.assertEqual(TodoList('p').add('x').title, 'x')\n";
+        let want = "import unittest\nfrom todo_cli import TodoList\n\n\nclass T(unittest.TestCase):\n    def test_a(self):\n        self.assertEqual(TodoList('p').add('x').title, 'x')\n";
+        let mut files = project();
+        files.push(("tests/test_a.py", suite));
+        repair(
+            &files,
+            "tests/test_a.py",
+            Some(want),
+            &[rules::UNDEFINED_NAME_FROM_PACKAGE],
+        )
+        .await;
+        // Defined in two modules and exported by none: ambiguous, left alone.
+        let two = [
+            ("a.py", "def f():\n    return 1\n"),
+            ("b.py", "def f():\n    return 2\n"),
+        ];
+        let user = ("c.py", "def g():\n    return f()\n");
+        let report = run(&[two[0], two[1], user]).await;
+        assert!(report.rewrites.is_empty(), "{report:#?}");
+    }
+
+    #[tokio::test]
+    async fn from_import_of_a_missing_module_becomes_the_package() {
+        let suite = "import unittest\nfrom todo import TodoList, Task\n\n\nclass T(unittest.TestCase):\n    def test_a(self):\n        self.assertEqual(Task('x'), TodoList('p').add('x'))\n";
+        let want = "import unittest\nfrom todo_cli import TodoList, Task\n\n\nclass T(unittest.TestCase):\n    def test_a(self):\n        self.assertEqual(Task('x'), TodoList('p').add('x'))\n";
+        let mut files = project();
+        files.push(("tests/test_a.py", suite));
+        repair(
+            &files,
+            "tests/test_a.py",
+            Some(want),
+            &[rules::UNRESOLVED_FROM_IMPORT],
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_name_imported_from_the_wrong_module_moves_to_the_one_defining_it() {
+        let files = [
+            ("src/shop/__init__.py", ""),
+            (
+                "src/shop/cart.py",
+                "def total(items):\n    return sum(items)\n",
+            ),
+            (
+                "src/shop/cli.py",
+                "from shop.util import total\n\nprint(total([1]))\n",
+            ),
+            ("src/shop/util.py", "def clean(s):\n    return s.strip()\n"),
+        ];
+        let want = "from shop.cart import total\n\nprint(total([1]))\n";
+        repair(
+            &files,
+            "src/shop/cli.py",
+            Some(want),
+            &[rules::UNRESOLVED_FROM_IMPORT],
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn float_equality_becomes_almost_equal() {
+        let suite = "import unittest\n\n\nclass T(unittest.TestCase):\n    def test_a(self):\n        self.assertEqual(0.1 + 0.2, 0.3)\n        self.assertEquals(-1.5, -3 / 2, 'halves')\n        self.assertEqual(1 + 1, 2)\n";
+        let want = "import unittest\n\n\nclass T(unittest.TestCase):\n    def test_a(self):\n        self.assertAlmostEqual(0.1 + 0.2, 0.3)\n        self.assertAlmostEqual(-1.5, -3 / 2, msg='halves')\n        self.assertEqual(1 + 1, 2)\n";
+        repair(
+            &[("tests/test_f.py", suite)],
+            "tests/test_f.py",
+            Some(want),
+            &[rules::FLOAT_ASSERT_EQUAL, rules::FLOAT_ASSERT_EQUAL],
+        )
+        .await;
+    }
+
+    // ------------------------------------------------------------ problems
+
+    #[tokio::test]
+    async fn a_syntax_error_is_reported_with_its_line() {
+        let broken = "import os\n\n\ndef f(:\n    return os.sep\n";
+        problems(
+            &[("broken.py", broken)],
+            &[("broken.py", 4, rules::SYNTAX)],
+            &["line 4", "def f(:"],
+        )
+        .await;
+        let outside = "def f():\n    return 1\nreturn 2\n";
+        problems(
+            &[("outside.py", outside)],
+            &[("outside.py", 3, rules::SYNTAX)],
+            &["'return' outside function"],
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn an_unresolvable_import_names_what_can_be_imported() {
+        let mut files = project();
+        let suite = "import unittest\nimport requests_that_do_not_exist\nfrom todo_cli.core import remove_task\nfrom todo_cli.storage import load\nfrom nowhere import *\n";
+        files.push(("tests/test_a.py", suite));
+        problems(
+            &files,
+            &[
+                ("tests/test_a.py", 2, rules::UNRESOLVED_IMPORT),
+                ("tests/test_a.py", 3, rules::UNRESOLVED_IMPORT),
+                ("tests/test_a.py", 4, rules::UNRESOLVED_IMPORT),
+                ("tests/test_a.py", 5, rules::UNRESOLVED_IMPORT),
+            ],
+            &[
+                "`todo_cli.core` (Exporter, JsonExporter, Store, Task, TodoList, main)",
+                "`todo_cli.core` has no `remove_task`",
+                "module `todo_cli.storage` does not exist",
+                "no module `requests_that_do_not_exist`",
+            ],
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn resolvable_imports_are_no_problem() {
+        let code = "import os.path\nimport json as j\nfrom . import core\nfrom .core import TodoList\nfrom todo_cli import core as c\ntry:\n    import yaml_is_optional\nexcept ImportError:\n    yaml_is_optional = None\n\n\ndef f():\n    return os.path.sep, j, core, TodoList, c\n";
+        let mut files = project();
+        files.push(("todo_cli/extra.py", code));
+        problems(&files, &[], &[]).await;
+    }
+
+    #[tokio::test]
+    async fn a_stub_goes_back_to_its_author() {
+        let code = "class Cart:\n    def __init__(self):\n        pass\n\n    def total(self):\n        \"\"\"Sum.\"\"\"\n        pass\n\n\ndef checkout(cart):\n    raise NotImplementedError(\"later\")\n\n\ndef cancel(cart):\n    ...\n";
+        problems(
+            &[("cart.py", code)],
+            &[
+                ("cart.py", 5, rules::STUB),
+                ("cart.py", 10, rules::STUB),
+                ("cart.py", 14, rules::STUB),
+            ],
+            &[
+                "`Cart.total` at line 5 does nothing (its body is only `pass`): implement it",
+                "`raise NotImplementedError`",
+            ],
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn an_abstract_method_is_no_stub() {
+        let code = "import abc\nfrom typing import Protocol, overload\n\n\nclass A(abc.ABC):\n    def run(self):\n        pass\n\n\nclass B:\n    @abc.abstractmethod\n    def run(self):\n        raise NotImplementedError\n\n    @overload\n    def get(self, k: int) -> int: ...\n\n    def get(self, k):\n        return k\n\n\nclass C(Protocol):\n    def go(self) -> int: ...\n\n\nclass D(metaclass=abc.ABCMeta):\n    def go(self):\n        return None\n";
+        problems(&[("abstract.py", code)], &[], &[]).await;
+        // Stubs in test files are not this rule's business.
+        let helper =
+            "def helper():\n    pass\n\n\ndef test_a():\n    assert helper() is None or True\n";
+        let report = run(&[("tests/test_h.py", helper)]).await;
+        assert!(report.problems.iter().all(|p| p.rule != rules::STUB));
+    }
+
+    #[tokio::test]
+    async fn a_test_without_assertion_is_caught() {
+        let suite = "import unittest\nfrom todo_cli import TodoList\n\n\nclass T(unittest.TestCase):\n    def test_add(self):\n        TodoList('p').add('x')\n\n\ndef test_plain():\n    TodoList('p')\n";
+        let mut files = project();
+        files.push(("tests/test_a.py", suite));
+        problems(
+            &files,
+            &[
+                ("tests/test_a.py", 6, rules::NO_ASSERTION),
+                ("tests/test_a.py", 10, rules::NO_ASSERTION),
+            ],
+            &[
+                "`T.test_add` at line 6 asserts nothing",
+                "`assert actual == expected`",
+            ],
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_suite_that_only_checks_none_is_caught() {
+        let suite = "import unittest\nfrom todo_cli import main, TodoList\n\n\nclass T(unittest.TestCase):\n    def test_main(self):\n        self.assertIsNone(main(['x']))\n        self.assertEqual(None, TodoList('p').save())\n\n\ndef test_save():\n    assert TodoList('p').save() is None\n";
+        let mut files = project();
+        files.push(("tests/test_a.py", suite));
+        problems(
+            &files,
+            &[
+                ("tests/test_a.py", 6, rules::CHECKS_ONLY_NONE),
+                ("tests/test_a.py", 11, rules::CHECKS_ONLY_NONE),
+            ],
+            &["only checks that calls return None"],
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_tautology_is_caught_and_not_counted() {
+        let suite = "import unittest\nfrom todo_cli import TodoList\n\n\nclass T(unittest.TestCase):\n    def test_a(self):\n        todo = TodoList('p')\n        self.assertTrue(True)\n        self.assertEqual(todo, todo)\n        self.assertIsNotNone('x')\n        self.assertIn(1, [1, 2])\n\n\ndef test_b():\n    assert (TodoList('p').tasks == [], 'empty')\n";
+        let mut files = project();
+        files.push(("tests/test_a.py", suite));
+        problems(
+            &files,
+            &[
+                ("tests/test_a.py", 8, rules::TAUTOLOGY),
+                ("tests/test_a.py", 9, rules::TAUTOLOGY),
+                ("tests/test_a.py", 10, rules::TAUTOLOGY),
+                ("tests/test_a.py", 11, rules::TAUTOLOGY),
+                ("tests/test_a.py", 15, rules::TAUTOLOGY),
+            ],
+            &["`self.assertTrue(True)` at line 8 can never fail"],
+        )
+        .await;
+        let report = run(&files).await;
+        assert_eq!(report.assertions["tests/test_a.py"], 0);
+    }
+
+    #[tokio::test]
+    async fn a_swallowed_failure_is_caught() {
+        let suite = "import unittest\nfrom todo_cli import TodoList\n\n\nclass T(unittest.TestCase):\n    def test_a(self):\n        try:\n            self.assertEqual(TodoList('p').add('x').title, 'x')\n        except Exception:\n            pass\n\n    def test_b(self):\n        try:\n            TodoList('p').add('')\n        except ValueError:\n            pass\n        self.assertTrue(TodoList('p').path)\n";
+        let mut files = project();
+        files.push(("tests/test_a.py", suite));
+        problems(
+            &files,
+            &[("tests/test_a.py", 9, rules::SWALLOWED_FAILURE)],
+            &["`except Exception: pass` at line 9 hides failures"],
+        )
+        .await;
+    }
+
+    // ------------------------------------------------------------ the process
+
+    #[tokio::test]
+    async fn a_timeout_is_an_error() {
+        let input = PyCheckInput {
+            tree: BTreeMap::from([("a.py".to_string(), "x = 1\n".to_string())]),
+            check: vec!["a.py".into()],
+            package: None,
+        };
+        let error = check_python(&input, Duration::from_millis(1))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, Error::Timeout { .. }), "{error}");
+        assert!(error.class().is_retryable());
+    }
+
+    #[tokio::test]
+    async fn a_failing_or_missing_interpreter_is_an_error() {
+        let input = PyCheckInput {
+            check: vec!["a.py".into()],
+            ..PyCheckInput::default()
+        };
+        let error = check_with("python3-not-installed", SCRIPT, &input, TIMEOUT)
+            .await
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("`python3-not-installed` was not found on PATH"),
+            "{error}"
+        );
+        let crash = "import sys\nsys.stderr.write('boom at the end')\nsys.exit(3)";
+        let error = check_with("python3", crash, &input, TIMEOUT)
+            .await
+            .unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("exit status: 3") && message.contains("boom at the end"),
+            "{message}"
+        );
+        let error = check_with("python3", "print('not json')", &input, TIMEOUT)
+            .await
+            .unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("not valid JSON") && message.contains("not json"),
+            "{message}"
+        );
+    }
+}
