@@ -21,6 +21,14 @@ pub(crate) const QA_PASSED: &str = "qa.passed";
 pub(crate) const QA_ROUND: &str = "qa.round";
 pub(crate) const QA_FAILURE: &str = "qa.failure";
 pub(crate) const QA_TEST_FILES: &str = "qa.test_files";
+/// Shared-context key of what the next round fixes (`none`, `tests`,
+/// `code`: [`crate::triage::NextFix`]); the default graph routes on it.
+pub(crate) const QA_FIX: &str = "qa.fix";
+/// Shared-context key of the last run's [`crate::triage::Triage`].
+pub(crate) const QA_TRIAGE: &str = "qa.triage";
+/// Where QA's tests live on the branch; the only folder QA writes to, and
+/// one the developer may not.
+pub(crate) const ACCEPTANCE_DIR: &str = "tests/acceptance/";
 /// Shared-context key of the wiki pages.
 pub(crate) const DOCS_PAGES: &str = "docs.pages";
 /// Shared-context key of the DevOps files.

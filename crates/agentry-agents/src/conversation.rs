@@ -106,20 +106,20 @@ impl<'a> Conversation<'a> {
         user: String,
         tools: &mut Toolbox,
     ) -> Result<(T, Value)> {
-        self.run_checked(system, user, tools, |_: &T| Vec::new())
-            .await
+        self.run_checked(system, user, tools, &NoCheck).await
     }
 
     /// [`Conversation::run`] with one more check of a parsed answer, for
     /// rules that depend on more than the answer (QA's files are checked
     /// together with those kept from its last round). Its problems get the
-    /// same repair rounds as the schema's.
+    /// same repair rounds as the schema's. The check may run a process
+    /// (the static checks of Python files), so it is async.
     pub async fn run_checked<T: AgentOutput>(
         &mut self,
         system: String,
         user: String,
         tools: &mut Toolbox,
-        check: impl Fn(&T) -> Vec<String>,
+        check: &dyn AnswerCheck<T>,
     ) -> Result<(T, Value)> {
         let schema = output_schema::<T>()?;
         let validator = OutputValidator::new(&schema)?;
@@ -183,15 +183,18 @@ impl<'a> Conversation<'a> {
                 continue;
             }
 
-            let checked = validator.parse::<T>(&response.content).and_then(|parsed| {
-                let mut problems = check(&parsed.0);
-                problems.extend(tools.answer_problems(&parsed.0.files()));
-                if problems.is_empty() {
-                    Ok(parsed)
-                } else {
-                    Err(problems)
+            let checked = match validator.parse::<T>(&response.content) {
+                Ok(parsed) => {
+                    let mut problems = check.problems(&parsed.0, tools.staged()).await;
+                    problems.extend(tools.answer_problems(&parsed.0.files()));
+                    if problems.is_empty() {
+                        Ok(parsed)
+                    } else {
+                        Err(problems)
+                    }
                 }
-            });
+                Err(problems) => Err(problems),
+            };
             match checked {
                 Ok(parsed) => return Ok(parsed),
                 Err(problems) => {
@@ -218,6 +221,30 @@ impl<'a> Conversation<'a> {
                 }
             }
         }
+    }
+}
+
+/// What an agent's tools staged: path -> content (None: deleted).
+pub type Staged = std::collections::BTreeMap<agentry_core::RepoPath, Option<String>>;
+
+/// A check of a parsed answer beyond its schema, whose problems go back to
+/// the model as a repair request (QA's suite rules, the static checks of
+/// Python files). Async: a check may run a process.
+#[async_trait::async_trait]
+pub trait AnswerCheck<T>: Send + Sync {
+    /// What is wrong with `answer`, together with the files its tools
+    /// `staged` (path -> content, None for a deletion), each as an
+    /// instruction the model can act on; empty when it is accepted.
+    async fn problems(&self, answer: &T, staged: &Staged) -> Vec<String>;
+}
+
+/// No check beyond the schema's.
+pub struct NoCheck;
+
+#[async_trait::async_trait]
+impl<T: Sync> AnswerCheck<T> for NoCheck {
+    async fn problems(&self, _: &T, _: &Staged) -> Vec<String> {
+        Vec::new()
     }
 }
 

@@ -20,6 +20,7 @@ pub mod prompts;
 pub mod pycheck;
 pub mod runner;
 pub mod tools;
+pub mod triage;
 
 mod context;
 

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 /// A typed agent answer: its schema is sent with the request and the answer
 /// is validated against it.
-pub trait AgentOutput: DeserializeOwned + Serialize + JsonSchema + Send {
+pub trait AgentOutput: DeserializeOwned + Serialize + JsonSchema + Send + Sync {
     /// Schema name sent to the provider (`BusinessAnalysis`).
     const NAME: &'static str;
 

@@ -24,6 +24,8 @@ use tokio::process::Command;
 
 /// The checker, run by `python3 -I -c`.
 const SCRIPT: &str = include_str!("python/pycheck.py");
+/// The interface reader, run the same way.
+const INTERFACE_SCRIPT: &str = include_str!("python/interface.py");
 
 /// How much of the checker's stderr an error quotes.
 const STDERR_TAIL: usize = 2000;
@@ -176,6 +178,36 @@ pub async fn check_python(input: &PyCheckInput, timeout: Duration) -> Result<PyC
         return Ok(PyCheckReport::default());
     }
     check_with("python3", SCRIPT, input, timeout).await
+}
+
+/// The public interface of the Python files of `files` (path ->
+/// content): per module, its import name and each public function, class
+/// and method with its signature and the first paragraph of its
+/// docstring, the names a package re-exports and the command-line
+/// arguments an `argparse` parser declares; never a function body. QA
+/// writes its tests from this and the specification. Errors as
+/// [`check_python`]'s.
+pub async fn interface(files: &BTreeMap<String, String>, timeout: Duration) -> Result<String> {
+    #[derive(Deserialize)]
+    struct Answer {
+        interface: String,
+    }
+    let code: BTreeMap<&String, &String> = files
+        .iter()
+        .filter(|(path, _)| path.ends_with(".py"))
+        .collect();
+    if code.is_empty() {
+        return Ok(String::new());
+    }
+    let stdin = serde_json::to_vec(&serde_json::json!({ "files": code }))?;
+    let stdout = run_script("python3", INTERFACE_SCRIPT, stdin, timeout).await?;
+    let answer: Answer = serde_json::from_slice(&stdout).map_err(|error| {
+        Error::permanent(format!(
+            "the interface reader's answer is not valid JSON ({error}): {}",
+            tail(&String::from_utf8_lossy(&stdout))
+        ))
+    })?;
+    Ok(answer.interface)
 }
 
 /// Runs `script` with `program` on `input` and reads its report.
@@ -674,6 +706,19 @@ def test_a_new_list_is_empty():
     }
 
     #[tokio::test]
+    async fn an_empty_override_of_a_library_base_is_no_stub() {
+        // Silencing `BaseHTTPRequestHandler.log_message` is an override;
+        // the same empty method on a class of the repository's own is a stub.
+        let code = "from http.server import BaseHTTPRequestHandler\n\n\nclass Handler(BaseHTTPRequestHandler):\n    def log_message(self, format, *args):\n        pass\n\n\nclass Store:\n    pass\n\n\nclass Cache(Store):\n    def clear(self):\n        pass\n";
+        problems(
+            &[("server.py", code)],
+            &[("server.py", 14, rules::STUB)],
+            &["`Cache.clear` at line 14"],
+        )
+        .await;
+    }
+
+    #[tokio::test]
     async fn an_abstract_method_is_no_stub() {
         let code = "import abc\nfrom typing import Protocol, overload\n\n\nclass A(abc.ABC):\n    def run(self):\n        pass\n\n\nclass B:\n    @abc.abstractmethod\n    def run(self):\n        raise NotImplementedError\n\n    @overload\n    def get(self, k: int) -> int: ...\n\n    def get(self, k):\n        return k\n\n\nclass C(Protocol):\n    def go(self) -> int: ...\n\n\nclass D(metaclass=abc.ABCMeta):\n    def go(self):\n        return None\n";
         problems(&[("abstract.py", code)], &[], &[]).await;
@@ -754,6 +799,53 @@ def test_a_new_list_is_empty():
     }
 
     // ------------------------------------------------------------ the process
+
+    #[tokio::test]
+    async fn the_interface_shows_signatures_and_docstrings_never_bodies() {
+        let files: BTreeMap<String, String> = [
+            ("todo/__init__.py", "from .core import add, Store\n"),
+            (
+                "todo/core.py",
+                "\"\"\"Tasks.\"\"\"\nimport json\n\ndef add(title: str, path='t.json') -> int:\n    \"\"\"Adds a task; returns its id.\n\n    More detail.\"\"\"\n    secret_body = 41 + 1\n    return secret_body\n\nclass Store:\n    def __init__(self, path):\n        self.path = path\n\n    def get(self, task_id):\n        return None\n\n    def _private(self):\n        pass\n",
+            ),
+            (
+                "todo/__main__.py",
+                "import argparse\np = argparse.ArgumentParser()\np.add_argument('--file')\n",
+            ),
+            ("README.md", "not python"),
+        ]
+        .into_iter()
+        .map(|(p, c)| (p.to_string(), c.to_string()))
+        .collect();
+        let text = interface(&files, Duration::from_secs(20)).await.unwrap();
+        for want in [
+            "module `todo` (todo/__init__.py)",
+            "from .core import add, Store",
+            "def add(title: str, path='t.json') -> int",
+            "Adds a task; returns its id.",
+            "class Store:",
+            "def __init__(self, path)",
+            "def get(self, task_id)",
+            "p.add_argument('--file')",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+        for never in [
+            "secret_body",
+            "More detail",
+            "_private",
+            "not python",
+            "self.path = path",
+        ] {
+            assert!(!text.contains(never), "{never:?} leaked into:\n{text}");
+        }
+        assert_eq!(
+            interface(&BTreeMap::new(), Duration::from_secs(5))
+                .await
+                .unwrap(),
+            ""
+        );
+    }
 
     #[tokio::test]
     async fn a_timeout_is_an_error() {

@@ -404,6 +404,7 @@ pub fn test_run(passed: bool) -> TestRun {
         duration_ms: 12,
         tests_passed: Some(3),
         tests_failed: Some(u32::from(!passed)),
+        cases: Vec::new(),
         commit: Some("abc".into()),
         started_at: Utc::now(),
     }

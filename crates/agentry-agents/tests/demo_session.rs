@@ -245,7 +245,8 @@ async fn demo_session_fails_once_then_passes_and_retries_make_nothing_twice() {
     assert!(pages.len() >= 3);
     assert_eq!(pages.iter().filter(|p| p.parent_id.is_none()).count(), 1);
 
-    // Code host: three agent commits on the branch, QA's suite committed.
+    // Code host: the developer's two rounds, QA's suite (committed before
+    // its first run, unchanged after), DevOps's files.
     let authors = git_log_authors(
         &data_dir.path().join("repos/url-shortener.git"),
         "agentry/url-shortener",
@@ -256,7 +257,12 @@ async fn demo_session_fails_once_then_passes_and_retries_make_nothing_twice() {
         .collect();
     assert_eq!(
         agent_commits,
-        vec!["Agentry DevOps", "Agentry Developer", "Agentry Developer"],
+        vec![
+            "Agentry DevOps",
+            "Agentry Developer",
+            "Agentry QA",
+            "Agentry Developer"
+        ],
         "{authors:?}"
     );
     let files = demo
@@ -354,8 +360,8 @@ async fn two_tenants_with_the_same_repository_and_project_get_disjoint_artifacts
             demo.owner
         );
         assert_eq!(
-            commits, 4,
-            "{}: the initial commit and three of its own",
+            commits, 5,
+            "{}: the initial commit and four of its own",
             demo.owner
         );
         let tickets = &demo.state.jira_tickets;
@@ -398,7 +404,7 @@ async fn two_tenants_with_the_same_repository_and_project_get_disjoint_artifacts
     };
     for name in ["acme", "globex"] {
         let authors = git_log_authors(&tenant_repo(name), "agentry/url-shortener");
-        assert_eq!(authors.len(), 4, "{name}: {authors:?}");
+        assert_eq!(authors.len(), 5, "{name}: {authors:?}");
     }
     for name in ["acme", "globex"] {
         let mirror = data_dir.path().join(format!("tenants/{name}/wiki/URL"));

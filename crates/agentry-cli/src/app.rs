@@ -246,6 +246,19 @@ impl App {
         self.config.sandbox.limits()
     }
 
+    /// One test run in this deployment's sandbox, outside any workflow (the
+    /// quality benchmark's hidden suites).
+    pub async fn sandbox_run(
+        &self,
+        request: agentry_core::TestRunRequest,
+    ) -> Result<agentry_core::TestRun> {
+        use agentry_core::Sandbox;
+        self.sandbox
+            .run_tests(request)
+            .await
+            .context("the benchmark's test run")
+    }
+
     /// The isolation a test run gets here, or why none may run: asked
     /// before agents start, so a host that cannot run generated code
     /// safely fails at once rather than after the developer's work.

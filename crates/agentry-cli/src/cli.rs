@@ -407,6 +407,28 @@ pub enum BenchCommand {
     /// --record FILE`): how often answers validate against their schema
     /// with grammar-constrained decoding and without, and its speed.
     Llm(BenchLlmArgs),
+    /// The quality development set end to end: each requirement through
+    /// the crew, then its hidden suite on the branch the agents produced
+    /// (verified success, false green and red, QA's expected values on the
+    /// reference solution, wall time and tokens).
+    Quality(BenchQualityArgs),
+}
+
+/// `agentry bench quality`
+#[derive(Debug, Args)]
+pub struct BenchQualityArgs {
+    /// The set's directory (holding `tasks/<id>/`).
+    #[arg(long, value_name = "DIR", default_value = "bench/quality")]
+    pub set: PathBuf,
+    /// Only these tasks (comma-separated ids).
+    #[arg(long, value_name = "IDS", value_delimiter = ',')]
+    pub tasks: Vec<String>,
+    /// Runs per task.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub seeds: u32,
+    /// LLM options (default: the configured provider, else the local model).
+    #[command(flatten)]
+    pub llm: LlmArgs,
 }
 
 /// `agentry bench llm`

@@ -17,6 +17,7 @@
 
 mod app;
 mod bench_api;
+mod bench_quality;
 mod cli;
 mod cluster;
 mod commands;

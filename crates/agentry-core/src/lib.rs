@@ -55,8 +55,8 @@ pub use ports::registry::{
     lease_expiry, WorkerBeat, WorkerHealth, WorkerInfo, WorkerRecord, WorkerRegistry,
 };
 pub use ports::sandbox::{
-    Isolation, IsolationMode, Namespace, ProjectKind, Sandbox, SandboxLimits, TestRun,
-    TestRunRequest,
+    Isolation, IsolationMode, Namespace, ProjectKind, Sandbox, SandboxLimits, SourceLocation,
+    TestCaseResult, TestOutcome, TestRun, TestRunRequest,
 };
 pub use ports::tracker::{
     Attachment, Comment, Issue, IssueKind, IssueLink, NewAttachment, NewComment, NewIssue,

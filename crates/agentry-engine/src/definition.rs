@@ -680,7 +680,8 @@ mod tests {
             Some(Duration::from_secs(900))
         );
         assert_eq!(d.retry.max_attempts, 4);
-        assert_eq!(d.outgoing("qa").count(), 3);
+        // Fix its own tests, or fail; back to the developer, or fail; done.
+        assert_eq!(d.outgoing("qa").count(), 5);
         assert!(d.edges.last().unwrap().is_join());
         assert_eq!(d.source(), DEFAULT_WORKFLOW);
         let b = WorkflowDefinition::bench().unwrap();

@@ -844,14 +844,14 @@ async fn bench_smoke_runs_seven_steps_per_workflow() {
 
 #[tokio::test]
 async fn approval_edge_lets_a_human_extend_a_bounded_loop_once_per_approval() {
-    // The variant sdlc.toml's comment describes, with the loop bounded by
-    // developer alone (a bound on qa too would stop the approved round).
+    // The variant sdlc.toml's comment describes, with qa's bound raised
+    // (its own bound would stop the approved round's test run).
     let variant = sdlc_with(&[
         (
             "fail = \"generated tests still fail after {visits.developer} developer rounds\"",
             "to = [\"developer\"]\napproval = \"tests still fail after {visits.developer} rounds; another?\"",
         ),
-        ("timeout_s = 900\nmax_visits = 3\n\n[nodes.technical_writer]", "timeout_s = 900\n\n[nodes.technical_writer]"),
+        ("max_visits = 6", "max_visits = 99"),
     ]);
     let h = harness(vec![("qa", qa_passes_from(99))]).await;
     let (rec, _) = h.run(variant).await;

@@ -49,7 +49,7 @@ impl Project {
         let words: &[&str] = match self {
             Project::Python {
                 uses_pytest: true, ..
-            } if pytest_installed => &["python3", "-m", "pytest", "-q"],
+            } if pytest_installed => &["python3", "-m", "pytest", "-q", "-rA"],
             Project::Python {
                 tests_dir: TestsDir::Package,
                 ..
@@ -274,7 +274,7 @@ mod tests {
         let check = |p: Project, pytest: bool, want: &str| {
             assert_eq!(p.command(pytest).join(" "), want, "{p:?}");
         };
-        check(py(true, TestsDir::Absent), true, "python3 -m pytest -q");
+        check(py(true, TestsDir::Absent), true, "python3 -m pytest -q -rA");
         check(
             py(true, TestsDir::Package),
             false,

@@ -19,6 +19,7 @@
 //! [`IsolationMode::None`]. Each [`TestRun`] records the isolation it
 //! actually had.
 
+mod cases;
 mod counts;
 mod detect;
 mod exec;
@@ -420,6 +421,8 @@ impl ProcessSandbox {
             None => format!("{}/", layout.checkout.display()),
         };
         let relative = |text: String| text.replace(&prefix, "");
+        let (stdout, stderr) = (relative(outcome.stdout), relative(outcome.stderr));
+        let cases = cases::parse(&stdout, &stderr);
         let run = TestRun {
             id: uuid::Uuid::new_v4(),
             project_kind: kind,
@@ -429,11 +432,12 @@ impl ProcessSandbox {
             timed_out: outcome.timed_out,
             signal: outcome.signal,
             isolation,
-            stdout: relative(outcome.stdout),
-            stderr: relative(outcome.stderr),
+            stdout,
+            stderr,
             duration_ms: u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX),
             tests_passed: counts.passed,
             tests_failed: counts.failed,
+            cases,
             commit: Some(commit),
             started_at,
         };

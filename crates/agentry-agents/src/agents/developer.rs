@@ -55,13 +55,45 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
             qa_tests.iter().map(|t| t.path.as_str()),
             "it is one of QA's acceptance tests; fix the code instead",
         );
+    let code = if env.ctx.visit > 0 {
+        env.source_files(&repo.name, &project.branch, &files_now, |p| {
+            p.ends_with(".py") && !p.starts_with(context::ACCEPTANCE_DIR)
+        })
+        .await?
+    } else {
+        BTreeMap::new()
+    };
+    let package = project_package(&state.requirements, &project.repository);
     let mut conversation = env.conversation()?;
     let (implementation, _) = conversation
-        .run::<Implementation>(env.system_prompt()?, user, &mut tools)
+        .run_checked(
+            env.system_prompt()?,
+            user,
+            &mut tools,
+            &StaticCheck {
+                code: &code,
+                package: &package,
+            },
+        )
         .await?;
     let usage = conversation.into_usage();
 
     let mut changes = change_set(tools.staged(), &implementation.files)?;
+    let answered = written(&changes);
+    let mut rewrites = Vec::new();
+    if let Some(checked) = static_check(&code, &answered, &package).await {
+        for (path, content) in &checked.files {
+            if let Ok(path) = agentry_core::RepoPath::parse(path) {
+                if let Some(slot) = changes.get_mut(&path) {
+                    *slot = Some(content.clone());
+                }
+            }
+        }
+        for rewrite in &checked.rewrites {
+            tracing::info!(path = %rewrite.path, rule = %rewrite.rule, detail = %rewrite.detail, "The developer's file repaired.");
+        }
+        rewrites = checked.rewrites;
+    }
     let mut left_out = Vec::new();
     for test in &qa_tests {
         if let Ok(path) = agentry_core::RepoPath::parse(&test.path) {
@@ -70,6 +102,14 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
             }
         }
     }
+    // QA's folder is QA's, whatever the file.
+    changes.retain(|path, _| {
+        let theirs = path.to_string().starts_with(context::ACCEPTANCE_DIR);
+        if theirs {
+            left_out.push(path.to_string());
+        }
+        !theirs
+    });
     if !left_out.is_empty() {
         tracing::warn!(files = ?left_out, "the developer's changes to QA's tests are left out");
     }
@@ -158,6 +198,7 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
     recorded["files"] = serde_json::to_value(&committed_files)?;
     recorded["commit"] = json!(commit.sha);
     recorded["round"] = json!(env.round());
+    recorded["rewrites"] = serde_json::to_value(&rewrites)?;
     Ok(StateDelta {
         agent_outputs: vec![output("developer", "implementation", &recorded)?],
         shared_context: BTreeMap::from([
@@ -172,6 +213,90 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
         usage,
         ..StateDelta::default()
     })
+}
+
+/// How long one static check may take.
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The developer's answer, checked before it is accepted: the static
+/// checks' problems (a file that does not compile, an import that does
+/// not resolve, a stub, a test that checks nothing) go back to it.
+struct StaticCheck<'a> {
+    code: &'a BTreeMap<String, String>,
+    package: &'a str,
+}
+
+#[async_trait::async_trait]
+impl crate::conversation::AnswerCheck<Implementation> for StaticCheck<'_> {
+    async fn problems(
+        &self,
+        answer: &Implementation,
+        staged: &crate::conversation::Staged,
+    ) -> Vec<String> {
+        let files = match change_set(staged, &answer.files) {
+            Ok(changes) => written(&changes),
+            Err(_) => answer.files.clone(),
+        };
+        static_check(self.code, &files, self.package)
+            .await
+            .map(|r| {
+                r.problems
+                    .iter()
+                    .map(|p| format!("`{}` line {}: {}", p.path, p.line, p.message))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// The files a change set writes, as file specs.
+fn written(changes: &crate::conversation::Staged) -> Vec<FileSpec> {
+    changes
+        .iter()
+        .filter_map(|(p, c)| {
+            c.as_ref().map(|c| FileSpec {
+                path: p.to_string(),
+                content: c.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The static checks and mechanical repairs of the developer's Python
+/// files (`files`, on top of the branch's `code`); None where they could
+/// not run (no Python file, no `python3`), which the test run then shows.
+async fn static_check(
+    code: &BTreeMap<String, String>,
+    files: &[FileSpec],
+    package: &str,
+) -> Option<crate::pycheck::PyCheckReport> {
+    let mut tree = code.clone();
+    let mut check = Vec::new();
+    for file in files {
+        let path = file.path.trim_start_matches("./").to_string();
+        tree.insert(
+            path.clone(),
+            crate::output::file_text(&file.path, &file.content),
+        );
+        if path.ends_with(".py") && !path.starts_with(context::ACCEPTANCE_DIR) {
+            check.push(path);
+        }
+    }
+    if check.is_empty() {
+        return None;
+    }
+    let input = crate::pycheck::PyCheckInput {
+        tree,
+        check,
+        package: Some(package.to_string()),
+    };
+    match crate::pycheck::check_python(&input, CHECK_TIMEOUT).await {
+        Ok(report) => Some(report),
+        Err(error) => {
+            tracing::warn!(%error, "The static checks of the developer's files did not run.");
+            None
+        }
+    }
 }
 
 /// The developer's user message: requirement, scope and stories; on a later
@@ -191,7 +316,7 @@ pub(crate) fn user_message(
         "\n## Repository\n`{}`, branch `{}`; in Python its package is `{}`\n",
         project.repository,
         project.branch,
-        python_package(&project.repository)
+        project_package(&state.requirements, &project.repository)
     ));
     if visit == 0 {
         m.push_str("\nImplement the stories. Include unit tests under `tests/`. Return the Implementation JSON.");
@@ -201,6 +326,15 @@ pub(crate) fn user_message(
         "\n## Round {}: QA's acceptance tests FAILED on your last commit\n",
         visit + 1
     ));
+    if let Some(triage) = context::shared::<crate::triage::Triage>(state, context::QA_TRIAGE)? {
+        let mine = triage.for_owner(crate::triage::Owner::Developer);
+        if !mine.is_empty() {
+            m.push_str(&format!(
+                "These tests fail on your code:\n{}\n",
+                crate::triage::describe(&mine)
+            ));
+        }
+    }
     match context::shared::<QaFailure>(state, context::QA_FAILURE)? {
         Some(f) => {
             let code = f
@@ -216,7 +350,7 @@ pub(crate) fn user_message(
     let tests: Vec<FileSpec> = context::shared(state, context::QA_TEST_FILES)?.unwrap_or_default();
     if !tests.is_empty() {
         m.push_str(
-            "\n### QA's acceptance tests (not in the repository; they are added at test time)\n",
+            "\n### QA's acceptance tests (on the branch under `tests/acceptance/`; they are QA's, you cannot change them)\n",
         );
         for t in &tests {
             m.push_str(&format!(
@@ -272,6 +406,31 @@ pub(crate) fn python_package(repository: &str) -> String {
     name
 }
 
+/// The project's Python package: the one the requirement names
+/// (``Python package `todo` ``, a pinned interface), else the one made from
+/// the repository's name.
+pub(crate) fn project_package(requirements: &str, repository: &str) -> String {
+    let lower = requirements.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(at) = lower[from..].find("package `") {
+        let start = from + at + "package `".len();
+        from = start;
+        let Some(len) = requirements[start..].find('`') else {
+            break;
+        };
+        let name = &requirements[start..start + len];
+        let identifier = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if identifier && !PYTHON_KEYWORDS.contains(&name) {
+            return name.to_string();
+        }
+    }
+    python_package(repository)
+}
+
 /// Python's keywords (lower-case ones: the name is lower-cased first).
 const PYTHON_KEYWORDS: &[&str] = &[
     "and", "as", "assert", "async", "await", "break", "class", "continue", "def", "del", "elif",
@@ -307,6 +466,16 @@ mod tests {
         assert_eq!(python_package("2048-game"), "app_2048_game");
         assert_eq!(python_package("-"), "app_");
         assert_eq!(python_package("class"), "class_pkg");
+    }
+
+    #[test]
+    fn a_package_the_requirement_names_wins_over_the_repository_name() {
+        let pinned = "- Repository `todo-cli`; Python package `todo` at the repository root.";
+        assert_eq!(project_package(pinned, "todo-cli"), "todo");
+        assert_eq!(project_package("A todo list.", "todo-cli"), "todo_cli");
+        // Not an import name: the repository's is used.
+        assert_eq!(project_package("the package `my-app`", "my-app"), "my_app");
+        assert_eq!(project_package("a Package `x` and", "r"), "x");
     }
 
     fn check(visit: u32, qa_failed: bool, must: &[&str], must_not: &[&str]) {

@@ -1,23 +1,37 @@
-//! QA: a test plan and acceptance tests, RUN for real in the sandbox on a
-//! fresh checkout of the branch. A failing suite is a normal output
-//! (`qa.passed = false`), which routes the graph back to the developer.
+//! QA: a test plan and acceptance tests, committed to the branch and RUN
+//! for real in the sandbox on a fresh checkout of it. A failing suite is a
+//! normal output (`qa.passed = false`); `qa.fix` says who acts next: QA
+//! itself (`tests`: its tests cannot run as written) or the developer
+//! (`code`), which is how the graph routes.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use agentry_core::{
-    Error, IssueKind, MergeRequestUpdate, NewIssue, NewIssueLink, RepoPath, Result, StateDelta,
-    TestResultLink, TestRun, TestRunRequest,
+    CommitRequest, Error, FileChange, IssueKind, MergeRequestUpdate, NewIssue, NewIssueLink,
+    RepoPath, Result, StateDelta, TestResultLink, TestRun, TestRunRequest,
 };
 use serde_json::{json, Value};
 
 use crate::agents::business::analysis_context;
 use crate::agents::developer::failure_value;
 use crate::agents::{close_fixed_bugs, comment_on_epics, move_stories, output};
-use crate::context::{self, compact, head, tail, MergeRequestRecord, QaFailure};
+use crate::context::{self, compact, head, tail, MergeRequestRecord, ProjectContext};
 use crate::output::{FileSpec, QaReport};
 use crate::runner::AgentEnv;
+use crate::triage::{Finding, NextFix, Owner, Triage};
 
 /// Runs QA.
+///
+/// On its first visit, and when its last run found tests that cannot run
+/// as written, QA writes (or fixes) its suite from the specification: the
+/// requirement, the analyst's criteria and the code's public interface,
+/// never the function bodies. Its files are checked and mechanically
+/// repaired (`pycheck`), committed to the branch under `tests/acceptance/`,
+/// and run. After a developer round it runs the same suite again without
+/// asking the model: a suite that changes between rounds could pass by
+/// getting weaker. The run is triaged per test (`triage`): only the
+/// acceptance suite decides, and its broken tests go back to QA while
+/// failed checks go to the developer.
 pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
     let state = &env.ctx.state;
     let project = context::project(state)?;
@@ -25,71 +39,37 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
     let repo = host.get_repository(&project.repository).await?;
     let files = host.list_files(&repo.name, &project.branch).await?;
     let round = env.round();
-
-    let mut user = format!("## Requirement\n{}\n\n", state.requirements.trim());
-    user.push_str(&analysis_context(state));
-    if let Some(imp) = context::output(state, "developer.implementation") {
-        user.push_str(&format!(
-            "\n## Implementation (round {round})\n{}\n\nDesign: {}\n",
-            imp["summary"].as_str().unwrap_or_default(),
-            imp["design"].as_str().unwrap_or_default()
-        ));
-    }
-    user.push_str(&format!(
-        "\n## Files on branch `{}`\n{}\n",
-        project.branch,
-        compact(&files)
-    ));
     let previous: Vec<FileSpec> =
         context::shared(state, context::QA_TEST_FILES)?.unwrap_or_default();
-    if !previous.is_empty() {
-        user.push_str(&previous_round(
-            &previous,
-            context::shared::<QaFailure>(state, context::QA_FAILURE)?.as_ref(),
-        ));
-    }
-    match env
-        .code_listing(&repo.name, &project.branch, &files)
-        .await?
-    {
-        Some(code) => {
-            user.push_str(&format!("\n## The code\n{code}"));
-            user.push_str("\nReturn the QaReport JSON.");
-        }
-        None => user.push_str("\nRead the code you need, then return the QaReport JSON."),
-    }
+    let last: Option<Triage> = context::shared(state, context::QA_TRIAGE)?;
+    let write = previous.is_empty()
+        || last
+            .as_ref()
+            .is_some_and(|t| t.next_fix() == NextFix::Tests);
 
-    let mut tools = env.toolbox(Some(&repo.name), Some(&project.branch), Some(&project.key));
-    let mut conversation = env.conversation()?;
-    let (mut report, _) = conversation
-        .run_checked(env.system_prompt()?, user, &mut tools, |r: &QaReport| {
-            r.suite_problems(&previous)
+    let code = env
+        .source_files(&repo.name, &project.branch, &files, |p| {
+            p.ends_with(".py") && !p.starts_with(context::ACCEPTANCE_DIR)
         })
         .await?;
-    let usage = conversation.into_usage();
-    let suite = crate::output::with_kept(&previous, &report.test_files);
-    if suite.len() > report.test_files.len() {
-        let kept: Vec<&str> = suite[..suite.len() - report.test_files.len()]
-            .iter()
-            .map(|f| f.path.as_str())
-            .collect();
-        tracing::info!(files = ?kept, "QA's tests from its last round are kept");
-    }
-    report.test_files = suite;
-    let replaced = keep_code_under_test(&mut report.test_files, &files);
-    if !replaced.is_empty() {
-        tracing::warn!(files = ?replaced, "QA's files would replace the code under test; left out");
-    }
-    let packages = python_test_packages(&report.test_files, &files);
-    report.test_files.extend(packages);
+    let mut usage = Vec::new();
+    let mut report = None;
+    let mut rewrites = Vec::new();
+    let mut flags = Vec::new();
+    let suite = if write {
+        let written = write_suite(env, &project, &files, &code, &previous, last.as_ref()).await?;
+        usage = written.usage;
+        rewrites = written.rewrites;
+        flags = written.flags;
+        let suite = written.suite;
+        commit_suite(env, &repo.name, &project.branch, &suite, round).await?;
+        report = Some(written.report);
+        suite
+    } else {
+        previous.clone()
+    };
 
-    // The repaired text (fence unwrapped, escapes mended) is what runs,
-    // what is stored, and what QA is shown in its next round.
-    for file in &mut report.test_files {
-        file.content = crate::output::file_text(&file.path, &file.content);
-    }
-    let overlay = report
-        .test_files
+    let overlay = suite
         .iter()
         .map(|f| Ok((RepoPath::parse(&f.path)?, f.content.clone())))
         .collect::<Result<Vec<_>>>()?;
@@ -109,7 +89,10 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
             Error::InvalidInput(m) => Error::permanent(format!("qa cannot run the tests: {m}")),
             other => other.context("qa test run"),
         })?;
-    let summary = summarize(&run, round);
+    let triage = crate::triage::triage(&run, &suite);
+    let passed = triage.acceptance_passed;
+    let next = triage.next_fix();
+    let summary = summarize(&run, &triage, round);
     env.ctx.report(summary.clone(), None);
 
     let tracker = &env.ports.tracker;
@@ -121,7 +104,7 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
             MergeRequestUpdate {
                 test_result: Some(TestResultLink {
                     run_id: run.id,
-                    passed: run.passed,
+                    passed,
                     commit: run.commit.clone(),
                     summary: summary.clone(),
                 }),
@@ -133,63 +116,384 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
     comment_on_epics(env, &epics, "comment:qa", &summary).await?;
 
     let mut tickets = Vec::new();
-    let failure = if run.passed {
+    let failure = if passed {
         move_stories(tracker.as_ref(), &epics, "In Review", false).await?;
         close_fixed_bugs(tracker.as_ref(), &state.jira_tickets).await?;
         Value::Null
     } else {
-        let bug = tracker
-            .create_issue(NewIssue {
-                project: project.key.clone(),
-                kind: IssueKind::Bug,
-                title: format!("QA round {round}: acceptance tests fail"),
-                description: format!(
-                    "{summary}\n\nCommand: `{}`\nIsolation: {}\n\n```\n{}\n```\n\n```\n{}\n```\n",
-                    run.command.join(" "),
-                    run.isolation.describe(),
-                    tail(&run.stdout, 3000),
-                    tail(&run.stderr, 3000)
-                ),
-                parent: None,
-                labels: vec!["agentry".into(), "qa".into()],
-                idempotency_key: env.key().child("bug"),
-            })
-            .await?;
-        if let Some(epic) = epics.first() {
-            tracker
-                .link_issues(NewIssueLink {
-                    from: bug.key.clone(),
-                    to: epic.key.clone(),
-                    kind: "relates to".into(),
+        if next == NextFix::Code {
+            let findings = triage.for_owner(Owner::Developer);
+            let bug = tracker
+                .create_issue(NewIssue {
+                    project: project.key.clone(),
+                    kind: IssueKind::Bug,
+                    title: format!("QA round {round}: acceptance tests fail"),
+                    description: format!(
+                        "{summary}\n\n{}\nCommand: `{}`\nIsolation: {}\n\n```\n{}\n```\n\n```\n{}\n```\n",
+                        crate::triage::describe(&findings),
+                        run.command.join(" "),
+                        run.isolation.describe(),
+                        tail(&run.stdout, 3000),
+                        tail(&run.stderr, 3000)
+                    ),
+                    parent: None,
+                    labels: vec!["agentry".into(), "qa".into()],
+                    idempotency_key: env.key().child("bug"),
                 })
                 .await?;
+            if let Some(epic) = epics.first() {
+                tracker
+                    .link_issues(NewIssueLink {
+                        from: bug.key.clone(),
+                        to: epic.key.clone(),
+                        kind: "relates to".into(),
+                    })
+                    .await?;
+            }
+            tickets.push(bug.key);
         }
-        tickets.push(bug.key);
         failure_value(&run.command, run.exit_code, &run.stdout, &run.stderr)
     };
 
     let mut test_run = serde_json::to_value(&run)?;
     test_run["round"] = json!(round);
     test_run["exit_code"] = json!(run.exit_code);
-    test_run["passed"] = json!(run.passed);
+    test_run["passed"] = json!(passed);
+    test_run["run_passed"] = json!(run.passed);
+    test_run["triage"] = serde_json::to_value(&triage)?;
+    let mut outputs = Vec::new();
+    if let Some(report) = &report {
+        let mut recorded = serde_json::to_value(report)?;
+        recorded["test_files"] = serde_json::to_value(&suite)?;
+        recorded["round"] = json!(round);
+        recorded["rewrites"] = serde_json::to_value(&rewrites)?;
+        recorded["flags"] = json!(flags);
+        outputs.push(output("qa", "report", &recorded)?);
+    }
+    outputs.push(output("qa", "test_run", &test_run)?);
     Ok(StateDelta {
-        agent_outputs: vec![
-            output("qa", "report", &report)?,
-            output("qa", "test_run", &test_run)?,
-        ],
+        agent_outputs: outputs,
         shared_context: BTreeMap::from([
-            (context::QA_PASSED.to_string(), json!(run.passed)),
+            (context::QA_PASSED.to_string(), json!(passed)),
             (context::QA_ROUND.to_string(), json!(round)),
+            (context::QA_FIX.to_string(), serde_json::to_value(next)?),
+            (
+                context::QA_TRIAGE.to_string(),
+                serde_json::to_value(&triage)?,
+            ),
             (context::QA_FAILURE.to_string(), failure),
             (
                 context::QA_TEST_FILES.to_string(),
-                serde_json::to_value(&report.test_files)?,
+                serde_json::to_value(&suite)?,
             ),
         ]),
         jira_tickets: tickets,
         usage,
         ..StateDelta::default()
     })
+}
+
+/// A suite QA wrote this round.
+struct WrittenSuite {
+    report: QaReport,
+    suite: Vec<FileSpec>,
+    rewrites: Vec<crate::pycheck::Rewrite>,
+    flags: Vec<String>,
+    usage: Vec<agentry_core::UsageRecord>,
+}
+
+/// Asks the model for the suite (or the fix of its broken tests), checks
+/// it with the suite rules and the static checks (their problems go back
+/// to the model in the same conversation), then applies the mechanical
+/// repairs.
+async fn write_suite(
+    env: &AgentEnv<'_>,
+    project: &ProjectContext,
+    files: &[String],
+    code: &BTreeMap<String, String>,
+    previous: &[FileSpec],
+    last: Option<&Triage>,
+) -> Result<WrittenSuite> {
+    let state = &env.ctx.state;
+    let interface = match crate::pycheck::interface(code, CHECK_TIMEOUT).await {
+        Ok(text) => text,
+        Err(error) => {
+            tracing::warn!(%error, "The code's interface could not be read; QA sees the file names only.");
+            String::new()
+        }
+    };
+    let mut user = format!("## Requirement\n{}\n\n", state.requirements.trim());
+    user.push_str(&analysis_context(state));
+    user.push_str(&format!(
+        "\n## Files on branch `{}`\n{}\n",
+        project.branch,
+        compact(&files)
+    ));
+    if !interface.trim().is_empty() {
+        user.push_str(&format!(
+            "\n## The code's public interface (signatures and docstrings; test through it)\n```\n{}\n```\n",
+            head(&interface, INTERFACE_LIMIT)
+        ));
+    }
+    if !previous.is_empty() {
+        let broken = last.map(|t| t.for_owner(Owner::Qa)).unwrap_or_default();
+        user.push_str(&previous_round(previous, &broken));
+    }
+    user.push_str("\nReturn the QaReport JSON.");
+
+    let developer_tests: Vec<FileSpec> = code
+        .iter()
+        .filter(|(p, _)| crate::triage::is_test_file(p))
+        .map(|(p, c)| FileSpec {
+            path: p.clone(),
+            content: c.clone(),
+        })
+        .collect();
+    let mut tools = env.toolbox(
+        Some(&project.repository),
+        Some(&project.branch),
+        Some(&project.key),
+    );
+    let mut conversation = env.conversation()?;
+    let (mut report, _) = conversation
+        .run_checked(
+            env.system_prompt()?,
+            user,
+            &mut tools,
+            &SuiteCheck {
+                previous,
+                on_branch: files,
+                developer_tests: &developer_tests,
+                code,
+            },
+        )
+        .await?;
+    let usage = conversation.into_usage();
+    let mut suite = crate::output::with_kept(previous, &report.test_files);
+    let replaced = keep_code_under_test(&mut suite, files);
+    if !replaced.is_empty() {
+        tracing::warn!(files = ?replaced, "QA's files would replace the code under test; left out");
+    }
+    suite.extend(python_test_packages(&suite, files));
+    for file in &mut suite {
+        file.content = crate::output::file_text(&file.path, &file.content);
+    }
+    let checked = check_suite(code, &suite).await;
+    let mut flags = Vec::new();
+    let mut rewrites = Vec::new();
+    if let Some(checked) = checked {
+        for file in &mut suite {
+            if let Some(repaired) = checked.files.get(&file.path) {
+                file.content = repaired.clone();
+            }
+        }
+        for rewrite in &checked.rewrites {
+            tracing::info!(path = %rewrite.path, rule = %rewrite.rule, detail = %rewrite.detail, "QA's test repaired.");
+        }
+        rewrites = checked.rewrites;
+        if !previous.is_empty() {
+            let before = check_suite(code, previous)
+                .await
+                .map(|c| c.assertions.values().sum::<u32>());
+            let after: u32 = checked.assertions.values().sum();
+            if let Some(before) = before.filter(|b| after < *b) {
+                let flag = format!("assertion count dropped from {before} to {after}");
+                tracing::warn!(%flag, "QA's suite got fewer assertions.");
+                flags.push(flag);
+            }
+        }
+    }
+    report.test_files = suite.clone();
+    Ok(WrittenSuite {
+        report,
+        suite,
+        rewrites,
+        flags,
+        usage,
+    })
+}
+
+/// QA's answer, checked before it is accepted: the suite rules, its
+/// folder, no copy of the developer's tests, and the static checks.
+struct SuiteCheck<'a> {
+    previous: &'a [FileSpec],
+    on_branch: &'a [String],
+    developer_tests: &'a [FileSpec],
+    code: &'a BTreeMap<String, String>,
+}
+
+#[async_trait::async_trait]
+impl crate::conversation::AnswerCheck<QaReport> for SuiteCheck<'_> {
+    async fn problems(&self, r: &QaReport, _: &crate::conversation::Staged) -> Vec<String> {
+        let mut problems = r.suite_problems(self.previous);
+        problems.extend(acceptance_path_problems(&r.test_files, self.on_branch));
+        problems.extend(copied_tests(&r.test_files, self.developer_tests));
+        let suite = crate::output::with_kept(self.previous, &r.test_files);
+        problems.extend(static_problems(self.code, &suite).await);
+        problems
+    }
+}
+
+/// How long one static check may take.
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How much of the interface QA is shown.
+const INTERFACE_LIMIT: usize = 8 * 1024;
+
+/// The static checks of a suite against the code: the tree is the code
+/// plus the suite, and the suite's files are checked.
+async fn check_suite(
+    code: &BTreeMap<String, String>,
+    suite: &[FileSpec],
+) -> Option<crate::pycheck::PyCheckReport> {
+    let mut tree = code.clone();
+    let mut check = Vec::new();
+    for file in suite {
+        let text = crate::output::file_text(&file.path, &file.content);
+        tree.insert(file.path.clone(), text);
+        if file.path.ends_with(".py") {
+            check.push(file.path.clone());
+        }
+    }
+    if check.is_empty() {
+        return None;
+    }
+    let input = crate::pycheck::PyCheckInput {
+        tree,
+        check,
+        package: None,
+    };
+    match crate::pycheck::check_python(&input, CHECK_TIMEOUT).await {
+        Ok(report) => Some(report),
+        Err(error) => {
+            tracing::warn!(%error, "The static checks of QA's suite did not run.");
+            None
+        }
+    }
+}
+
+/// The static checks' problems with a suite, as repair requests.
+async fn static_problems(code: &BTreeMap<String, String>, suite: &[FileSpec]) -> Vec<String> {
+    check_suite(code, suite)
+        .await
+        .map(|r| {
+            r.problems
+                .iter()
+                .map(|p| format!("`{}` line {}: {}", p.path, p.line, p.message))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// QA writes only under `tests/acceptance/` (and the empty `__init__.py`
+/// files that make its parent folders packages).
+fn acceptance_path_problems(files: &[FileSpec], on_branch: &[String]) -> Vec<String> {
+    files
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| {
+            let path = f.path.trim_start_matches("./");
+            let marker = path == "tests/__init__.py"
+                && f.content.trim().is_empty()
+                && !on_branch.iter().any(|b| b == path);
+            !path.starts_with(context::ACCEPTANCE_DIR) && !marker
+        })
+        .map(|(i, f)| {
+            format!(
+                "/test_files/{i}/path: `{}` is outside `{dir}`: QA's tests and their data files go under `{dir}`",
+                f.path,
+                dir = context::ACCEPTANCE_DIR
+            )
+        })
+        .collect()
+}
+
+/// A QA test file that is (nearly) a copy of one of the developer's tests
+/// checks what the developer already checked: QA's suite is written from
+/// the specification.
+fn copied_tests(files: &[FileSpec], developer_tests: &[FileSpec]) -> Vec<String> {
+    let lines = |text: &str| -> BTreeSet<String> {
+        text.lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .filter(|l| {
+                !l.is_empty()
+                    && !l.starts_with("import ")
+                    && !l.starts_with("from ")
+                    && !l.starts_with('#')
+                    && !matches!(
+                        l.as_str(),
+                        "unittest.main()"
+                            | "if __name__ == \"__main__\":"
+                            | "if __name__ == '__main__':"
+                    )
+            })
+            .collect()
+    };
+    let mut out = Vec::new();
+    for (i, file) in files.iter().enumerate() {
+        if !file.path.ends_with(".py") {
+            continue;
+        }
+        let mine = lines(&file.content);
+        if mine.len() < 4 {
+            continue;
+        }
+        for theirs in developer_tests {
+            let shared = mine.intersection(&lines(&theirs.content)).count();
+            if shared * 10 >= mine.len() * 8 {
+                out.push(format!(
+                    "/test_files/{i}: `{}` copies the developer's `{}`: write the acceptance tests from the requirement's criteria, through the public interface",
+                    file.path, theirs.path
+                ));
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Commits QA's suite to the branch, so the merge request shows the tests
+/// that gate it. Only files under `tests/acceptance/` (and package
+/// markers) are committed; a file whose content is already on the branch
+/// is not committed again.
+async fn commit_suite(
+    env: &AgentEnv<'_>,
+    repository: &str,
+    branch: &str,
+    suite: &[FileSpec],
+    round: u32,
+) -> Result<()> {
+    let host = &env.ports.code_host;
+    let mut changes = Vec::new();
+    for file in suite {
+        let path = RepoPath::parse(&file.path)?;
+        let text = path.to_string();
+        if !text.starts_with(context::ACCEPTANCE_DIR) && text != "tests/__init__.py" {
+            continue;
+        }
+        if host.read_file(repository, branch, &path).await?.as_deref()
+            == Some(file.content.as_str())
+        {
+            continue;
+        }
+        changes.push(FileChange {
+            path,
+            content: Some(file.content.clone()),
+        });
+    }
+    if changes.is_empty() {
+        return Ok(());
+    }
+    env.ctx.report("committing the acceptance tests", None);
+    host.commit_files(CommitRequest {
+        repository: repository.to_string(),
+        branch: branch.to_string(),
+        files: changes,
+        message: format!("QA round {round}: acceptance tests"),
+        author: "Agentry QA".into(),
+        idempotency_key: env.key().child("tests"),
+    })
+    .await?;
+    Ok(())
 }
 
 /// Leaves out the files of QA's answer that would replace a file of the
@@ -210,16 +514,13 @@ fn keep_code_under_test(tests: &mut Vec<FileSpec>, on_branch: &[String]) -> Vec<
     left_out
 }
 
-/// How much of each earlier test file and of the last run's output QA is
-/// shown again.
+/// How much of each earlier test file QA is shown again.
 const PREVIOUS_FILE_LIMIT: usize = 6 * 1024;
-const PREVIOUS_OUTPUT_LIMIT: usize = 1500;
 
-/// What QA is told of its last round: its test files in full and how they
-/// failed, so it keeps what tests the criteria and fixes a test that
-/// expects the wrong thing (its own arithmetic, a file it never wrote)
-/// rather than starting again from nothing.
-fn previous_round(previous: &[FileSpec], failure: Option<&QaFailure>) -> String {
+/// What QA is told of its last round: its test files in full and the
+/// tests of them that could not run as written, so it fixes those and
+/// keeps the rest.
+fn previous_round(previous: &[FileSpec], broken: &[&Finding]) -> String {
     let mut m = String::from(
         "\n## Your tests from the last round\nEach is kept as it is unless you return a file of the same path: return the files you change or add, each in full.\n",
     );
@@ -234,16 +535,10 @@ fn previous_round(previous: &[FileSpec], failure: Option<&QaFailure>) -> String 
             ));
         }
     }
-    if let Some(f) = failure {
-        let output = if f.stderr_tail.trim().is_empty() {
-            &f.stdout_tail
-        } else {
-            &f.stderr_tail
-        };
+    if !broken.is_empty() {
         m.push_str(&format!(
-            "\nThey failed on the developer's previous commit (`{}`); the code below is the fixed one:\n```\n{}\n```\nKeep testing the same acceptance criteria. Where a test itself is wrong (an expected value that does not follow from its input, a file it never wrote), fix the test; where the code is wrong, keep the test.\n",
-            f.command,
-            tail(output, PREVIOUS_OUTPUT_LIMIT)
+            "\nThese tests could not run as written; the error is in the test, not in the code:\n{}\nFix each of these tests (an import of what does not exist, a name never defined, a file never written). Keep every other test and every check as it is.\n",
+            crate::triage::describe(broken)
         ));
     }
     m
@@ -295,17 +590,35 @@ fn python_test_packages(tests: &[FileSpec], on_branch: &[String]) -> Vec<FileSpe
     added
 }
 
-/// One line: `QA round 1: FAILED (exit 1; 5 passed, 2 failed) in 340 ms`.
-fn summarize(run: &TestRun, round: u32) -> String {
-    let verdict = if run.passed { "PASSED" } else { "FAILED" };
-    let mut detail = vec![match (run.exit_code, run.timed_out) {
+/// One line: `QA round 1: FAILED (acceptance 5 of 7 passed; exit 1) in 340 ms`.
+fn summarize(run: &TestRun, triage: &Triage, round: u32) -> String {
+    let verdict = if triage.acceptance_passed {
+        "PASSED"
+    } else {
+        "FAILED"
+    };
+    let mut detail = Vec::new();
+    if triage.per_test {
+        let failed = u32::try_from(triage.acceptance.len()).unwrap_or(u32::MAX);
+        detail.push(format!(
+            "acceptance {} of {} passed",
+            triage.acceptance_total.saturating_sub(failed),
+            triage.acceptance_total
+        ));
+        if !triage.unit.is_empty() {
+            detail.push(format!(
+                "{} of the developer's own tests fail",
+                triage.unit.len()
+            ));
+        }
+    } else if let (Some(p), Some(f)) = (run.tests_passed, run.tests_failed) {
+        detail.push(format!("{p} passed, {f} failed"));
+    }
+    detail.push(match (run.exit_code, run.timed_out) {
         (_, true) => "timed out".to_string(),
         (Some(c), _) => format!("exit {c}"),
         (None, _) => format!("killed by signal {}", run.signal.unwrap_or_default()),
-    }];
-    if let (Some(p), Some(f)) = (run.tests_passed, run.tests_failed) {
-        detail.push(format!("{p} passed, {f} failed"));
-    }
+    });
     format!(
         "QA round {round}: {verdict} ({}) in {} ms: `{}`",
         detail.join("; "),
@@ -338,13 +651,14 @@ mod tests {
                 content: String::new(),
             },
         ];
-        let failure = QaFailure {
-            command: "python3 -m unittest discover -v -s tests -t .".into(),
-            exit_code: Some(1),
-            stdout_tail: String::new(),
-            stderr_tail: "FileNotFoundError: 'tests/acceptance/in.txt'".into(),
+        let broken = Finding {
+            test: "tests.acceptance.test_acceptance.test_count".into(),
+            owner: Owner::Qa,
+            reason: "the test reads a file it never wrote".into(),
+            error: "FileNotFoundError: 'tests/acceptance/in.txt'".into(),
+            at: Some("tests/acceptance/test_acceptance.py:2".into()),
         };
-        let m = previous_round(&previous, Some(&failure));
+        let m = previous_round(&previous, &[&broken]);
         assert!(
             m.contains("kept as it is unless you return a file of the same path"),
             "{m}"
@@ -356,12 +670,61 @@ mod tests {
         assert!(m.contains("`tests/acceptance/__init__.py` (empty)"), "{m}");
         assert!(m.contains("FileNotFoundError"), "{m}");
         assert!(
-            m.contains("`python3 -m unittest discover -v -s tests -t .`"),
+            m.contains("(at tests/acceptance/test_acceptance.py:2)"),
             "{m}"
         );
-        // No failure recorded: the tests are still shown.
-        let m = previous_round(&previous, None);
-        assert!(m.contains("== 3") && !m.contains("failed"), "{m}");
+        // Nothing broken: the tests are still shown, and no fix is asked.
+        let m = previous_round(&previous, &[]);
+        assert!(m.contains("== 3") && !m.contains("could not run"), "{m}");
+    }
+
+    #[test]
+    fn qa_writes_only_under_its_acceptance_folder() {
+        let files = [
+            spec("tests/acceptance/test_a.py"),
+            spec("tests/acceptance/data/in.txt"),
+            spec("data/in.txt"),
+            FileSpec {
+                path: "tests/__init__.py".into(),
+                content: String::new(),
+            },
+        ];
+        let problems = acceptance_path_problems(&files, &[]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("/test_files/2/path: `data/in.txt`"),
+            "{problems:?}"
+        );
+        // The branch's own `tests/__init__.py` is the developer's.
+        assert_eq!(
+            acceptance_path_problems(&files, &["tests/__init__.py".into()]).len(),
+            2
+        );
+    }
+
+    #[test]
+    fn a_suite_that_copies_the_developers_tests_is_sent_back() {
+        let developer = FileSpec {
+            path: "tests/test_core.py".into(),
+            content: "import unittest\nfrom app import add\nclass T(unittest.TestCase):\n    def test_add(self):\n        self.assertEqual(add(1, 2), 3)\n    def test_neg(self):\n        self.assertEqual(add(-1, 1), 0)\n".into(),
+        };
+        let copy = FileSpec {
+            path: "tests/acceptance/test_acceptance.py".into(),
+            content: developer
+                .content
+                .replace("class T", "class Acceptance")
+                .replace("        ", "\t\t"),
+        };
+        let problems = copied_tests(
+            std::slice::from_ref(&copy),
+            std::slice::from_ref(&developer),
+        );
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let own = FileSpec {
+            path: copy.path.clone(),
+            content: "import unittest\nfrom app import add\nclass A(unittest.TestCase):\n    def test_commutes(self):\n        for a, b in [(1, 2), (5, -3)]:\n            self.assertEqual(add(a, b), add(b, a))\n    def test_zero(self):\n        self.assertEqual(add(7, 0), 7)\n".into(),
+        };
+        assert!(copied_tests(&[own], &[developer]).is_empty());
     }
 
     #[test]

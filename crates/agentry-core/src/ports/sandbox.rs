@@ -233,11 +233,70 @@ pub struct TestRun {
     pub tests_passed: Option<u32>,
     /// Failed tests counted from the runner's output, when it said.
     pub tests_failed: Option<u32>,
+    /// One result per test, parsed from the runner's output (unittest's
+    /// `-v` lines and failure sections, pytest's `-rA` summary); empty
+    /// where the runner's output was not recognised.
+    #[serde(default)]
+    pub cases: Vec<TestCaseResult>,
     /// Commit that was tested: the one the agents made, read before any
     /// test code ran.
     pub commit: Option<String>,
     /// When it started.
     pub started_at: DateTime<Utc>,
+}
+
+/// How one test ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TestOutcome {
+    /// It ran and every check held.
+    Passed,
+    /// A check failed (unittest's `FAIL`, an `AssertionError`).
+    Failed,
+    /// It raised something other than a failed check, or could not be
+    /// loaded or set up (unittest's `ERROR`).
+    Error,
+    /// It was skipped (or was an expected failure).
+    Skipped,
+}
+
+/// A place in the repository's source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceLocation {
+    /// Path relative to the repository root (`todo_cli/store.py`).
+    pub path: String,
+    /// 1-based line.
+    pub line: u32,
+    /// The function the line is in, as the traceback names it
+    /// (`<module>` at module level).
+    pub function: Option<String>,
+}
+
+/// One test's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestCaseResult {
+    /// The runner's name for it: `tests.test_app.TestApp.test_add`
+    /// (unittest) or `tests/test_app.py::TestApp::test_add` (pytest); a
+    /// module that failed to load is named by its module.
+    pub id: String,
+    /// How it ended.
+    pub outcome: TestOutcome,
+    /// The exception's type when it failed or erred (`AssertionError`,
+    /// `ModuleNotFoundError`).
+    pub error_type: Option<String>,
+    /// The exception's message, its first lines, capped at 500 bytes.
+    pub message: Option<String>,
+    /// The innermost frame of the traceback inside the repository: where
+    /// the failure was raised, in the test's code or in the code under
+    /// test. None when no frame of the repository was printed.
+    pub raised_in: Option<SourceLocation>,
+}
+
+impl TestCaseResult {
+    /// Whether it failed or erred.
+    pub fn is_failure(&self) -> bool {
+        matches!(self.outcome, TestOutcome::Failed | TestOutcome::Error)
+    }
 }
 
 /// Runs tests in isolation.
