@@ -29,6 +29,9 @@ pub(crate) const QA_TRIAGE: &str = "qa.triage";
 /// Where QA's tests live on the branch; the only folder QA writes to, and
 /// one the developer may not.
 pub(crate) const ACCEPTANCE_DIR: &str = "tests/acceptance/";
+/// Shared-context key of the quality verdict of the final tests
+/// ([`crate::checks::Quality`]).
+pub(crate) const QUALITY: &str = "quality";
 /// Shared-context key of the wiki pages.
 pub(crate) const DOCS_PAGES: &str = "docs.pages";
 /// Shared-context key of the DevOps files.

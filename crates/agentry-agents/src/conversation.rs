@@ -161,6 +161,24 @@ impl<'a> Conversation<'a> {
             let response = self.llm.complete(&request).await?;
             self.account(&response, turn, started).await;
 
+            // A generation cut in a loop is sampled again, more freely, from
+            // the same messages: repairing a half-written answer that
+            // rambled would only feed the loop back to the model.
+            if response.finish_reason == "repetition" {
+                if repairs >= self.max_repairs {
+                    return Err(Error::permanent(format!(
+                        "{} fell into a loop on every try ({} samples): the generation repeated itself until it was cut",
+                        self.role,
+                        repairs + 1
+                    )));
+                }
+                warn!(workflow_id = %self.ctx.task.key.workflow, node = %self.ctx.task.key.node,
+                    step = self.ctx.task.key.step, turn, "Generation fell into a loop; sampling again.");
+                self.ctx.report("the answer fell into a loop: sampling again", None);
+                repairs += 1;
+                continue;
+            }
+
             if !response.tool_calls.is_empty() {
                 tool_rounds += 1;
                 if tool_rounds > self.max_tool_rounds {
@@ -371,6 +389,26 @@ mod tests {
             .run::<QaReport>("sys".into(), "user".into(), &mut tools)
             .await;
         (kit, out, conv.into_usage())
+    }
+
+    #[tokio::test]
+    async fn a_generation_cut_in_a_loop_is_sampled_again_from_the_same_messages() {
+        let mut looped = answer("{\"test_plan\": \"16600\\n16700\\n16800");
+        looped.finish_reason = "repetition".into();
+        let (kit, out, _) = check(vec![looped.clone(), answer(&report(Some("plan")))], 8).await;
+        assert_eq!(out.unwrap().0.test_plan, "plan");
+        let requests = kit.llm.requests();
+        assert_eq!(requests.len(), 2);
+        // The same conversation, sampled more freely; the loop is not shown.
+        assert_eq!(requests[0].messages, requests[1].messages);
+        assert_eq!(
+            requests.iter().map(|r| r.temperature).collect::<Vec<_>>(),
+            vec![Some(0.2), Some(0.5)]
+        );
+        // Looping on every try ends the node with a reason that says so.
+        let (_, out, _) = check(vec![looped.clone(), looped.clone(), looped], 8).await;
+        let error = out.unwrap_err().to_string();
+        assert!(error.contains("fell into a loop on every try"), "{error}");
     }
 
     #[tokio::test]

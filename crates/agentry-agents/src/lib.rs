@@ -13,6 +13,7 @@
 
 #![warn(missing_docs)]
 pub mod agents;
+pub mod checks;
 pub mod conversation;
 pub mod demo;
 pub mod output;

@@ -94,9 +94,20 @@ impl AgentNodeRunner {
 #[async_trait]
 impl NodeRunner for AgentNodeRunner {
     async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
+        if let Some(check) = ctx.check.clone() {
+            let span = tracing::info_span!("check", workflow_id = %ctx.task.key.workflow,
+                step = ctx.task.key.step, node = %ctx.task.key.node, check = %check, visit = ctx.visit);
+            let delta = crate::checks::run(&check, &ctx, &self.deps, &self.config)
+                .instrument(span)
+                .await?;
+            return Ok(NodeOutput {
+                delta,
+                events: Vec::new(),
+            });
+        }
         let role = ctx.role.ok_or_else(|| {
             Error::permanent(format!(
-                "node `{}` has no agent role; the agent runner only runs agent nodes",
+                "node `{}` has neither an agent role nor a check",
                 ctx.task.key.node
             ))
         })?;

@@ -573,6 +573,7 @@ impl Kit {
         NodeContext {
             task: TaskId::new(TaskKey::new(self.workflow_id, 2, role.as_str()), 1),
             role: Some(role),
+            check: None,
             settings: json!({}),
             visit,
             state: Arc::new(state),

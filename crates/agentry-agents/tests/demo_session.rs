@@ -85,6 +85,7 @@ impl Demo {
         NodeContext {
             task: TaskId::new(TaskKey::new(self.state.id, step, node), attempt),
             role: Some(role),
+            check: None,
             settings: json!({}),
             visit,
             state: Arc::new(state.clone()),

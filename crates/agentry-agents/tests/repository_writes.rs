@@ -85,6 +85,7 @@ fn ctx(
     NodeContext {
         task: TaskId::new(TaskKey::new(workflow, step, node), 1),
         role: Some(role),
+        check: None,
         settings: json!({}),
         visit: 0,
         state: Arc::new(state.clone()),

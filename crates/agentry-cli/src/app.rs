@@ -30,6 +30,24 @@ use agentry_store_sqlite::SqliteStore;
 
 use crate::config::{Config, Mode};
 
+/// Refuses a definition whose check nodes name a check the agents' runner
+/// does not know, before anything runs.
+pub fn known_checks(definition: &WorkflowDefinition) -> Result<()> {
+    for node in definition.nodes.values() {
+        if let Some(check) = node.kind.check() {
+            if !agentry_agents::checks::CHECKS.contains(&check) {
+                anyhow::bail!(
+                    "workflow `{}`: node `{}` runs the unknown check `{check}`; known checks: {}",
+                    definition.name,
+                    node.name,
+                    agentry_agents::checks::CHECKS.join(", ")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Every store port in one object: the SQLite and PostgreSQL stores
 /// implement them all.
 pub trait StoreAll: Store + LlmLedger + LlmCache + ApiKeyStore + WorkerRegistry {}
@@ -344,17 +362,16 @@ impl App {
     /// Loads a workflow definition: the given file, else the configured one,
     /// else the bundled SDLC graph.
     pub fn definition(&self, file: Option<&Path>) -> Result<WorkflowDefinition> {
-        match file.or(self.config.workflow.file.as_deref()) {
+        let definition = match file.or(self.config.workflow.file.as_deref()) {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read workflow file {}", path.display()))?;
-                Ok(WorkflowDefinition::parse(
-                    &text,
-                    &path.display().to_string(),
-                )?)
+                WorkflowDefinition::parse(&text, &path.display().to_string())?
             }
-            None => Ok(WorkflowDefinition::default_sdlc()?),
-        }
+            None => WorkflowDefinition::default_sdlc()?,
+        };
+        known_checks(&definition)?;
+        Ok(definition)
     }
 }
 

@@ -104,14 +104,20 @@ impl DefinitionSource for AppDefinitions {
         }
         if let Some((file_name, path)) = &self.file {
             if name == file_name {
-                return WorkflowDefinition::load(path).map_err(|e| e.to_string());
+                return WorkflowDefinition::load(path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|d| crate::app::known_checks(&d).map(|()| d).map_err(|e| e.to_string()));
             }
         }
         if valid_name(name) {
             if let Some(dir) = &self.dir {
                 let path = dir.join(format!("{name}.toml"));
                 if path.is_file() {
-                    return WorkflowDefinition::load(&path).map_err(|e| e.to_string());
+                    return WorkflowDefinition::load(&path)
+                        .map_err(|e| e.to_string())
+                        .and_then(|d| {
+                            crate::app::known_checks(&d).map(|()| d).map_err(|e| e.to_string())
+                        });
                 }
             }
         }

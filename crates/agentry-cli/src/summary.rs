@@ -42,6 +42,9 @@ pub struct Summary {
     pub repository: Option<RepositorySummary>,
     /// Every QA test run (the `test_run` outputs), oldest first.
     pub test_runs: Vec<TestRunSummary>,
+    /// The quality verdict of the final tests (`ok`, `weak_tests`,
+    /// `unmeasured`) with the mutation score, once the mutation check ran.
+    pub quality: Option<serde_json::Value>,
     /// LLM calls, tokens and cost per agent role: from the call ledger
     /// (every call, failed attempts included) when it has the workflow's
     /// calls, else from the state.
@@ -200,6 +203,7 @@ pub async fn summarize(app: &App, id: WorkflowId) -> Result<Summary> {
         pages,
         repository,
         test_runs,
+        quality: state.shared_context.get("quality").cloned(),
         usage,
         total_tokens,
         total_cost_usd,
@@ -393,6 +397,17 @@ pub fn render(summary: &Summary, with_calls: bool) -> String {
                 let _ = writeln!(out, "    isolation: {isolation}");
             }
         }
+    }
+    if let Some(q) = &summary.quality {
+        let verdict = q["verdict"].as_str().unwrap_or("unknown");
+        let detail = match q["mutation_score"].as_f64() {
+            Some(score) => format!(
+                "{} of {} mutants killed ({:.0}%)",
+                q["mutants_killed"], q["mutants_run"], score * 100.0
+            ),
+            None => q["reason"].as_str().unwrap_or("not measured").to_string(),
+        };
+        let _ = writeln!(out, "\ntest quality: {verdict} ({detail})");
     }
     if !summary.usage.is_empty() {
         let _ = writeln!(out, "\nLLM usage:");

@@ -49,9 +49,13 @@ pub struct NodeContext {
     /// Which node of which step, and the attempt; its key is the base of
     /// every idempotency key the run uses.
     pub task: TaskId,
-    /// Agent role of the node, from the workflow file. The engine always
-    /// sets it; the agents' runner refuses a context without one.
+    /// Agent role of the node, from the workflow file; None for a check
+    /// node (`kind = "check"`), which names its check instead.
     pub role: Option<AgentRole>,
+    /// The check a `kind = "check"` node runs (`mutation_score`): a step
+    /// of the graph that is no agent and calls no model. None for an agent
+    /// node.
+    pub check: Option<String>,
     /// Node settings from the workflow file (free-form table).
     pub settings: Value,
     /// How many times this node ran before in this workflow.

@@ -18,6 +18,10 @@
 //!
 //! [nodes.developer]
 //! agent = "developer"            # an agent role (business_analyst, developer, qa, technical_writer, devops)
+//! # or a check, a step that is no agent and calls no model:
+//! # kind = "check"               # (default "agent")
+//! # check = "mutation_score"     # the check the node runner knows by this name
+//! # queue = "qa"                 # the role whose queue (and workers) run it
 //! timeout_s = 900                # optional, may be fractional (0.05); or timeout_ms = 50
 //! max_visits = 3                 # optional bound on completed runs (required on every cycle)
 //! tags = ["python"]              # optional, for agent selection
@@ -111,8 +115,8 @@ impl RetryPolicy {
 pub struct NodeDef {
     /// Name (the key under `[nodes]`).
     pub name: String,
-    /// Agent role that runs it; its name is the task queue.
-    pub role: AgentRole,
+    /// What runs it: an agent, or a check on a role's queue.
+    pub kind: NodeKind,
     /// Per-attempt timeout, when set.
     pub timeout: Option<Duration>,
     /// Bound on completed runs.
@@ -127,10 +131,52 @@ pub struct NodeDef {
 }
 
 impl NodeDef {
-    /// The task queue of this node: its role, plus its tags when it has
-    /// any (`developer.python`).
+    /// The task queue of this node: its role (an agent's, or the one a
+    /// check runs on), plus its tags when it has any (`developer.python`).
     pub fn queue(&self) -> String {
-        agentry_core::TaskMessage::queue_for(self.role.as_str(), &self.tags)
+        agentry_core::TaskMessage::queue_for(self.kind.queue_role().as_str(), &self.tags)
+    }
+}
+
+/// What runs a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeKind {
+    /// An agent of this role, on the role's queue.
+    Agent(AgentRole),
+    /// A check: a step of the graph that is no agent and calls no model
+    /// (`mutation_score`), named for the node runner and run on the queue
+    /// of `queue`, whose workers have what it needs (QA's have the sandbox).
+    Check {
+        /// The check's name.
+        check: String,
+        /// The role whose queue runs it.
+        queue: AgentRole,
+    },
+}
+
+impl NodeKind {
+    /// The agent role, for an agent node.
+    pub fn agent(&self) -> Option<AgentRole> {
+        match self {
+            NodeKind::Agent(role) => Some(*role),
+            NodeKind::Check { .. } => None,
+        }
+    }
+
+    /// The check's name, for a check node.
+    pub fn check(&self) -> Option<&str> {
+        match self {
+            NodeKind::Agent(_) => None,
+            NodeKind::Check { check, .. } => Some(check),
+        }
+    }
+
+    /// The role whose queue runs the node.
+    pub fn queue_role(&self) -> AgentRole {
+        match self {
+            NodeKind::Agent(role) => *role,
+            NodeKind::Check { queue, .. } => *queue,
+        }
     }
 }
 
@@ -233,7 +279,10 @@ struct RawRetry {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawNode {
-    agent: String,
+    agent: Option<String>,
+    kind: Option<String>,
+    check: Option<String>,
+    queue: Option<String>,
     timeout_s: Option<f64>,
     timeout_ms: Option<u64>,
     max_visits: Option<u32>,
@@ -385,12 +434,49 @@ impl WorkflowDefinition {
                     "`{END}` is reserved and cannot be a node name"
                 )));
             }
-            let role = AgentRole::from_str(&rn.agent).map_err(|e| {
-                bad(format!(
-                    "node `{name}`: {}",
-                    e.to_string().trim_start_matches("invalid input: ")
-                ))
-            })?;
+            let role_of = |text: &str, key: &str| {
+                AgentRole::from_str(text).map_err(|e| {
+                    bad(format!(
+                        "node `{name}`: {key}: {}",
+                        e.to_string().trim_start_matches("invalid input: ")
+                    ))
+                })
+            };
+            let kind = match (rn.kind.as_deref().unwrap_or("agent"), &rn.agent, &rn.check, &rn.queue) {
+                ("agent", Some(agent), None, None) => NodeKind::Agent(role_of(agent, "agent")?),
+                ("agent", None, _, _) => {
+                    return Err(bad(format!(
+                        "node `{name}`: set `agent` (a role), or `kind = \"check\"` with `check` and `queue`"
+                    )))
+                }
+                ("agent", Some(_), _, _) => {
+                    return Err(bad(format!(
+                        "node `{name}`: `check` and `queue` belong to `kind = \"check\"` nodes"
+                    )))
+                }
+                ("check", None, Some(check), Some(queue)) if !check.trim().is_empty() => {
+                    NodeKind::Check {
+                        check: check.trim().to_string(),
+                        queue: role_of(queue, "queue")?,
+                    }
+                }
+                ("check", Some(_), _, _) => {
+                    return Err(bad(format!(
+                        "node `{name}`: a check node runs no agent: drop `agent`"
+                    )))
+                }
+                ("check", None, _, _) => {
+                    return Err(bad(format!(
+                        "node `{name}`: a check node needs `check` (its name) and `queue` (the role whose workers run it)"
+                    )))
+                }
+                (other, _, _, _) => {
+                    return Err(bad(format!(
+                        "node `{name}`: unknown kind `{other}`: use \"agent\" or \"check\""
+                    )))
+                }
+            };
+            let role = kind.queue_role();
             let timeout = match (rn.timeout_s, rn.timeout_ms) {
                 (Some(_), Some(_)) => {
                     return Err(bad(format!(
@@ -429,7 +515,7 @@ impl WorkflowDefinition {
                 name.clone(),
                 NodeDef {
                     name,
-                    role,
+                    kind,
                     timeout,
                     max_visits: rn.max_visits,
                     retry: node_retry,
@@ -682,10 +768,44 @@ mod tests {
         assert_eq!(d.retry.max_attempts, 4);
         // Fix its own tests, or fail; back to the developer, or fail; done.
         assert_eq!(d.outgoing("qa").count(), 5);
+        assert_eq!(d.outgoing("mutation").count(), 1);
         assert!(d.edges.last().unwrap().is_join());
         assert_eq!(d.source(), DEFAULT_WORKFLOW);
         let b = WorkflowDefinition::bench().unwrap();
         assert_eq!(b.name, "bench");
+    }
+
+    /// A one-node workflow whose node table is `node`.
+    fn one_node(node: &str) -> Result<WorkflowDefinition> {
+        WorkflowDefinition::parse(
+            &format!("name = \"w\"\nstart = [\"n\"]\n[nodes.n]\n{node}\n[[edges]]\nfrom = \"n\"\nto = [\"end\"]\n"),
+            "w.toml",
+        )
+    }
+
+    #[test]
+    fn a_check_node_names_its_check_and_the_queue_it_runs_on() {
+        let d = one_node("kind = \"check\"\ncheck = \"mutation_score\"\nqueue = \"qa\"").unwrap();
+        let n = d.node("n").unwrap();
+        assert_eq!(n.kind.check(), Some("mutation_score"));
+        assert_eq!(n.kind.agent(), None);
+        assert_eq!(n.queue(), "qa");
+        // The default graph's mutation check runs on QA's queue.
+        let sdlc = WorkflowDefinition::default_sdlc().unwrap();
+        assert_eq!(sdlc.node("mutation").unwrap().queue(), "qa");
+        assert_eq!(sdlc.node("qa").unwrap().kind, NodeKind::Agent(AgentRole::Qa));
+        for (node, says) in [
+            ("kind = \"check\"\nqueue = \"qa\"", "needs `check`"),
+            ("kind = \"check\"\ncheck = \"x\"", "needs `check` (its name) and `queue`"),
+            ("kind = \"check\"\ncheck = \"x\"\nqueue = \"tester\"", "queue: "),
+            ("kind = \"check\"\nagent = \"qa\"\ncheck = \"x\"\nqueue = \"qa\"", "drop `agent`"),
+            ("agent = \"qa\"\ncheck = \"x\"", "belong to `kind = \"check\"` nodes"),
+            ("timeout_s = 1", "set `agent`"),
+            ("kind = \"script\"\nagent = \"qa\"", "unknown kind `script`"),
+        ] {
+            let error = one_node(node).unwrap_err().to_string();
+            assert!(error.contains(says), "{node:?}: {error}");
+        }
     }
 
     #[test]

@@ -110,11 +110,21 @@ async fn sdlc_happy_path_runs_every_role_once() {
     let (rec, st) = h.run(WorkflowDefinition::default_sdlc().unwrap()).await;
     assert_eq!(rec.status, WorkflowStatus::Completed);
     let mut ran = nodes(&h);
-    ran[3..].sort();
+    ran[4..].sort();
     assert_eq!(
         ran,
-        ["business", "developer", "qa", "devops", "technical_writer"]
+        [
+            "business",
+            "developer",
+            "qa",
+            "mutation",
+            "devops",
+            "technical_writer"
+        ]
     );
+    // The check node ran on its stated queue, as a check, not an agent.
+    let mutation = h.runner.runs().into_iter().find(|r| r.node == "mutation").unwrap();
+    assert_eq!(mutation.check.as_deref(), Some("mutation_score"));
     assert!(st.agent_outputs.contains_key("devops.result"));
     let kinds = h.event_kinds(rec.id).await;
     assert_eq!(kinds.first(), Some(&EventKind::WorkflowStarted));
@@ -124,14 +134,14 @@ async fn sdlc_happy_path_runs_every_role_once() {
             .iter()
             .filter(|k| **k == EventKind::StepCompleted)
             .count(),
-        4
+        5
     );
     assert_eq!(
         kinds
             .iter()
             .filter(|k| **k == EventKind::TaskCompleted)
             .count(),
-        5
+        6
     );
     assert!(kinds.contains(&EventKind::ContextUpdated));
     // Every stored event reached the bus through the relay.

@@ -62,6 +62,9 @@ pub enum Finish {
     Length,
     /// The caller gave up (timeout, shutdown).
     Cancelled,
+    /// Cut: the text fell into a loop ([`crate::repetition`]); the caller
+    /// samples again rather than wait for the token cap.
+    Repetition,
 }
 
 /// Something the decoding loop reports as it goes.
@@ -294,6 +297,15 @@ impl Generator {
             emitted += valid;
             if matcher.as_ref().is_some_and(Matcher::is_stopped) {
                 break Finish::Stop;
+            }
+            // After each line (a newline, or its `\n` escape inside a JSON
+            // string) and every 64 tokens for a line that never ends.
+            let piece = self.vocab.bytes(token);
+            let line_end = piece.contains(&b'\n')
+                || piece.ends_with(b"\\n")
+                || (piece == b"n" && bytes.len() >= 2 && bytes[bytes.len() - 2] == b'\\');
+            if (line_end || tokens.len() % 64 == 0) && crate::repetition::looping(&bytes) {
+                break Finish::Repetition;
             }
             if tokens.len() >= max_tokens {
                 break Finish::Length;

@@ -20,6 +20,7 @@ pub mod generator;
 pub mod model;
 pub mod provider;
 pub mod qwen2;
+mod repetition;
 pub mod tokenizer;
 
 pub use generator::Sampling;

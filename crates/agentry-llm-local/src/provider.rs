@@ -309,6 +309,7 @@ fn complete_blocking(
         Finish::Cancelled => return Err(Error::transient("local generation cancelled")),
         Finish::Length => "length",
         Finish::Stop => "stop",
+        Finish::Repetition => "repetition",
     };
     let (content, tool_calls) = if request.tools.is_empty() {
         (generation.text.trim().to_string(), Vec::new())

@@ -182,7 +182,7 @@ impl Engine {
                 queue: if self.inner.config.route_by_tags {
                     node.queue()
                 } else {
-                    node.role.as_str().to_string()
+                    node.kind.queue_role().as_str().to_string()
                 },
                 request_id: Some(record.request_id.clone()),
                 tags: node.tags.clone(),

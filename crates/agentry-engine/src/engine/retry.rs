@@ -107,7 +107,8 @@ impl Engine {
             let this = TaskId::new(task.key.clone(), attempt);
             let ctx = NodeContext {
                 task: this.clone(),
-                role: Some(node.role),
+                role: node.kind.agent(),
+                check: node.kind.check().map(str::to_string),
                 settings: node.settings.clone(),
                 visit,
                 state: state.clone(),

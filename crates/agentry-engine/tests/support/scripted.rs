@@ -62,6 +62,8 @@ pub struct Run {
     pub step: u64,
     pub attempt: u32,
     pub visit: u32,
+    /// The check a check node ran (None for an agent node).
+    pub check: Option<String>,
     pub start: Instant,
     pub end: Option<Instant>,
     pub aborted: bool,
@@ -139,6 +141,7 @@ impl NodeRunner for Scripted {
                 step: ctx.task.key.step,
                 attempt: ctx.task.attempt,
                 visit: ctx.visit,
+                check: ctx.check.clone(),
                 start: Instant::now(),
                 end: None,
                 aborted: false,

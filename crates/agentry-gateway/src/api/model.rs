@@ -358,6 +358,13 @@ pub struct WorkflowDetail {
     pub outputs: Vec<AgentOutput>,
     /// What the agents share, by key (`project`, `business.epics`, `qa.passed`, ...).
     pub shared_context: BTreeMap<String, Value>,
+    /// The quality verdict of its final tests, once the mutation check ran:
+    /// `ok`, `weak_tests` (the acceptance suite noticed under half of the
+    /// small automatic changes made to the code) or `unmeasured`. A verdict
+    /// on the tests, not a status: the code passed them.
+    pub quality: Option<String>,
+    /// The share of those changes the suite noticed (0..=1), when measured.
+    pub mutation_score: Option<f64>,
     /// What it made in the tracker, the wiki and the code host.
     pub artifacts: Artifacts,
     /// Errors it met, oldest first.
@@ -393,6 +400,15 @@ impl WorkflowDetail {
             options: public_options(&record.options),
             outputs: outputs.iter().map(AgentOutput::from).collect(),
             shared_context: state.shared_context.clone(),
+            quality: state
+                .shared_context
+                .get("quality")
+                .and_then(|q| q["verdict"].as_str())
+                .map(str::to_string),
+            mutation_score: state
+                .shared_context
+                .get("quality")
+                .and_then(|q| q["mutation_score"].as_f64()),
             artifacts: Artifacts {
                 tickets: state.jira_tickets.clone(),
                 pages: state.confluence_pages.clone(),

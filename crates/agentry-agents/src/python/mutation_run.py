@@ -1,0 +1,98 @@
+"""Mutation score of an acceptance suite, run inside the sandbox.
+
+Usage: python3 .agentry/mutation_run.py --suite tests/acceptance
+           [--max 30] [--budget-s 90]
+
+Lists the mutants of the repository's code (`mutate.py`, beside this
+file: every `.py` file outside test directories), takes at most `--max` of
+them spread evenly over the list, and runs the suite against each, one at
+a time, restoring the file after each. A mutant is killed when the suite
+fails, errs or hangs (past five times the unmutated run's time, at least 5
+seconds). Stops early when `--budget-s` runs out. Prints one line,
+`AGENTRY-MUTATION {json}`: the mutants found, run and killed, and up to 10
+that survived (where, and what changed).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import mutate  # noqa: E402
+
+EXCLUDE = ("tests", "test", "hidden_tests", ".agentry")
+
+
+def run_suite(suite, timeout):
+    """(passed, seconds); a run past `timeout` did not pass."""
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-B", "-m", "unittest", "discover", "-s", suite, "-t", "."],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            timeout=timeout,
+            env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"),
+        )
+        passed = done.returncode == 0
+    except subprocess.TimeoutExpired:
+        passed = False
+    return passed, time.monotonic() - started
+
+
+def spread(items, most):
+    if len(items) <= most:
+        return list(items)
+    return [items[(i * len(items)) // most] for i in range(most)]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--suite", required=True)
+    parser.add_argument("--max", type=int, default=30)
+    parser.add_argument("--budget-s", type=float, default=90.0)
+    args = parser.parse_args()
+    started = time.monotonic()
+    root = Path(".")
+    report = {"found": 0, "run": 0, "killed": 0, "baseline_passed": False, "survived": [], "stopped_early": False}
+    try:
+        mutants = mutate.tree_mutants(root, EXCLUDE)
+    except SyntaxError as error:
+        report["error"] = f"the code does not parse: {error}"
+        print("AGENTRY-MUTATION " + json.dumps(report))
+        return
+    report["found"] = len(mutants)
+    passed, seconds = run_suite(args.suite, timeout=max(30.0, args.budget_s / 3))
+    report["baseline_passed"] = passed
+    if not passed:
+        print("AGENTRY-MUTATION " + json.dumps(report))
+        return
+    timeout = max(5.0, 5 * seconds)
+    for mutant in spread(mutants, args.max):
+        if time.monotonic() - started + timeout > args.budget_s:
+            report["stopped_early"] = True
+            break
+        target = root / mutant.file
+        original = target.read_text(encoding="utf-8")
+        try:
+            mutate.write_mutant(root, mutant)
+            survived, _ = run_suite(args.suite, timeout)
+        finally:
+            target.write_text(original, encoding="utf-8")
+        report["run"] += 1
+        if survived:
+            if len(report["survived"]) < 10:
+                report["survived"].append(
+                    {"file": mutant.file, "line": mutant.lineno, "operator": mutant.operator, "change": mutant.description}
+                )
+        else:
+            report["killed"] += 1
+    print("AGENTRY-MUTATION " + json.dumps(report))
+
+
+main()
