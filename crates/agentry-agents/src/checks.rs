@@ -35,7 +35,7 @@ pub const MUTATION_SCORE: &str = "mutation_score";
 pub const WEAK_BELOW: f64 = 0.5;
 
 /// Mutants run at most (spread over all the code's mutants).
-const MAX_MUTANTS: u32 = 30;
+const MAX_MUTANTS: u32 = 20;
 
 /// The mutator and its driver, written into the sandbox's checkout.
 const MUTATE: &str = include_str!("python/mutate.py");
@@ -66,9 +66,11 @@ pub struct Quality {
     pub verdict: String,
     /// Killed of run, 0..=1; None when unmeasured.
     pub mutation_score: Option<f64>,
-    /// Mutants of the code found, run and killed.
+    /// Mutants of the code found.
     pub mutants_found: u32,
+    /// Mutants run (at most 20, spread over those found).
     pub mutants_run: u32,
+    /// Mutants the suite noticed (failed, erred or hung on).
     pub mutants_killed: u32,
     /// Up to 10 mutants the suite did not notice.
     pub survived: Vec<Survivor>,
@@ -136,7 +138,12 @@ impl Quality {
         }
         let score = f64::from(report.killed) / f64::from(report.run);
         Quality {
-            verdict: if score < WEAK_BELOW { "weak_tests" } else { "ok" }.into(),
+            verdict: if score < WEAK_BELOW {
+                "weak_tests"
+            } else {
+                "ok"
+            }
+            .into(),
             mutation_score: Some(score),
             mutants_found: report.found,
             mutants_run: report.run,
@@ -194,7 +201,10 @@ async fn mutation_score(
         let budget_s = (limits.wall_time.as_secs_f64() * 0.8).max(10.0);
         let mut overlay = vec![
             (RepoPath::parse(".agentry/mutate.py")?, MUTATE.to_string()),
-            (RepoPath::parse(".agentry/mutation_run.py")?, DRIVER.to_string()),
+            (
+                RepoPath::parse(".agentry/mutation_run.py")?,
+                DRIVER.to_string(),
+            ),
         ];
         for file in &suite {
             overlay.push((RepoPath::parse(&file.path)?, file.content.clone()));
@@ -208,6 +218,7 @@ async fn mutation_score(
                 command: Some(
                     [
                         "python3".to_string(),
+                        "-B".into(),
                         ".agentry/mutation_run.py".into(),
                         "--suite".into(),
                         context::ACCEPTANCE_DIR.trim_end_matches('/').into(),
@@ -279,7 +290,10 @@ mod tests {
     fn what_cannot_be_measured_says_why() {
         let q = Quality::from_report(report(10, 0, 0, false));
         assert_eq!(q.verdict, "unmeasured");
-        assert!(q.reason.unwrap().contains("does not pass on the unchanged code"));
+        assert!(q
+            .reason
+            .unwrap()
+            .contains("does not pass on the unchanged code"));
         let q = Quality::from_report(report(0, 0, 0, true));
         assert_eq!(q.reason.as_deref(), Some("the code has nothing to mutate"));
     }

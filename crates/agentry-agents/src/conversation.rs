@@ -174,7 +174,8 @@ impl<'a> Conversation<'a> {
                 }
                 warn!(workflow_id = %self.ctx.task.key.workflow, node = %self.ctx.task.key.node,
                     step = self.ctx.task.key.step, turn, "Generation fell into a loop; sampling again.");
-                self.ctx.report("the answer fell into a loop: sampling again", None);
+                self.ctx
+                    .report("the answer fell into a loop: sampling again", None);
                 repairs += 1;
                 continue;
             }

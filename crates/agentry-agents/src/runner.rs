@@ -552,7 +552,11 @@ mod tests {
         let mut ctx = kit.ctx(AgentRole::Qa, 0);
         ctx.role = None;
         let err = kit.runner().run(ctx).await.unwrap_err();
-        assert!(err.to_string().contains("has no agent role"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("has neither an agent role nor a check"),
+            "{err}"
+        );
         let empty = agentry_core::WorkflowState::initial(
             kit.workflow_id,
             agentry_core::RequestId::new("r").unwrap(),

@@ -401,6 +401,22 @@ impl Toolbox {
         }
         let (repo, branch) = self.location()?;
         match self.env.code_host.read_file(&repo, &branch, &path).await? {
+            // QA tests the specification, not the code: a Python file
+            // outside the tests is shown as its interface (signatures and
+            // docstrings), never its bodies.
+            Some(content)
+                if self.role == AgentRole::Qa
+                    && path.as_str().ends_with(".py")
+                    && !crate::triage::is_test_file(path.as_str()) =>
+            {
+                let files = std::collections::BTreeMap::from([(path.to_string(), content)]);
+                let interface =
+                    crate::pycheck::interface(&files, std::time::Duration::from_secs(20)).await?;
+                Ok(head(
+                    &format!("(the interface of `{path}`: signatures and docstrings; bodies are not shown to QA)\n{interface}"),
+                    READ_LIMIT,
+                ))
+            }
             Some(content) => Ok(head(&content, READ_LIMIT)),
             None => Err(Error::not_found(format!(
                 "`{path}` does not exist on branch `{branch}`"
@@ -530,10 +546,11 @@ mod tests {
             "error: tool `rm_rf` is not available to the developer agent",
         )
         .await;
+        // QA reads a code file as its interface only.
         check(
             AgentRole::Qa,
             &[("read_file", json!({"path": "app/main.py"}))],
-            "print('hi')",
+            "(the interface of `app/main.py`: signatures and docstrings; bodies are not shown to QA)",
         )
         .await;
     }

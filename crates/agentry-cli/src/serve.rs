@@ -106,7 +106,11 @@ impl DefinitionSource for AppDefinitions {
             if name == file_name {
                 return WorkflowDefinition::load(path)
                     .map_err(|e| e.to_string())
-                    .and_then(|d| crate::app::known_checks(&d).map(|()| d).map_err(|e| e.to_string()));
+                    .and_then(|d| {
+                        crate::app::known_checks(&d)
+                            .map(|()| d)
+                            .map_err(|e| e.to_string())
+                    });
             }
         }
         if valid_name(name) {
@@ -116,7 +120,9 @@ impl DefinitionSource for AppDefinitions {
                     return WorkflowDefinition::load(&path)
                         .map_err(|e| e.to_string())
                         .and_then(|d| {
-                            crate::app::known_checks(&d).map(|()| d).map_err(|e| e.to_string())
+                            crate::app::known_checks(&d)
+                                .map(|()| d)
+                                .map_err(|e| e.to_string())
                         });
                 }
             }

@@ -403,7 +403,9 @@ pub fn render(summary: &Summary, with_calls: bool) -> String {
         let detail = match q["mutation_score"].as_f64() {
             Some(score) => format!(
                 "{} of {} mutants killed ({:.0}%)",
-                q["mutants_killed"], q["mutants_run"], score * 100.0
+                q["mutants_killed"],
+                q["mutants_run"],
+                score * 100.0
             ),
             None => q["reason"].as_str().unwrap_or("not measured").to_string(),
         };

@@ -436,10 +436,13 @@ impl WorkflowDefinition {
             }
             let role_of = |text: &str, key: &str| {
                 AgentRole::from_str(text).map_err(|e| {
-                    bad(format!(
-                        "node `{name}`: {key}: {}",
-                        e.to_string().trim_start_matches("invalid input: ")
-                    ))
+                    let why = e.to_string();
+                    let why = why.trim_start_matches("invalid input: ");
+                    bad(if key == "agent" {
+                        format!("node `{name}`: {why}")
+                    } else {
+                        format!("node `{name}`: {key}: {why}")
+                    })
                 })
             };
             let kind = match (rn.kind.as_deref().unwrap_or("agent"), &rn.agent, &rn.check, &rn.queue) {
@@ -793,13 +796,28 @@ mod tests {
         // The default graph's mutation check runs on QA's queue.
         let sdlc = WorkflowDefinition::default_sdlc().unwrap();
         assert_eq!(sdlc.node("mutation").unwrap().queue(), "qa");
-        assert_eq!(sdlc.node("qa").unwrap().kind, NodeKind::Agent(AgentRole::Qa));
+        assert_eq!(
+            sdlc.node("qa").unwrap().kind,
+            NodeKind::Agent(AgentRole::Qa)
+        );
         for (node, says) in [
             ("kind = \"check\"\nqueue = \"qa\"", "needs `check`"),
-            ("kind = \"check\"\ncheck = \"x\"", "needs `check` (its name) and `queue`"),
-            ("kind = \"check\"\ncheck = \"x\"\nqueue = \"tester\"", "queue: "),
-            ("kind = \"check\"\nagent = \"qa\"\ncheck = \"x\"\nqueue = \"qa\"", "drop `agent`"),
-            ("agent = \"qa\"\ncheck = \"x\"", "belong to `kind = \"check\"` nodes"),
+            (
+                "kind = \"check\"\ncheck = \"x\"",
+                "needs `check` (its name) and `queue`",
+            ),
+            (
+                "kind = \"check\"\ncheck = \"x\"\nqueue = \"tester\"",
+                "queue: ",
+            ),
+            (
+                "kind = \"check\"\nagent = \"qa\"\ncheck = \"x\"\nqueue = \"qa\"",
+                "drop `agent`",
+            ),
+            (
+                "agent = \"qa\"\ncheck = \"x\"",
+                "belong to `kind = \"check\"` nodes",
+            ),
             ("timeout_s = 1", "set `agent`"),
             ("kind = \"script\"\nagent = \"qa\"", "unknown kind `script`"),
         ] {

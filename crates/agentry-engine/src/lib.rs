@@ -29,6 +29,7 @@ pub mod routing;
 
 pub use bench::{bench_engine, BenchConfig, BenchReport, IntoStoreBytes};
 pub use definition::{
-    EdgeAction, EdgeDef, NodeDef, NodeKind, RetryPolicy, WorkflowDefinition, BENCH_WORKFLOW, DEFAULT_WORKFLOW,
+    EdgeAction, EdgeDef, NodeDef, NodeKind, RetryPolicy, WorkflowDefinition, BENCH_WORKFLOW,
+    DEFAULT_WORKFLOW,
 };
 pub use engine::{Engine, EngineConfig, MetricsSnapshot, QueueLoad, Submission, WorkerHandle};

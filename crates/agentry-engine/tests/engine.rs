@@ -123,7 +123,12 @@ async fn sdlc_happy_path_runs_every_role_once() {
         ]
     );
     // The check node ran on its stated queue, as a check, not an agent.
-    let mutation = h.runner.runs().into_iter().find(|r| r.node == "mutation").unwrap();
+    let mutation = h
+        .runner
+        .runs()
+        .into_iter()
+        .find(|r| r.node == "mutation")
+        .unwrap();
     assert_eq!(mutation.check.as_deref(), Some("mutation_score"));
     assert!(st.agent_outputs.contains_key("devops.result"));
     let kinds = h.event_kinds(rec.id).await;
@@ -568,8 +573,8 @@ async fn resume_after_a_crash_runs_each_node_exactly_once() {
     cps.dedup();
     assert_eq!(cps.len(), total, "a node committed twice: {cps:?}");
     let names: Vec<&str> = cps.iter().map(|(_, n)| n.as_str()).collect();
-    assert_eq!(names.len(), 5);
-    assert_eq!(&names[..3], ["business", "developer", "qa"]);
+    assert_eq!(names.len(), 6);
+    assert_eq!(&names[..4], ["business", "developer", "qa", "mutation"]);
     assert_eq!(nodes(&h2)[0], "developer", "business was not re-run");
 }
 

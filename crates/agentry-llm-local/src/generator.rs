@@ -304,7 +304,7 @@ impl Generator {
             let line_end = piece.contains(&b'\n')
                 || piece.ends_with(b"\\n")
                 || (piece == b"n" && bytes.len() >= 2 && bytes[bytes.len() - 2] == b'\\');
-            if (line_end || tokens.len() % 64 == 0) && crate::repetition::looping(&bytes) {
+            if (line_end || tokens.len().is_multiple_of(64)) && crate::repetition::looping(&bytes) {
                 break Finish::Repetition;
             }
             if tokens.len() >= max_tokens {
