@@ -24,6 +24,8 @@ pub(crate) const QA_TEST_FILES: &str = "qa.test_files";
 /// Shared-context key of what the next round fixes (`none`, `tests`,
 /// `code`: [`crate::triage::NextFix`]); the default graph routes on it.
 pub(crate) const QA_FIX: &str = "qa.fix";
+/// Shared-context key of the disputes held ([`crate::dispute::Disputes`]).
+pub(crate) const QA_DISPUTES: &str = "qa.disputes";
 /// Shared-context key of the last run's [`crate::triage::Triage`].
 pub(crate) const QA_TRIAGE: &str = "qa.triage";
 /// Where QA's tests live on the branch; the only folder QA writes to, and

@@ -50,6 +50,7 @@ pub struct Conversation<'a> {
     accounting: Accounting,
     offer_tools: bool,
     max_repairs: u32,
+    first_temperature: Option<f32>,
 }
 
 impl<'a> Conversation<'a> {
@@ -70,6 +71,7 @@ impl<'a> Conversation<'a> {
             accounting: Accounting::default(),
             offer_tools: true,
             max_repairs: 1,
+            first_temperature: None,
         }
     }
 
@@ -82,6 +84,14 @@ impl<'a> Conversation<'a> {
     /// Repair rounds allowed after an invalid answer (default 1).
     pub fn with_repairs(mut self, repairs: u32) -> Self {
         self.max_repairs = repairs;
+        self
+    }
+
+    /// Samples the first answer at `temperature` (and each repair at least
+    /// as freely): for answers that should differ from one another, such
+    /// as a dispute's independent implementations.
+    pub fn with_first_temperature(mut self, temperature: f32) -> Self {
+        self.first_temperature = Some(temperature);
         self
     }
 
@@ -143,7 +153,8 @@ impl<'a> Conversation<'a> {
                 // A repair round that repeats the rejected answer wastes the
                 // call: each one samples a little more freely.
                 temperature: Some(
-                    REPAIR_TEMPERATURES[(repairs as usize).min(REPAIR_TEMPERATURES.len() - 1)],
+                    REPAIR_TEMPERATURES[(repairs as usize).min(REPAIR_TEMPERATURES.len() - 1)]
+                        .max(self.first_temperature.unwrap_or(0.0)),
                 ),
                 max_tokens: None,
                 meta: RequestMeta {

@@ -16,6 +16,7 @@ pub mod agents;
 pub mod checks;
 pub mod conversation;
 pub mod demo;
+pub mod dispute;
 pub mod output;
 pub mod prompts;
 pub mod pycheck;

@@ -158,15 +158,20 @@ fn belongs_to(id: &str, path: &str) -> bool {
     id == module || id.starts_with(&format!("{module}."))
 }
 
-/// The owner of one failing acceptance test.
-fn finding(case: &TestCaseResult, acceptance: &[FileSpec]) -> Finding {
-    let error_type = case.error_type.as_deref().unwrap_or("");
-    let error = match (&case.error_type, &case.message) {
+/// A failure as one line: `AssertionError: 1 != 2`.
+pub(crate) fn error_line(case: &TestCaseResult) -> String {
+    match (&case.error_type, &case.message) {
         (Some(t), Some(m)) => format!("{t}: {m}"),
         (Some(t), None) => t.clone(),
         (None, Some(m)) => m.clone(),
         (None, None) => format!("{:?}", case.outcome).to_lowercase(),
-    };
+    }
+}
+
+/// The owner of one failing acceptance test.
+fn finding(case: &TestCaseResult, acceptance: &[FileSpec]) -> Finding {
+    let error_type = case.error_type.as_deref().unwrap_or("");
+    let error = error_line(case);
     let at = case
         .raised_in
         .as_ref()

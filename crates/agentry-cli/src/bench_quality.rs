@@ -67,6 +67,9 @@ struct Outcome {
     /// QA's acceptance tests that pass on the reference solution, of those
     /// that ran (None without a suite or a reference).
     qa_on_reference: Option<(u32, u32)>,
+    /// The mutation score of the agents' final suite on their final code
+    /// (the workflow's own check), when it ran.
+    mutation_score: Option<f64>,
     wall_s: f64,
     tokens: u64,
 }
@@ -80,10 +83,24 @@ pub async fn bench_quality(
 ) -> Result<ExitCode> {
     let tasks = load_tasks(&args.set, &args.tasks)?;
     let scratch = tempfile::tempdir().context("creating the benchmark's scratch directory")?;
+    let root = match &args.keep {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            dir.clone()
+        }
+        None => scratch.path().to_path_buf(),
+    };
     let mut outcomes = Vec::new();
     for task in &tasks {
         for seed in 1..=args.seeds {
-            let data_dir = scratch.path().join(format!("{}-{seed}", task.id));
+            let data_dir = root.join(format!("{}-{seed}", task.id));
+            if data_dir.exists() {
+                bail!(
+                    "{} exists: each run needs a fresh data directory (remove it, or keep the runs elsewhere)",
+                    data_dir.display()
+                );
+            }
             eprintln!("== {} (seed {seed}): {}", task.id, task.title);
             let outcome = run_task(task, seed, &data_dir, config, args).await?;
             eprintln!(
@@ -171,6 +188,9 @@ async fn run_task(
         .with_context(|| format!("cannot read {}'s requirement", task.id))?;
     let mut config = config.clone();
     config.mode = crate::config::Mode::Embedded;
+    // Each seed samples differently (the local model's sampling seed;
+    // hosted providers sample as they do); seed 1 keeps the configured one.
+    config.llm.local.seed = config.llm.local.seed.wrapping_add(u64::from(seed - 1));
     let app = App::open(Some(data_dir), config).await?;
     let choice = LlmChoice::resolve(&args.llm, None, &app.config)?;
     let engine = app
@@ -299,6 +319,10 @@ async fn run_task(
         false_red: !contradictory && hidden_ok && !own_passed,
         honest_failure: contradictory.then_some(!completed),
         qa_on_reference,
+        mutation_score: state
+            .shared_context
+            .get("quality")
+            .and_then(|q| q["mutation_score"].as_f64()),
         wall_s,
         tokens: summary.total_tokens,
     })
@@ -390,6 +414,8 @@ struct Report {
     honest_failures: String,
     /// QA's acceptance tests passing on the reference, all runs together.
     qa_expected_value_accuracy: Option<f64>,
+    /// Median mutation score of the runs that measured one.
+    mutation_score_p50: Option<f64>,
     wall_p50_s: f64,
     wall_p90_s: f64,
     tokens_p50: u64,
@@ -409,6 +435,8 @@ impl Report {
             .fold((0u32, 0u32), |(a, b), (p, t)| (a + p, b + t));
         let mut walls: Vec<f64> = outcomes.iter().map(|o| o.wall_s).collect();
         walls.sort_by(f64::total_cmp);
+        let mut scores: Vec<f64> = outcomes.iter().filter_map(|o| o.mutation_score).collect();
+        scores.sort_by(f64::total_cmp);
         let mut tokens: Vec<u64> = outcomes.iter().map(|o| o.tokens).collect();
         tokens.sort_unstable();
         Report {
@@ -426,6 +454,7 @@ impl Report {
                 contradictory.len()
             ),
             qa_expected_value_accuracy: (qa_all > 0).then(|| f64::from(qa_ok) / f64::from(qa_all)),
+            mutation_score_p50: (!scores.is_empty()).then(|| percentile(&scores, 0.5)),
             wall_p50_s: percentile(&walls, 0.5),
             wall_p90_s: percentile(&walls, 0.9),
             tokens_p50: tokens.get(tokens.len() / 2).copied().unwrap_or(0),
@@ -444,12 +473,22 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn print_table(outcomes: &[Outcome], report: &Report) {
     println!(
-        "{:<16} {:>4} {:<10} {:>5} {:>9} {:>8} {:>6} {:>6} {:>8} {:>8}",
-        "task", "seed", "status", "own", "hidden", "verified", "fgreen", "fred", "qa/ref", "wall_s"
+        "{:<16} {:>4} {:<10} {:>5} {:>9} {:>8} {:>6} {:>6} {:>8} {:>6} {:>8}",
+        "task",
+        "seed",
+        "status",
+        "own",
+        "hidden",
+        "verified",
+        "fgreen",
+        "fred",
+        "qa/ref",
+        "mut",
+        "wall_s"
     );
     for o in outcomes {
         println!(
-            "{:<16} {:>4} {:<10} {:>5} {:>9} {:>8} {:>6} {:>6} {:>8} {:>8.0}",
+            "{:<16} {:>4} {:<10} {:>5} {:>9} {:>8} {:>6} {:>6} {:>8} {:>6} {:>8.0}",
             o.task,
             o.seed,
             o.status,
@@ -465,6 +504,9 @@ fn print_table(outcomes: &[Outcome], report: &Report) {
             o.false_red,
             o.qa_on_reference
                 .map(|(p, t)| format!("{p}/{t}"))
+                .unwrap_or_else(|| "-".into()),
+            o.mutation_score
+                .map(|m| format!("{:.0}%", m * 100.0))
                 .unwrap_or_else(|| "-".into()),
             o.wall_s
         );

@@ -426,6 +426,11 @@ pub struct BenchQualityArgs {
     /// Runs per task.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub seeds: u32,
+    /// Keep each run's data directory (its repository, wiki, tracker and
+    /// store) under DIR as `<task>-<seed>`, to read what the agents made;
+    /// by default they live in a temporary directory removed at the end.
+    #[arg(long, value_name = "DIR")]
+    pub keep: Option<PathBuf>,
     /// LLM options (default: the configured provider, else the local model).
     #[command(flatten)]
     pub llm: LlmArgs,

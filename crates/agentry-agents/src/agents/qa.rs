@@ -16,6 +16,7 @@ use crate::agents::business::analysis_context;
 use crate::agents::developer::failure_value;
 use crate::agents::{close_fixed_bugs, comment_on_epics, move_stories, output};
 use crate::context::{self, compact, head, tail, MergeRequestRecord, ProjectContext};
+use crate::dispute::{self, Disputes};
 use crate::output::{FileSpec, QaReport};
 use crate::runner::AgentEnv;
 use crate::triage::{Finding, NextFix, Owner, Triage};
@@ -89,7 +90,34 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
             Error::InvalidInput(m) => Error::permanent(format!("qa cannot run the tests: {m}")),
             other => other.context("qa test run"),
         })?;
-    let triage = crate::triage::triage(&run, &suite);
+    let mut triage = crate::triage::triage(&run, &suite);
+    let mut disputes: Disputes = context::shared(state, context::QA_DISPUTES)?.unwrap_or_default();
+    let set_aside = dispute::apply_set_aside(&mut triage, &mut disputes);
+    if !set_aside.is_empty() {
+        tracing::warn!(tests = ?set_aside, "Tests that lost a dispute and fail the same way again are set aside.");
+    }
+    let mut verdicts = Vec::new();
+    if triage.next_fix() == NextFix::Code && dispute::disputable(&triage, &disputes) {
+        let interface = crate::pycheck::interface(&code, CHECK_TIMEOUT)
+            .await
+            .unwrap_or_default();
+        let code_paths: Vec<String> = code
+            .keys()
+            .filter(|p| !crate::triage::is_test_file(p))
+            .cloned()
+            .collect();
+        let (found, used) = dispute::hold(
+            env,
+            &mut triage,
+            &mut disputes,
+            &interface,
+            &suite,
+            &code_paths,
+        )
+        .await?;
+        verdicts = found;
+        usage.extend(used);
+    }
     let passed = triage.acceptance_passed;
     let next = triage.next_fix();
     let summary = summarize(&run, &triage, round);
@@ -161,6 +189,8 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
     test_run["passed"] = json!(passed);
     test_run["run_passed"] = json!(run.passed);
     test_run["triage"] = serde_json::to_value(&triage)?;
+    test_run["disputes"] = serde_json::to_value(&verdicts)?;
+    test_run["set_aside"] = serde_json::to_value(&disputes.set_aside)?;
     let mut outputs = Vec::new();
     if let Some(report) = &report {
         let mut recorded = serde_json::to_value(report)?;
@@ -180,6 +210,10 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
             (
                 context::QA_TRIAGE.to_string(),
                 serde_json::to_value(&triage)?,
+            ),
+            (
+                context::QA_DISPUTES.to_string(),
+                serde_json::to_value(&disputes)?,
             ),
             (context::QA_FAILURE.to_string(), failure),
             (

@@ -1,0 +1,375 @@
+//! Disputed assertions, settled by independent evidence rather than by
+//! asking the model who is right.
+//!
+//! When acceptance tests fail on a check (an `AssertionError`), either the
+//! code or the test's expected value is wrong, and a small model is poor at
+//! telling which. So two more implementations are written from the
+//! specification alone (the requirement, the criteria and the interface's
+//! signatures; neither the developer's code nor QA's tests), sampled more
+//! freely, and the failing tests are run against each in the sandbox:
+//!
+//! - every independent implementation fails the test exactly as the code
+//!   does (the same exception and message: the same actual value): they
+//!   agree with the code, so the test's expectation is the likely mistake,
+//!   and QA gets the failure with that evidence;
+//! - otherwise (one passes it, fails it differently, cannot load or could
+//!   not be written): the developer.
+//!
+//! A test QA keeps after losing a dispute, and which fails the same way
+//! again, is set aside: reported, never deleted, and no longer deciding.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use agentry_core::{RepoPath, Result, TestOutcome, TestRunRequest, UsageRecord};
+use serde::{Deserialize, Serialize};
+
+use crate::context;
+use crate::output::{FileSpec, Implementation};
+use crate::runner::AgentEnv;
+use crate::triage::{Finding, Owner, Triage};
+
+/// Independent implementations written per dispute.
+pub const ALTERNATIVES: usize = 2;
+
+/// Disputes a workflow may hold (each costs two generations of the code).
+pub const MAX_DISPUTES: u32 = 2;
+
+/// Failing tests disputed at once.
+const MAX_TESTS: usize = 6;
+
+/// The disputes so far (shared-context `qa.disputes`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Disputes {
+    /// Disputes held.
+    pub held: u32,
+    /// Tests that lost a dispute (independent implementations agreed with
+    /// the code), by id, with the failure they lost on.
+    pub lost: BTreeMap<String, String>,
+    /// Tests set aside: lost a dispute, kept by QA, failed the same way
+    /// again. Reported; they no longer decide.
+    pub set_aside: BTreeSet<String>,
+}
+
+/// What one dispute found, for the history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// The test disputed.
+    pub test: String,
+    /// Independent implementations on which the test passed.
+    pub passed_on: u32,
+    /// Independent implementations that failed it exactly as the code did.
+    pub agreed_with_code: u32,
+    /// Of how many.
+    pub of: u32,
+    /// Who acts: QA (all independent implementations fail it as the code
+    /// does) or the developer.
+    pub owner: Owner,
+}
+
+/// Whether `triage` has failed checks worth disputing.
+pub fn disputable(triage: &Triage, disputes: &Disputes) -> bool {
+    disputes.held < MAX_DISPUTES && !checks_failed(triage, disputes).is_empty()
+}
+
+/// The developer-owned acceptance failures that are failed checks, not
+/// already set aside.
+fn checks_failed<'a>(triage: &'a Triage, disputes: &Disputes) -> Vec<&'a Finding> {
+    triage
+        .acceptance
+        .iter()
+        .filter(|f| f.owner == Owner::Developer && f.error.starts_with("AssertionError"))
+        .filter(|f| !disputes.set_aside.contains(&f.test))
+        .take(MAX_TESTS)
+        .collect()
+}
+
+/// Applies what earlier disputes decided to a new triage: a test that lost
+/// a dispute and fails the same way again (QA kept it) is set aside and
+/// taken out of the verdict. Returns the ids set aside now.
+pub fn apply_set_aside(triage: &mut Triage, disputes: &mut Disputes) -> Vec<String> {
+    let mut now = Vec::new();
+    triage.acceptance.retain(|f| {
+        let again = disputes
+            .lost
+            .get(&f.test)
+            .is_some_and(|error| *error == f.error);
+        if again || disputes.set_aside.contains(&f.test) {
+            if disputes.set_aside.insert(f.test.clone()) {
+                now.push(f.test.clone());
+            }
+            return false;
+        }
+        true
+    });
+    if triage.per_test && triage.acceptance.is_empty() {
+        let decided = triage
+            .acceptance_total
+            .saturating_sub(u32::try_from(disputes.set_aside.len()).unwrap_or(u32::MAX));
+        triage.acceptance_passed = decided > 0;
+    }
+    now
+}
+
+/// Holds a dispute over `triage`'s failed checks: writes independent
+/// implementations, runs the failing tests against each, and hands the
+/// tests every implementation fails to QA. Returns the verdicts and the
+/// usage of the generations.
+pub(crate) async fn hold(
+    env: &AgentEnv<'_>,
+    triage: &mut Triage,
+    disputes: &mut Disputes,
+    interface: &str,
+    suite: &[FileSpec],
+    code_paths: &[String],
+) -> Result<(Vec<Verdict>, Vec<UsageRecord>)> {
+    let disputed: Vec<Finding> = checks_failed(triage, disputes)
+        .into_iter()
+        .cloned()
+        .collect();
+    if disputed.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    disputes.held += 1;
+    let state = &env.ctx.state;
+    let project = context::project(state)?;
+    let repo = env
+        .ports
+        .code_host
+        .get_repository(&project.repository)
+        .await?;
+    let mut usage = Vec::new();
+    // Per test: the independent implementations that failed it exactly as
+    // the code did (same exception, same message). One that passes it, or
+    // cannot even load, does not agree with the code.
+    let mut agree: BTreeMap<String, u32> = BTreeMap::new();
+    let mut passes: BTreeMap<String, u32> = BTreeMap::new();
+    let mut ran = 0u32;
+    for k in 1..=ALTERNATIVES {
+        env.ctx.report(
+            format!("dispute: writing independent implementation {k} of {ALTERNATIVES}"),
+            None,
+        );
+        let (files, used) = match alternative(env, interface, k).await {
+            Ok(done) => done,
+            Err(error) => {
+                tracing::warn!(%error, k, "An independent implementation could not be written.");
+                continue;
+            }
+        };
+        usage.extend(used);
+        // The alternative replaces the developer's code files; QA's suite
+        // is added as it ran.
+        let mut overlay = Vec::new();
+        for path in code_paths {
+            if !files.iter().any(|f| &f.path == path) {
+                // A file the alternative does not have is emptied, so the
+                // developer's code cannot answer for it.
+                overlay.push((RepoPath::parse(path)?, String::new()));
+            }
+        }
+        for f in files.iter().chain(suite) {
+            overlay.push((RepoPath::parse(&f.path)?, f.content.clone()));
+        }
+        let mut command = vec![
+            "python3".to_string(),
+            "-m".into(),
+            "unittest".into(),
+            "-v".into(),
+        ];
+        command.extend(disputed.iter().map(|f| unittest_name(&f.test)));
+        let run = env
+            .deps
+            .sandbox
+            .run_tests(TestRunRequest {
+                clone_from: repo.clone_url.clone(),
+                branch: project.branch.clone(),
+                overlay,
+                command: Some(command),
+                limits: env.config.sandbox_limits.clone(),
+            })
+            .await?;
+        ran += 1;
+        for case in &run.cases {
+            if case.outcome == TestOutcome::Passed {
+                *passes.entry(case.id.clone()).or_default() += 1;
+            }
+            let failed_as_the_code = disputed.iter().any(|f| {
+                f.test == case.id
+                    && case.outcome == TestOutcome::Failed
+                    && crate::triage::error_line(case) == f.error
+            });
+            if failed_as_the_code {
+                *agree.entry(case.id.clone()).or_default() += 1;
+            }
+        }
+    }
+    let mut verdicts = Vec::new();
+    for finding in &disputed {
+        let passed_on = passes.get(&finding.test).copied().unwrap_or(0);
+        let agreeing = agree.get(&finding.test).copied().unwrap_or(0);
+        let owner = if agreeing == u32::try_from(ALTERNATIVES).unwrap_or(u32::MAX) {
+            Owner::Qa
+        } else {
+            Owner::Developer
+        };
+        if owner == Owner::Qa {
+            disputes
+                .lost
+                .insert(finding.test.clone(), finding.error.clone());
+            if let Some(f) = triage
+                .acceptance
+                .iter_mut()
+                .find(|f| f.test == finding.test)
+            {
+                f.owner = Owner::Qa;
+                f.reason = format!(
+                    "disputed: {agreeing} independent implementations written from the requirement fail this check exactly as the code does, so its expected value is the likely mistake; check it against the requirement"
+                );
+            }
+        }
+        verdicts.push(Verdict {
+            test: finding.test.clone(),
+            passed_on,
+            agreed_with_code: agreeing,
+            of: ran,
+            owner,
+        });
+    }
+    Ok((verdicts, usage))
+}
+
+/// A unittest name for a test id (`tests.acceptance.test_a.T.test_x`);
+/// pytest ids (`path::Class::test`) are turned into the dotted form.
+fn unittest_name(id: &str) -> String {
+    match id.split_once("::") {
+        Some((path, rest)) => format!(
+            "{}.{}",
+            path.trim_end_matches(".py").replace('/', "."),
+            rest.replace("::", ".")
+        ),
+        None => id.to_string(),
+    }
+}
+
+/// One independent implementation of the code from the specification
+/// alone: the developer's prompt, the requirement, the criteria and the
+/// interface's signatures, no code and no tests; sampled freely.
+async fn alternative(
+    env: &AgentEnv<'_>,
+    interface: &str,
+    k: usize,
+) -> Result<(Vec<FileSpec>, Vec<UsageRecord>)> {
+    let state = &env.ctx.state;
+    let mut user = format!("## Requirement\n{}\n\n", state.requirements.trim());
+    user.push_str(&crate::agents::business::analysis_context(state));
+    user.push_str(&format!(
+        "\n## The interface to implement (keep every module, name and signature exactly)\n```\n{}\n```\n\nWrite the code only (no tests), as independent implementation {k} of {ALTERNATIVES}: simple and exactly as the requirement says. Return the Implementation JSON.",
+        context::head(interface, 8 * 1024)
+    ));
+    let system = crate::prompts::load(
+        agentry_core::AgentRole::Developer,
+        env.config.prompts_dir.as_deref(),
+        env.config.compact,
+    )?;
+    let mut tools = env.toolbox(None, None, None);
+    let mut conversation = env
+        .conversation()?
+        .with_tools(false)
+        .with_first_temperature(0.6 + 0.2 * k as f32);
+    let (answer, _) = conversation
+        .run::<Implementation>(system, user, &mut tools)
+        .await?;
+    let files = answer
+        .files
+        .into_iter()
+        .filter(|f| f.path.ends_with(".py") && !crate::triage::is_test_file(&f.path))
+        .map(|f| FileSpec {
+            content: crate::output::file_text(&f.path, &f.content),
+            path: f.path.trim_start_matches("./").to_string(),
+        })
+        .collect();
+    Ok((files, conversation.into_usage()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(test: &str, error: &str) -> Finding {
+        Finding {
+            test: test.into(),
+            owner: Owner::Developer,
+            reason: "r".into(),
+            error: error.into(),
+            at: None,
+        }
+    }
+
+    fn triage(findings: Vec<Finding>, total: u32) -> Triage {
+        Triage {
+            acceptance_passed: false,
+            acceptance_total: total,
+            acceptance: findings,
+            unit: Vec::new(),
+            per_test: true,
+        }
+    }
+
+    #[test]
+    fn only_failed_checks_are_disputed_and_only_twice() {
+        let t = triage(
+            vec![
+                finding("a.T.test_1", "AssertionError: 373.15 != 100"),
+                finding("a.T.test_2", "AttributeError: x"),
+            ],
+            5,
+        );
+        let mut d = Disputes::default();
+        assert_eq!(checks_failed(&t, &d).len(), 1);
+        assert!(disputable(&t, &d));
+        d.held = MAX_DISPUTES;
+        assert!(!disputable(&t, &d));
+        let errors_only = triage(vec![finding("a.T.test_2", "AttributeError: x")], 5);
+        assert!(!disputable(&errors_only, &Disputes::default()));
+    }
+
+    #[test]
+    fn a_lost_test_that_fails_the_same_way_again_is_set_aside_not_deleted() {
+        let mut d = Disputes::default();
+        d.lost
+            .insert("a.T.test_1".into(), "AssertionError: 373.15 != 100".into());
+        // Fails the same way: set aside, and the rest passed.
+        let mut t = triage(
+            vec![finding("a.T.test_1", "AssertionError: 373.15 != 100")],
+            5,
+        );
+        assert_eq!(apply_set_aside(&mut t, &mut d), ["a.T.test_1"]);
+        assert!(t.acceptance.is_empty() && t.acceptance_passed);
+        assert!(d.set_aside.contains("a.T.test_1"));
+        // QA changed the expectation and it fails differently: it decides.
+        let mut d = Disputes::default();
+        d.lost
+            .insert("a.T.test_1".into(), "AssertionError: 373.15 != 100".into());
+        let mut t = triage(vec![finding("a.T.test_1", "AssertionError: 99 != 100")], 5);
+        assert!(apply_set_aside(&mut t, &mut d).is_empty());
+        assert!(!t.acceptance_passed);
+        // A suite whose only tests were set aside does not pass.
+        let mut d = Disputes::default();
+        d.set_aside.insert("a.T.test_1".into());
+        let mut t = triage(vec![finding("a.T.test_1", "AssertionError: x")], 1);
+        apply_set_aside(&mut t, &mut d);
+        assert!(!t.acceptance_passed);
+    }
+
+    #[test]
+    fn pytest_ids_become_unittest_names() {
+        assert_eq!(
+            unittest_name("tests/acceptance/test_a.py::T::test_x"),
+            "tests.acceptance.test_a.T.test_x"
+        );
+        assert_eq!(
+            unittest_name("tests.acceptance.test_a.T.test_x"),
+            "tests.acceptance.test_a.T.test_x"
+        );
+    }
+}
