@@ -215,11 +215,24 @@ impl<'a> Conversation<'a> {
 
             let checked = match validator.parse::<T>(&response.content) {
                 Ok(parsed) => {
-                    let mut problems = check.problems(&parsed.0, tools.staged()).await;
-                    problems.extend(tools.answer_problems(&parsed.0.files()));
-                    if problems.is_empty() {
+                    let hard = tools.answer_problems(&parsed.0.files());
+                    let soft = check.problems(&parsed.0, tools.staged()).await;
+                    if hard.is_empty() && soft.is_empty() {
                         Ok(parsed)
+                    } else if hard.is_empty()
+                        && repairs >= self.max_repairs
+                        && check.accept_after_repairs()
+                    {
+                        // The rule keeps being broken: the answer goes on,
+                        // and what runs next (the tests) shows the problem
+                        // to the next round, rather than the workflow
+                        // failing here.
+                        warn!(workflow_id = %self.ctx.task.key.workflow, node = %self.ctx.task.key.node,
+                            problems = %soft.join("; "), "Answer accepted with problems the repair rounds did not fix.");
+                        return Ok(parsed);
                     } else {
+                        let mut problems = soft;
+                        problems.extend(hard);
                         Err(problems)
                     }
                 }
@@ -266,6 +279,14 @@ pub trait AnswerCheck<T>: Send + Sync {
     /// `staged` (path -> content, None for a deletion), each as an
     /// instruction the model can act on; empty when it is accepted.
     async fn problems(&self, answer: &T, staged: &Staged) -> Vec<String>;
+
+    /// Whether an answer whose only problems are this check's is accepted
+    /// once the repair rounds are spent (the problems then show up where
+    /// the answer is used, e.g. in the test run), rather than failing the
+    /// node. Default: no.
+    fn accept_after_repairs(&self) -> bool {
+        false
+    }
 }
 
 /// No check beyond the schema's.
@@ -421,6 +442,44 @@ mod tests {
         let (_, out, _) = check(vec![looped.clone(), looped.clone(), looped], 8).await;
         let error = out.unwrap_err().to_string();
         assert!(error.contains("fell into a loop on every try"), "{error}");
+    }
+
+    /// A check that always finds one problem, accepted after the repairs
+    /// or not.
+    struct Nagging(bool);
+
+    #[async_trait::async_trait]
+    impl AnswerCheck<QaReport> for Nagging {
+        async fn problems(&self, _: &QaReport, _: &Staged) -> Vec<String> {
+            vec!["`tests/test_a.py` line 1: still broken".into()]
+        }
+        fn accept_after_repairs(&self) -> bool {
+            self.0
+        }
+    }
+
+    #[tokio::test]
+    async fn a_check_decides_whether_problems_left_after_the_repairs_fail_the_node() {
+        for accept in [true, false] {
+            let kit = Kit::new();
+            kit.llm
+                .push_all(vec![answer(&report(Some("p"))), answer(&report(Some("p")))]);
+            let ctx = kit.ctx(AgentRole::Qa, 0);
+            let mut tools = Toolbox::new(AgentRole::Qa, kit.tool_env(None, None));
+            let mut conv = Conversation::new(&ctx, AgentRole::Qa, kit.llm.clone(), 8);
+            let out = conv
+                .run_checked("s".into(), "u".into(), &mut tools, &Nagging(accept))
+                .await;
+            // One repair round was asked for either way.
+            assert_eq!(kit.llm.requests().len(), 2);
+            match out {
+                Ok((r, _)) => assert!(accept, "accepted a guard's problem: {r:?}"),
+                Err(error) => {
+                    assert!(!accept, "{error}");
+                    assert!(error.to_string().contains("still broken"), "{error}");
+                }
+            }
+        }
     }
 
     #[tokio::test]

@@ -198,11 +198,21 @@ impl QaReport {
     /// one of the same path). The suite must hold test code, and every data
     /// file a test reads must be in it or be written by the test.
     pub fn suite_problems(&self, kept: &[FileSpec]) -> Vec<String> {
+        let (mut loud, guards) = self.suite_problems_by_kind(kept);
+        loud.splice(0..0, guards);
+        loud
+    }
+
+    /// [`QaReport::suite_problems`] in two kinds: those that make the suite
+    /// fail loudly when it runs (a data file nobody wrote), then those that
+    /// would let a weak suite pass (no test code at all).
+    pub fn suite_problems_by_kind(&self, kept: &[FileSpec]) -> (Vec<String>, Vec<String>) {
         let suite = with_kept(kept, &self.test_files);
+        let mut guards = Vec::new();
         let mut out = Vec::new();
         if !suite.iter().any(is_test_code) {
             let paths: Vec<&str> = suite.iter().map(|f| f.path.as_str()).collect();
-            out.push(format!(
+            guards.push(format!(
                 "/test_files: no test code, only {}: add the test file (`tests/acceptance/test_acceptance.py`) with one test method per acceptance criterion",
                 paths.join(", ")
             ));
@@ -220,7 +230,7 @@ impl QaReport {
                 ));
             }
         }
-        out
+        (out, guards)
     }
 }
 

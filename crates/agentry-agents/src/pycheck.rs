@@ -58,6 +58,11 @@ pub mod rules {
     /// `-1.5`) as either operand becomes `assertAlmostEqual` (a third
     /// positional argument, the message, becomes `msg=`).
     pub const FLOAT_ASSERT_EQUAL: &str = "float_assert_equal";
+    /// Repair: a file that does not compile because an f-string field
+    /// holds the f-string's own quote (`f'{t['id']}'`, valid only from
+    /// Python 3.12) gets those inner quotes swapped for the other kind,
+    /// when that makes it compile.
+    pub const FSTRING_QUOTES: &str = "fstring_quotes";
     /// Problem: the file does not compile; no other rule runs on it.
     pub const SYNTAX: &str = "syntax";
     /// Problem: an import of a module that is neither in the repository,
@@ -100,6 +105,7 @@ pub mod rules {
         UNDEFINED_NAME_FROM_PACKAGE,
         UNRESOLVED_FROM_IMPORT,
         FLOAT_ASSERT_EQUAL,
+        FSTRING_QUOTES,
         SYNTAX,
         UNRESOLVED_IMPORT,
         STUB,
@@ -632,6 +638,20 @@ def test_a_new_list_is_empty():
             "tests/test_f.py",
             Some(want),
             &[rules::FLOAT_ASSERT_EQUAL, rules::FLOAT_ASSERT_EQUAL],
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn quotes_nested_in_an_fstring_are_swapped_so_it_compiles() {
+        // Python 3.12 syntax a small model writes; 3.11 refuses it.
+        let code = "def show(tasks):\n    print('\\n'.join([f'{t['id']} [{'x' if t['done'] else ' '}] {t[\"title\"]}' for t in tasks]))\n    return f\"{{kept}} {tasks[0]['id']}\"  # it's fine\n";
+        let want = "def show(tasks):\n    print('\\n'.join([f'{t[\"id\"]} [{\"x\" if t[\"done\"] else \" \"}] {t[\"title\"]}' for t in tasks]))\n    return f\"{{kept}} {tasks[0]['id']}\"  # it's fine\n";
+        repair(
+            &[("todo/show.py", code)],
+            "todo/show.py",
+            Some(want),
+            &[rules::FSTRING_QUOTES],
         )
         .await;
     }

@@ -299,6 +299,7 @@ async fn write_suite(
                 on_branch: files,
                 developer_tests: &developer_tests,
                 code,
+                guards_broken: std::sync::atomic::AtomicUsize::new(0),
             },
         )
         .await?;
@@ -354,17 +355,39 @@ struct SuiteCheck<'a> {
     on_branch: &'a [String],
     developer_tests: &'a [FileSpec],
     code: &'a BTreeMap<String, String>,
+    /// Problems of the last answer checked that would let a weak suite
+    /// pass (no test code, a copy of the developer's tests, a file outside
+    /// QA's folder, a test that checks nothing, only `None`, a tautology
+    /// or a swallowed failure), as opposed to those that make the suite
+    /// fail loudly (a syntax error, an import that does not resolve, a
+    /// data file nobody wrote).
+    guards_broken: std::sync::atomic::AtomicUsize,
 }
 
 #[async_trait::async_trait]
 impl crate::conversation::AnswerCheck<QaReport> for SuiteCheck<'_> {
+    /// A suite whose remaining problems only make it fail loudly is run
+    /// after the repair rounds: its broken tests come back to QA through
+    /// the triage. One that breaks a guard never is: it could pass on
+    /// anything.
+    fn accept_after_repairs(&self) -> bool {
+        self.guards_broken
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0
+    }
+
     async fn problems(&self, r: &QaReport, _: &crate::conversation::Staged) -> Vec<String> {
-        let mut problems = r.suite_problems(self.previous);
-        problems.extend(acceptance_path_problems(&r.test_files, self.on_branch));
-        problems.extend(copied_tests(&r.test_files, self.developer_tests));
+        let (mut loud, mut guards) = r.suite_problems_by_kind(self.previous);
+        guards.extend(acceptance_path_problems(&r.test_files, self.on_branch));
+        guards.extend(copied_tests(&r.test_files, self.developer_tests));
         let suite = crate::output::with_kept(self.previous, &r.test_files);
-        problems.extend(static_problems(self.code, &suite).await);
-        problems
+        let (static_loud, static_guards) = static_problems(self.code, &suite).await;
+        loud.extend(static_loud);
+        guards.extend(static_guards);
+        self.guards_broken
+            .store(guards.len(), std::sync::atomic::Ordering::Relaxed);
+        guards.extend(loud);
+        guards
     }
 }
 
@@ -406,16 +429,26 @@ async fn check_suite(
 }
 
 /// The static checks' problems with a suite, as repair requests.
-async fn static_problems(code: &BTreeMap<String, String>, suite: &[FileSpec]) -> Vec<String> {
-    check_suite(code, suite)
-        .await
-        .map(|r| {
-            r.problems
-                .iter()
-                .map(|p| format!("`{}` line {}: {}", p.path, p.line, p.message))
-                .collect()
-        })
-        .unwrap_or_default()
+/// The problems that make a suite fail loudly, then those of its guards
+/// (see [`SuiteCheck`]).
+async fn static_problems(
+    code: &BTreeMap<String, String>,
+    suite: &[FileSpec],
+) -> (Vec<String>, Vec<String>) {
+    use crate::pycheck::rules;
+    let mut loud = Vec::new();
+    let mut guards = Vec::new();
+    if let Some(report) = check_suite(code, suite).await {
+        for p in &report.problems {
+            let line = format!("`{}` line {}: {}", p.path, p.line, p.message);
+            if matches!(p.rule.as_str(), rules::SYNTAX | rules::UNRESOLVED_IMPORT) {
+                loud.push(line);
+            } else {
+                guards.push(line);
+            }
+        }
+    }
+    (loud, guards)
 }
 
 /// QA writes only under `tests/acceptance/` (and the empty `__init__.py`
