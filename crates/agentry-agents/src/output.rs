@@ -36,15 +36,18 @@ pub struct StorySpec {
     /// Short title.
     #[schemars(length(min = 1, max = 200))]
     pub title: String,
-    /// "As a <user>, I want <goal>, so that <benefit>."
-    #[schemars(length(min = 1))]
+    /// "As a <user>, I want <goal>, so that <benefit>." (at most 400
+    /// characters).
+    #[schemars(length(min = 1, max = 400))]
     pub description: String,
-    /// Testable acceptance criteria (at most 12).
-    #[schemars(length(min = 1, max = 12))]
+    /// Testable acceptance criteria (at most 6, each at most 300
+    /// characters).
+    #[schemars(length(min = 1, max = 6), inner(length(min = 1, max = 300)))]
     pub acceptance_criteria: Vec<String>,
-    /// Optional implementation tasks (at most 12).
+    /// Optional implementation tasks (at most 4, each at most 200
+    /// characters).
     #[serde(default)]
-    #[schemars(length(max = 12))]
+    #[schemars(length(max = 4), inner(length(max = 200)))]
     pub tasks: Vec<String>,
 }
 
@@ -54,18 +57,19 @@ pub struct EpicSpec {
     /// Short title.
     #[schemars(length(min = 1, max = 200))]
     pub title: String,
-    /// What the epic delivers.
+    /// What the epic delivers (at most 400 characters).
+    #[schemars(length(max = 400))]
     pub description: String,
-    /// Its stories (at most 12).
-    #[schemars(length(min = 1, max = 12))]
+    /// Its stories (at most 6).
+    #[schemars(length(min = 1, max = 6))]
     pub stories: Vec<StorySpec>,
 }
 
 /// The business analyst's answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct BusinessAnalysis {
-    /// The refined scope in a few sentences.
-    #[schemars(length(min = 1))]
+    /// The refined scope in a few sentences (at most 800 characters).
+    #[schemars(length(min = 1, max = 800))]
     pub summary: String,
     /// Tracker project key: 2-10 upper-case letters or digits, starting with a letter.
     #[schemars(regex(pattern = r"^[A-Z][A-Z0-9]{1,9}$"))]
@@ -76,9 +80,12 @@ pub struct BusinessAnalysis {
     /// Repository slug: lower-case letters, digits, `-`, `_`.
     #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9_-]{0,63}$"))]
     pub repository: String,
-    /// Epics (at least one, at most 12). The upper bounds keep a small
-    /// model's constrained answer from looping until its token cap.
-    #[schemars(length(min = 1, max = 12))]
+    /// Epics (at least one, at most 4). The upper bounds (here and on
+    /// every list and text below) keep a small model's constrained answer
+    /// from running on until its token cap: an unbounded analysis of a
+    /// long requirement took 2,048 tokens and six minutes, then timed out
+    /// on its repair.
+    #[schemars(length(min = 1, max = 4))]
     pub epics: Vec<EpicSpec>,
 }
 
@@ -786,9 +793,16 @@ mod tests {
         let mut bad_key = ok.clone();
         bad_key["project_key"] = json!("url");
         check::<BusinessAnalysis>(bad_key, Err(&["/project_key"]));
-        let mut missing = ok;
+        let mut missing = ok.clone();
         missing.as_object_mut().unwrap().remove("summary");
         check::<BusinessAnalysis>(missing, Err(&["\"summary\" is a required property"]));
+        // Bounded lists and texts, so a constrained answer cannot run on.
+        let mut long = ok.clone();
+        long["epics"][0]["stories"][0]["acceptance_criteria"] = json!(["x".repeat(301)]);
+        check::<BusinessAnalysis>(long, Err(&["/epics/0/stories/0/acceptance_criteria/0"]));
+        let mut many = ok;
+        many["epics"] = json!(vec![many["epics"][0].clone(); 5]);
+        check::<BusinessAnalysis>(many, Err(&["/epics"]));
     }
 
     #[test]
