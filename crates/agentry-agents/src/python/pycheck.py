@@ -1121,6 +1121,13 @@ def parse(src, path):
         line = e.lineno or 1
         code = (e.text or "").strip()
         shown = f" (`{code[:70]}`)" if code else ""
+        lines = src.rstrip("\n").split("\n")
+        if line >= len(lines) and not src.endswith("\n") and "string" in e.msg:
+            # The file stops inside a string on its last line: in a JSON
+            # answer, an unescaped `"` in the code ended the file's content.
+            return None, (line, f"the file stops in the middle of line {line}{shown}: a double quote "
+                                f"inside the code ended the JSON string that holds the file. Write the "
+                                f"whole file again, using single quotes for every Python string")
         return None, (line, f"syntax error at line {line}: {e.msg}{shown}: fix it so the file compiles")
     except (ValueError, RecursionError, MemoryError) as e:
         return None, (1, f"the file does not compile ({type(e).__name__}: {e}): fix it")
