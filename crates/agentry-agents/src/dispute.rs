@@ -266,11 +266,18 @@ async fn alternative(
         "\n## The interface to implement (keep every module, name and signature exactly)\n```\n{}\n```\n\nWrite the code only (no tests), as independent implementation {k} of {ALTERNATIVES}: simple and exactly as the requirement says. Return the Implementation JSON.",
         context::head(interface, 8 * 1024)
     ));
-    let system = crate::prompts::load(
+    // The developer's instructions under an opening of its own: this is
+    // not the developer's conversation (a provider, or a scripted session,
+    // that tells roles apart by the opening must not take it for one).
+    let developer = crate::prompts::load(
         agentry_core::AgentRole::Developer,
         env.config.prompts_dir.as_deref(),
         env.config.compact,
     )?;
+    let rest = developer.split_once('\n').map_or("", |(_, rest)| rest);
+    let system = format!(
+        "You are an independent Python developer: you implement a specification from its text alone, without seeing anyone else's code or tests.\n{rest}"
+    );
     let mut tools = env.toolbox(None, None, None);
     let mut conversation = env
         .conversation()?
