@@ -247,20 +247,25 @@ impl AgentEnv<'_> {
         if !self.config.compact {
             return Ok(None);
         }
+        let read = self
+            .source_files(repository, branch, files, |p| {
+                !p.starts_with(crate::context::ACCEPTANCE_DIR)
+            })
+            .await?;
+        Ok(self.listing_of(&read))
+    }
+
+    /// [`AgentEnv::code_listing`] of files already read (path -> content),
+    /// for an agent that needs their text for more than its message.
+    pub fn listing_of(&self, read: &std::collections::BTreeMap<String, String>) -> Option<String> {
+        if !self.config.compact {
+            return None;
+        }
         let mut out = String::new();
-        for path in files {
-            if path.starts_with("tests/acceptance/") {
+        for (path, content) in read {
+            if path.starts_with(crate::context::ACCEPTANCE_DIR) {
                 continue;
             }
-            let repo_path = agentry_core::RepoPath::parse(path)?;
-            let Some(content) = self
-                .ports
-                .code_host
-                .read_file(repository, branch, &repo_path)
-                .await?
-            else {
-                continue;
-            };
             let block = format!("`{path}`:\n```\n{}\n```\n", content.trim_end());
             if out.len() + block.len() > CODE_LISTING_LIMIT {
                 out.push_str(&format!("(`{path}` and later files left out: too long)\n"));
@@ -268,12 +273,12 @@ impl AgentEnv<'_> {
             }
             out.push_str(&block);
         }
-        Ok(Some(out))
+        Some(out)
     }
 
-    /// The text of `branch`'s files that `keep` selects, path -> content
-    /// (files over [`CODE_LISTING_LIMIT`] together are left out, last
-    /// first), for the static checks and the interface of the code.
+    /// The text of `branch`'s files that `keep` selects, path -> content,
+    /// read once: the file that takes the total past four times
+    /// [`CODE_LISTING_LIMIT`] and those after it are left out.
     pub async fn source_files(
         &self,
         repository: &str,

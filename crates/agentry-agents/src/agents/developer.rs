@@ -36,13 +36,28 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
     } else {
         Vec::new()
     };
-    let code = if env.ctx.visit > 0 {
-        env.code_listing(&repo.name, &project.branch, &files_now)
-            .await?
+    // The branch is read once: its text is the message's code listing (in
+    // compact mode) and the tree the static checks resolve imports in.
+    let on_branch = if env.ctx.visit > 0 {
+        env.source_files(&repo.name, &project.branch, &files_now, |p| {
+            !p.starts_with(context::ACCEPTANCE_DIR)
+        })
+        .await?
+    } else {
+        BTreeMap::new()
+    };
+    let listing = if env.ctx.visit > 0 {
+        env.listing_of(&on_branch)
     } else {
         None
     };
-    let user = user_message(state, &project, env.ctx.visit, &files_now, code.as_deref())?;
+    let user = user_message(
+        state,
+        &project,
+        env.ctx.visit,
+        &files_now,
+        listing.as_deref(),
+    )?;
 
     // QA's acceptance tests are QA's: the tools refuse to stage them, and
     // a copy in the answer (a small model echoes what it was shown) is not
@@ -55,14 +70,10 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
             qa_tests.iter().map(|t| t.path.as_str()),
             "it is one of QA's acceptance tests; fix the code instead",
         );
-    let code = if env.ctx.visit > 0 {
-        env.source_files(&repo.name, &project.branch, &files_now, |p| {
-            p.ends_with(".py") && !p.starts_with(context::ACCEPTANCE_DIR)
-        })
-        .await?
-    } else {
-        BTreeMap::new()
-    };
+    let code: BTreeMap<String, String> = on_branch
+        .into_iter()
+        .filter(|(p, _)| p.ends_with(".py"))
+        .collect();
     let package = project_package(&state.requirements, &project.repository);
     let mut conversation = env.conversation()?;
     let (implementation, _) = conversation

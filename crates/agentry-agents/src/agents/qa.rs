@@ -53,12 +53,30 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
             p.ends_with(".py") && !p.starts_with(context::ACCEPTANCE_DIR)
         })
         .await?;
+    // Read once: QA writes its tests from it, and a dispute's independent
+    // implementations are written to it.
+    let interface = match crate::pycheck::interface(&code, CHECK_TIMEOUT).await {
+        Ok(text) => text,
+        Err(error) => {
+            tracing::warn!(%error, "The code's interface could not be read; QA sees the file names only.");
+            String::new()
+        }
+    };
     let mut usage = Vec::new();
     let mut report = None;
     let mut rewrites = Vec::new();
     let mut flags = Vec::new();
     let suite = if write {
-        let written = write_suite(env, &project, &files, &code, &previous, last.as_ref()).await?;
+        let written = write_suite(
+            env,
+            &project,
+            &files,
+            &code,
+            &interface,
+            &previous,
+            last.as_ref(),
+        )
+        .await?;
         usage = written.usage;
         rewrites = written.rewrites;
         flags = written.flags;
@@ -103,9 +121,6 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
         && triage.next_fix() == NextFix::Code
         && dispute::disputable(&triage, &disputes)
     {
-        let interface = crate::pycheck::interface(&code, CHECK_TIMEOUT)
-            .await
-            .unwrap_or_default();
         let code_paths: Vec<String> = code
             .keys()
             .filter(|p| !crate::triage::is_test_file(p))
@@ -250,17 +265,11 @@ async fn write_suite(
     project: &ProjectContext,
     files: &[String],
     code: &BTreeMap<String, String>,
+    interface: &str,
     previous: &[FileSpec],
     last: Option<&Triage>,
 ) -> Result<WrittenSuite> {
     let state = &env.ctx.state;
-    let interface = match crate::pycheck::interface(code, CHECK_TIMEOUT).await {
-        Ok(text) => text,
-        Err(error) => {
-            tracing::warn!(%error, "The code's interface could not be read; QA sees the file names only.");
-            String::new()
-        }
-    };
     let mut user = format!("## Requirement\n{}\n\n", state.requirements.trim());
     user.push_str(&analysis_context(state));
     user.push_str(&format!(
@@ -271,7 +280,7 @@ async fn write_suite(
     if !interface.trim().is_empty() {
         user.push_str(&format!(
             "\n## The code's public interface (signatures and docstrings; test through it)\n```\n{}\n```\n",
-            head(&interface, INTERFACE_LIMIT)
+            head(interface, INTERFACE_LIMIT)
         ));
     }
     if !previous.is_empty() {
