@@ -839,7 +839,7 @@ def test_a_new_list_is_empty():
         .collect();
         let text = interface(&files, Duration::from_secs(20)).await.unwrap();
         for want in [
-            "module `todo` (todo/__init__.py)",
+            "# module todo (todo/__init__.py)",
             "from .core import add, Store",
             "def add(title: str, path='t.json') -> int",
             "Adds a task; returns its id.",

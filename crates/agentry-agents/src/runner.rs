@@ -360,7 +360,7 @@ mod tests {
         // QA writes from the specification: it sees the code's interface
         // (the committed, unfenced file, read as Python), never its bodies.
         assert!(
-            user.contains("def shorten(url)") && user.contains("module `shortener.core`"),
+            user.contains("def shorten(url)") && user.contains("# module shortener.core"),
             "QA sees the interface:\n{user}"
         );
         assert!(!user.contains("return url"), "QA sees no body:\n{user}");

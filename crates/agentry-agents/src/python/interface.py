@@ -19,11 +19,18 @@ def first_paragraph(node):
     return doc.strip().split("\n\n")[0].strip()
 
 
-def signature(fn):
+def signature(fn, indent=""):
+    """The function as a valid Python stub: its signature, then the first
+    paragraph of its docstring as the body, or `...` (a model imitates
+    what it is shown, so what it is shown must be Python)."""
     args = ast.unparse(fn.args)
     ret = f" -> {ast.unparse(fn.returns)}" if fn.returns is not None else ""
     prefix = "async def" if isinstance(fn, ast.AsyncFunctionDef) else "def"
-    return f"{prefix} {fn.name}({args}){ret}"
+    doc = first_paragraph(fn)
+    head = f"{indent}{prefix} {fn.name}({args}){ret}:"
+    if doc:
+        return f'{head}\n{indent}    """{doc}"""'
+    return f"{head} ..."
 
 
 def module_name(path):
@@ -42,7 +49,7 @@ def describe(path, source, out):
     except SyntaxError as error:
         out.append(f"# {path}: does not parse (line {error.lineno}: {error.msg})")
         return
-    lines = [f"## module `{module_name(path)}` ({path})"]
+    lines = [f"# module {module_name(path)} ({path})"]
     doc = first_paragraph(tree)
     if doc:
         lines.append(f'"""{doc}"""')
@@ -54,23 +61,16 @@ def describe(path, source, out):
                 lines.append(f"from {dots}{node.module or ''} import {', '.join(names)}")
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
             lines.append(signature(node))
-            doc = first_paragraph(node)
-            if doc:
-                lines.append(f'    """{doc}"""')
         elif isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
             bases = ", ".join(ast.unparse(b) for b in node.bases)
             lines.append(f"class {node.name}({bases}):" if bases else f"class {node.name}:")
             doc = first_paragraph(node)
-            if doc:
-                lines.append(f'    """{doc}"""')
+            lines.append(f'    """{doc}"""' if doc else "    ...")
             for item in node.body:
                 if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and (
                     not item.name.startswith("_") or item.name in ("__init__", "__call__", "__len__", "__iter__", "__contains__", "__eq__", "__str__")
                 ):
-                    lines.append(f"    {signature(item)}")
-                    doc = first_paragraph(item)
-                    if doc:
-                        lines.append(f'        """{doc}"""')
+                    lines.append(signature(item, "    "))
                 elif isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
                     lines.append(f"    {ast.unparse(item)}")
         elif isinstance(node, ast.Assign) and path.endswith("__init__.py") is False:
@@ -78,14 +78,14 @@ def describe(path, source, out):
                 if isinstance(target, ast.Name) and target.id.isupper():
                     lines.append(ast.unparse(node))
         elif isinstance(node, ast.If) and ast.unparse(node.test).replace("'", '"') == '__name__ == "__main__"':
-            lines.append('if __name__ == "__main__": ...  (runs as a program)')
+            lines.append('if __name__ == "__main__": ...  # runs as a program')
     if path.endswith("__main__.py") or any("argparse" in l for l in source.splitlines()[:40]):
         args = []
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("add_argument", "add_parser"):
                 args.append(ast.unparse(node))
         if args:
-            lines.append("command line: " + "; ".join(args[:30]))
+            lines.append("# command line: " + "; ".join(args[:30]))
     out.append("\n".join(lines))
 
 
