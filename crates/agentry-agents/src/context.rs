@@ -16,6 +16,10 @@ pub(crate) const DEVELOPER_BRANCH: &str = "developer.branch";
 pub(crate) const DEVELOPER_COMMITS: &str = "developer.commits";
 /// Shared-context key of the merge request.
 pub(crate) const DEVELOPER_MR: &str = "developer.merge_request";
+/// Shared-context key of the [`crate::triage::Triage`] the developer last
+/// fixed against: a failure still there the same way after the fix gets
+/// its code written again from scratch.
+pub(crate) const DEVELOPER_TRIAGE_SEEN: &str = "developer.triage_seen";
 /// Shared-context keys QA writes.
 pub(crate) const QA_PASSED: &str = "qa.passed";
 pub(crate) const QA_ROUND: &str = "qa.round";

@@ -20,7 +20,7 @@ use agentry_core::{
 use serde_json::Value;
 use tracing::{debug, warn};
 
-use crate::output::{output_schema, AgentOutput, OutputValidator};
+use crate::output::{output_schema_with, AgentOutput, OutputValidator};
 use crate::tools::Toolbox;
 
 /// The sampling temperature of an agent's first answer, then of each
@@ -51,6 +51,7 @@ pub struct Conversation<'a> {
     offer_tools: bool,
     max_repairs: u32,
     first_temperature: Option<f32>,
+    raw_files: bool,
 }
 
 impl<'a> Conversation<'a> {
@@ -72,6 +73,7 @@ impl<'a> Conversation<'a> {
             offer_tools: true,
             max_repairs: 1,
             first_temperature: None,
+            raw_files: false,
         }
     }
 
@@ -92,6 +94,14 @@ impl<'a> Conversation<'a> {
     /// as a dispute's independent implementations.
     pub fn with_first_temperature(mut self, temperature: f32) -> Self {
         self.first_temperature = Some(temperature);
+        self
+    }
+
+    /// Asks for an answer's files as raw blocks after its JSON (for answers
+    /// that have files, [`AgentOutput::FILES_FIELD`]), rather than as JSON
+    /// strings a small model fails to escape. Off by default.
+    pub fn with_raw_files(mut self, raw: bool) -> Self {
+        self.raw_files = raw;
         self
     }
 
@@ -131,7 +141,7 @@ impl<'a> Conversation<'a> {
         tools: &mut Toolbox,
         check: &dyn AnswerCheck<T>,
     ) -> Result<(T, Value)> {
-        let schema = output_schema::<T>()?;
+        let schema = output_schema_with::<T>(self.raw_files)?;
         let validator = OutputValidator::new(&schema)?;
         let definitions = if self.offer_tools {
             tools.definitions()
@@ -257,9 +267,13 @@ impl<'a> Conversation<'a> {
                         step = self.ctx.task.key.step, error = %errors, "Agent output invalid; asking for a repair.");
                     repairs += 1;
                     messages.push(ChatMessage::assistant(response.content, Vec::new()));
+                    let again = if schema.layout.is_json() {
+                        "Reply with the corrected JSON only."
+                    } else {
+                        "Reply with the corrected answer: the JSON line, then every file again in full."
+                    };
                     messages.push(ChatMessage::user(format!(
-                        "Your answer did not validate against the schema: {errors}. \
-                         Reply with the corrected JSON only."
+                        "Your answer did not validate against the schema: {errors}. {again}"
                     )));
                 }
             }
@@ -442,6 +456,44 @@ mod tests {
         let (_, out, _) = check(vec![looped.clone(), looped.clone(), looped], 8).await;
         let error = out.unwrap_err().to_string();
         assert!(error.contains("fell into a loop on every try"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn compact_answers_carry_their_files_raw_after_the_json() {
+        let kit = Kit::new();
+        // Double quotes and backslashes as they are: nothing to escape.
+        let raw = "{\"test_plan\": \"plan\", \"focus\": []}\nFILE tests/test_a.py\n```python\nimport re\n\ndef test_a():\n    assert re.match(r\"\\d+\", \"12\")\n```\n";
+        let cut = "{\"test_plan\": \"plan\", \"focus\": []}\nFILE tests/test_a.py\n```python\nimport re\n";
+        kit.llm.push_all(vec![answer(cut), answer(raw)]);
+        let ctx = kit.ctx(AgentRole::Qa, 0);
+        let mut tools = Toolbox::new(AgentRole::Qa, kit.tool_env(None, None));
+        let mut conv = Conversation::new(&ctx, AgentRole::Qa, kit.llm.clone(), 0)
+            .with_tools(false)
+            .with_raw_files(true);
+        let (report, value) = conv
+            .run::<QaReport>("sys".into(), "user".into(), &mut tools)
+            .await
+            .unwrap();
+        assert_eq!(
+            report.test_files[0].content,
+            "import re\n\ndef test_a():\n    assert re.match(r\"\\d+\", \"12\")\n"
+        );
+        assert_eq!(value["test_files"][0]["path"], "tests/test_a.py");
+        let requests = kit.llm.requests();
+        let schema = requests[0].response_schema.as_ref().unwrap();
+        assert_eq!(
+            schema.layout,
+            agentry_core::AnswerLayout::JsonThenFiles {
+                field: "test_files".into()
+            }
+        );
+        // The answer cut inside a file went back, naming the file.
+        let repair = &requests[1].messages.last().unwrap().content;
+        assert!(
+            repair.contains("`tests/test_a.py` stops before"),
+            "{repair}"
+        );
+        assert!(repair.contains("every file again in full"), "{repair}");
     }
 
     /// A check that always finds one problem, accepted after the repairs

@@ -263,7 +263,7 @@ async fn alternative(
     let mut user = format!("## Requirement\n{}\n\n", state.requirements.trim());
     user.push_str(&crate::agents::business::analysis_context(state));
     user.push_str(&format!(
-        "\n## The interface to implement (keep every module, name and signature exactly)\n```\n{}\n```\n\nWrite the code only (no tests), as independent implementation {k} of {ALTERNATIVES}: simple and exactly as the requirement says. Return the Implementation JSON.",
+        "\n## The interface to implement (keep every module, name and signature exactly)\n```\n{}\n```\n\nWrite the code only (no tests), as independent implementation {k} of {ALTERNATIVES}: simple and exactly as the requirement says. Answer as the system prompt says.",
         context::head(interface, 8 * 1024)
     ));
     // The developer's instructions under an opening of its own: this is

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use agentry_core::{file_size_problem, Error, OutputSchema, RepoPath, Result};
+use agentry_core::{file_size_problem, AnswerLayout, Error, OutputSchema, RepoPath, Result};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -15,6 +15,11 @@ use serde_json::Value;
 pub trait AgentOutput: DeserializeOwned + Serialize + JsonSchema + Send + Sync {
     /// Schema name sent to the provider (`BusinessAnalysis`).
     const NAME: &'static str;
+
+    /// The field holding the answer's files (`{path, content}` objects),
+    /// which a compact agent has written as raw file blocks after the JSON
+    /// ([`AnswerLayout::JsonThenFiles`]). None: the answer is JSON only.
+    const FILES_FIELD: Option<&'static str> = None;
 
     /// Rules beyond the schema (tree shape, paths); each problem is one line
     /// that goes back to the model in the repair round.
@@ -146,6 +151,7 @@ pub struct Implementation {
 
 impl AgentOutput for Implementation {
     const NAME: &'static str = "Implementation";
+    const FILES_FIELD: Option<&'static str> = Some("files");
     fn problems(&self) -> Vec<String> {
         file_problems(&self.files, "files")
     }
@@ -170,6 +176,7 @@ pub struct QaReport {
 
 impl AgentOutput for QaReport {
     const NAME: &'static str = "QaReport";
+    const FILES_FIELD: Option<&'static str> = Some("test_files");
     fn files(&self) -> Vec<(&str, &str)> {
         spec_files(&self.test_files)
     }
@@ -663,19 +670,30 @@ fn strip_fence(content: &str) -> String {
     text
 }
 
-/// The schema of `T` as sent in `ChatRequest::response_schema`.
+/// The schema of `T` as sent in `ChatRequest::response_schema`, as plain
+/// JSON.
 pub fn output_schema<T: AgentOutput>() -> Result<OutputSchema> {
     let schema = serde_json::to_value(schemars::schema_for!(T))
         .map_err(|error| Error::permanent(format!("schema of {}: {error}", T::NAME)))?;
-    Ok(OutputSchema {
-        name: T::NAME.to_string(),
-        schema,
-    })
+    Ok(OutputSchema::json(T::NAME, schema))
+}
+
+/// The schema of `T`, with its files written raw after the JSON when
+/// `raw_files` and `T` has files ([`AgentOutput::FILES_FIELD`]).
+pub fn output_schema_with<T: AgentOutput>(raw_files: bool) -> Result<OutputSchema> {
+    let mut schema = output_schema::<T>()?;
+    if let (true, Some(field)) = (raw_files, T::FILES_FIELD) {
+        schema.layout = AnswerLayout::JsonThenFiles {
+            field: field.to_string(),
+        };
+    }
+    Ok(schema)
 }
 
 /// A compiled output schema.
 pub struct OutputValidator {
     validator: jsonschema::Validator,
+    layout: AnswerLayout,
 }
 
 impl OutputValidator {
@@ -684,19 +702,21 @@ impl OutputValidator {
         let validator = jsonschema::validator_for(&schema.schema).map_err(|error| {
             Error::permanent(format!("schema {} does not compile: {error}", schema.name))
         })?;
-        Ok(OutputValidator { validator })
+        Ok(OutputValidator {
+            validator,
+            layout: schema.layout.clone(),
+        })
     }
 
-    /// Parses an answer: extracts the JSON (tolerating a fenced block),
-    /// validates it against the schema, deserializes it and checks the extra
-    /// rules. On failure, the list of problems to show the model.
+    /// Parses an answer: reads its JSON as its layout says (tolerating a
+    /// fenced block; with raw files, putting them back under their field),
+    /// validates it against the schema, deserializes it and checks the
+    /// extra rules. On failure, the list of problems to show the model.
     pub fn parse<T: AgentOutput>(
         &self,
         content: &str,
     ) -> std::result::Result<(T, Value), Vec<String>> {
-        let text = extract_json(content);
-        let value: Value = serde_json::from_str(text)
-            .map_err(|error| vec![format!("the answer is not a JSON object: {error}")])?;
+        let value = self.layout.value(content).map_err(|error| vec![error])?;
         let errors: Vec<String> = self
             .validator
             .iter_errors(&value)
@@ -718,27 +738,7 @@ impl OutputValidator {
     }
 }
 
-/// The JSON inside an answer: the whole text, a ```json fenced block, or
-/// the outermost `{...}`.
-pub fn extract_json(content: &str) -> &str {
-    let trimmed = content.trim();
-    if trimmed.starts_with('{') {
-        return trimmed;
-    }
-    if let Some(start) = trimmed.find("```") {
-        let after = &trimmed[start + 3..];
-        let body_start = after.find('\n').map(|i| i + 1).unwrap_or(0);
-        let body = &after[body_start..];
-        if let Some(end) = body.find("```") {
-            return body[..end].trim();
-        }
-        return body.trim();
-    }
-    match (trimmed.find('{'), trimmed.rfind('}')) {
-        (Some(a), Some(b)) if a < b => &trimmed[a..=b],
-        _ => trimmed,
-    }
-}
+pub use agentry_core::layout::extract_json;
 
 #[cfg(test)]
 mod tests {

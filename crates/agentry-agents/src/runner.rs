@@ -195,6 +195,7 @@ impl AgentEnv<'_> {
                     budget: self.budget()?,
                 })
                 .with_tools(!self.config.compact)
+                .with_raw_files(self.config.compact)
                 .with_repairs(if self.config.compact { 2 } else { 1 }),
         )
     }
@@ -316,6 +317,7 @@ impl AgentEnv<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::context;
     use crate::testkit::{answer, test_run, tool_call, Kit};
     use agentry_core::ChatRole;
     use serde_json::json;
@@ -364,6 +366,63 @@ mod tests {
             "QA sees the interface:\n{user}"
         );
         assert!(!user.contains("return url"), "QA sees no body:\n{user}");
+    }
+
+    #[tokio::test]
+    async fn code_that_fails_the_same_way_after_a_fix_is_written_again_from_scratch() {
+        let kit = Kit::new();
+        let compact = AgentConfig {
+            compact: true,
+            ..AgentConfig::default()
+        };
+        let implementation = |body: &str| {
+            answer(&format!(
+                "{}\nFILE shortener/core.py\n```python\ndef shorten(url):\n    return {body}\n```\n",
+                json!({"summary": "s", "design": "d", "language": "python", "commit_message": "m"})
+            ))
+        };
+        kit.llm.push_all(vec![implementation("url")]);
+        let first = kit
+            .runner_with(compact.clone())
+            .run(kit.ctx(AgentRole::Developer, 0))
+            .await
+            .unwrap();
+        let mut state = kit.state_after_business();
+        state.apply(&first.delta);
+        let failing = json!({"acceptance_passed": false, "acceptance_total": 1, "per_test": true,
+            "unit": [], "acceptance": [{"test": "tests.acceptance.test_a.T.test_short", "owner": "developer",
+            "reason": "raised in the code", "error": "ValueError: bad", "at": "shortener/core.py:2"}]});
+        // The developer fixed against this failure, and it is still there.
+        for key in [context::QA_TRIAGE, context::DEVELOPER_TRIAGE_SEEN] {
+            state
+                .shared_context
+                .insert(key.to_string(), failing.clone());
+        }
+        kit.llm.push_all(vec![implementation("url[:8]")]);
+        let second = kit
+            .runner_with(compact)
+            .run(kit.ctx_with(AgentRole::Developer, 1, state))
+            .await
+            .unwrap();
+        let request = kit.llm.requests().last().unwrap().clone();
+        let user = &request.messages[1].content;
+        assert!(
+            user.contains("## Write again from scratch")
+                && user.contains("`shortener/core.py` again"),
+            "{user}"
+        );
+        // Its last version is not shown, and it is sampled more freely.
+        assert!(!user.contains("return url"), "{user}");
+        assert_eq!(request.temperature, Some(0.7));
+        let recorded = &second.delta.agent_outputs[0].content;
+        assert_eq!(
+            recorded["written_from_scratch"],
+            json!(["shortener/core.py"])
+        );
+        assert_eq!(
+            second.delta.shared_context[context::DEVELOPER_TRIAGE_SEEN],
+            failing
+        );
     }
 
     #[tokio::test]

@@ -268,6 +268,55 @@ fn run_error(run: &TestRun) -> String {
     }
 }
 
+/// The developer's failures of `now` that failed the same way in `before`
+/// (same test, same error): a patch did not move them, so the next round
+/// writes their code again from scratch rather than patching it a third
+/// time.
+pub fn repeated<'a>(now: &'a Triage, before: &Triage) -> Vec<&'a Finding> {
+    let earlier = before.for_owner(Owner::Developer);
+    now.for_owner(Owner::Developer)
+        .into_iter()
+        .filter(|f| {
+            earlier
+                .iter()
+                .any(|e| e.test == f.test && e.error == f.error)
+        })
+        .collect()
+}
+
+/// The code files to write again for `findings`: those the errors were
+/// raised in, when that was the code; when a finding points at no code
+/// file (a failed check raises in the test), every module of `code` but
+/// the package's `__init__.py`.
+pub fn files_to_rewrite(findings: &[&Finding], code: &[&str]) -> Vec<String> {
+    if findings.is_empty() {
+        return Vec::new();
+    }
+    let mut out: Vec<String> = Vec::new();
+    let mut unplaced = false;
+    for finding in findings {
+        let path = finding
+            .at
+            .as_deref()
+            .map(|at| at.rsplit_once(':').map_or(at, |(p, _)| p));
+        match path.filter(|p| code.contains(p) && !is_test_file(p)) {
+            Some(p) if !out.iter().any(|o| o == p) => out.push(p.to_string()),
+            Some(_) => {}
+            None => unplaced = true,
+        }
+    }
+    if unplaced {
+        for path in code {
+            let init = path.ends_with("__init__.py") || path.ends_with("__main__.py");
+            if !init && !is_test_file(path) && !out.iter().any(|o| o == path) {
+                out.push(path.to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// The findings as a short list for a prompt or an issue.
 pub fn describe(findings: &[&Finding]) -> String {
     let mut out = String::new();
@@ -285,6 +334,91 @@ pub fn describe(findings: &[&Finding]) -> String {
 mod tests {
     use super::*;
     use agentry_core::SourceLocation;
+
+    fn finding(test: &str, owner: Owner, error: &str, at: Option<&str>) -> Finding {
+        Finding {
+            test: test.into(),
+            owner,
+            reason: "r".into(),
+            error: error.into(),
+            at: at.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_failure_repeated_the_same_way_names_the_code_to_write_again() {
+        let before = Triage {
+            acceptance: vec![
+                finding(
+                    "t.A.test_add",
+                    Owner::Developer,
+                    "AssertionError: 1 != 2",
+                    None,
+                ),
+                finding(
+                    "t.A.test_load",
+                    Owner::Developer,
+                    "KeyError: 'id'",
+                    Some("todo/store.py:9"),
+                ),
+                finding(
+                    "t.A.test_qa",
+                    Owner::Qa,
+                    "NameError: x",
+                    Some("tests/acceptance/t.py:3"),
+                ),
+            ],
+            ..Triage::default()
+        };
+        let now = Triage {
+            acceptance: vec![
+                // Moved: a different error now.
+                finding(
+                    "t.A.test_add",
+                    Owner::Developer,
+                    "AssertionError: 1 != 3",
+                    None,
+                ),
+                finding(
+                    "t.A.test_load",
+                    Owner::Developer,
+                    "KeyError: 'id'",
+                    Some("todo/store.py:12"),
+                ),
+                finding(
+                    "t.A.test_qa",
+                    Owner::Qa,
+                    "NameError: x",
+                    Some("tests/acceptance/t.py:3"),
+                ),
+            ],
+            ..Triage::default()
+        };
+        let stuck = repeated(&now, &before);
+        assert_eq!(stuck.len(), 1);
+        assert_eq!(stuck[0].test, "t.A.test_load");
+        let code = [
+            "todo/__init__.py",
+            "todo/store.py",
+            "todo/cli.py",
+            "tests/test_store.py",
+        ];
+        assert_eq!(files_to_rewrite(&stuck, &code), vec!["todo/store.py"]);
+        // A failed check points at no code: every module but the package's
+        // own files is written again.
+        let check = finding(
+            "t.A.test_add",
+            Owner::Developer,
+            "AssertionError",
+            Some("tests/acceptance/t.py:5"),
+        );
+        assert_eq!(
+            files_to_rewrite(&[&check], &code),
+            vec!["todo/cli.py", "todo/store.py"]
+        );
+        assert!(files_to_rewrite(&[], &code).is_empty());
+        assert!(repeated(&now, &Triage::default()).is_empty());
+    }
 
     fn case(
         id: &str,

@@ -210,10 +210,10 @@ pub async fn bench_llm(
             for request in &requests {
                 let mut request = request.clone();
                 request.max_tokens = Some(args.max_tokens);
-                let schema = request
+                let (schema, layout) = request
                     .response_schema
                     .as_ref()
-                    .map(|s| s.schema.clone())
+                    .map(|s| (s.schema.clone(), s.layout.clone()))
                     .unwrap_or_default();
                 let started = std::time::Instant::now();
                 let result = provider.complete(&request).await;
@@ -235,8 +235,7 @@ pub async fn bench_llm(
                 };
                 match result {
                     Ok(response) => {
-                        let text = agentry_agents::output::extract_json(&response.content);
-                        match serde_json::from_str::<serde_json::Value>(text) {
+                        match layout.value(&response.content) {
                             Ok(value) => {
                                 row.parsed = true;
                                 match jsonschema::validator_for(&schema) {
@@ -250,7 +249,7 @@ pub async fn bench_llm(
                                     Err(e) => row.invalid = Some(format!("bad schema: {e}")),
                                 }
                             }
-                            Err(e) => row.invalid = Some(format!("not JSON: {e}")),
+                            Err(e) => row.invalid = Some(format!("not readable: {e}")),
                         }
                         row.answer = response.content.chars().take(4000).collect();
                         row.finish_reason = response.finish_reason;

@@ -17,6 +17,7 @@ pub mod cost;
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod layout;
 pub mod llm;
 pub mod node;
 pub mod options;
@@ -30,6 +31,7 @@ pub use cost::{Budget, Limit, ModelPrice, PriceTable, Spend};
 pub use error::{Error, ErrorClass, Result};
 pub use event::{Event, EventKind, StoredEvent};
 pub use ids::{task_fields, IdempotencyKey, RequestId, TaskId, TaskKey, WorkflowId};
+pub use layout::AnswerLayout;
 pub use llm::{
     ChatMessage, ChatRequest, ChatResponse, ChatRole, LlmCache, LlmCall, LlmLedger, LlmObserver,
     LlmProfile, LlmProgress, LlmProvider, OutputSchema, RequestMeta, ToolCall, ToolDefinition,

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::layout::AnswerLayout;
 use crate::{AgentRole, RequestId, Result, Spend, UsageRecord, WorkflowId};
 
 /// Who said a message; each provider maps it to its wire format's roles
@@ -110,6 +111,27 @@ pub struct OutputSchema {
     pub name: String,
     /// A draft 2020-12 JSON schema, as `schemars` writes it.
     pub schema: Value,
+    /// How the answer is written down (plain JSON unless said otherwise;
+    /// not serialized then, so request keys of plain answers stay as they
+    /// were).
+    #[serde(default, skip_serializing_if = "AnswerLayout::is_json")]
+    pub layout: AnswerLayout,
+}
+
+impl OutputSchema {
+    /// A plain JSON answer of `schema`.
+    pub fn json(name: impl Into<String>, schema: Value) -> Self {
+        OutputSchema {
+            name: name.into(),
+            schema,
+            layout: AnswerLayout::Json,
+        }
+    }
+
+    /// What a model not held to the answer by a grammar must be told.
+    pub fn instructions(&self) -> String {
+        self.layout.instructions(&self.schema)
+    }
 }
 
 /// Where a request comes from: used for tracing, scripted replay, per-role

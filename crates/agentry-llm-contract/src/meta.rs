@@ -10,7 +10,8 @@ use agentry_core::{AgentRole, ChatRequest, ChatRole, RequestMeta};
 
 /// Reads the agent role from the first line of the system prompt, as the
 /// agents write it: "You are the <business analyst | developer | QA
-/// engineer | technical writer | DevOps engineer> of ...".
+/// engineer | technical writer | DevOps engineer> of ...", the title
+/// possibly qualified ("the Python developer").
 pub fn default_role_detector(request: &ChatRequest) -> Option<AgentRole> {
     let system = request
         .messages
@@ -20,14 +21,24 @@ pub fn default_role_detector(request: &ChatRequest) -> Option<AgentRole> {
     let (title, _) = first_line
         .strip_prefix("You are the ")?
         .split_once(" of ")?;
-    match title.trim().to_ascii_lowercase().as_str() {
-        "business analyst" => Some(AgentRole::BusinessAnalyst),
-        "developer" => Some(AgentRole::Developer),
-        "qa engineer" => Some(AgentRole::Qa),
-        "technical writer" => Some(AgentRole::TechnicalWriter),
-        "devops engineer" => Some(AgentRole::Devops),
-        _ => None,
-    }
+    // The title may be qualified ("the Python developer" of the compact
+    // prompt): the role is in its last words.
+    let title = title.trim().to_ascii_lowercase();
+    [
+        ("business analyst", AgentRole::BusinessAnalyst),
+        ("devops engineer", AgentRole::Devops),
+        ("qa engineer", AgentRole::Qa),
+        ("technical writer", AgentRole::TechnicalWriter),
+        ("developer", AgentRole::Developer),
+    ]
+    .into_iter()
+    .find(|(name, _)| {
+        title == *name
+            || title
+                .strip_suffix(name)
+                .is_some_and(|qualifier| qualifier.ends_with(' '))
+    })
+    .map(|(_, role)| role)
 }
 
 /// The conversations seen per role, in first-seen order; a conversation is
@@ -127,6 +138,15 @@ mod tests {
             Some(AgentRole::TechnicalWriter),
         );
         check("You are the DevOps engineer of X.", Some(AgentRole::Devops));
+        check(
+            "You are the Python developer of a small software team.",
+            Some(AgentRole::Developer),
+        );
+        check(
+            "You are the web developer of X.",
+            Some(AgentRole::Developer),
+        );
+        check("You are the codeveloper of X.", None);
         check("You are a helpful assistant.", None);
         check("Intro.\nYou are the developer of X.", None);
     }

@@ -501,6 +501,7 @@ fn decode_response_format(value: Option<&Value>) -> Result<Option<OutputSchema>,
             Ok(Some(OutputSchema {
                 name: name.to_string(),
                 schema,
+                layout: Default::default(),
             }))
         }
         _ => Err(invalid(

@@ -514,6 +514,7 @@ mod tests {
         req.response_schema = Some(OutputSchema {
             name: "QaReport".into(),
             schema: json!({"type": "object"}),
+            layout: Default::default(),
         });
         let instructions = schema_instructions(req.response_schema.as_ref().unwrap());
         let body = request_body(&req, "claude-sonnet-4-5", 8192, true).unwrap();

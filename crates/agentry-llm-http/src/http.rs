@@ -24,8 +24,12 @@ const MAX_QUOTED: usize = 500;
 /// The instructions that stand in for a vendor's structured-output feature:
 /// appended to the system prompt when the schema cannot be sent as a
 /// `response_format` (Anthropic always; OpenAI-compatible servers that
-/// reject it).
+/// reject it; an answer laid out as JSON then files, which no vendor's
+/// structured output describes).
 pub(crate) fn schema_instructions(schema: &OutputSchema) -> String {
+    if !schema.layout.is_json() {
+        return schema.instructions();
+    }
     format!(
         "Reply with JSON only, matching this JSON schema (`{}`); no prose and no code fences:\n{}",
         schema.name, schema.schema

@@ -203,7 +203,10 @@ impl OpenAiProvider {
         };
         let fallback_allowed = self.config.structured_output == StructuredOutput::Auto
             && via == SchemaVia::ResponseFormat
-            && request.response_schema.is_some();
+            && request
+                .response_schema
+                .as_ref()
+                .is_some_and(|schema| schema.layout.is_json());
         match self.attempt(request, model, via).await {
             Err(Failure::Http(failure))
                 if fallback_allowed
@@ -266,6 +269,12 @@ pub(crate) fn request_body(
         .map(|(index, message)| message_json(index, message))
         .collect::<Result<Vec<_>>>()?;
     let schema = request.response_schema.as_ref();
+    // An answer laid out as JSON then files is not JSON: no
+    // `response_format` describes it.
+    let via = match schema {
+        Some(schema) if !schema.layout.is_json() => SchemaVia::Instructions,
+        _ => via,
+    };
     if let (Some(schema), SchemaVia::Instructions) = (schema, via) {
         append_to_system_prompt(&mut messages, &schema_instructions(schema));
     }
@@ -726,11 +735,40 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_with_raw_files_is_asked_for_in_the_instructions() {
+        let mut req = request(vec![
+            ChatMessage::system("You are the developer."),
+            ChatMessage::user("Build it."),
+        ]);
+        let mut schema = OutputSchema::json("Implementation", json!({"type": "object"}));
+        schema.layout = agentry_core::AnswerLayout::JsonThenFiles {
+            field: "files".into(),
+        };
+        let instructions = schema.instructions();
+        assert!(instructions.contains("FILE <path>"), "{instructions}");
+        req.response_schema = Some(schema);
+        check_body(
+            &req,
+            MaxTokensField::MaxTokens,
+            false,
+            SchemaVia::ResponseFormat,
+            json!({
+                "model": "gpt-4o-mini",
+                "messages": [
+                    {"role": "system", "content": format!("You are the developer.\n\n{instructions}")},
+                    {"role": "user", "content": "Build it."},
+                ],
+            }),
+        );
+    }
+
+    #[test]
     fn request_mapping_of_schemas_and_streaming() {
         let mut req = request(vec![ChatMessage::user("Analyse.")]);
         req.response_schema = Some(OutputSchema {
             name: "Business Analysis".into(),
             schema: json!({"type": "object"}),
+            layout: Default::default(),
         });
         check_body(
             &req,

@@ -414,6 +414,7 @@ fn schema() -> OutputSchema {
     OutputSchema {
         name: "DeveloperOutput".into(),
         schema: json!({"type": "object", "required": ["summary"], "properties": {"summary": {"type": "string"}}}),
+        layout: Default::default(),
     }
 }
 

@@ -27,7 +27,7 @@ async fn main() -> anyhow::Result<()> {
         model: None,
         messages: vec![ChatMessage::system("You are a developer. You know nothing about the repository: always call a tool first."), ChatMessage::user(prompt)],
         tools: Vec::new(),
-        response_schema: Some(OutputSchema { name: "A".into(), schema: json!({"type": "object", "properties": {"summary": {"type": "string"}}, "required": ["summary"], "additionalProperties": false}) }),
+        response_schema: Some(OutputSchema { name: "A".into(), schema: json!({"type": "object", "properties": {"summary": {"type": "string"}}, "required": ["summary"], "additionalProperties": false}), layout: Default::default() }),
         temperature: Some(0.0),
         max_tokens: Some(100),
         meta: RequestMeta { workflow_id: None, role: AgentRole::Developer, node: "probe".into(), step: 0, visit: 0, turn: 0, request_id: None },

@@ -149,15 +149,14 @@ impl LlmProvider for LocalProvider {
     }
 }
 
-/// The conversation with the answer's JSON schema appended to the system
-/// prompt (what an unconstrained model needs to know to answer validly).
+/// The conversation with the answer's schema and layout appended to the
+/// system prompt (what an unconstrained model needs to know to answer
+/// validly).
 fn with_schema_instructions(
     messages: &[agentry_core::ChatMessage],
-    schema: &serde_json::Value,
+    schema: &agentry_core::OutputSchema,
 ) -> Vec<agentry_core::ChatMessage> {
-    let instructions = format!(
-        "\n\nAnswer with one JSON object, and nothing else, valid against this JSON schema:\n{schema}"
-    );
+    let instructions = format!("\n\n{}", schema.instructions());
     let mut messages = messages.to_vec();
     match messages.first_mut() {
         Some(first) if first.role == agentry_core::ChatRole::System => {
@@ -214,7 +213,7 @@ fn complete_blocking(
 ) -> Result<ChatResponse> {
     let known = state.last_answer.take();
     let generator = ensure_loaded(state, config)?;
-    let schema = request.response_schema.as_ref().map(|s| &s.schema);
+    let schema = request.response_schema.as_ref();
     let mut grammar = if config.constrained {
         constraint::grammar(schema, &request.tools)
     } else {

@@ -124,6 +124,7 @@ async fn constrained_answers_validate_against_their_schema() {
     req.response_schema = Some(OutputSchema {
         name: "Story".into(),
         schema: schema.clone(),
+        layout: Default::default(),
     });
     req.max_tokens = Some(120);
     let response = llm.complete(&req).await.unwrap();
@@ -183,6 +184,7 @@ async fn tool_calls_follow_the_constrained_protocol() {
         name: "Answer".into(),
         schema: json!({"type": "object", "properties": {"summary": {"type": "string"}},
                        "required": ["summary"], "additionalProperties": false}),
+        layout: Default::default(),
     });
     req.max_tokens = Some(60);
     let response = llm.complete(&req).await.unwrap();

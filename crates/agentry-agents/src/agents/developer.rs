@@ -13,9 +13,13 @@ use crate::agents::{change_set, comment_on_epics, move_stories, output};
 use crate::context::{self, compact, head, MergeRequestRecord, ProjectContext, QaFailure};
 use crate::output::{FileSpec, Implementation};
 use crate::runner::AgentEnv;
+use crate::triage::{self, Triage};
 
 /// Largest QA test file shown to the developer.
 const TEST_FILE_LIMIT: usize = 8 * 1024;
+
+/// The temperature of a round that writes code again from scratch.
+const REWRITE_TEMPERATURE: f32 = 0.7;
 
 /// Runs the developer.
 pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
@@ -46,18 +50,51 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
     } else {
         BTreeMap::new()
     };
+    // A failure still there, the same way, after the last fix: its code is
+    // written again from scratch, more freely, with its last version not
+    // shown (a third patch of it rarely does better than the second).
+    let triage_now: Option<Triage> = context::shared(state, context::QA_TRIAGE)?;
+    let triage_seen: Option<Triage> = context::shared(state, context::DEVELOPER_TRIAGE_SEEN)?;
+    let (stuck, rewrite) = match (&triage_now, &triage_seen) {
+        (Some(now), Some(seen)) if env.ctx.visit > 0 => {
+            let stuck = triage::repeated(now, seen);
+            let code_paths: Vec<&str> = on_branch
+                .keys()
+                .filter(|p| p.ends_with(".py"))
+                .map(String::as_str)
+                .collect();
+            let rewrite = triage::files_to_rewrite(&stuck, &code_paths);
+            (triage::describe(&stuck), rewrite)
+        }
+        _ => (String::new(), Vec::new()),
+    };
+    if !rewrite.is_empty() {
+        env.ctx.report(
+            format!(
+                "failing the same way after a fix: writing {} again from scratch",
+                rewrite.join(", ")
+            ),
+            None,
+        );
+    }
     let listing = if env.ctx.visit > 0 {
-        env.listing_of(&on_branch)
+        let shown: BTreeMap<String, String> = on_branch
+            .iter()
+            .filter(|(p, _)| !rewrite.contains(p))
+            .map(|(p, c)| (p.clone(), c.clone()))
+            .collect();
+        env.listing_of(&shown)
     } else {
         None
     };
-    let user = user_message(
+    let mut user = user_message(
         state,
         &project,
         env.ctx.visit,
         &files_now,
         listing.as_deref(),
     )?;
+    user.push_str(&rewrite_request(&stuck, &rewrite));
 
     // QA's acceptance tests are QA's: the tools refuse to stage them, and
     // a copy in the answer (a small model echoes what it was shown) is not
@@ -76,6 +113,9 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
         .collect();
     let package = project_package(&state.requirements, &project.repository);
     let mut conversation = env.conversation()?;
+    if !rewrite.is_empty() {
+        conversation = conversation.with_first_temperature(REWRITE_TEMPERATURE);
+    }
     let (implementation, _) = conversation
         .run_checked(
             env.system_prompt()?,
@@ -210,16 +250,24 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
     recorded["commit"] = json!(commit.sha);
     recorded["round"] = json!(env.round());
     recorded["rewrites"] = serde_json::to_value(&rewrites)?;
+    recorded["written_from_scratch"] = json!(rewrite);
+    let mut shared = BTreeMap::from([
+        (context::DEVELOPER_BRANCH.to_string(), json!(project.branch)),
+        (context::DEVELOPER_COMMITS.to_string(), json!(commits)),
+        (
+            context::DEVELOPER_MR.to_string(),
+            serde_json::to_value(&merge_request)?,
+        ),
+    ]);
+    if let Some(seen) = &triage_now {
+        shared.insert(
+            context::DEVELOPER_TRIAGE_SEEN.to_string(),
+            serde_json::to_value(seen)?,
+        );
+    }
     Ok(StateDelta {
         agent_outputs: vec![output("developer", "implementation", &recorded)?],
-        shared_context: BTreeMap::from([
-            (context::DEVELOPER_BRANCH.to_string(), json!(project.branch)),
-            (context::DEVELOPER_COMMITS.to_string(), json!(commits)),
-            (
-                context::DEVELOPER_MR.to_string(),
-                serde_json::to_value(&merge_request)?,
-            ),
-        ]),
+        shared_context: shared,
         gitlab_repos: vec![repo.name],
         usage,
         ..StateDelta::default()
@@ -337,7 +385,7 @@ pub(crate) fn user_message(
         project_package(&state.requirements, &project.repository)
     ));
     if visit == 0 {
-        m.push_str("\nImplement the stories. Include unit tests under `tests/`. Return the Implementation JSON.");
+        m.push_str("\nImplement the stories. Include unit tests under `tests/`. Answer as the system prompt says.");
         return Ok(m);
     }
     m.push_str(&format!(
@@ -387,16 +435,32 @@ pub(crate) fn user_message(
             m.push_str(&format!("\n## The code now\n{code}"));
             m.push_str(
                 "\nFix what the traceback points at (your code, or your own unit tests; never \
-                 QA's tests in `tests/acceptance/`) and return the Implementation JSON with the \
-                 full content of every file you change.",
+                 QA's tests in `tests/acceptance/`). Write only the files you change, each in \
+                 full; the others stay as they are.",
             );
         }
         None => m.push_str(
             "\nRead the files you need with `read_file`, fix the CODE (not QA's tests), and \
-             return the Implementation JSON with the full content of every file you change.",
+             return the Implementation with the full content of every file you change; the \
+             others stay as they are.",
         ),
     }
     Ok(m)
+}
+
+/// The part of the message that asks for `rewrite` to be written again
+/// from scratch, for the `stuck` failures (empty when there is none).
+fn rewrite_request(stuck: &str, rewrite: &[String]) -> String {
+    if rewrite.is_empty() {
+        return String::new();
+    }
+    let files: Vec<String> = rewrite.iter().map(|p| format!("`{p}`")).collect();
+    format!(
+        "\n\n## Write again from scratch\nThese tests failed the same way after your last fix:\n{stuck}\
+         Patching did not help: write {} again from scratch, from the requirement and the \
+         acceptance criteria (the last version is not shown).",
+        files.join(", ")
+    )
 }
 
 /// The import name of the project's Python package: the repository's name
