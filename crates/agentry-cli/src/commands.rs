@@ -46,6 +46,9 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Bench(BenchCommand::Quality(args)) => {
             return crate::bench_quality::bench_quality(&args, &config, json).await
         }
+        Command::Bench(BenchCommand::Humaneval(args)) => {
+            return crate::bench_humaneval::bench_humaneval(&args, &config, json).await
+        }
         // A provider check needs no data directory.
         Command::Llm(LlmCommand::Check(args)) => return llm_check(&args, &config, json).await,
         // The model cache is not in the data directory.

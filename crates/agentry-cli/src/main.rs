@@ -17,6 +17,8 @@
 
 mod app;
 mod bench_api;
+mod bench_crew;
+mod bench_humaneval;
 mod bench_quality;
 mod cli;
 mod cluster;
