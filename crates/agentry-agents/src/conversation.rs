@@ -263,9 +263,19 @@ impl<'a> Conversation<'a> {
                             self.role
                         )));
                     }
+                    repairs += 1;
+                    // An answer that ran to the token cap is sampled again,
+                    // more freely, from the same messages: shown back, its
+                    // half (often a loop) is what a small model writes again.
+                    if response.finish_reason == "length" {
+                        warn!(workflow_id = %self.ctx.task.key.workflow, node = %self.ctx.task.key.node,
+                            step = self.ctx.task.key.step, error = %errors, "Answer cut at the token cap; sampling again.");
+                        self.ctx
+                            .report("the answer ran to the token cap: sampling again", None);
+                        continue;
+                    }
                     warn!(workflow_id = %self.ctx.task.key.workflow, node = %self.ctx.task.key.node,
                         step = self.ctx.task.key.step, error = %errors, "Agent output invalid; asking for a repair.");
-                    repairs += 1;
                     messages.push(ChatMessage::assistant(response.content, Vec::new()));
                     let again = if schema.layout.is_json() {
                         "Reply with the corrected JSON only."
@@ -494,6 +504,17 @@ mod tests {
             "{repair}"
         );
         assert!(repair.contains("every file again in full"), "{repair}");
+    }
+
+    #[tokio::test]
+    async fn an_answer_cut_at_the_token_cap_is_sampled_again_not_shown_back() {
+        let mut capped = answer("{\"test_plan\": \"plan\", \"test_files\": [{\"path\": \"tests/test_a.py\", \"content\": \"def test_a():");
+        capped.finish_reason = "length".into();
+        let (kit, out, _) = check(vec![capped, answer(&report(Some("plan")))], 8).await;
+        assert_eq!(out.unwrap().0.test_plan, "plan");
+        let requests = kit.llm.requests();
+        assert_eq!(requests[0].messages, requests[1].messages);
+        assert_eq!(requests[1].temperature, Some(0.5));
     }
 
     /// A check that always finds one problem, accepted after the repairs

@@ -18,6 +18,14 @@ const LOOP_LINES: usize = 24;
 /// Longest period, in lines, of a repeating block that is caught.
 const MAX_PERIOD: usize = 4;
 
+/// Longest block, in lines, whose verbatim repetition is caught: a model
+/// that redefines the same argparse setup, fifteen lines at a time, until
+/// the token cap.
+const MAX_BLOCK: usize = 48;
+
+/// Times in a row a block of more than `MAX_PERIOD` lines must appear.
+const BLOCK_REPEATS: usize = 3;
+
 /// A single line this long whose tail repeats a short unit is a loop too
 /// (`1, 2, 3, 4, ...` or `aaaa...` with no line break).
 const LONG_LINE: usize = 1200;
@@ -36,14 +44,35 @@ pub(crate) fn looping(text: &[u8]) -> bool {
         return true;
     }
     let shapes: Vec<String> = lines.iter().map(|l| shape(l)).collect();
-    (1..=MAX_PERIOD).any(|period| {
-        let needed = LOOP_LINES.max(period * 8);
-        if shapes.len() < needed + period {
+    repeated_block(&lines)
+        || (1..=MAX_PERIOD).any(|period| {
+            let needed = LOOP_LINES.max(period * 8);
+            if shapes.len() < needed + period {
+                return false;
+            }
+            let last = &shapes[shapes.len() - needed - period..];
+            last.iter().any(|s| !s.is_empty())
+                && (period..last.len()).all(|i| last[i] == last[i - period])
+        })
+}
+
+/// Whether the last lines are one block of more than `MAX_PERIOD` lines,
+/// at least four of them not blank, written `BLOCK_REPEATS` times in a row,
+/// word for word (not by shape: test methods that differ only in a number
+/// are not a loop).
+fn repeated_block(lines: &[&str]) -> bool {
+    (MAX_PERIOD + 1..=MAX_BLOCK).any(|period| {
+        let needed = period * BLOCK_REPEATS;
+        if lines.len() < needed {
             return false;
         }
-        let last = &shapes[shapes.len() - needed - period..];
-        last.iter().any(|s| !s.is_empty())
-            && (period..last.len()).all(|i| last[i] == last[i - period])
+        let last = &lines[lines.len() - needed..];
+        last[..period]
+            .iter()
+            .filter(|l| !l.trim().is_empty())
+            .count()
+            >= 4
+            && (period..needed).all(|i| last[i].trim_end() == last[i - period].trim_end())
     })
 }
 
@@ -101,10 +130,27 @@ mod tests {
     }
 
     #[test]
+    fn a_long_block_written_again_and_again_is_caught() {
+        let block = "    parser = argparse.ArgumentParser(description='Todo app')\n    subparsers = parser.add_subparsers(dest='command')\n    add_parser = subparsers.add_parser('add', help='Add a task')\n    add_parser.add_argument('task', help='The task')\n    add_parser.set_defaults(func=add_task)\n    list_parser = subparsers.add_parser('list', help='List all tasks')\n    list_parser.set_defaults(func=list_tasks)\n\n    args = parser.parse_args()\n";
+        assert!(!looping(
+            format!("def main():\n{}", block.repeat(2)).as_bytes()
+        ));
+        assert!(looping(
+            format!("def main():\n{}", block.repeat(3)).as_bytes()
+        ));
+    }
+
+    #[test]
     fn ordinary_code_is_not_a_loop() {
-        let code = "import json\n\ndef load(path):\n    with open(path) as f:\n        return json.load(f)\n\n\ndef save(path, data):\n    with open(path, 'w') as f:\n        json.dump(data, f)\n"
-            .repeat(6);
+        let code: String = (0..6)
+            .map(|i| format!("import json\n\ndef load_{i}(path):\n    with open(path) as f:\n        return json.load(f)\n\n\ndef save_{i}(path, data):\n    with open(path, 'w') as f:\n        json.dump(data, f)\n"))
+            .collect();
         assert!(!looping(code.as_bytes()));
+        // Test methods that differ only in a number are not a loop.
+        let tests: String = (0..8)
+            .map(|i| format!("    def test_add_{i}(self):\n        total = add({i}, 1)\n        self.assertEqual(total, {i} + 1)\n        self.assertTrue(total > {i})\n\n"))
+            .collect();
+        assert!(!looping(tests.as_bytes()));
         // A table of 20 rows of one shape is still below the bar.
         let table = lines(|i| format!("    ({i}, {}),", i * i), 20);
         assert!(!looping(table.as_bytes()));
