@@ -109,18 +109,22 @@ fn answer_rules(schema: &OutputSchema) -> String {
         return format!("answer: %json {}\n", with_options(&schema.schema));
     }
     let header = schema.layout.header_schema(&schema.schema);
-    let repeat = if schema.layout.min_files(&schema.schema) > 0 {
-        "+"
+    let files = if schema.layout.min_files(&schema.schema) > 0 {
+        "files"
     } else {
-        "*"
+        "files?"
     };
     let marker = Value::String(FILE_MARKER.to_string());
     let open = Value::String(format!("\n{FENCE}"));
-    let close = Value::String(format!("{FENCE}\n"));
+    let close = Value::String(FENCE.to_string());
     // Lexemes never match the empty string: a file may be empty (`TEXT?`)
-    // and a fence may name no language (`LANG?`).
+    // and a fence may name no language (`LANG?`). The answer may end right
+    // after a closing fence, where a model trained on Markdown ends it; a
+    // newline there must open another file (with the end allowed only
+    // after `\n`, the model kept writing files it had already written).
     format!(
-        "answer: %json {header} \"\\n\" file{repeat}\n\
+        "answer: %json {header} \"\\n\" {files}\n\
+         files: file (\"\\n\" file)*\n\
          file: {marker} PATH {open} LANG? \"\\n\" TEXT? {close}\n\
          PATH: /[A-Za-z0-9_][A-Za-z0-9_.\\/-]*/\n\
          LANG: /[a-z0-9+-]+/\n\
@@ -226,8 +230,11 @@ mod tests {
     #[test]
     fn files_after_the_header_are_raw_text_up_to_their_closing_fence() {
         let one_file = || grammar(Some(&files_schema(1)), &[]).unwrap();
-        let good = "{\"summary\": \"s\"}\nFILE pkg/a.py\n```python\nprint(\"hi\\n\", 'x')\n\nFILE = 1\n```\nFILE pkg/__init__.py\n```python\n```\n";
+        let good = "{\"summary\": \"s\"}\nFILE pkg/a.py\n```python\nprint(\"hi\\n\", 'x')\n\nFILE = 1\n```\nFILE pkg/__init__.py\n```python\n```";
         assert!(accepts(one_file(), good));
+        // The answer ends at a closing fence; a newline after it opens
+        // another file.
+        assert!(!accepts(one_file(), &format!("{good}\n")));
         // The files' field is not in the header, and a file is required.
         assert!(!accepts(
             one_file(),
@@ -248,6 +255,10 @@ mod tests {
         assert!(accepts(
             grammar(Some(&files_schema(0)), &[]).unwrap(),
             "{\"summary\": \"s\"}\n"
+        ));
+        assert!(accepts(
+            grammar(Some(&files_schema(0)), &[]).unwrap(),
+            "{\"summary\": \"s\"}\nFILE a.py\n```\nx = 1\n```"
         ));
         // What the grammar accepts, the layout reads back.
         let value = files_schema(1).layout.value(good).unwrap();
