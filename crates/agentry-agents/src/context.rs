@@ -32,6 +32,10 @@ pub(crate) const QA_FIX: &str = "qa.fix";
 pub(crate) const QA_DISPUTES: &str = "qa.disputes";
 /// Shared-context key of the last run's [`crate::triage::Triage`].
 pub(crate) const QA_TRIAGE: &str = "qa.triage";
+/// Shared-context key of the [`crate::triage::Triage`] QA last fixed its
+/// tests against: a test of its own still failing the same way after the
+/// fix gets the suite written again from scratch.
+pub(crate) const QA_TRIAGE_SEEN: &str = "qa.triage_seen";
 /// Where QA's tests live on the branch; the only folder QA writes to, and
 /// one the developer may not.
 pub(crate) const ACCEPTANCE_DIR: &str = "tests/acceptance/";

@@ -426,6 +426,64 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn tests_that_fail_the_same_way_after_qa_fixed_them_are_written_again_from_scratch() {
+        let kit = Kit::new();
+        let compact = AgentConfig {
+            compact: true,
+            ..AgentConfig::default()
+        };
+        kit.llm.push_all(vec![answer(&format!(
+            "{}\nFILE shortener/core.py\n```python\ndef shorten(url):\n    return url\n```",
+            json!({"summary": "s", "design": "d", "language": "python", "commit_message": "m"})
+        ))]);
+        let developer = kit
+            .runner_with(compact.clone())
+            .run(kit.ctx(AgentRole::Developer, 0))
+            .await
+            .unwrap();
+        let mut state = kit.state_after_business();
+        state.apply(&developer.delta);
+        let old_test = "import unittest\nfrom shortener.core import shorten\n\nclass T(unittest.TestCase):\n    def test_short(self):\n        self.assertEqual(shorten('u', 3), 'u')\n";
+        let broken = json!({"acceptance_passed": false, "acceptance_total": 1, "per_test": true,
+            "unit": [], "acceptance": [{"test": "tests.acceptance.test_acceptance.T.test_short", "owner": "qa",
+            "reason": "raised in the test's own code",
+            "error": "TypeError: shorten() takes 1 positional argument but 2 were given",
+            "at": "tests/acceptance/test_acceptance.py:6"}]});
+        for (key, value) in [
+            (context::QA_TRIAGE, broken.clone()),
+            (context::QA_TRIAGE_SEEN, broken.clone()),
+            (context::QA_FIX, json!("tests")),
+            (
+                context::QA_TEST_FILES,
+                json!([{"path": "tests/acceptance/test_acceptance.py", "content": old_test}]),
+            ),
+        ] {
+            state.shared_context.insert(key.to_string(), value);
+        }
+        kit.llm.push_all(vec![answer(&qa_answer())]);
+        let qa = kit
+            .runner_with(compact)
+            .run(kit.ctx_with(AgentRole::Qa, 1, state))
+            .await
+            .unwrap();
+        let request = kit.llm.requests().last().unwrap().clone();
+        let user = &request.messages[1].content;
+        assert!(
+            user.contains("write your tests again from scratch"),
+            "{user}"
+        );
+        assert!(
+            !user.contains("shorten('u', 3)"),
+            "the last version is not shown:\n{user}"
+        );
+        assert_eq!(request.temperature, Some(0.7));
+        // The old file is not kept beside the new one.
+        let suite = &qa.delta.shared_context[context::QA_TEST_FILES];
+        assert!(!suite.to_string().contains("shorten('u', 3)"), "{suite}");
+        assert_eq!(qa.delta.shared_context[context::QA_TRIAGE_SEEN], broken);
+    }
+
+    #[tokio::test]
     async fn qa_cannot_write_to_the_repository() {
         let kit = Kit::new();
         kit.llm.push_all(vec![

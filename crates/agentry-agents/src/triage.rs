@@ -268,13 +268,22 @@ fn run_error(run: &TestRun) -> String {
     }
 }
 
+/// The temperature of a round that writes code or tests again from
+/// scratch: a fresh draw, not the patch that did not help.
+pub(crate) const REWRITE_TEMPERATURE: f32 = 0.7;
+
 /// The developer's failures of `now` that failed the same way in `before`
 /// (same test, same error): a patch did not move them, so the next round
 /// writes their code again from scratch rather than patching it a third
 /// time.
 pub fn repeated<'a>(now: &'a Triage, before: &Triage) -> Vec<&'a Finding> {
-    let earlier = before.for_owner(Owner::Developer);
-    now.for_owner(Owner::Developer)
+    repeated_for(now, before, Owner::Developer)
+}
+
+/// [`repeated`] for the failures that are `owner`'s.
+pub fn repeated_for<'a>(now: &'a Triage, before: &Triage, owner: Owner) -> Vec<&'a Finding> {
+    let earlier = before.for_owner(owner);
+    now.for_owner(owner)
         .into_iter()
         .filter(|f| {
             earlier
@@ -418,6 +427,9 @@ mod tests {
         );
         assert!(files_to_rewrite(&[], &code).is_empty());
         assert!(repeated(&now, &Triage::default()).is_empty());
+        let qa = repeated_for(&now, &before, Owner::Qa);
+        assert_eq!(qa.len(), 1);
+        assert_eq!(qa[0].test, "t.A.test_qa");
     }
 
     fn case(

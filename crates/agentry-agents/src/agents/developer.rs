@@ -13,13 +13,10 @@ use crate::agents::{change_set, comment_on_epics, move_stories, output};
 use crate::context::{self, compact, head, MergeRequestRecord, ProjectContext, QaFailure};
 use crate::output::{FileSpec, Implementation};
 use crate::runner::AgentEnv;
-use crate::triage::{self, Triage};
+use crate::triage::{self, Triage, REWRITE_TEMPERATURE};
 
 /// Largest QA test file shown to the developer.
 const TEST_FILE_LIMIT: usize = 8 * 1024;
-
-/// The temperature of a round that writes code again from scratch.
-const REWRITE_TEMPERATURE: f32 = 0.7;
 
 /// Runs the developer.
 pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {

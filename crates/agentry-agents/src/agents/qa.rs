@@ -19,7 +19,7 @@ use crate::context::{self, compact, head, tail, MergeRequestRecord, ProjectConte
 use crate::dispute::{self, Disputes};
 use crate::output::{FileSpec, QaReport};
 use crate::runner::AgentEnv;
-use crate::triage::{Finding, NextFix, Owner, Triage};
+use crate::triage::{Finding, NextFix, Owner, Triage, REWRITE_TEMPERATURE};
 
 /// Runs QA.
 ///
@@ -55,7 +55,14 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
         .await?;
     // Read once: QA writes its tests from it, and a dispute's independent
     // implementations are written to it.
-    let interface = match crate::pycheck::interface(&code, CHECK_TIMEOUT).await {
+    // The interface is the code's: the developer's own tests are not
+    // something to test through.
+    let under_test: BTreeMap<String, String> = code
+        .iter()
+        .filter(|(p, _)| !crate::triage::is_test_file(p))
+        .map(|(p, c)| (p.clone(), c.clone()))
+        .collect();
+    let interface = match crate::pycheck::interface(&under_test, CHECK_TIMEOUT).await {
         Ok(text) => text,
         Err(error) => {
             tracing::warn!(%error, "The code's interface could not be read; QA sees the file names only.");
@@ -66,6 +73,23 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
     let mut report = None;
     let mut rewrites = Vec::new();
     let mut flags = Vec::new();
+    // Tests of QA's own still failing the same way after its fix: patching
+    // them again rarely helps a small model (it returns the same file), so
+    // the suite is written again from scratch, more freely.
+    let seen: Option<Triage> = context::shared(state, context::QA_TRIAGE_SEEN)?;
+    let stuck: Vec<Finding> = match (&last, &seen) {
+        (Some(last), Some(seen)) if write => crate::triage::repeated_for(last, seen, Owner::Qa)
+            .into_iter()
+            .cloned()
+            .collect(),
+        _ => Vec::new(),
+    };
+    if !stuck.is_empty() {
+        env.ctx.report(
+            "QA's tests fail the same way after its fix: writing them again from scratch",
+            None,
+        );
+    }
     let suite = if write {
         let written = write_suite(
             env,
@@ -75,6 +99,7 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
             &interface,
             &previous,
             last.as_ref(),
+            &stuck,
         )
         .await?;
         usage = written.usage;
@@ -232,6 +257,14 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
                 serde_json::to_value(&triage)?,
             ),
             (
+                context::QA_TRIAGE_SEEN.to_string(),
+                // What this round fixed against, when it fixed tests.
+                match (&last, write && !previous.is_empty()) {
+                    (Some(last), true) => serde_json::to_value(last)?,
+                    _ => serde_json::to_value(&seen)?,
+                },
+            ),
+            (
                 context::QA_DISPUTES.to_string(),
                 serde_json::to_value(&disputes)?,
             ),
@@ -260,6 +293,7 @@ struct WrittenSuite {
 /// it with the suite rules and the static checks (their problems go back
 /// to the model in the same conversation), then applies the mechanical
 /// repairs.
+#[allow(clippy::too_many_arguments)]
 async fn write_suite(
     env: &AgentEnv<'_>,
     project: &ProjectContext,
@@ -268,8 +302,21 @@ async fn write_suite(
     interface: &str,
     previous: &[FileSpec],
     last: Option<&Triage>,
+    stuck: &[Finding],
 ) -> Result<WrittenSuite> {
     let state = &env.ctx.state;
+    // From scratch, the last tests are neither shown nor kept (data files
+    // stay: a new test may read them too).
+    let kept: Vec<FileSpec> = if stuck.is_empty() {
+        previous.to_vec()
+    } else {
+        previous
+            .iter()
+            .filter(|f| !f.path.ends_with(".py"))
+            .cloned()
+            .collect()
+    };
+    let previous = kept.as_slice();
     let mut user = format!("## Requirement\n{}\n\n", state.requirements.trim());
     user.push_str(&analysis_context(state));
     user.push_str(&format!(
@@ -283,11 +330,19 @@ async fn write_suite(
             head(interface, INTERFACE_LIMIT)
         ));
     }
-    if !previous.is_empty() {
+    if !stuck.is_empty() {
+        let stuck: Vec<&Finding> = stuck.iter().collect();
+        user.push_str(&format!(
+            "\n## Round {}: write your tests again from scratch\nAfter your last fix, these tests still failed the same way:\n{}\nPatching did not help. Write the acceptance tests again from scratch, from the requirement, the acceptance criteria and the interface above (your last version is not shown): call only what the interface shows, with the arguments it shows.\n",
+            env.round(),
+            crate::triage::describe(&stuck)
+        ));
+    } else if !previous.is_empty() {
         let broken = last.map(|t| t.for_owner(Owner::Qa)).unwrap_or_default();
+        user.push_str(&format!("\n## Round {}\n", env.round()));
         user.push_str(&previous_round(previous, &broken));
     }
-    user.push_str("\nReturn the QaReport JSON.");
+    user.push_str("\nAnswer as the system prompt says.");
 
     let developer_tests: Vec<FileSpec> = code
         .iter()
@@ -303,6 +358,9 @@ async fn write_suite(
         Some(&project.key),
     );
     let mut conversation = env.conversation()?;
+    if !stuck.is_empty() {
+        conversation = conversation.with_first_temperature(REWRITE_TEMPERATURE);
+    }
     let (mut report, _) = conversation
         .run_checked(
             env.system_prompt()?,
