@@ -134,18 +134,22 @@ fn spec_files(files: &[FileSpec]) -> Vec<(&str, &str)> {
 /// The developer's answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Implementation {
-    /// What was built or fixed.
-    #[schemars(length(min = 1))]
+    /// What was built or fixed (at most 600 characters). The bounds on
+    /// the texts beside the files keep a small model's constrained answer
+    /// from writing prose until its token cap, as QA's test plan did.
+    #[schemars(length(min = 1, max = 600))]
     pub summary: String,
-    /// Short design notes (modules, data flow).
+    /// Short design notes: modules, data flow (at most 1,000 characters).
+    #[schemars(length(max = 1000))]
     pub design: String,
     /// Main language (`python`).
+    #[schemars(length(max = 40))]
     pub language: String,
     /// Files to commit (full content); files staged with `write_file` are
     /// committed too.
     pub files: Vec<FileSpec>,
-    /// Commit message.
-    #[schemars(length(min = 1))]
+    /// Commit message (at most 300 characters).
+    #[schemars(length(min = 1, max = 300))]
     pub commit_message: String,
 }
 
@@ -163,14 +167,17 @@ impl AgentOutput for Implementation {
 /// QA's answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct QaReport {
-    /// The test plan (Markdown).
-    #[schemars(length(min = 1))]
+    /// The test plan, short Markdown (at most 1,000 characters: in a real
+    /// run an unbounded plan ran on, sentence after sentence, to the token
+    /// cap before the first test).
+    #[schemars(length(min = 1, max = 1000))]
     pub test_plan: String,
     /// Acceptance test files, added to a checkout of the branch and run.
     #[schemars(length(min = 1))]
     pub test_files: Vec<FileSpec>,
-    /// What the tests focus on.
+    /// What the tests focus on (at most 8 points of 200 characters).
     #[serde(default)]
+    #[schemars(length(max = 8), inner(length(max = 200)))]
     pub focus: Vec<String>,
 }
 
