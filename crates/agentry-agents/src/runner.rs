@@ -426,6 +426,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_fix_that_takes_away_what_qa_imports_goes_back_to_the_developer() {
+        let kit = Kit::new();
+        let compact = AgentConfig {
+            compact: true,
+            ..AgentConfig::default()
+        };
+        let implementation = |name: &str| {
+            answer(&format!(
+                "{}\nFILE shortener/core.py\n```python\ndef {name}(url):\n    return url[:8]\n```",
+                json!({"summary": "s", "design": "d", "language": "python", "commit_message": "m"})
+            ))
+        };
+        kit.llm.push_all(vec![implementation("shorten")]);
+        let first = kit
+            .runner_with(compact.clone())
+            .run(kit.ctx(AgentRole::Developer, 0))
+            .await
+            .unwrap();
+        let mut state = kit.state_after_business();
+        state.apply(&first.delta);
+        state.shared_context.insert(
+            context::QA_TEST_FILES.to_string(),
+            json!([{"path": "tests/acceptance/test_acceptance.py",
+                "content": "import unittest\nfrom shortener.core import shorten\n\nclass T(unittest.TestCase):\n    def test_short(self):\n        self.assertTrue(len(shorten('https://example.org')) <= 8)\n"}]),
+        );
+        kit.llm.push_all(vec![
+            implementation("make_short"),
+            implementation("shorten"),
+        ]);
+        kit.runner_with(compact)
+            .run(kit.ctx_with(AgentRole::Developer, 1, state))
+            .await
+            .unwrap();
+        let requests = kit.llm.requests();
+        let repair = &requests.last().unwrap().messages.last().unwrap().content;
+        assert!(
+            repair.contains("`tests/acceptance/test_acceptance.py` line 2 would no longer import")
+                && repair.contains("shorten"),
+            "{repair}"
+        );
+    }
+
+    #[tokio::test]
     async fn tests_that_fail_the_same_way_after_qa_fixed_them_are_written_again_from_scratch() {
         let kit = Kit::new();
         let compact = AgentConfig {

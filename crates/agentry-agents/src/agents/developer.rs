@@ -121,6 +121,7 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
             &StaticCheck {
                 code: &code,
                 package: &package,
+                acceptance: &qa_tests,
             },
         )
         .await?;
@@ -280,6 +281,8 @@ const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 struct StaticCheck<'a> {
     code: &'a BTreeMap<String, String>,
     package: &'a str,
+    /// QA's acceptance tests on the branch: what they import must stay.
+    acceptance: &'a [FileSpec],
 }
 
 #[async_trait::async_trait]
@@ -300,7 +303,7 @@ impl crate::conversation::AnswerCheck<Implementation> for StaticCheck<'_> {
             Ok(changes) => written(&changes),
             Err(_) => answer.files.clone(),
         };
-        static_check(self.code, &files, self.package)
+        let mut problems: Vec<String> = static_check(self.code, &files, self.package)
             .await
             .map(|r| {
                 r.problems
@@ -308,8 +311,79 @@ impl crate::conversation::AnswerCheck<Implementation> for StaticCheck<'_> {
                     .map(|p| format!("`{}` line {}: {}", p.path, p.line, p.message))
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        problems.extend(lost_imports(self.code, &files, self.acceptance, self.package).await);
+        problems
     }
+}
+
+/// What QA's acceptance tests import that the branch's code provides and
+/// `files` would take away (a module or name renamed or dropped in a
+/// rewrite), as problems for the developer: the tests are QA's and stay,
+/// so a test run would only fail on the import, and triage would send it
+/// to QA, whose tests did nothing wrong.
+async fn lost_imports(
+    code: &BTreeMap<String, String>,
+    files: &[FileSpec],
+    acceptance: &[FileSpec],
+    package: &str,
+) -> Vec<String> {
+    let tests: Vec<&FileSpec> = acceptance
+        .iter()
+        .filter(|f| f.path.ends_with(".py"))
+        .collect();
+    if tests.is_empty() || files.is_empty() {
+        return Vec::new();
+    }
+    let mut before = code.clone();
+    for test in &tests {
+        before.insert(test.path.clone(), test.content.clone());
+    }
+    let mut after = before.clone();
+    for file in files {
+        let path = file.path.trim_start_matches("./").to_string();
+        if !path.starts_with(context::ACCEPTANCE_DIR) {
+            after.insert(path, crate::output::file_text(&file.path, &file.content));
+        }
+    }
+    let check: Vec<String> = tests.iter().map(|t| t.path.clone()).collect();
+    let unresolved = |tree: BTreeMap<String, String>| {
+        let input = crate::pycheck::PyCheckInput {
+            tree,
+            check: check.clone(),
+            package: Some(package.to_string()),
+        };
+        async move {
+            let report = crate::pycheck::check_python(&input, CHECK_TIMEOUT)
+                .await
+                .ok()?;
+            let problems = report
+                .problems
+                .into_iter()
+                .filter(|p| p.rule == "unresolved_import")
+                .map(|p| (p.path, p.line, p.message));
+            let moved = report
+                .rewrites
+                .into_iter()
+                .filter(|r| r.rule == "unresolved_from_import")
+                .map(|r| (r.path, r.line, r.detail));
+            Some(
+                problems
+                    .chain(moved)
+                    .collect::<std::collections::BTreeSet<_>>(),
+            )
+        }
+    };
+    let (Some(was), Some(now)) = (unresolved(before).await, unresolved(after).await) else {
+        return Vec::new();
+    };
+    now.difference(&was)
+        .map(|(path, line, what)| {
+            format!(
+                "QA's acceptance test `{path}` line {line} would no longer import: {what}. Keep every module and name QA's tests import (they stay as they are)"
+            )
+        })
+        .collect()
 }
 
 /// The files a change set writes, as file specs.
