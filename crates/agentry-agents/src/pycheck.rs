@@ -94,6 +94,12 @@ pub mod rules {
     /// `assertIsNotNone(<literal>)`, `assertIn(x, [x, ...])`); it does not
     /// count as a live assertion.
     pub const TAUTOLOGY: &str = "tautology";
+    /// Problem (test files): a test whose every assertion checks only
+    /// values the test built itself from literals and builtins
+    /// (`self.tasks = []`, then `assertEqual(self.tasks, ['a'])`): nothing
+    /// the code returned, stored, read or was handed. It passes or fails
+    /// whatever the code does.
+    pub const DISCONNECTED: &str = "disconnected";
     /// Problem (test files): in a test, `except:`, `except Exception:`,
     /// `except BaseException:` or `except AssertionError:` whose body is
     /// only `pass`, `...` or `continue`.
@@ -112,6 +118,7 @@ pub mod rules {
         NO_ASSERTION,
         CHECKS_ONLY_NONE,
         TAUTOLOGY,
+        DISCONNECTED,
         SWALLOWED_FAILURE,
     ];
 }
@@ -631,8 +638,8 @@ def test_a_new_list_is_empty():
 
     #[tokio::test]
     async fn float_equality_becomes_almost_equal() {
-        let suite = "import unittest\n\n\nclass T(unittest.TestCase):\n    def test_a(self):\n        self.assertEqual(0.1 + 0.2, 0.3)\n        self.assertEquals(-1.5, -3 / 2, 'halves')\n        self.assertEqual(1 + 1, 2)\n";
-        let want = "import unittest\n\n\nclass T(unittest.TestCase):\n    def test_a(self):\n        self.assertAlmostEqual(0.1 + 0.2, 0.3)\n        self.assertAlmostEqual(-1.5, -3 / 2, msg='halves')\n        self.assertEqual(1 + 1, 2)\n";
+        let suite = "import math\nimport unittest\n\n\nclass T(unittest.TestCase):\n    def test_a(self):\n        self.assertEqual(0.1 + 0.2, 0.3)\n        self.assertEquals(-1.5, -3 / 2, 'halves')\n        self.assertEqual(math.floor(2.5), 2)\n";
+        let want = "import math\nimport unittest\n\n\nclass T(unittest.TestCase):\n    def test_a(self):\n        self.assertAlmostEqual(0.1 + 0.2, 0.3)\n        self.assertAlmostEqual(-1.5, -3 / 2, msg='halves')\n        self.assertEqual(math.floor(2.5), 2)\n";
         repair(
             &[("tests/test_f.py", suite)],
             "tests/test_f.py",
@@ -803,6 +810,19 @@ def test_a_new_list_is_empty():
         .await;
         let report = run(&files).await;
         assert_eq!(report.assertions["tests/test_a.py"], 0);
+    }
+
+    #[tokio::test]
+    async fn a_test_that_checks_only_its_own_values_is_caught() {
+        let suite = "import unittest\nimport json\nfrom todo_cli import TodoList\n\n\nclass T(unittest.TestCase):\n    def setUp(self):\n        self.tasks = []\n\n    def test_own(self):\n        TodoList('p').add('x')\n        self.assertEqual(self.tasks, ['x'])\n        self.assertEqual(len(self.tasks), 1)\n\n    def test_returned(self):\n        todo = TodoList('p')\n        self.assertEqual(todo.tasks, [])\n\n    def test_handed(self):\n        tasks = []\n        TodoList('p').load_into(tasks)\n        self.assertEqual(tasks, ['x'])\n\n    def test_read_back(self):\n        TodoList('p').add('x')\n        with open('p') as f:\n            self.assertEqual(json.load(f), ['x'])\n\n    def test_raises(self):\n        with self.assertRaises(ValueError):\n            TodoList('p').add('')\n";
+        let mut files = project();
+        files.push(("tests/test_a.py", suite));
+        problems(
+            &files,
+            &[("tests/test_a.py", 12, rules::DISCONNECTED)],
+            &["`T.test_own`: `self.assertEqual(self.tasks, ['x'])` at line 12 checks only values the test built itself"],
+        )
+        .await;
     }
 
     #[tokio::test]

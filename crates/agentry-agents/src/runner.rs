@@ -324,7 +324,7 @@ mod tests {
 
     fn qa_answer() -> String {
         json!({"test_plan": "plan", "focus": ["resolve"],
-            "test_files": [{"path": "tests/acceptance/test_api.py", "content": "import unittest\n\nclass T(unittest.TestCase):\n    def test_api(self):\n        self.assertEqual(len('abc'), 3)\n"}]})
+            "test_files": [{"path": "tests/acceptance/test_api.py", "content": "import os\nimport unittest\n\nclass T(unittest.TestCase):\n    def test_api(self):\n        self.assertTrue(os.path.isdir('tests'))\n"}]})
         .to_string()
     }
 

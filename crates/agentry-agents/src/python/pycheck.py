@@ -34,6 +34,7 @@ STUB = "stub"
 NO_ASSERTION = "no_assertion"
 CHECKS_ONLY_NONE = "checks_only_none"
 TAUTOLOGY = "tautology"
+DISCONNECTED = "disconnected"
 SWALLOWED_FAILURE = "swallowed_failure"
 
 # Well-known standard-library names used bare: name -> module.
@@ -1078,6 +1079,16 @@ def test_problems(src, tree, problems):
             problems.append((fn.lineno, CHECKS_ONLY_NONE,
                              f"`{name}` at line {fn.lineno} only checks that calls return None: "
                              f"assert on the values they return or on the state they change"))
+        elif live and not helpers:
+            setups = [m for n, m in methods.items() if n in ("setUp", "asyncSetUp", "setUpClass")]
+            own = disconnected(fn, setups)
+            if own:
+                first = own[0]
+                problems.append((first.lineno, DISCONNECTED,
+                                 f"`{name}`: `{segment(src, first)}` at line {first.lineno} checks only "
+                                 f"values the test built itself, never what the code returned or "
+                                 f"stored: call the code inside the check (its result, or a function "
+                                 f"that reads its state)"))
         for node in ast.walk(fn):
             if isinstance(node, (ast.Try, getattr(ast, "TryStar", ast.Try))):
                 for h in node.handlers:
@@ -1094,6 +1105,112 @@ def test_problems(src, tree, problems):
         if classify(node) in ("live", "none")
         and not (isinstance(node, ast.Call) and call_name(node)[1] in own)
     )
+
+
+# Calls that build a value from their arguments and observe nothing else.
+PLAIN_CALLS = {
+    "list", "dict", "set", "tuple", "frozenset", "str", "int", "float", "bool", "bytes",
+    "len", "sorted", "reversed", "range", "repr", "abs", "min", "max", "sum", "round",
+    "enumerate", "zip", "map", "filter", "any", "all", "isinstance", "type",
+}
+# Assertions about what a block raises, warns or logs: their subject is the
+# block, not their arguments.
+BLOCK_ASSERTS = ("assertRaises", "assertWarns", "assertLogs", "assertNoLogs")
+
+
+def disconnected(fn, setups):
+    """The live assertions of `fn` when every one checks only values the
+    test built itself from literals (`self.tasks = []` then
+    `assertEqual(self.tasks, ['a'])`): values no call of the code made,
+    returned, read or was handed. Empty when one of them is connected."""
+    bodies = [fn] + setups
+    assigned = {}
+    handed = set()
+
+    def key(node):
+        if isinstance(node, ast.Name):
+            return node.id
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                and node.value.id in ("self", "cls"):
+            return "self." + node.attr
+        return None
+
+    def targets(t):
+        return t.elts if isinstance(t, (ast.Tuple, ast.List)) else [t]
+
+    for body in bodies:
+        for node in ast.walk(body):
+            pairs = []
+            if isinstance(node, ast.Assign):
+                pairs = [(t, node.value) for target in node.targets for t in targets(target)]
+            elif isinstance(node, (ast.AnnAssign, ast.AugAssign)) and node.value is not None:
+                pairs = [(node.target, node.value)]
+            elif isinstance(node, (ast.For, ast.AsyncFor, ast.comprehension)):
+                pairs = [(t, node.iter) for t in targets(node.target)]
+            elif isinstance(node, ast.withitem) and node.optional_vars is not None:
+                pairs = [(t, node.context_expr) for t in targets(node.optional_vars)]
+            elif isinstance(node, ast.NamedExpr):
+                pairs = [(node.target, node.value)]
+            for target, value in pairs:
+                k = key(target)
+                if k:
+                    assigned.setdefault(k, []).append(value)
+            if isinstance(node, ast.Call) and classify(node) is None \
+                    and not (isinstance(node.func, ast.Name) and node.func.id in PLAIN_CALLS):
+                for a in list(node.args) + [kw.value for kw in node.keywords]:
+                    k = key(a)
+                    if k:
+                        handed.add(k)
+
+    def root(node):
+        while isinstance(node, (ast.Attribute, ast.Subscript)):
+            node = node.value
+        return node
+
+    def connected(expr, seen):
+        k = key(expr)
+        if k is not None:
+            if k in ("self", "cls") or k in seen:
+                return False
+            seen.add(k)
+            if k in handed:
+                return True
+            if k in assigned:
+                return any(connected(v, seen) for v in assigned[k])
+            # Imported, global or set elsewhere: not the test's own.
+            return k.startswith("self.") or not hasattr(builtins, k)
+        if isinstance(expr, ast.Call):
+            f = expr.func
+            if isinstance(f, ast.Name) and f.id not in PLAIN_CALLS:
+                return True
+            if isinstance(f, ast.Attribute):
+                base = root(f.value)
+                if isinstance(base, ast.Name) and base.id not in assigned \
+                        and base.id not in ("self", "cls"):
+                    return True  # a module's function: json.load, todo.add
+        return any(connected(c, seen) for c in ast.iter_child_nodes(expr))
+
+    live = []
+    for kind, node in assertion_nodes(fn):
+        if kind not in ("live", "none"):
+            continue
+        if isinstance(node, ast.Call):
+            name = call_name(node)[1] or ""
+            if name.startswith(BLOCK_ASSERTS) or name.startswith("fail"):
+                return []
+            # The checked values, not the message; a mock's own assertion
+            # (`save.assert_called_once_with()`) checks its receiver.
+            args = list(node.args[:2]) + [kw.value for kw in node.keywords if kw.arg != "msg"]
+            if isinstance(node.func, ast.Attribute) and call_name(node)[0] not in ("self", "cls"):
+                args.append(node.func.value)
+        elif isinstance(node, ast.Assert):
+            args = [node.test]
+        else:
+            return []
+        if any(connected(a, set()) for a in args):
+            return []
+        live.append(node)
+    return live
 
 
 def swallows(handler):
