@@ -293,10 +293,13 @@ pub fn repeated_for<'a>(now: &'a Triage, before: &Triage, owner: Owner) -> Vec<&
         .collect()
 }
 
-/// The code files to write again for `findings`: those the errors were
-/// raised in, when that was the code; when a finding points at no code
-/// file (a failed check raises in the test), every module of `code` but
-/// the package's `__init__.py`.
+/// The files to write again for `findings`: those of `code` the errors
+/// were raised in. That is a module of the code, or one of the
+/// developer's own unit tests (whose check failed twice: the test is
+/// written again, not the code QA's suite may already pass on). When a
+/// finding points at no file of `code` (a failed check of QA's raises in
+/// QA's test), every module of `code` but the package's `__init__.py` and
+/// `__main__.py`.
 pub fn files_to_rewrite(findings: &[&Finding], code: &[&str]) -> Vec<String> {
     if findings.is_empty() {
         return Vec::new();
@@ -308,7 +311,7 @@ pub fn files_to_rewrite(findings: &[&Finding], code: &[&str]) -> Vec<String> {
             .at
             .as_deref()
             .map(|at| at.rsplit_once(':').map_or(at, |(p, _)| p));
-        match path.filter(|p| code.contains(p) && !is_test_file(p)) {
+        match path.filter(|p| code.contains(p)) {
             Some(p) if !out.iter().any(|o| o == p) => out.push(p.to_string()),
             Some(_) => {}
             None => unplaced = true,
@@ -426,6 +429,18 @@ mod tests {
             vec!["todo/cli.py", "todo/store.py"]
         );
         assert!(files_to_rewrite(&[], &code).is_empty());
+        // The developer's own test failing twice: that test is written
+        // again, not the code.
+        let unit = finding(
+            "tests.test_store.T.test_a",
+            Owner::Developer,
+            "AssertionError",
+            Some("tests/test_store.py:4"),
+        );
+        assert_eq!(
+            files_to_rewrite(&[&unit], &code),
+            vec!["tests/test_store.py"]
+        );
         assert!(repeated(&now, &Triage::default()).is_empty());
         let qa = repeated_for(&now, &before, Owner::Qa);
         assert_eq!(qa.len(), 1);
