@@ -322,6 +322,17 @@ mod tests {
     use agentry_core::ChatRole;
     use serde_json::json;
 
+    fn compact() -> AgentConfig {
+        AgentConfig {
+            compact: true,
+            ..AgentConfig::default()
+        }
+    }
+
+    /// The JSON line of a compact developer answer, before its files.
+    const IMPLEMENTATION_HEADER: &str =
+        r#"{"summary": "s", "design": "d", "language": "python", "commit_message": "m"}"#;
+
     fn qa_answer() -> String {
         json!({"test_plan": "plan", "focus": ["resolve"],
             "test_files": [{"path": "tests/acceptance/test_api.py", "content": "import os\nimport unittest\n\nclass T(unittest.TestCase):\n    def test_api(self):\n        self.assertTrue(os.path.isdir('tests'))\n"}]})
@@ -331,10 +342,7 @@ mod tests {
     #[tokio::test]
     async fn compact_agents_get_short_prompts_no_tools_and_the_code() {
         let kit = Kit::new();
-        let compact = AgentConfig {
-            compact: true,
-            ..AgentConfig::default()
-        };
+        let compact = compact();
         kit.llm.push_all(vec![answer(
             &json!({"summary": "s", "design": "d", "language": "python", "commit_message": "m",
                 "files": [{"path": "shortener/core.py", "content": "```python\ndef shorten(url):\n    return url\n```"}]})
@@ -371,14 +379,11 @@ mod tests {
     #[tokio::test]
     async fn code_that_fails_the_same_way_after_a_fix_is_written_again_from_scratch() {
         let kit = Kit::new();
-        let compact = AgentConfig {
-            compact: true,
-            ..AgentConfig::default()
-        };
+        let compact = compact();
         let implementation = |body: &str| {
             answer(&format!(
                 "{}\nFILE shortener/core.py\n```python\ndef shorten(url):\n    return {body}\n```\n",
-                json!({"summary": "s", "design": "d", "language": "python", "commit_message": "m"})
+                IMPLEMENTATION_HEADER
             ))
         };
         kit.llm.push_all(vec![implementation("url")]);
@@ -428,14 +433,11 @@ mod tests {
     #[tokio::test]
     async fn a_fix_that_takes_away_what_qa_imports_goes_back_to_the_developer() {
         let kit = Kit::new();
-        let compact = AgentConfig {
-            compact: true,
-            ..AgentConfig::default()
-        };
+        let compact = compact();
         let implementation = |name: &str| {
             answer(&format!(
                 "{}\nFILE shortener/core.py\n```python\ndef {name}(url):\n    return url[:8]\n```",
-                json!({"summary": "s", "design": "d", "language": "python", "commit_message": "m"})
+                IMPLEMENTATION_HEADER
             ))
         };
         kit.llm.push_all(vec![implementation("shorten")]);
@@ -471,13 +473,10 @@ mod tests {
     #[tokio::test]
     async fn tests_that_fail_the_same_way_after_qa_fixed_them_are_written_again_from_scratch() {
         let kit = Kit::new();
-        let compact = AgentConfig {
-            compact: true,
-            ..AgentConfig::default()
-        };
+        let compact = compact();
         kit.llm.push_all(vec![answer(&format!(
             "{}\nFILE shortener/core.py\n```python\ndef shorten(url):\n    return url\n```",
-            json!({"summary": "s", "design": "d", "language": "python", "commit_message": "m"})
+            IMPLEMENTATION_HEADER
         ))]);
         let developer = kit
             .runner_with(compact.clone())

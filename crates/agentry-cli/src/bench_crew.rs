@@ -260,6 +260,29 @@ pub fn tally(run: &TestRun) -> (u32, u32) {
 }
 
 /// Nearest-rank percentile of sorted values.
+/// Prints a benchmark's result: with `json`, every run and the totals as
+/// one pretty JSON document; else the table (`table`) and the totals as
+/// one JSON line.
+pub fn emit<O: serde::Serialize, R: serde::Serialize>(
+    json: bool,
+    outcomes: &[O],
+    report: &R,
+    table: impl FnOnce(),
+) -> Result<()> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "runs": outcomes, "overall": report
+            }))?
+        );
+    } else {
+        table();
+        println!("{}", serde_json::to_string(report)?);
+    }
+    Ok(())
+}
+
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;

@@ -19,7 +19,7 @@ use serde::Serialize;
 use agentry_core::RepoPath;
 
 use crate::bench_crew::{
-    bench_root, fresh_data_dir, percentile, project_key, run_crew, tally, CrewTask,
+    bench_root, emit, fresh_data_dir, percentile, project_key, run_crew, tally, CrewTask,
 };
 use crate::cli::BenchQualityArgs;
 use crate::config::Config;
@@ -103,17 +103,7 @@ pub async fn bench_quality(
         }
     }
     let report = Report::of(&outcomes);
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "runs": outcomes, "overall": report
-            }))?
-        );
-    } else {
-        print_table(&outcomes, &report);
-        println!("{}", serde_json::to_string(&report)?);
-    }
+    emit(json, &outcomes, &report, || print_table(&outcomes, &report))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -332,5 +332,8 @@ mod tests {
             json!({"kind": "json_then_files", "field": "files"})
         );
         assert!(AnswerLayout::default().is_json());
+        // A plain schema's request key stays what it was: no `layout`.
+        let plain = serde_json::to_value(crate::OutputSchema::json("A", json!({}))).unwrap();
+        assert_eq!(plain, json!({"name": "A", "schema": {}}));
     }
 }

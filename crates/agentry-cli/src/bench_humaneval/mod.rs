@@ -39,7 +39,7 @@ use agentry_core::{
 };
 
 use crate::app::App;
-use crate::bench_crew::{bench_root, fresh_data_dir, percentile, run_crew, CrewTask};
+use crate::bench_crew::{bench_root, emit, fresh_data_dir, percentile, run_crew, CrewTask};
 use crate::cli::{BenchHumanevalArgs, HumanevalMode};
 use crate::config::Config;
 use crate::llm::LlmChoice;
@@ -110,17 +110,7 @@ pub async fn bench_humaneval(
         },
         ..Report::of(&outcomes)
     };
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "runs": outcomes, "overall": report
-            }))?
-        );
-    } else {
-        print_table(&outcomes, &report);
-        println!("{}", serde_json::to_string(&report)?);
-    }
+    emit(json, &outcomes, &report, || print_table(&outcomes, &report))?;
     Ok(ExitCode::SUCCESS)
 }
 
