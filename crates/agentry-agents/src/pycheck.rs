@@ -63,6 +63,11 @@ pub mod rules {
     /// Python 3.12) gets those inner quotes swapped for the other kind,
     /// when that makes it compile.
     pub const FSTRING_QUOTES: &str = "fstring_quotes";
+    /// Repair (made by the developer node before the checker runs, not by
+    /// the checker): a developer's Python test file outside the top-level
+    /// `tests/` moves into it, where the test runner discovers tests; its
+    /// relative imports become absolute.
+    pub const MOVED_TEST: &str = "moved_test";
     /// Problem: the file does not compile; no other rule runs on it.
     pub const SYNTAX: &str = "syntax";
     /// Problem: an import of a module that is neither in the repository,
@@ -80,6 +85,13 @@ pub mod rules {
     /// `__enter__`, `__exit__`, `__aenter__`, `__aexit__`, `__del__`,
     /// `__set_name__`).
     pub const STUB: &str = "stub";
+    /// Problem (code files): a file saves serialized data
+    /// (`json.dump(data, f)`, `pickle.dump`, `f.write(json.dumps(data))`,
+    /// `path.write_text(json.dumps(data))`...) and no code file of the
+    /// repository reads anything back (`json.load`, `read_text`, `.read()`,
+    /// `open` in a reading mode...): every new run starts empty. Reported
+    /// once, on the first save.
+    pub const SAVED_NEVER_LOADED: &str = "saved_never_loaded";
     /// Problem (test files): a `test*` function with no live assertion
     /// (`assert`, `self.assert*`/`self.fail*`, `pytest.raises`/`fail`,
     /// a mock's `assert_*`, `raise AssertionError`, or a helper of the file
@@ -112,9 +124,11 @@ pub mod rules {
         UNRESOLVED_FROM_IMPORT,
         FLOAT_ASSERT_EQUAL,
         FSTRING_QUOTES,
+        MOVED_TEST,
         SYNTAX,
         UNRESOLVED_IMPORT,
         STUB,
+        SAVED_NEVER_LOADED,
         NO_ASSERTION,
         CHECKS_ONLY_NONE,
         TAUTOLOGY,
@@ -435,6 +449,11 @@ def main(argv=None):
     return 0
 
 
+def read_tasks(path):
+    with open(path, encoding="utf-8") as f:
+        return [Task(**t) for t in json.load(f)]
+
+
 if __name__ == "__main__":
     raise SystemExit(main())
 "#;
@@ -697,7 +716,7 @@ def test_a_new_list_is_empty():
                 ("tests/test_a.py", 5, rules::UNRESOLVED_IMPORT),
             ],
             &[
-                "`todo_cli.core` (Exporter, JsonExporter, Store, Task, TodoList, main)",
+                "`todo_cli.core` (Exporter, JsonExporter, Store, Task, TodoList, main, read_tasks)",
                 "`todo_cli.core` has no `remove_task`",
                 "module `todo_cli.storage` does not exist",
                 "no module `requests_that_do_not_exist`",
@@ -730,6 +749,49 @@ def test_a_new_list_is_empty():
             ],
         )
         .await;
+    }
+
+    #[tokio::test]
+    async fn data_saved_and_never_loaded_goes_back_to_its_author() {
+        // The todo run at `28c7948`: a class saved its tasks after each
+        // change and never read the file, so the command line forgot them.
+        let saves = "import json\n\n\nclass Todo:\n    def __init__(self, path):\n        self.path = path\n        self.tasks = []\n\n    def add(self, task):\n        self.tasks.append(task)\n        with open(self.path, 'w') as f:\n            json.dump(self.tasks, f)\n";
+        problems(
+            &[("todo/__init__.py", ""), ("todo/core.py", saves)],
+            &[("todo/core.py", 12, rules::SAVED_NEVER_LOADED)],
+            &["saves data (json.dump)", "Load the file when it exists"],
+        )
+        .await;
+        let dumps = "import json\nfrom pathlib import Path\n\n\ndef save(path, data):\n    Path(path).write_text(json.dumps(data))\n\n\ndef export(path, data):\n    with Path(path).open('w') as f:\n        f.write(json.dumps(data))\n";
+        problems(
+            &[("store.py", dumps)],
+            &[("store.py", 6, rules::SAVED_NEVER_LOADED)],
+            &["write_text(json.dumps(...))"],
+        )
+        .await;
+        // A read anywhere in the code (another module, `path.open()` with
+        // no mode, a computed mode) is enough.
+        let loads = "import json\n\n\ndef load(path):\n    with open(path) as f:\n        return json.load(f)\n";
+        problems(
+            &[("todo/core.py", saves), ("todo/store.py", loads)],
+            &[],
+            &[],
+        )
+        .await;
+        let method = "from pathlib import Path\n\n\ndef lines(path):\n    with Path(path).open() as f:\n        return list(f)\n";
+        problems(&[("store.py", dumps), ("lines.py", method)], &[], &[]).await;
+        let computed = "def handle(path, mode):\n    return open(path, mode)\n";
+        problems(&[("store.py", dumps), ("io_.py", computed)], &[], &[]).await;
+        // Writing text that is not serialized data (a report) is no store.
+        let report = "def write_report(path, lines):\n    with open(path, 'w') as f:\n        f.write('\\n'.join(lines))\n";
+        problems(&[("report.py", report)], &[], &[]).await;
+        // Tests that save fixtures are not code.
+        let fixture = "import json\nimport unittest\n\n\nclass T(unittest.TestCase):\n    def test_a(self):\n        with open('x.json', 'w') as f:\n            json.dump([1], f)\n        self.assertTrue(f.closed)\n";
+        let report = run(&[("tests/test_x.py", fixture)]).await;
+        assert!(report
+            .problems
+            .iter()
+            .all(|p| p.rule != rules::SAVED_NEVER_LOADED));
     }
 
     #[tokio::test]

@@ -128,8 +128,8 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
     let usage = conversation.into_usage();
 
     let mut changes = change_set(tools.staged(), &implementation.files)?;
+    let mut rewrites = tests_where_they_run(&mut changes);
     let answered = written(&changes);
-    let mut rewrites = Vec::new();
     if let Some(checked) = static_check(&code, &answered, &package).await {
         for (path, content) in &checked.files {
             if let Ok(path) = agentry_core::RepoPath::parse(path) {
@@ -141,7 +141,7 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
         for rewrite in &checked.rewrites {
             tracing::info!(path = %rewrite.path, rule = %rewrite.rule, detail = %rewrite.detail, "The developer's file repaired.");
         }
-        rewrites = checked.rewrites;
+        rewrites.extend(checked.rewrites);
     }
     let mut left_out = Vec::new();
     for test in &qa_tests {
@@ -300,7 +300,10 @@ impl crate::conversation::AnswerCheck<Implementation> for StaticCheck<'_> {
         staged: &crate::conversation::Staged,
     ) -> Vec<String> {
         let files = match change_set(staged, &answer.files) {
-            Ok(changes) => written(&changes),
+            Ok(mut changes) => {
+                tests_where_they_run(&mut changes);
+                written(&changes)
+            }
             Err(_) => answer.files.clone(),
         };
         let mut problems: Vec<String> = static_check(self.code, &files, self.package)
@@ -384,6 +387,103 @@ async fn lost_imports(
             )
         })
         .collect()
+}
+
+/// The developer's Python test files outside the top-level `tests/`
+/// (`todo_cli/tests/test_todo.py`, `test_todo.py`) moved into it, where
+/// the test runner looks once QA's `tests/acceptance/` is there: elsewhere
+/// they would never run. Relative imports become absolute ones from the
+/// file's old place (`from ..todo import Todo` in `todo_cli/tests/` becomes
+/// `from todo_cli.todo import Todo`), and an empty `__init__.py` left alone
+/// in a test directory goes with them. Each move is a rewrite for the
+/// history (rule [`crate::pycheck::rules::MOVED_TEST`]).
+fn tests_where_they_run(changes: &mut crate::conversation::Staged) -> Vec<crate::pycheck::Rewrite> {
+    let misplaced: Vec<agentry_core::RepoPath> = changes
+        .iter()
+        .filter(|(path, content)| {
+            let path = path.to_string();
+            let name = path.rsplit('/').next().unwrap_or(&path);
+            content.is_some()
+                && !path.starts_with("tests/")
+                && name.ends_with(".py")
+                && (name.starts_with("test_") || name.ends_with("_test.py"))
+        })
+        .map(|(path, _)| path.clone())
+        .collect();
+    let mut rewrites = Vec::new();
+    let mut emptied = std::collections::BTreeSet::new();
+    for old in misplaced {
+        let old_text = old.to_string();
+        let (dir, name) = old_text.rsplit_once('/').unwrap_or(("", &old_text));
+        let Ok(new) = agentry_core::RepoPath::parse(&format!("tests/{name}")) else {
+            continue;
+        };
+        if changes.contains_key(&new) {
+            continue; // the developer wrote both: keep its own choice
+        }
+        let Some(Some(content)) = changes.remove(&old) else {
+            continue;
+        };
+        let package: Vec<&str> = dir.split('/').filter(|p| !p.is_empty()).collect();
+        let content = absolute_imports(&content, &package);
+        rewrites.push(crate::pycheck::Rewrite {
+            path: new.to_string(),
+            line: 1,
+            rule: crate::pycheck::rules::MOVED_TEST.to_string(),
+            detail: format!(
+                "moved from `{old_text}` to `{new}`, where the test runner discovers tests"
+            ),
+        });
+        changes.insert(new, Some(content));
+        if !dir.is_empty() {
+            emptied.insert(dir.to_string());
+        }
+    }
+    for dir in emptied {
+        let init = format!("{dir}/__init__.py");
+        let alone = !changes
+            .keys()
+            .any(|p| p.to_string().starts_with(&format!("{dir}/")) && p.to_string() != init);
+        let is_tests_dir = matches!(dir.rsplit('/').next(), Some("tests" | "test"));
+        if let Ok(path) = agentry_core::RepoPath::parse(&init) {
+            if alone
+                && is_tests_dir
+                && matches!(changes.get(&path), Some(Some(c)) if c.trim().is_empty())
+            {
+                changes.remove(&path);
+            }
+        }
+    }
+    rewrites
+}
+
+/// `text` with each relative `from` import made absolute, as seen from a
+/// module of `package` (its directory's parts): `from ..todo import Todo`
+/// in `todo_cli/tests` is `from todo_cli.todo import Todo`. An import that
+/// climbs above the top is left as it is (the static checks report it).
+fn absolute_imports(text: &str, package: &[&str]) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let indent = line.len() - line.trim_start().len();
+        let rest = &line[indent..];
+        let rewritten = rest.strip_prefix("from ").and_then(|after| {
+            let dots = after.len() - after.trim_start_matches('.').len();
+            if dots == 0 || dots > package.len() {
+                return None;
+            }
+            let after = &after[dots..];
+            let (module, tail) = after.split_once(" import ")?;
+            let module = module.trim();
+            let mut parts: Vec<&str> = package[..package.len() + 1 - dots].to_vec();
+            if !module.is_empty() {
+                parts.push(module);
+            }
+            Some(format!("from {} import {tail}", parts.join(".")))
+        });
+        out.push_str(&line[..indent]);
+        out.push_str(rewritten.as_deref().unwrap_or(rest));
+    }
+    out
 }
 
 /// The files a change set writes, as file specs.
@@ -629,6 +729,80 @@ mod tests {
         // Not an import name: the repository's is used.
         assert_eq!(project_package("the package `my-app`", "my-app"), "my_app");
         assert_eq!(project_package("a Package `x` and", "r"), "x");
+    }
+
+    #[test]
+    fn developer_tests_outside_tests_move_where_the_runner_finds_them() {
+        let path = |p: &str| agentry_core::RepoPath::parse(p).unwrap();
+        let mut changes: crate::conversation::Staged = [
+            ("todo_cli/__init__.py", "from .todo import Todo\n"),
+            ("todo_cli/todo.py", "class Todo:\n    pass\n"),
+            ("todo_cli/tests/__init__.py", ""),
+            (
+                "todo_cli/tests/test_todo.py",
+                "import unittest\nfrom ..todo import Todo\nfrom . import helpers\n    from .helpers import make\nfrom ...up import x\n",
+            ),
+            ("test_main.py", "from todo_cli import Todo\n"),
+            ("tests/test_kept.py", "import unittest\n"),
+        ]
+        .into_iter()
+        .map(|(p, c)| (path(p), Some(c.to_string())))
+        .collect();
+        let rewrites = tests_where_they_run(&mut changes);
+        let paths: Vec<String> = changes.keys().map(|p| p.to_string()).collect();
+        assert_eq!(
+            paths,
+            [
+                "tests/test_kept.py",
+                "tests/test_main.py",
+                "tests/test_todo.py",
+                "todo_cli/__init__.py",
+                "todo_cli/todo.py"
+            ]
+        );
+        assert_eq!(
+            changes[&path("tests/test_todo.py")].as_deref(),
+            Some("import unittest\nfrom todo_cli.todo import Todo\nfrom todo_cli.tests import helpers\n    from todo_cli.tests.helpers import make\nfrom ...up import x\n")
+        );
+        let moved: Vec<(&str, &str)> = rewrites
+            .iter()
+            .map(|r| (r.path.as_str(), r.rule.as_str()))
+            .collect();
+        assert_eq!(
+            moved,
+            [
+                ("tests/test_main.py", crate::pycheck::rules::MOVED_TEST),
+                ("tests/test_todo.py", crate::pycheck::rules::MOVED_TEST)
+            ]
+        );
+        assert!(rewrites[1]
+            .detail
+            .contains("from `todo_cli/tests/test_todo.py`"));
+
+        // A test file already in `tests/` under that name wins; a test
+        // directory's `__init__.py` with other files beside it stays.
+        let mut changes: crate::conversation::Staged = [
+            ("pkg/tests/__init__.py", ""),
+            ("pkg/tests/test_a.py", "x = 1\n"),
+            ("pkg/tests/data.json", "[]"),
+            ("pkg/test_b.py", "y = 2\n"),
+            ("tests/test_b.py", "z = 3\n"),
+        ]
+        .into_iter()
+        .map(|(p, c)| (path(p), Some(c.to_string())))
+        .collect();
+        tests_where_they_run(&mut changes);
+        let paths: Vec<String> = changes.keys().map(|p| p.to_string()).collect();
+        assert_eq!(
+            paths,
+            [
+                "pkg/test_b.py",
+                "pkg/tests/__init__.py",
+                "pkg/tests/data.json",
+                "tests/test_a.py",
+                "tests/test_b.py"
+            ]
+        );
     }
 
     fn check(visit: u32, qa_failed: bool, must: &[&str], must_not: &[&str]) {

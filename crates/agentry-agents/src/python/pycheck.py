@@ -31,6 +31,7 @@ FSTRING_QUOTES = "fstring_quotes"
 SYNTAX = "syntax"
 UNRESOLVED_IMPORT = "unresolved_import"
 STUB = "stub"
+SAVED_NEVER_LOADED = "saved_never_loaded"
 NO_ASSERTION = "no_assertion"
 CHECKS_ONLY_NONE = "checks_only_none"
 TAUTOLOGY = "tautology"
@@ -885,6 +886,82 @@ def stub_problems(repo, tree, problems, overridden):
     visit(tree.body, None)
 
 
+# ---------------------------------------------------------------- storage
+
+# Serializers whose `dump` writes a stream: `json.dump(data, f)`.
+SERIALIZERS = {"json", "pickle", "marshal", "yaml", "toml", "tomli_w", "plistlib"}
+# Calls that read saved data back, whatever the receiver.
+READ_CALLS = {
+    "load", "loads", "safe_load", "full_load", "read", "readline", "readlines",
+    "read_text", "read_bytes", "reader", "DictReader", "readfp", "read_file",
+    "read_string", "fromfile", "loadtxt", "genfromtxt", "read_csv", "read_json",
+}
+
+
+def saves(node):
+    """How `node` (a call) saves serialized data to a file, or None."""
+    recv, name = call_name(node)
+    if recv in SERIALIZERS and name in ("dump", "safe_dump"):
+        return f"{recv}.{name}"
+    # `f.write(json.dumps(data))`, `path.write_text(json.dumps(data))`.
+    if name in ("write", "write_text", "write_bytes", "writelines") and node.args:
+        inner = node.args[0]
+        if isinstance(inner, ast.Call):
+            r, n = call_name(inner)
+            if r in SERIALIZERS and n in ("dumps", "safe_dump", "dump"):
+                return f"{name}({r}.{n}(...))"
+    return None
+
+
+def open_mode(node, position):
+    """The mode of an `open` call (argument `position` or `mode=`): "r"
+    when absent, None when computed."""
+    mode = node.args[position] if len(node.args) > position else None
+    for kw in node.keywords:
+        if kw.arg == "mode":
+            mode = kw.value
+    if mode is None:
+        return "r"
+    if isinstance(mode, ast.Constant) and isinstance(mode.value, str):
+        return mode.value
+    return None
+
+
+def reads(node):
+    """Whether `node` (a call) may read data from a file or stream."""
+    recv, name = call_name(node)
+    if name in READ_CALLS:
+        return True
+    if name != "open":
+        return False
+    # `open(path, mode)` and `io.open(...)`; `path.open(mode)` otherwise.
+    builtin = not isinstance(node.func, ast.Attribute) or recv in ("io", "codecs", "os")
+    mode = open_mode(node, 1 if builtin else 0)
+    return mode is None or "r" in mode or "+" in mode
+
+
+def storage_problems(repo, path, tree, problems, parsed):
+    """Data saved in `path` that no code file of the repository ever reads
+    back: every new run (each invocation, each new instance) starts empty."""
+    saved = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            how = saves(node)
+            if how is not None:
+                saved.append((node.lineno, how))
+    if not saved:
+        return
+    for other, other_tree in parsed():
+        if any(isinstance(n, ast.Call) and reads(n) for n in ast.walk(other_tree)):
+            return
+    line, how = min(saved)
+    problems.append((line, SAVED_NEVER_LOADED,
+                     f"line {line} saves data ({how}), but no code ever reads a saved file back: "
+                     f"every new run (each command-line invocation, each new instance) starts "
+                     f"empty and what was saved is lost. Load the file when it exists (for "
+                     f"instance in `__init__`, before the first use), and save after each change"))
+
+
 # ---------------------------------------------------------------- test rules
 
 
@@ -1322,7 +1399,23 @@ def requote_fstrings(src):
     return "".join(out)
 
 
-def check_file(repo, path, overridden, report):
+def code_trees(repo):
+    """Every code file of the tree, parsed once, lazily: [(path, tree)]."""
+    cache = []
+
+    def parsed():
+        if not cache:
+            for p, src in sorted(repo.tree.items()):
+                if p.endswith(".py") and not is_test_file(p):
+                    t, error = parse(src, p)
+                    if error is None:
+                        cache.append((p, t))
+            cache.append(None)
+        return [c for c in cache if c is not None]
+    return parsed
+
+
+def check_file(repo, path, overridden, report, parsed):
     src = repo.tree.get(path)
     if src is None:
         return
@@ -1365,6 +1458,7 @@ def check_file(repo, path, overridden, report):
             report["assertions"][path] = test_problems(src, tree, problems)
         else:
             stub_problems(repo, tree, problems, overridden)
+            storage_problems(repo, path, tree, problems, parsed)
     if src != original:
         report["files"][path] = src
     for line, rule, detail in rewrites:
@@ -1384,7 +1478,7 @@ def main():
     paths = [p for p in dict.fromkeys(data.get("check") or []) if p.endswith(".py") and p in tree]
     overridden = overridden_methods(repo)
     for path in sorted(paths, key=is_test_file):
-        check_file(repo, path, overridden, report)
+        check_file(repo, path, overridden, report, code_trees(repo))
     json.dump(report, sys.stdout)
     return 0
 
