@@ -76,6 +76,18 @@ pub mod rules {
     /// (imports guarded by `except ImportError` are exempt). The message
     /// lists the importable repository modules and their names.
     pub const UNRESOLVED_IMPORT: &str = "unresolved_import";
+    /// Problem: a call of the repository's own function, class or method
+    /// whose arguments do not fit its definition (too many positional
+    /// arguments, an unknown keyword, a required parameter not passed): a
+    /// `TypeError` waiting to happen. Checked: names bound by a top-level
+    /// `def`/`class` of the file or a top-level import from a repository
+    /// module (followed through re-exports), and methods called on a
+    /// local variable or `self.<attr>` always assigned one such class's
+    /// instance. Not checked (unknown, never guessed): decorated functions
+    /// other than `staticmethod`/`classmethod`, classes with bases and no
+    /// `__init__` of their own, decorated classes (`@dataclass`), `*args`
+    /// or `**kwargs` at the call, names rebound anywhere in the file.
+    pub const WRONG_ARGUMENTS: &str = "wrong_arguments";
     /// Problem (code files): a function whose body, after an optional
     /// docstring, is only `pass`, `...`, `return`, `return None` or
     /// `raise NotImplementedError`. Exempt: `@abstractmethod`/`@overload`,
@@ -127,6 +139,7 @@ pub mod rules {
         MOVED_TEST,
         SYNTAX,
         UNRESOLVED_IMPORT,
+        WRONG_ARGUMENTS,
         STUB,
         SAVED_NEVER_LOADED,
         NO_ASSERTION,
@@ -749,6 +762,43 @@ def test_a_new_list_is_empty():
             ],
         )
         .await;
+    }
+
+    #[tokio::test]
+    async fn calls_that_do_not_fit_the_definition_are_caught() {
+        // A real QA round: `save_tasks(self.tasks)` where the interface
+        // shows `save_tasks()`; the test erred on a TypeError in its own
+        // code, and QA spent its rounds on it.
+        let core = "class Todo:\n    def __init__(self, path):\n        self.path = path\n\n    def add(self, title):\n        return title\n\n    @staticmethod\n    def norm(text):\n        return text.strip()\n\n\nclass Plain:\n    pass\n\n\ndef save_tasks():\n    return 1\n\n\ndef add(path, title, *, done=False):\n    return path, title, done\n";
+        let init = "from .core import Todo, save_tasks, add\n";
+        let suite = "import unittest\nfrom todo import Todo, save_tasks, add as add_task\nfrom todo.core import Plain\n\n\nclass T(unittest.TestCase):\n    def setUp(self):\n        self.todo = Todo('t.json')\n        self.tasks = []\n\n    def test_wrong(self):\n        save_tasks(self.tasks)\n        self.todo.add('a', 'b')\n        t = Todo()\n        t.add(name='x')\n        self.todo.norm(' a ', 2)\n        add_task('p')\n        Plain(1)\n        self.assertTrue(t)\n\n    def test_right(self):\n        save_tasks()\n        self.todo.add('a')\n        t = Todo(path='x')\n        t.add(title='x')\n        Todo.norm(' a ')\n        add_task('p', 't', done=True)\n        args = ['p', 't']\n        add_task(*args)\n        self.assertTrue(t)\n";
+        let want: Vec<(&str, u32, &str)> = [12, 13, 14, 15, 16, 17, 18]
+            .into_iter()
+            .map(|line| ("tests/test_todo.py", line, rules::WRONG_ARGUMENTS))
+            .collect();
+        problems(
+            &[
+                ("todo/__init__.py", init),
+                ("todo/core.py", core),
+                ("tests/__init__.py", ""),
+                ("tests/test_todo.py", suite),
+            ],
+            &want,
+            &[
+                "`save_tasks(self.tasks)` at line 12 passes 1 positional argument, but it takes none: `save_tasks()` in `todo.core`",
+                "`self.todo.add('a', 'b')` at line 13 passes 2 positional arguments, but it takes 1: `Todo.add(title)`",
+                "`Todo()` at line 14 does not pass `path`: `Todo(path)`",
+                "passes `name=`, but it has no parameter `name`",
+                "`Todo.norm(text)`",
+                "`add(path, title, *, done=...)` in `todo.core`",
+                "`Plain()` in `todo.core` takes none",
+            ],
+        )
+        .await;
+        // What is not known is not checked: a decorated function, a class
+        // with a base and no `__init__`, a name rebound in the file.
+        let code = "import functools\n\n\ndef deco(f):\n    @functools.wraps(f)\n    def inner(*a, **k):\n        return f(*a, **k)\n    return inner\n\n\n@deco\ndef wrapped(a):\n    return a\n\n\nclass Base:\n    def __init__(self, a, b):\n        self.a = a\n\n\nclass Child(Base):\n    pass\n\n\ndef one(a):\n    return a\n\n\ndef use(flag):\n    first = one\n    if flag:\n        one = print\n    return wrapped(1, 2), Child(1, 2), first, one(1, 2, 3)\n";
+        problems(&[("lib.py", code)], &[], &[]).await;
     }
 
     #[tokio::test]

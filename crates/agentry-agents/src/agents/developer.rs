@@ -363,7 +363,13 @@ async fn lost_imports(
             let problems = report
                 .problems
                 .into_iter()
-                .filter(|p| p.rule == "unresolved_import")
+                .filter(|p| {
+                    matches!(
+                        p.rule.as_str(),
+                        crate::pycheck::rules::UNRESOLVED_IMPORT
+                            | crate::pycheck::rules::WRONG_ARGUMENTS
+                    )
+                })
                 .map(|p| (p.path, p.line, p.message));
             let moved = report
                 .rewrites
@@ -383,7 +389,7 @@ async fn lost_imports(
     now.difference(&was)
         .map(|(path, line, what)| {
             format!(
-                "QA's acceptance test `{path}` line {line} would no longer import: {what}. Keep every module and name QA's tests import (they stay as they are)"
+                "QA's acceptance test `{path}` line {line} would no longer import or call the code as it does: {what}. Keep every module, name and signature QA's tests use (they stay as they are)"
             )
         })
         .collect()

@@ -519,7 +519,10 @@ async fn static_problems(
             // shows in the mutation score.
             if matches!(
                 p.rule.as_str(),
-                rules::SYNTAX | rules::UNRESOLVED_IMPORT | rules::DISCONNECTED
+                rules::SYNTAX
+                    | rules::UNRESOLVED_IMPORT
+                    | rules::WRONG_ARGUMENTS
+                    | rules::DISCONNECTED
             ) {
                 loud.push(line);
             } else {

@@ -32,6 +32,7 @@ SYNTAX = "syntax"
 UNRESOLVED_IMPORT = "unresolved_import"
 STUB = "stub"
 SAVED_NEVER_LOADED = "saved_never_loaded"
+WRONG_ARGUMENTS = "wrong_arguments"
 NO_ASSERTION = "no_assertion"
 CHECKS_ONLY_NONE = "checks_only_none"
 TAUTOLOGY = "tautology"
@@ -886,6 +887,293 @@ def stub_problems(repo, tree, problems, overridden):
     visit(tree.body, None)
 
 
+# ---------------------------------------------------------------- call arity
+
+FUNCTION_DEFS = (ast.FunctionDef, ast.AsyncFunctionDef)
+# Decorators that keep a function's signature as written.
+PLAIN_DECORATORS = {"staticmethod", "classmethod"}
+
+
+class Defs:
+    """The repository's top-level functions and classes, found through the
+    imports that bind them (only plain top-level statements are followed:
+    a name bound under `if`/`try` is not known, so it is never checked)."""
+
+    def __init__(self, repo):
+        self.repo = repo
+        self._trees = {}
+
+    def tree(self, dotted):
+        path = self.repo.modules.get(dotted)
+        if path is None:
+            return None
+        if path not in self._trees:
+            tree, error = parse(self.repo.tree.get(path, ""), path)
+            self._trees[path] = tree if error is None else None
+        return self._trees[path]
+
+    def find(self, dotted, name, depth=0):
+        """(module, node): the def or class `from dotted import name` binds."""
+        tree = self.tree(dotted)
+        if tree is None or depth > 5:
+            return None
+        found = None
+        for node in tree.body:
+            if isinstance(node, FUNCTION_DEFS + (ast.ClassDef,)):
+                if node.name == name:
+                    found = (dotted, node)
+            elif isinstance(node, ast.ImportFrom):
+                for a in node.names:
+                    if a.name != "*" and (a.asname or a.name) == name:
+                        found = self.imported(self.repo.modules[dotted], node, a.name, depth)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.Import)):
+                bound = set()
+                if isinstance(node, ast.Import):
+                    bound = {a.asname or a.name.split(".")[0] for a in node.names}
+                else:
+                    for t in (node.targets if isinstance(node, ast.Assign) else [node.target]):
+                        target_names(t, bound)
+                if name in bound:
+                    found = None
+        return found
+
+    def imported(self, path, node, name, depth=0):
+        if node.level:
+            source = self.repo.relative(path, node.level, node.module or "")
+        else:
+            source = self.repo.resolve_absolute(path, node.module or "")
+        if not source or source not in self.repo.modules:
+            return None
+        return self.find(source, name, depth + 1)
+
+
+def plain(fn):
+    return all(dotted_tail(d) in PLAIN_DECORATORS for d in fn.decorator_list)
+
+
+def method_of(cls, name):
+    """The plain method `name` defined in `cls`'s own body, if it is the
+    one a call reaches: None when a base class could define it instead."""
+    for node in cls.body:
+        if isinstance(node, FUNCTION_DEFS) and node.name == name:
+            return node if plain(node) else None
+    return None
+
+
+def constructor(cls):
+    """The `__init__` a call of `cls` runs, "object" when it is object's,
+    or None when unknown (bases, decorators, `__new__`, a metaclass)."""
+    if cls.decorator_list or cls.keywords:
+        return None
+    if any(isinstance(n, FUNCTION_DEFS) and n.name == "__new__" for n in cls.body):
+        return None
+    init = method_of(cls, "__init__")
+    if init is not None:
+        return init
+    if cls.bases or any(isinstance(n, FUNCTION_DEFS) and n.name == "__init__" for n in cls.body):
+        return None
+    return "object"
+
+
+class Signature:
+    def __init__(self, fn, bound):
+        a = fn.args
+        self.name = fn.name
+        positional = [p.arg for p in a.posonlyargs + a.args]
+        posonly = len(a.posonlyargs)
+        defaults = len(a.defaults)
+        if bound and positional:
+            positional = positional[1:]
+            posonly = max(posonly - 1, 0)
+        self.positional = positional
+        self.by_keyword = positional[posonly:]
+        self.required = positional[: max(len(positional) - defaults, 0)]
+        self.kwonly = [k.arg for k in a.kwonlyargs]
+        self.kwonly_required = [k.arg for k, d in zip(a.kwonlyargs, a.kw_defaults) if d is None]
+        self.varargs = a.vararg is not None
+        self.kwargs = a.kwarg is not None
+        optional = positional[len(self.required):]
+        parts = list(self.required) + [f"{p}=..." for p in optional]
+        if self.varargs:
+            parts.append(f"*{a.vararg.arg}")
+        elif self.kwonly:
+            parts.append("*")
+        parts += [k if k in self.kwonly_required else f"{k}=..." for k in self.kwonly]
+        if self.kwargs:
+            parts.append(f"**{a.kwarg.arg}")
+        self.text = f"({', '.join(parts)})"
+
+    def mismatch(self, call):
+        """What is wrong with `call`'s arguments, or None."""
+        if any(isinstance(a, ast.Starred) for a in call.args):
+            return None
+        if any(k.arg is None for k in call.keywords):
+            return None
+        n = len(call.args)
+        if n > len(self.positional) and not self.varargs:
+            takes = len(self.positional)
+            return (f"passes {n} positional argument{'s' if n != 1 else ''}, but it takes "
+                    f"{takes if takes else 'none'}")
+        names = [k.arg for k in call.keywords]
+        for k in names:
+            if k not in self.by_keyword and k not in self.kwonly and not self.kwargs:
+                return f"passes `{k}=`, but it has no parameter `{k}`"
+        covered = set(self.positional[:n]) | set(names)
+        missing = [p for p in self.required + self.kwonly_required if p not in covered]
+        if missing:
+            return f"does not pass {', '.join(f'`{m}`' for m in missing)}"
+        return None
+
+
+def rebound_names(tree):
+    """Names bound other than by a top-level def, class or import: a call
+    of one of them may mean something else."""
+    top = {id(n) for n in tree.body}
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            out.add(node.id)
+        elif isinstance(node, ast.arg):
+            out.add(node.arg)
+        elif isinstance(node, (FUNCTION_DEFS + (ast.ClassDef,))) and id(node) not in top:
+            out.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in top:
+            for a in node.names:
+                out.add(a.asname or a.name.split(".")[0])
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            out.update(node.names)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            out.add(node.name)
+    return out
+
+
+def arity_problems(repo, path, src, tree, problems):
+    """Calls of the repository's own functions, classes and methods whose
+    arguments do not fit the definition: a TypeError waiting to happen."""
+    defs = Defs(repo)
+    here = canonical(path)
+    known = {}  # name -> (module, node), from top-level defs and imports
+    counts = {}
+    for node in tree.body:
+        names = []
+        if isinstance(node, FUNCTION_DEFS + (ast.ClassDef,)):
+            names = [(node.name, (here or path, node))]
+        elif isinstance(node, ast.ImportFrom):
+            names = [(a.asname or a.name, defs.imported(path, node, a.name))
+                     for a in node.names if a.name != "*"]
+        elif isinstance(node, ast.Import):
+            names = [(a.asname or a.name.split(".")[0], None) for a in node.names]
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            bound = set()
+            for t in (node.targets if isinstance(node, ast.Assign) else [node.target]):
+                target_names(t, bound)
+            names = [(n, None) for n in bound]
+        for name, found in names:
+            counts[name] = counts.get(name, 0) + 1
+            known[name] = found
+    rebound = rebound_names(tree)
+    known = {n: f for n, f in known.items() if f is not None and counts[n] == 1 and n not in rebound}
+
+    def klass(call):
+        """The repository class `call` constructs, or None."""
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Name):
+            found = known.get(call.func.id)
+            if found and isinstance(found[1], ast.ClassDef):
+                return found
+        return None
+
+    def instances(fn_nodes, key):
+        """Receivers (by `key`) always assigned a call of one repository class."""
+        seen = {}
+        for fn in fn_nodes:
+            for node in ast.walk(fn):
+                targets = []
+                if isinstance(node, ast.Assign):
+                    targets = [(t, node.value) for t in node.targets]
+                elif isinstance(node, (ast.AnnAssign, ast.AugAssign)) and node.value is not None:
+                    targets = [(node.target, node.value)]
+                elif isinstance(node, (ast.For, ast.AsyncFor)):
+                    targets = [(node.target, None)]
+                elif isinstance(node, (ast.With, ast.AsyncWith)):
+                    targets = [(i.optional_vars, None) for i in node.items if i.optional_vars is not None]
+                for target, value in targets:
+                    k = key(target)
+                    if k is None:
+                        continue
+                    found = klass(value)
+                    previous = seen.get(k, found)
+                    seen[k] = found if previous is not None and found is not None \
+                        and previous[1] is found[1] else None
+        return {k: v for k, v in seen.items() if v is not None}
+
+    def self_attr(target):
+        if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) \
+                and target.value.id == "self":
+            return target.attr
+        return None
+
+    def local(target):
+        return target.id if isinstance(target, ast.Name) else None
+
+    def check(call, found, bound, what):
+        module, fn = found
+        sig = Signature(fn, bound)
+        wrong = sig.mismatch(call)
+        if wrong is None:
+            return
+        problems.append((call.lineno, WRONG_ARGUMENTS,
+                         f"`{segment(src, call)}` at line {call.lineno} {wrong}: `{what}{sig.text}` "
+                         f"in `{module}` is defined so. Call it with the parameters it has"))
+
+    def visit_function(fn, attrs):
+        locals_ = instances([fn], local)
+        params = {a.arg for a in fn.args.posonlyargs + fn.args.args + fn.args.kwonlyargs}
+        for node in ast.walk(fn):
+            if not isinstance(node, ast.Call):
+                continue
+            f = node.func
+            if isinstance(f, ast.Name):
+                found = known.get(f.id)
+                if found is None or f.id in params:
+                    continue
+                if isinstance(found[1], ast.ClassDef):
+                    init = constructor(found[1])
+                    if init == "object":
+                        if node.args or node.keywords:
+                            problems.append((node.lineno, WRONG_ARGUMENTS,
+                                             f"`{segment(src, node)}` at line {node.lineno} passes "
+                                             f"arguments, but `{found[1].name}()` in `{found[0]}` takes none "
+                                             f"(it has no `__init__`). Call it with the parameters "
+                                             f"it has"))
+                    elif init is not None:
+                        check(node, (found[0], init), True, found[1].name)
+                elif plain(found[1]):
+                    check(node, found, False, found[1].name)
+            elif isinstance(f, ast.Attribute):
+                recv = f.value
+                cls = None
+                if isinstance(recv, ast.Name) and recv.id in locals_:
+                    cls = locals_[recv.id]
+                elif self_attr(recv) in attrs:
+                    cls = attrs[self_attr(recv)]
+                if cls is None:
+                    continue
+                method = method_of(cls[1], f.attr)
+                if method is None:
+                    continue
+                static = any(dotted_tail(d) == "staticmethod" for d in method.decorator_list)
+                check(node, (cls[0], method), not static, f"{cls[1].name}.{f.attr}")
+
+    for node in tree.body:
+        if isinstance(node, FUNCTION_DEFS):
+            visit_function(node, {})
+        elif isinstance(node, ast.ClassDef):
+            methods = [n for n in node.body if isinstance(n, FUNCTION_DEFS)]
+            attrs = instances(methods, self_attr)
+            for m in methods:
+                visit_function(m, attrs)
+
+
 # ---------------------------------------------------------------- storage
 
 # Serializers whose `dump` writes a stream: `json.dump(data, f)`.
@@ -1454,6 +1742,7 @@ def check_file(repo, path, overridden, report, parsed):
             rewrites.extend(staged)
             repo.update(path, src)
         import_problems(repo, path, src, tree, problems)
+        arity_problems(repo, path, src, tree, problems)
         if test:
             report["assertions"][path] = test_problems(src, tree, problems)
         else:
