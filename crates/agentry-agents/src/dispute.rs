@@ -1,9 +1,12 @@
 //! Disputed assertions, settled by independent evidence rather than by
 //! asking the model who is right.
 //!
-//! When acceptance tests fail on a check (an `AssertionError`), either the
-//! code or the test's expected value is wrong, and a small model is poor at
-//! telling which. So two more implementations are written from the
+//! When acceptance tests fail on a check (an `AssertionError`), or on an
+//! exception the code raised on purpose (a `ValueError`, a `KeyError`, an
+//! exception of its own, where the test expected no error), either the code
+//! or the test's expectation is wrong, and a small model is poor at telling
+//! which. (Exceptions that only a bug raises, an `AttributeError` or a
+//! `TypeError`, are the developer's without a dispute.) So two more implementations are written from the
 //! specification alone (the requirement, the criteria and the interface's
 //! signatures; neither the developer's code nor QA's tests), sampled more
 //! freely, and the failing tests are run against each in the sandbox:
@@ -71,13 +74,45 @@ pub fn disputable(triage: &Triage, disputes: &Disputes) -> bool {
     disputes.held < MAX_DISPUTES && !checks_failed(triage, disputes).is_empty()
 }
 
-/// The developer-owned acceptance failures that are failed checks, not
-/// already set aside.
+/// Exceptions only a bug (or a call the code cannot take) raises, never an
+/// answer a requirement asks for: their failures are not disputed.
+const BUG_ERRORS: &[&str] = &[
+    "AttributeError",
+    "NameError",
+    "TypeError",
+    "ImportError",
+    "ModuleNotFoundError",
+    "UnboundLocalError",
+    "SyntaxError",
+    "IndentationError",
+    "RecursionError",
+    "NotImplementedError",
+];
+
+/// Whether a failure is the code's answer, which independent
+/// implementations may confirm: a failed check, or an exception the code
+/// raised that is not a bug's.
+fn is_answer(error: &str) -> bool {
+    let kind = error
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .rsplit('.')
+        .next()
+        .unwrap_or_default();
+    !kind.is_empty()
+        && !kind.contains(char::is_whitespace)
+        && (kind == "AssertionError" || !BUG_ERRORS.contains(&kind))
+}
+
+/// The developer-owned acceptance failures that are the code's answers
+/// (failed checks, deliberate exceptions), not already set aside.
 fn checks_failed<'a>(triage: &'a Triage, disputes: &Disputes) -> Vec<&'a Finding> {
     triage
         .acceptance
         .iter()
-        .filter(|f| f.owner == Owner::Developer && f.error.starts_with("AssertionError"))
+        .filter(|f| f.owner == Owner::Developer && is_answer(&f.error))
         .filter(|f| !disputes.set_aside.contains(&f.test))
         .take(MAX_TESTS)
         .collect()
@@ -195,7 +230,7 @@ pub(crate) async fn hold(
             }
             let failed_as_the_code = disputed.iter().any(|f| {
                 f.test == case.id
-                    && case.outcome == TestOutcome::Failed
+                    && matches!(case.outcome, TestOutcome::Failed | TestOutcome::Error)
                     && crate::triage::error_line(case) == f.error
             });
             if failed_as_the_code {
@@ -222,9 +257,15 @@ pub(crate) async fn hold(
                 .find(|f| f.test == finding.test)
             {
                 f.owner = Owner::Qa;
-                f.reason = format!(
-                    "disputed: {agreeing} independent implementations written from the requirement fail this check exactly as the code does, so its expected value is the likely mistake; check it against the requirement"
-                );
+                f.reason = if finding.error.starts_with("AssertionError") {
+                    format!(
+                        "disputed: {agreeing} independent implementations written from the requirement fail this check exactly as the code does, so its expected value is the likely mistake; check it against the requirement"
+                    )
+                } else {
+                    format!(
+                        "disputed: {agreeing} independent implementations written from the requirement raise this same error here, exactly as the code does, so the test's expectation is the likely mistake; check the requirement (it may ask for this error) and the test's setup"
+                    )
+                };
             }
         }
         verdicts.push(Verdict {
@@ -338,6 +379,28 @@ mod tests {
         assert!(!disputable(&t, &d));
         let errors_only = triage(vec![finding("a.T.test_2", "AttributeError: x")], 5);
         assert!(!disputable(&errors_only, &Disputes::default()));
+        // An exception the code raised on purpose is its answer, as a
+        // value is: a real run's test closed an account holding money,
+        // which the requirement forbids with this very error.
+        let raised = triage(
+            vec![
+                finding("a.T.test_3", "ValueError: balance must be zero to close"),
+                finding("a.T.test_4", "UnknownAccount"),
+                finding("a.T.test_5", "bank.errors.AccountClosed: ACC-0001"),
+                finding("a.T.test_6", "TypeError: f() takes 1 positional argument"),
+                finding("a.T.test_7", "KeyError: 'x'"),
+                finding("a.T.test_8", "Error in setUp"),
+            ],
+            8,
+        );
+        let disputed: Vec<&str> = checks_failed(&raised, &Disputes::default())
+            .iter()
+            .map(|f| f.test.as_str())
+            .collect();
+        assert_eq!(
+            disputed,
+            ["a.T.test_3", "a.T.test_4", "a.T.test_5", "a.T.test_7"]
+        );
     }
 
     #[test]

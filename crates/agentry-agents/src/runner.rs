@@ -584,6 +584,73 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_error_the_code_raises_on_purpose_is_disputed_and_goes_to_qa_when_confirmed() {
+        // A real run's QA test closed an account holding money; the code
+        // refused with the error the requirement asks for, and triage sent
+        // it to the developer. Independent implementations that raise the
+        // same error move it to QA.
+        use agentry_core::{SourceLocation, TestCaseResult, TestOutcome};
+        let kit = Kit::new();
+        let compact = compact();
+        let code = "def close(balance):\n    if balance:\n        raise ValueError('balance must be zero to close')\n    return True\n";
+        let implementation = answer(&format!(
+            "{IMPLEMENTATION_HEADER}\nFILE shortener/core.py\n```python\n{code}```\n"
+        ));
+        kit.llm.push_all(vec![implementation.clone()]);
+        let first = kit
+            .runner_with(compact.clone())
+            .run(kit.ctx(AgentRole::Developer, 0))
+            .await
+            .unwrap();
+        let mut state = kit.state_after_business();
+        state.apply(&first.delta);
+        let mut run = test_run(false);
+        run.cases = vec![TestCaseResult {
+            id: "tests.acceptance.test_api.T.test_api".into(),
+            outcome: TestOutcome::Error,
+            error_type: Some("ValueError".into()),
+            message: Some("balance must be zero to close".into()),
+            raised_in: Some(SourceLocation {
+                path: "shortener/core.py".into(),
+                line: 3,
+                function: Some("close".into()),
+            }),
+        }];
+        *kit.sandbox.result.lock().unwrap() = Ok(run);
+        // QA's suite, then the two independent implementations.
+        kit.llm.push_all(vec![
+            answer(&qa_answer()),
+            implementation.clone(),
+            implementation,
+        ]);
+        let out = kit
+            .runner_with(compact)
+            .run(kit.ctx_with(AgentRole::Qa, 0, state))
+            .await
+            .unwrap();
+        let ctx = &out.delta.shared_context;
+        let finding = &ctx["qa.triage"]["acceptance"][0];
+        assert_eq!(finding["owner"], json!("qa"), "{ctx:#?}");
+        assert!(
+            finding["reason"]
+                .as_str()
+                .unwrap()
+                .contains("raise this same error here"),
+            "{finding}"
+        );
+        assert_eq!(ctx["qa.fix"], json!("tests"));
+        assert_eq!(ctx["qa.disputes"]["held"], json!(1));
+        // The suite's run, then one run per independent implementation,
+        // of the disputed test alone.
+        let requests = kit.sandbox.requests.lock().unwrap().clone();
+        assert_eq!(requests.len(), 3);
+        assert_eq!(
+            requests[2].command.as_ref().unwrap().last().unwrap(),
+            "tests.acceptance.test_api.T.test_api"
+        );
+    }
+
+    #[tokio::test]
     async fn a_failing_suite_is_an_output_not_an_error() {
         let kit = Kit::new();
         *kit.sandbox.result.lock().unwrap() = Ok(test_run(false));
