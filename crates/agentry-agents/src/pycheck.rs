@@ -88,6 +88,13 @@ pub mod rules {
     /// `__init__` of their own, decorated classes (`@dataclass`), `*args`
     /// or `**kwargs` at the call, names rebound anywhere in the file.
     pub const WRONG_ARGUMENTS: &str = "wrong_arguments";
+    /// Problem: a method called on an instance of a repository class (a
+    /// receiver known as for [`WRONG_ARGUMENTS`]) that the class does not
+    /// have: not a method, class attribute or `self.<name>` assignment of
+    /// its body. Only for classes whose body says everything: no base, no
+    /// decorator, no `__getattr__`, no `setattr`/`__dict__`. The message
+    /// lists the methods it has.
+    pub const MISSING_METHOD: &str = "missing_method";
     /// Problem (code files): a function whose body, after an optional
     /// docstring, is only `pass`, `...`, `return`, `return None` or
     /// `raise NotImplementedError`. Exempt: `@abstractmethod`/`@overload`,
@@ -140,6 +147,7 @@ pub mod rules {
         SYNTAX,
         UNRESOLVED_IMPORT,
         WRONG_ARGUMENTS,
+        MISSING_METHOD,
         STUB,
         SAVED_NEVER_LOADED,
         NO_ASSERTION,
@@ -793,6 +801,19 @@ def test_a_new_list_is_empty():
                 "`add(path, title, *, done=...)` in `todo.core`",
                 "`Plain()` in `todo.core` takes none",
             ],
+        )
+        .await;
+        // A method the class does not have; attributes it does have
+        // (assigned in `__init__`) are no problem.
+        let calls = "from todo import Todo\n\n\ndef use():\n    t = Todo('x')\n    t.path.strip()\n    return t.close_account(1)\n";
+        problems(
+            &[
+                ("todo/__init__.py", init),
+                ("todo/core.py", core),
+                ("use.py", calls),
+            ],
+            &[("use.py", 7, rules::MISSING_METHOD)],
+            &["`t.close_account(1)` at line 7: `Todo` in `todo.core` has no method `close_account`. It has: add, norm."],
         )
         .await;
         // What is not known is not checked: a decorated function, a class

@@ -96,8 +96,10 @@ impl Triage {
 }
 
 /// Sorts `run`'s failures. `acceptance` are QA's test files (their paths
-/// tell its tests from the developer's).
-pub fn triage(run: &TestRun, acceptance: &[FileSpec]) -> Triage {
+/// tell its tests from the developer's); `requirement` is the text the
+/// code answers to (an attribute it names and the code lacks is the
+/// code's to add).
+pub fn triage(run: &TestRun, acceptance: &[FileSpec], requirement: &str) -> Triage {
     let qa_paths: Vec<String> = acceptance
         .iter()
         .map(|f| f.path.trim_start_matches("./").to_string())
@@ -135,9 +137,9 @@ pub fn triage(run: &TestRun, acceptance: &[FileSpec]) -> Triage {
             continue;
         }
         if is_acceptance {
-            out.acceptance.push(finding(case, acceptance));
+            out.acceptance.push(finding(case, acceptance, requirement));
         } else {
-            let mut f = finding(case, &[]);
+            let mut f = finding(case, &[], requirement);
             f.owner = Owner::Developer;
             f.reason = "one of the developer's own tests".into();
             out.unit.push(f);
@@ -169,7 +171,7 @@ pub(crate) fn error_line(case: &TestCaseResult) -> String {
 }
 
 /// The owner of one failing acceptance test.
-fn finding(case: &TestCaseResult, acceptance: &[FileSpec]) -> Finding {
+fn finding(case: &TestCaseResult, acceptance: &[FileSpec], requirement: &str) -> Finding {
     let error_type = case.error_type.as_deref().unwrap_or("");
     let error = error_line(case);
     let at = case
@@ -191,6 +193,19 @@ fn finding(case: &TestCaseResult, acceptance: &[FileSpec]) -> Finding {
             Owner::Qa,
             "the test reads a file it never wrote".to_string(),
         ),
+        // The test calls what the requirement names and the code lacks
+        // (a rewrite dropped `close_account`): the code's to add.
+        ("AttributeError", Some(true))
+            if missing_attribute(case).is_some_and(|a| names(requirement, a)) =>
+        {
+            (
+                Owner::Developer,
+                format!(
+                    "the code lacks `{}`, which the requirement names",
+                    missing_attribute(case).unwrap_or_default()
+                ),
+            )
+        }
         (_, Some(true)) => (
             Owner::Qa,
             format!("{error_type} raised in the test's own code"),
@@ -216,6 +231,34 @@ fn finding(case: &TestCaseResult, acceptance: &[FileSpec]) -> Finding {
         error,
         at,
     }
+}
+
+/// The attribute an `AttributeError` says is missing: `close_account` in
+/// `'Bank' object has no attribute 'close_account'` (or `module 'bank'
+/// has no attribute ...`, `type object 'Bank' has no attribute ...`).
+fn missing_attribute(case: &TestCaseResult) -> Option<&str> {
+    let (_, rest) = case.message.as_deref()?.split_once("has no attribute '")?;
+    rest.split('\'').next().filter(|a| !a.is_empty())
+}
+
+/// Whether the method a `missing_method` problem names (`... has no method
+/// `close_account`.`) is one `requirement` names.
+pub(crate) fn missing_method_named(message: &str, requirement: &str) -> bool {
+    message
+        .split_once("has no method `")
+        .and_then(|(_, rest)| rest.split('`').next())
+        .is_some_and(|m| !m.is_empty() && names(requirement, m))
+}
+
+/// Whether `text` holds `word` as a whole identifier (`close_account`,
+/// not inside `reclose_accounts`).
+fn names(text: &str, word: &str) -> bool {
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    text.match_indices(word).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + word.len()..].chars().next();
+        !before.is_some_and(ident) && !after.is_some_and(ident)
+    })
 }
 
 /// Whether the missing file of a `FileNotFoundError` is named by a
@@ -487,13 +530,16 @@ mod tests {
             None,
             None,
         );
-        let t = triage(&run_of(vec![ok, failing.clone()]), &qa_suite());
+        let t = triage(&run_of(vec![ok, failing.clone()]), &qa_suite(), REQUIREMENT);
         assert!(!t.acceptance_passed);
         assert_eq!(t.acceptance.len(), 1, "{t:?}");
         assert_eq!(t.acceptance[0].owner, owner, "{failing:?} -> {t:?}");
     }
 
     const A: &str = "tests.acceptance.test_app.T.test_a";
+
+    const REQUIREMENT: &str =
+        "- `close_account(account_id)`: only with a zero balance.\n- `total() -> int`";
 
     #[test]
     fn errors_in_the_tests_own_code_go_to_qa() {
@@ -521,6 +567,32 @@ mod tests {
                 TestOutcome::Error,
                 Some(("ImportError", "cannot import name 'x'")),
                 None,
+            ),
+            Owner::Qa,
+        );
+        // A method the requirement names, missing from the code (a real
+        // rewrite dropped it): the developer's, though the AttributeError
+        // is raised in the test.
+        check(
+            case(
+                A,
+                TestOutcome::Error,
+                Some((
+                    "AttributeError",
+                    "'Bank' object has no attribute 'close_account'",
+                )),
+                Some("tests/acceptance/test_app.py"),
+            ),
+            Owner::Developer,
+        );
+        // A method the test calls that the requirement does not name (only
+        // inside a longer word): the test's.
+        check(
+            case(
+                A,
+                TestOutcome::Error,
+                Some(("AttributeError", "'Bank' object has no attribute 'close'")),
+                Some("tests/acceptance/test_app.py"),
             ),
             Owner::Qa,
         );
@@ -586,14 +658,14 @@ mod tests {
             Some("tests/test_core.py"),
         );
         let ok = case(A, TestOutcome::Passed, None, None);
-        let t = triage(&run_of(vec![ok, unit_fail]), &qa_suite());
+        let t = triage(&run_of(vec![ok, unit_fail]), &qa_suite(), "");
         assert!(t.acceptance_passed);
         assert_eq!(t.next_fix(), NextFix::None);
         assert_eq!(t.unit.len(), 1);
         assert_eq!(t.unit[0].owner, Owner::Developer);
         // No acceptance test ran at all: not passed.
         let only_unit = case("tests.test_core.T.test_x", TestOutcome::Passed, None, None);
-        let t = triage(&run_of(vec![only_unit]), &qa_suite());
+        let t = triage(&run_of(vec![only_unit]), &qa_suite(), "");
         assert!(!t.acceptance_passed);
         // pytest ids name the file.
         let ok = case(
@@ -602,7 +674,7 @@ mod tests {
             None,
             None,
         );
-        assert!(triage(&run_of(vec![ok]), &qa_suite()).acceptance_passed);
+        assert!(triage(&run_of(vec![ok]), &qa_suite(), "").acceptance_passed);
     }
 
     #[test]
@@ -619,19 +691,28 @@ mod tests {
             Some(("AssertionError", "1 != 2")),
             Some("tests/acceptance/test_app.py"),
         );
-        let t = triage(&run_of(vec![broken, wrong.clone()]), &qa_suite());
+        let t = triage(&run_of(vec![broken, wrong.clone()]), &qa_suite(), "");
         assert_eq!(t.next_fix(), NextFix::Tests);
-        let t = triage(&run_of(vec![wrong]), &qa_suite());
+        let t = triage(&run_of(vec![wrong]), &qa_suite(), "");
         assert_eq!(t.next_fix(), NextFix::Code);
+    }
+
+    #[test]
+    fn a_missing_method_the_requirement_names_is_the_codes_to_add() {
+        let message = "`self.bank.close_account(a)` at line 9: `Bank` in `bank.core` has no method `close_account`. It has: deposit.";
+        assert!(missing_method_named(message, REQUIREMENT));
+        let invented = "`b.reopen(a)` at line 9: `Bank` in `bank.core` has no method `reopen`.";
+        assert!(!missing_method_named(invented, REQUIREMENT));
+        assert!(!missing_method_named("no such shape", REQUIREMENT));
     }
 
     #[test]
     fn without_per_test_results_the_run_decides_and_the_code_is_blamed() {
         let run = crate::testkit::test_run(false);
-        let t = triage(&run, &qa_suite());
+        let t = triage(&run, &qa_suite(), "");
         assert!(!t.per_test && !t.acceptance_passed);
         assert_eq!(t.next_fix(), NextFix::Code);
-        let t = triage(&crate::testkit::test_run(true), &qa_suite());
+        let t = triage(&crate::testkit::test_run(true), &qa_suite(), "");
         assert!(t.acceptance_passed);
     }
 }

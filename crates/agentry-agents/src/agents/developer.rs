@@ -368,6 +368,7 @@ async fn lost_imports(
                         p.rule.as_str(),
                         crate::pycheck::rules::UNRESOLVED_IMPORT
                             | crate::pycheck::rules::WRONG_ARGUMENTS
+                            | crate::pycheck::rules::MISSING_METHOD
                     )
                 })
                 .map(|p| (p.path, p.line, p.message));

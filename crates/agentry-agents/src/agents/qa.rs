@@ -133,7 +133,7 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
             Error::InvalidInput(m) => Error::permanent(format!("qa cannot run the tests: {m}")),
             other => other.context("qa test run"),
         })?;
-    let mut triage = crate::triage::triage(&run, &suite);
+    let mut triage = crate::triage::triage(&run, &suite, &state.requirements);
     let mut disputes: Disputes = context::shared(state, context::QA_DISPUTES)?.unwrap_or_default();
     let set_aside = dispute::apply_set_aside(&mut triage, &mut disputes);
     if !set_aside.is_empty() {
@@ -371,6 +371,7 @@ async fn write_suite(
                 on_branch: files,
                 developer_tests: &developer_tests,
                 code,
+                requirement: &state.requirements,
                 guards_broken: std::sync::atomic::AtomicUsize::new(0),
             },
         )
@@ -427,6 +428,9 @@ struct SuiteCheck<'a> {
     on_branch: &'a [String],
     developer_tests: &'a [FileSpec],
     code: &'a BTreeMap<String, String>,
+    /// The requirement: a method it names that the code lacks is the
+    /// developer's to add, not QA's to stop calling.
+    requirement: &'a str,
     /// Problems of the last answer checked that would let a weak suite
     /// pass (no test code, a copy of the developer's tests, a file outside
     /// QA's folder, a test that checks nothing, only `None`, a tautology
@@ -453,7 +457,8 @@ impl crate::conversation::AnswerCheck<QaReport> for SuiteCheck<'_> {
         guards.extend(acceptance_path_problems(&r.test_files, self.on_branch));
         guards.extend(copied_tests(&r.test_files, self.developer_tests));
         let suite = crate::output::with_kept(self.previous, &r.test_files);
-        let (static_loud, static_guards) = static_problems(self.code, &suite).await;
+        let (static_loud, static_guards) =
+            static_problems(self.code, &suite, self.requirement).await;
         loud.extend(static_loud);
         guards.extend(static_guards);
         self.guards_broken
@@ -506,12 +511,20 @@ async fn check_suite(
 async fn static_problems(
     code: &BTreeMap<String, String>,
     suite: &[FileSpec],
+    requirement: &str,
 ) -> (Vec<String>, Vec<String>) {
     use crate::pycheck::rules;
     let mut loud = Vec::new();
     let mut guards = Vec::new();
     if let Some(report) = check_suite(code, suite).await {
         for p in &report.problems {
+            // A method the requirement names and the code lacks: the test
+            // is right to call it, and its failure goes to the developer.
+            if p.rule == rules::MISSING_METHOD
+                && crate::triage::missing_method_named(&p.message, requirement)
+            {
+                continue;
+            }
             let line = format!("`{}` line {}: {}", p.path, p.line, p.message);
             // A test checking only its own values goes back for repair, but
             // is not held as a guard: once the repairs are spent it runs,
@@ -522,6 +535,7 @@ async fn static_problems(
                 rules::SYNTAX
                     | rules::UNRESOLVED_IMPORT
                     | rules::WRONG_ARGUMENTS
+                    | rules::MISSING_METHOD
                     | rules::DISCONNECTED
             ) {
                 loud.push(line);

@@ -33,6 +33,7 @@ UNRESOLVED_IMPORT = "unresolved_import"
 STUB = "stub"
 SAVED_NEVER_LOADED = "saved_never_loaded"
 WRONG_ARGUMENTS = "wrong_arguments"
+MISSING_METHOD = "missing_method"
 NO_ASSERTION = "no_assertion"
 CHECKS_ONLY_NONE = "checks_only_none"
 TAUTOLOGY = "tautology"
@@ -960,6 +961,36 @@ def method_of(cls, name):
     return None
 
 
+def closed_class(cls):
+    """Whether every attribute of `cls`'s instances is visible in its body:
+    no base, no `__getattr__`, no `__slots__` tricks, no decorator."""
+    if cls.bases or cls.keywords or cls.decorator_list:
+        return False
+    return not any(isinstance(n, FUNCTION_DEFS) and n.name in ("__getattr__", "__getattribute__")
+                   for n in cls.body)
+
+
+def attributes(cls):
+    """Names an instance of `cls` has: its methods, class-level names and
+    `self.<name>` assignments (and `setattr` makes it unknown: None)."""
+    names = set()
+    for node in cls.body:
+        if isinstance(node, FUNCTION_DEFS + (ast.ClassDef,)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            for t in (node.targets if isinstance(node, ast.Assign) else [node.target]):
+                target_names(t, names)
+    for node in ast.walk(cls):
+        if isinstance(node, ast.Attribute) and not isinstance(node.ctx, ast.Load) \
+                and isinstance(node.value, ast.Name) and node.value.id == "self":
+            names.add(node.attr)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                and node.func.id in ("setattr", "vars") or \
+                isinstance(node, ast.Attribute) and node.attr == "__dict__":
+            return None
+    return names
+
+
 def constructor(cls):
     """The `__init__` a call of `cls` runs, "object" when it is object's,
     or None when unknown (bases, decorators, `__new__`, a metaclass)."""
@@ -1160,6 +1191,15 @@ def arity_problems(repo, path, src, tree, problems):
                     continue
                 method = method_of(cls[1], f.attr)
                 if method is None:
+                    has = attributes(cls[1]) if closed_class(cls[1]) else None
+                    if has is not None and f.attr not in has and not f.attr.startswith("__"):
+                        methods = sorted(n.name for n in cls[1].body
+                                         if isinstance(n, FUNCTION_DEFS) and not n.name.startswith("_"))
+                        shown = f" It has: {', '.join(methods)}." if methods else ""
+                        problems.append((node.lineno, MISSING_METHOD,
+                                         f"`{segment(src, node)}` at line {node.lineno}: "
+                                         f"`{cls[1].name}` in `{cls[0]}` has no method "
+                                         f"`{f.attr}`.{shown}"))
                     continue
                 static = any(dotted_tail(d) == "staticmethod" for d in method.decorator_list)
                 check(node, (cls[0], method), not static, f"{cls[1].name}.{f.attr}")
