@@ -131,11 +131,11 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
     let mut rewrites = tests_where_they_run(&mut changes);
     let answered = written(&changes);
     if let Some(checked) = static_check(&code, &answered, &package).await {
+        // Repaired files: those of the answer, and the package's
+        // `__init__.py` when it gained exports.
         for (path, content) in &checked.files {
             if let Ok(path) = agentry_core::RepoPath::parse(path) {
-                if let Some(slot) = changes.get_mut(&path) {
-                    *slot = Some(content.clone());
-                }
+                changes.insert(path, Some(content.clone()));
             }
         }
         for rewrite in &checked.rewrites {

@@ -27,6 +27,7 @@ UNDEFINED_NAME_FROM_PACKAGE = "undefined_name_from_package"
 UNRESOLVED_FROM_IMPORT = "unresolved_from_import"
 FLOAT_ASSERT_EQUAL = "float_assert_equal"
 FSTRING_QUOTES = "fstring_quotes"
+PACKAGE_EXPORTS = "package_exports"
 # Problems.
 SYNTAX = "syntax"
 UNRESOLVED_IMPORT = "unresolved_import"
@@ -718,6 +719,103 @@ def repair_undefined(repo, path, src, tree, rewrites):
         used = ", ".join(f"`{n}` (line {first_use[n]})" for n in names)
         rewrites.append((at + 1 + k, rule, f"added `{s}`: {used} used but never imported"))
     return "".join(lines)
+
+
+# ---------------------------------------------------------------- package exports
+
+
+def quiet_module(tree):
+    """Whether importing the module only defines things: its top level is
+    docstrings, imports, defs, classes, assignments and a main guard."""
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom, ast.ClassDef, ast.Assign,
+                             ast.AnnAssign) + FUNCTION_DEFS):
+            continue
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            continue
+        if isinstance(node, ast.If) and is_main_guard(node):
+            continue
+        return False
+    return True
+
+
+def imports_package(tree, package):
+    """Whether the module imports its own package (`from . import x`,
+    `from pkg import x`, `import pkg`): importing it from the package's
+    `__init__` could close a cycle."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 and not node.module:
+                return True
+            if node.level > 1:
+                return True
+            if node.level == 0 and node.module == package:
+                return True
+        elif isinstance(node, ast.Import):
+            if any(a.name == package for a in node.names):
+                return True
+    return False
+
+
+def repair_exports(repo, report, checked):
+    """The project package's `__init__.py` re-exports the public classes
+    and functions of its modules that it does not bind yet, so
+    `from package import Name` works for every name the code defines (the
+    requirement's interface is usually written so)."""
+    pkg = repo.package_module()
+    if pkg is None:
+        return
+    init = repo.modules[pkg]
+    if not init.endswith("__init__.py"):
+        return
+    base = init[: -len("__init__.py")]
+    if not any(p.startswith(base) and p.endswith(".py") and not is_test_file(p) for p in checked):
+        return
+    src = repo.tree.get(init, "")
+    tree, error = parse(src, init)
+    if error is not None:
+        return
+    bound, _ = bindings(tree)
+    if any(isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names) for n in tree.body):
+        return
+    offers = {}  # name -> [module]
+    for dotted, path in sorted(repo.modules.items()):
+        if not dotted.startswith(pkg + ".") or dotted.count(".") != pkg.count(".") + 1:
+            continue
+        leaf = dotted.rsplit(".", 1)[1]
+        if is_test_file(path) or leaf.startswith("_") or leaf in ("setup", "conftest"):
+            continue
+        mtree, merror = parse(repo.tree.get(path, ""), path)
+        if merror is not None or not quiet_module(mtree) or imports_package(mtree, pkg):
+            continue
+        for node in mtree.body:
+            if isinstance(node, (ast.ClassDef,) + FUNCTION_DEFS) and not node.name.startswith("_") \
+                    and node.name != "main":
+                offers.setdefault(node.name, []).append(leaf)
+    adds = {}
+    for name, homes in offers.items():
+        if name in bound or len(homes) != 1:
+            continue  # bound already, or defined twice: no guess
+        adds.setdefault(homes[0], []).append(name)
+    if not adds:
+        return
+    nl = newline_of(src) if src else "\n"
+    lines = split_lines(src)
+    at, _ = header_end(tree)
+    if at > 0 and at <= len(lines) and not lines[at - 1].endswith(("\n", "\r")):
+        lines[at - 1] += nl
+    stmts = [f"from .{leaf} import {', '.join(sorted(names))}" for leaf, names in sorted(adds.items())]
+    lines[at:at] = [stmt + nl for stmt in stmts]
+    new = "".join(lines)
+    if parse(new, init)[1] is not None:
+        return
+    repo.update(init, new)
+    report["files"][init] = new
+    for k, stmt in enumerate(stmts):
+        report["rewrites"].append({
+            "path": init, "line": at + 1 + k, "rule": PACKAGE_EXPORTS,
+            "detail": f"added `{stmt}`: the package exports what its modules define",
+        })
 
 
 # ---------------------------------------------------------------- float equality
@@ -1808,6 +1906,7 @@ def main():
     overridden = overridden_methods(repo)
     for path in sorted(paths, key=is_test_file):
         check_file(repo, path, overridden, report, code_trees(repo))
+    repair_exports(repo, report, paths)
     json.dump(report, sys.stdout)
     return 0
 
