@@ -64,6 +64,11 @@ pub struct Verdict {
     pub agreed_with_code: u32,
     /// Of how many.
     pub of: u32,
+    /// What each independent implementation did with the test: `passed`,
+    /// its error line, or why it did not run (for the history: a verdict
+    /// for the developer says what the other implementations answered).
+    #[serde(default)]
+    pub seen: Vec<String>,
     /// Who acts: QA (all independent implementations fail it as the code
     /// does) or the developer.
     pub owner: Owner,
@@ -178,6 +183,9 @@ pub(crate) async fn hold(
     // cannot even load, does not agree with the code.
     let mut agree: BTreeMap<String, u32> = BTreeMap::new();
     let mut passes: BTreeMap<String, u32> = BTreeMap::new();
+    let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let package =
+        crate::agents::developer::project_package(&state.requirements, &project.repository);
     let mut ran = 0u32;
     for k in 1..=ALTERNATIVES {
         env.ctx.report(
@@ -188,10 +196,21 @@ pub(crate) async fn hold(
             Ok(done) => done,
             Err(error) => {
                 tracing::warn!(%error, k, "An independent implementation could not be written.");
+                for f in &disputed {
+                    seen.entry(f.test.clone()).or_default().push(format!(
+                        "not written: {}",
+                        context::head(&error.to_string(), 200)
+                    ));
+                }
                 continue;
             }
         };
         usage.extend(used);
+        // The same mechanical repairs as the developer's code gets (a
+        // missing import, the package's exports), so an implementation is
+        // judged on its answers, not on a slip the developer's code was
+        // forgiven.
+        let files = repaired(files, &package).await;
         // The alternative replaces the developer's code files; QA's suite
         // is added as it ran.
         let mut overlay = Vec::new();
@@ -224,6 +243,21 @@ pub(crate) async fn hold(
             })
             .await?;
         ran += 1;
+        for f in &disputed {
+            let outcome = match run.cases.iter().find(|c| c.id == f.test) {
+                Some(case) if case.outcome == TestOutcome::Passed => "passed".to_string(),
+                Some(case) => crate::triage::error_line(case),
+                None => format!(
+                    "did not run: {}",
+                    run.cases
+                        .iter()
+                        .find(|c| c.is_failure())
+                        .map(crate::triage::error_line)
+                        .unwrap_or_else(|| context::head(run.stderr.trim(), 200).to_string())
+                ),
+            };
+            seen.entry(f.test.clone()).or_default().push(outcome);
+        }
         for case in &run.cases {
             if case.outcome == TestOutcome::Passed {
                 *passes.entry(case.id.clone()).or_default() += 1;
@@ -274,9 +308,45 @@ pub(crate) async fn hold(
             agreed_with_code: agreeing,
             of: ran,
             owner,
+            seen: seen.remove(&finding.test).unwrap_or_default(),
         });
     }
     Ok((verdicts, usage))
+}
+
+/// An independent implementation after the static checks' mechanical
+/// repairs, with the package's `__init__.py` added where it wrote modules
+/// of the package but not that file (its exports are then filled in).
+async fn repaired(mut files: Vec<FileSpec>, package: &str) -> Vec<FileSpec> {
+    let init = format!("{package}/__init__.py");
+    let prefix = format!("{package}/");
+    if files.iter().any(|f| f.path.starts_with(&prefix)) && !files.iter().any(|f| f.path == init) {
+        files.push(FileSpec {
+            path: init,
+            content: String::new(),
+        });
+    }
+    let input = crate::pycheck::PyCheckInput {
+        tree: files
+            .iter()
+            .map(|f| (f.path.clone(), f.content.clone()))
+            .collect(),
+        check: files.iter().map(|f| f.path.clone()).collect(),
+        package: Some(package.to_string()),
+    };
+    match crate::pycheck::check_python(&input, std::time::Duration::from_secs(30)).await {
+        Ok(report) => {
+            for f in &mut files {
+                if let Some(content) = report.files.get(&f.path) {
+                    f.content = content.clone();
+                }
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "The static checks of an independent implementation did not run.");
+        }
+    }
+    files
 }
 
 /// A unittest name for a test id (`tests.acceptance.test_a.T.test_x`);

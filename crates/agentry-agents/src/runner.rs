@@ -640,6 +640,20 @@ mod tests {
         );
         assert_eq!(ctx["qa.fix"], json!("tests"));
         assert_eq!(ctx["qa.disputes"]["held"], json!(1));
+        // The history says what each independent implementation answered.
+        let run = out
+            .delta
+            .agent_outputs
+            .iter()
+            .find(|o| o.output_type == "test_run")
+            .unwrap();
+        assert_eq!(
+            run.content["disputes"][0]["seen"],
+            json!([
+                "ValueError: balance must be zero to close",
+                "ValueError: balance must be zero to close"
+            ])
+        );
         // The suite's run, then one run per independent implementation,
         // of the disputed test alone.
         let requests = kit.sandbox.requests.lock().unwrap().clone();
