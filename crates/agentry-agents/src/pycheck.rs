@@ -812,6 +812,19 @@ def test_a_new_list_is_empty():
             &[rules::PACKAGE_EXPORTS],
         )
         .await;
+        // A module whose own imports do not resolve is left out: importing
+        // it would break the package (the import is reported on it).
+        let mut with_heavy = files.to_vec();
+        with_heavy.push((
+            "todo_cli/heavy.py",
+            "import not_installed_anywhere\n\n\ndef draw():\n    return not_installed_anywhere\n",
+        ));
+        let report = run(&with_heavy).await;
+        assert_eq!(
+            report.files.get("todo_cli/__init__.py").map(String::as_str),
+            Some("\"\"\"The bank.\"\"\"\nfrom .core import Bank\nfrom .errors import UnknownAccount\n"),
+            "{report:#?}"
+        );
         // Nothing to add: no rewrite; a name two modules define is not
         // guessed.
         let mut files = files.to_vec();

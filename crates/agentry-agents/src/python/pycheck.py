@@ -757,6 +757,22 @@ def imports_package(tree, package):
     return False
 
 
+def imports_resolve(repo, path, tree):
+    """Whether every absolute import at the module's top level resolves
+    (the repository, the standard library, an installed package):
+    importing it from the package must not break the package."""
+    for node in tree.body:
+        tops = []
+        if isinstance(node, ast.Import):
+            tops = [a.name.split(".")[0] for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            tops = [node.module.split(".")[0]]
+        for top in tops:
+            if repo.resolve_absolute(path, top) is None and not repo.external(top):
+                return False
+    return True
+
+
 def repair_exports(repo, report, checked):
     """The project package's `__init__.py` re-exports the public classes
     and functions of its modules that it does not bind yet, so
@@ -786,7 +802,8 @@ def repair_exports(repo, report, checked):
         if is_test_file(path) or leaf.startswith("_") or leaf in ("setup", "conftest"):
             continue
         mtree, merror = parse(repo.tree.get(path, ""), path)
-        if merror is not None or not quiet_module(mtree) or imports_package(mtree, pkg):
+        if merror is not None or not quiet_module(mtree) or imports_package(mtree, pkg) \
+                or not imports_resolve(repo, path, mtree):
             continue
         for node in mtree.body:
             if isinstance(node, (ast.ClassDef,) + FUNCTION_DEFS) and not node.name.startswith("_") \
