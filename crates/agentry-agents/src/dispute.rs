@@ -6,17 +6,21 @@
 //! exception of its own, where the test expected no error), either the code
 //! or the test's expectation is wrong, and a small model is poor at telling
 //! which. (Exceptions that only a bug raises, an `AttributeError` or a
-//! `TypeError`, are the developer's without a dispute.) So two more implementations are written from the
-//! specification alone (the requirement, the criteria and the interface's
+//! `TypeError`, are the developer's without a dispute.) So two more
+//! implementations are written from the specification alone (the requirement, the criteria and the interface's
 //! signatures; neither the developer's code nor QA's tests), sampled more
 //! freely, and the failing tests are run against each in the sandbox:
 //!
-//! - every independent implementation fails the test exactly as the code
-//!   does (the same exception and message: the same actual value): they
-//!   agree with the code, so the test's expectation is the likely mistake,
-//!   and QA gets the failure with that evidence;
-//! - otherwise (one passes it, fails it differently, cannot load or could
-//!   not be written): the developer.
+//! - an implementation *agrees* with the code when it fails the test the
+//!   same way: the same error line for a failed check (the same actual
+//!   value), the same exception type for an error (its message may word
+//!   the same refusal differently); it *disagrees* when it passes the test
+//!   or gives another answer; it *abstains* when it is broken itself (a
+//!   `NameError`, a `TypeError`, a test that could not run: no evidence
+//!   either way);
+//! - at least one agrees and none disagrees: the test's expectation is the
+//!   likely mistake, and QA gets the failure with that evidence;
+//! - otherwise (one disagrees, or all abstain): the developer.
 //!
 //! A test QA keeps after losing a dispute, and which fails the same way
 //! again, is set aside: reported, never deleted, and no longer deciding.
@@ -60,8 +64,12 @@ pub struct Verdict {
     pub test: String,
     /// Independent implementations on which the test passed.
     pub passed_on: u32,
-    /// Independent implementations that failed it exactly as the code did.
+    /// Independent implementations that failed it as the code did.
     pub agreed_with_code: u32,
+    /// Independent implementations that were broken themselves (no
+    /// evidence either way).
+    #[serde(default)]
+    pub abstained: u32,
     /// Of how many.
     pub of: u32,
     /// What each independent implementation did with the test: `passed`,
@@ -98,14 +106,7 @@ const BUG_ERRORS: &[&str] = &[
 /// implementations may confirm: a failed check, or an exception the code
 /// raised that is not a bug's.
 fn is_answer(error: &str) -> bool {
-    let kind = error
-        .split(':')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .rsplit('.')
-        .next()
-        .unwrap_or_default();
+    let kind = error_type(error);
     !kind.is_empty()
         && !kind.contains(char::is_whitespace)
         && (kind == "AssertionError" || !BUG_ERRORS.contains(&kind))
@@ -178,11 +179,8 @@ pub(crate) async fn hold(
         .get_repository(&project.repository)
         .await?;
     let mut usage = Vec::new();
-    // Per test: the independent implementations that failed it exactly as
-    // the code did (same exception, same message). One that passes it, or
-    // cannot even load, does not agree with the code.
-    let mut agree: BTreeMap<String, u32> = BTreeMap::new();
-    let mut passes: BTreeMap<String, u32> = BTreeMap::new();
+    // Per test: how each independent implementation answered it.
+    let mut judged: BTreeMap<String, Vec<Judgement>> = BTreeMap::new();
     let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let package =
         crate::agents::developer::project_package(&state.requirements, &project.repository);
@@ -244,7 +242,12 @@ pub(crate) async fn hold(
             .await?;
         ran += 1;
         for f in &disputed {
-            let outcome = match run.cases.iter().find(|c| c.id == f.test) {
+            let case = run.cases.iter().find(|c| c.id == f.test);
+            judged
+                .entry(f.test.clone())
+                .or_default()
+                .push(judge(&f.error, case));
+            let outcome = match case {
                 Some(case) if case.outcome == TestOutcome::Passed => "passed".to_string(),
                 Some(case) => crate::triage::error_line(case),
                 None => format!(
@@ -258,25 +261,18 @@ pub(crate) async fn hold(
             };
             seen.entry(f.test.clone()).or_default().push(outcome);
         }
-        for case in &run.cases {
-            if case.outcome == TestOutcome::Passed {
-                *passes.entry(case.id.clone()).or_default() += 1;
-            }
-            let failed_as_the_code = disputed.iter().any(|f| {
-                f.test == case.id
-                    && matches!(case.outcome, TestOutcome::Failed | TestOutcome::Error)
-                    && crate::triage::error_line(case) == f.error
-            });
-            if failed_as_the_code {
-                *agree.entry(case.id.clone()).or_default() += 1;
-            }
-        }
     }
     let mut verdicts = Vec::new();
     for finding in &disputed {
-        let passed_on = passes.get(&finding.test).copied().unwrap_or(0);
-        let agreeing = agree.get(&finding.test).copied().unwrap_or(0);
-        let owner = if agreeing == u32::try_from(ALTERNATIVES).unwrap_or(u32::MAX) {
+        let answers = judged.remove(&finding.test).unwrap_or_default();
+        let count = |j: Judgement| {
+            u32::try_from(answers.iter().filter(|a| **a == j).count()).unwrap_or(u32::MAX)
+        };
+        let passed_on = count(Judgement::Passes);
+        let agreeing = count(Judgement::Agrees);
+        let abstained = count(Judgement::Abstains);
+        let disagreeing = passed_on + count(Judgement::Disagrees);
+        let owner = if agreeing > 0 && disagreeing == 0 {
             Owner::Qa
         } else {
             Owner::Developer
@@ -293,11 +289,11 @@ pub(crate) async fn hold(
                 f.owner = Owner::Qa;
                 f.reason = if finding.error.starts_with("AssertionError") {
                     format!(
-                        "disputed: {agreeing} independent implementations written from the requirement fail this check exactly as the code does, so its expected value is the likely mistake; check it against the requirement"
+                        "disputed: {agreeing} independent implementation(s) written from the requirement fail this check exactly as the code does and none passes it, so its expected value is the likely mistake; check it against the requirement"
                     )
                 } else {
                     format!(
-                        "disputed: {agreeing} independent implementations written from the requirement raise this same error here, exactly as the code does, so the test's expectation is the likely mistake; check the requirement (it may ask for this error) and the test's setup"
+                        "disputed: {agreeing} independent implementation(s) written from the requirement raise this same error here, as the code does, and none passes it, so the test's expectation is the likely mistake; check the requirement (it may ask for this error) and the test's setup"
                     )
                 };
             }
@@ -306,12 +302,67 @@ pub(crate) async fn hold(
             test: finding.test.clone(),
             passed_on,
             agreed_with_code: agreeing,
+            abstained,
             of: ran,
             owner,
             seen: seen.remove(&finding.test).unwrap_or_default(),
         });
     }
     Ok((verdicts, usage))
+}
+
+/// How one independent implementation answered a disputed test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Judgement {
+    /// It passed the test: the code's answer is not the only one.
+    Passes,
+    /// It failed the test as the code does.
+    Agrees,
+    /// It gave another answer (another value, another exception).
+    Disagrees,
+    /// It was broken itself, or the test did not run on it.
+    Abstains,
+}
+
+/// How an implementation's result for a test (`None`: the test did not
+/// run) compares with the code's failure `code_error`. A failed check
+/// agrees on the same error line (the same actual value); an exception on
+/// the same type, whatever its message.
+fn judge(code_error: &str, case: Option<&agentry_core::TestCaseResult>) -> Judgement {
+    let Some(case) = case else {
+        return Judgement::Abstains;
+    };
+    match case.outcome {
+        TestOutcome::Passed => return Judgement::Passes,
+        TestOutcome::Skipped => return Judgement::Abstains,
+        TestOutcome::Failed | TestOutcome::Error => {}
+    }
+    let line = crate::triage::error_line(case);
+    if !is_answer(&line) {
+        return Judgement::Abstains;
+    }
+    let same = if code_error.starts_with("AssertionError") {
+        line == code_error
+    } else {
+        error_type(&line) == error_type(code_error)
+    };
+    if same {
+        Judgement::Agrees
+    } else {
+        Judgement::Disagrees
+    }
+}
+
+/// The exception's class name of an error line (`UnknownAccount` of
+/// `bank.errors.UnknownAccount: 'x'`).
+fn error_type(line: &str) -> &str {
+    line.split(':')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .rsplit('.')
+        .next()
+        .unwrap_or_default()
 }
 
 /// An independent implementation after the static checks' mechanical
@@ -412,6 +463,7 @@ async fn alternative(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use agentry_core::TestCaseResult;
 
     fn finding(test: &str, error: &str) -> Finding {
         Finding {
@@ -499,6 +551,47 @@ mod tests {
         let mut t = triage(vec![finding("a.T.test_1", "AssertionError: x")], 1);
         apply_set_aside(&mut t, &mut d);
         assert!(!t.acceptance_passed);
+    }
+
+    #[test]
+    fn implementations_agree_on_the_value_of_a_check_and_the_type_of_an_error() {
+        let result = |outcome: TestOutcome, error: Option<(&str, &str)>| TestCaseResult {
+            id: "a.T.test_1".into(),
+            outcome,
+            error_type: error.map(|e| e.0.to_string()),
+            message: error.map(|e| e.1.to_string()),
+            raised_in: None,
+        };
+        let check = "AssertionError: 5 != 6";
+        let failed = |m: &str| result(TestOutcome::Failed, Some(("AssertionError", m)));
+        assert_eq!(judge(check, Some(&failed("5 != 6"))), Judgement::Agrees);
+        assert_eq!(judge(check, Some(&failed("4 != 6"))), Judgement::Disagrees);
+        assert_eq!(
+            judge(check, Some(&result(TestOutcome::Passed, None))),
+            Judgement::Passes
+        );
+        // An error: the same type agrees, whatever its message (a real
+        // run: `UnknownAccount` from the code, `UnknownAccount: 'Frank'`
+        // from an independent implementation).
+        let refused = "UnknownAccount";
+        let raised = |t: &str, m: &str| result(TestOutcome::Error, Some((t, m)));
+        assert_eq!(
+            judge(refused, Some(&raised("bank.UnknownAccount", "'Frank'"))),
+            Judgement::Agrees
+        );
+        assert_eq!(
+            judge(refused, Some(&raised("ValueError", "no"))),
+            Judgement::Disagrees
+        );
+        // A broken implementation is no evidence.
+        assert_eq!(
+            judge(
+                refused,
+                Some(&raised("NameError", "name 'Account' is not defined"))
+            ),
+            Judgement::Abstains
+        );
+        assert_eq!(judge(refused, None), Judgement::Abstains);
     }
 
     #[test]
