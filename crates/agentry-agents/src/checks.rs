@@ -76,6 +76,10 @@ pub struct Quality {
     pub survived: Vec<Survivor>,
     /// Why it is unmeasured, or a note (a run cut short by its budget).
     pub reason: Option<String>,
+    /// Acceptance tests a dispute set aside, left out of the runs: they no
+    /// longer decide, and the suite passes without them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set_aside: Vec<String>,
 }
 
 /// A mutant the suite did not notice.
@@ -116,6 +120,7 @@ impl Quality {
             mutants_killed: 0,
             survived: Vec::new(),
             reason: Some(reason.into()),
+            set_aside: Vec::new(),
         }
     }
 
@@ -152,6 +157,7 @@ impl Quality {
             reason: report
                 .stopped_early
                 .then(|| "stopped early: the time limit ran out".to_string()),
+            set_aside: Vec::new(),
         }
     }
 
@@ -193,6 +199,10 @@ async fn mutation_score(
     let ports = deps.integrations.integrations(&ctx.owner).await?;
     let repo = ports.code_host.get_repository(&project.repository).await?;
     let suite: Vec<FileSpec> = context::shared(state, context::QA_TEST_FILES)?.unwrap_or_default();
+    let set_aside: Vec<String> =
+        context::shared::<crate::dispute::Disputes>(state, context::QA_DISPUTES)?
+            .map(|d| d.set_aside.into_iter().collect())
+            .unwrap_or_default();
     let quality = if suite.is_empty() {
         Quality::unmeasured("there is no acceptance suite")
     } else {
@@ -209,26 +219,28 @@ async fn mutation_score(
         for file in &suite {
             overlay.push((RepoPath::parse(&file.path)?, file.content.clone()));
         }
+        let mut command = vec![
+            "python3".to_string(),
+            "-B".into(),
+            ".agentry/mutation_run.py".into(),
+            "--suite".into(),
+            context::ACCEPTANCE_DIR.trim_end_matches('/').into(),
+            "--max".into(),
+            MAX_MUTANTS.to_string(),
+            "--budget-s".into(),
+            format!("{budget_s:.0}"),
+        ];
+        for test in &set_aside {
+            command.push("--exclude".into());
+            command.push(crate::dispute::unittest_name(test));
+        }
         let run = deps
             .sandbox
             .run_tests(TestRunRequest {
                 clone_from: repo.clone_url.clone(),
                 branch: project.branch.clone(),
                 overlay,
-                command: Some(
-                    [
-                        "python3".to_string(),
-                        "-B".into(),
-                        ".agentry/mutation_run.py".into(),
-                        "--suite".into(),
-                        context::ACCEPTANCE_DIR.trim_end_matches('/').into(),
-                        "--max".into(),
-                        MAX_MUTANTS.to_string(),
-                        "--budget-s".into(),
-                        format!("{budget_s:.0}"),
-                    ]
-                    .to_vec(),
-                ),
+                command: Some(command),
                 limits,
             })
             .await
@@ -243,6 +255,8 @@ async fn mutation_score(
             )),
         }
     };
+    let mut quality = quality;
+    quality.set_aside = set_aside;
     let line = format!("mutation score {}", quality.describe());
     ctx.report(line.clone(), None);
     if quality.verdict == "weak_tests" {
@@ -296,6 +310,48 @@ mod tests {
             .contains("does not pass on the unchanged code"));
         let q = Quality::from_report(report(0, 0, 0, true));
         assert_eq!(q.reason.as_deref(), Some("the code has nothing to mutate"));
+    }
+
+    #[test]
+    fn tests_a_dispute_set_aside_are_left_out_of_the_mutation_runs() {
+        // The driver itself, on a real Python project: a suite with one
+        // test set aside (it fails on the unchanged code) is measured on
+        // the rest; without the exclusion it cannot be measured at all.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let write = |path: &str, text: &str| {
+            let path = root.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        write(".agentry/mutate.py", MUTATE);
+        write(".agentry/mutation_run.py", DRIVER);
+        write("calc.py", "def add(a, b):\n    return a + b\n");
+        write("tests/__init__.py", "");
+        write("tests/acceptance/__init__.py", "");
+        write(
+            "tests/acceptance/test_calc.py",
+            "import unittest\nfrom calc import add\n\n\nclass T(unittest.TestCase):\n    def test_add(self):\n        self.assertEqual(add(2, 3), 5)\n\n    def test_wrong(self):\n        self.assertEqual(add(1, 1), 3)\n",
+        );
+        let driver = |exclude: &[&str]| {
+            let mut command = std::process::Command::new("python3");
+            command.current_dir(root).args([
+                "-B",
+                ".agentry/mutation_run.py",
+                "--suite",
+                "tests/acceptance",
+            ]);
+            for test in exclude {
+                command.args(["--exclude", test]);
+            }
+            let out = command.output().unwrap();
+            parse_driver(&String::from_utf8_lossy(&out.stdout)).unwrap()
+        };
+        let all = driver(&[]);
+        assert!(!all.baseline_passed);
+        let rest = driver(&["tests.acceptance.test_calc.T.test_wrong"]);
+        assert!(rest.baseline_passed);
+        assert!(rest.run > 0 && rest.killed > 0, "{rest:?}");
     }
 
     #[test]

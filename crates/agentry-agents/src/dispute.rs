@@ -384,6 +384,7 @@ async fn repaired(mut files: Vec<FileSpec>, package: &str) -> Vec<FileSpec> {
             .collect(),
         check: files.iter().map(|f| f.path.clone()).collect(),
         package: Some(package.to_string()),
+        coverage_of: None,
     };
     match crate::pycheck::check_python(&input, std::time::Duration::from_secs(30)).await {
         Ok(report) => {
@@ -402,7 +403,7 @@ async fn repaired(mut files: Vec<FileSpec>, package: &str) -> Vec<FileSpec> {
 
 /// A unittest name for a test id (`tests.acceptance.test_a.T.test_x`);
 /// pytest ids (`path::Class::test`) are turned into the dotted form.
-fn unittest_name(id: &str) -> String {
+pub(crate) fn unittest_name(id: &str) -> String {
     match id.split_once("::") {
         Some((path, rest)) => format!(
             "{}.{}",

@@ -104,6 +104,13 @@ pub mod rules {
     /// decorator, no `__getattr__`, no `setattr`/`__dict__`. The message
     /// lists the methods it has.
     pub const MISSING_METHOD: &str = "missing_method";
+    /// Problem (only with [`PyCheckInput::coverage_of`]: an acceptance
+    /// suite and its requirement): the checked test files, together, never
+    /// name (in code or in a string) a public function or method of the
+    /// code that the requirement names, or never expect an exception the
+    /// code raises and the requirement names (`assertRaises`,
+    /// `pytest.raises`). One problem, on the first test file, lists them.
+    pub const UNTESTED: &str = "untested";
     /// Problem (code files): a function whose body, after an optional
     /// docstring, is only `pass`, `...`, `return`, `return None` or
     /// `raise NotImplementedError`. Exempt: `@abstractmethod`/`@overload`,
@@ -158,6 +165,7 @@ pub mod rules {
         UNRESOLVED_IMPORT,
         WRONG_ARGUMENTS,
         MISSING_METHOD,
+        UNTESTED,
         STUB,
         SAVED_NEVER_LOADED,
         NO_ASSERTION,
@@ -180,6 +188,11 @@ pub struct PyCheckInput {
     pub check: Vec<String>,
     /// The project's own package import name (e.g. `todo_cli`), if any.
     pub package: Option<String>,
+    /// For an acceptance suite: the requirement, whose names of the
+    /// code's interface the checked test files must, together, exercise
+    /// ([`rules::UNTESTED`]). None: no such check.
+    #[serde(default)]
+    pub coverage_of: Option<String>,
 }
 
 /// One mechanical rewrite of a checked file.
@@ -365,6 +378,7 @@ mod tests {
                 .collect(),
             check: files.iter().map(|(p, _)| p.to_string()).collect(),
             package: Some("todo_cli".into()),
+            coverage_of: None,
         };
         check_python(&input, TIMEOUT).await.unwrap()
     }
@@ -586,6 +600,7 @@ def test_a_new_list_is_empty():
             tree: BTreeMap::from([("README.md".to_string(), "def (".to_string())]),
             check: vec!["README.md".into()],
             package: None,
+            coverage_of: None,
         };
         let report = check_python(&input, TIMEOUT).await.unwrap();
         assert_eq!(report, PyCheckReport::default());
@@ -832,6 +847,58 @@ def test_a_new_list_is_empty():
         files.push(("todo_cli/other.py", "class Shared:\n    pass\n"));
         files.push(("todo_cli/more.py", "class Shared:\n    pass\n"));
         repair(&files, "todo_cli/__init__.py", None, &[]).await;
+    }
+
+    #[tokio::test]
+    async fn an_acceptance_suite_that_leaves_the_interface_untested_is_told_what() {
+        // A real run's suite passed on a bank that failed 16 of 23 hidden
+        // tests: it never called `accounts` or `total`, and never checked
+        // one of the refusals the requirement lists.
+        let code = "class BankError(Exception):\n    pass\n\n\nclass UnknownAccount(BankError):\n    pass\n\n\nclass Bank:\n    def __init__(self):\n        self.accounts_ = {}\n\n    def deposit(self, k, amount):\n        if amount < 1:\n            raise ValueError('amount must be a positive integer')\n        if k not in self.accounts_:\n            raise UnknownAccount(k)\n        self.accounts_[k] += amount\n\n    def total(self):\n        return sum(self.accounts_.values())\n\n    def _audit(self):\n        raise NotImplementedError\n\n\ndef main():\n    return 0\n";
+        let thin = "import unittest\nfrom bank import Bank\n\n\nclass T(unittest.TestCase):\n    def test_deposit(self):\n        b = Bank()\n        with self.assertRaises(ValueError):\n            b.deposit('a', 0)\n";
+        let full = "import unittest\nfrom bank import Bank, UnknownAccount\n\n\nclass T(unittest.TestCase):\n    def test_deposit(self):\n        b = Bank()\n        with self.assertRaises(ValueError):\n            b.deposit('a', 0)\n        self.assertRaises(UnknownAccount, b.deposit, 'x', 1)\n        self.assertEqual(b.total(), 0)\n";
+        // `deposit` and `_audit` are not named: never asked for.
+        const REQUIREMENT: &str = "`Bank()`; `total() -> int`; `deposit(k, amount)`: `ValueError` when the amount is not positive, `UnknownAccount` for an unknown account. `accounts()` lists them.";
+        let check = |suite: &'static str| async move {
+            let input = PyCheckInput {
+                tree: [
+                    (
+                        "bank/__init__.py",
+                        "from .core import Bank, BankError, UnknownAccount\n",
+                    ),
+                    ("bank/core.py", code),
+                    ("tests/acceptance/test_a.py", suite),
+                ]
+                .into_iter()
+                .map(|(p, c)| (p.to_string(), c.to_string()))
+                .collect(),
+                check: vec!["tests/acceptance/test_a.py".into()],
+                package: None,
+                coverage_of: Some(REQUIREMENT.into()),
+            };
+            check_python(&input, TIMEOUT).await.unwrap()
+        };
+        let report = check(thin).await;
+        let untested: Vec<&Problem> = report
+            .problems
+            .iter()
+            .filter(|p| p.rule == rules::UNTESTED)
+            .collect();
+        assert_eq!(untested.len(), 1, "{report:#?}");
+        assert!(
+            untested[0]
+                .message
+                .contains("no test calls `total`; no test expects `UnknownAccount`"),
+            "{}",
+            untested[0].message
+        );
+        // Every method named, every raised exception expected (a base the
+        // code never raises is not asked for): nothing to add.
+        let report = check(full).await;
+        assert!(
+            report.problems.iter().all(|p| p.rule != rules::UNTESTED),
+            "{report:#?}"
+        );
     }
 
     #[tokio::test]
@@ -1088,6 +1155,7 @@ def test_a_new_list_is_empty():
             tree: BTreeMap::from([("a.py".to_string(), "x = 1\n".to_string())]),
             check: vec!["a.py".into()],
             package: None,
+            coverage_of: None,
         };
         let error = check_python(&input, Duration::from_millis(1))
             .await

@@ -339,6 +339,28 @@ mod tests {
         .to_string()
     }
 
+    /// A QA answer whose one test file exercises `names` of
+    /// `shortener.core` (each called with `arg`), and expects `refusal`
+    /// from the first when called with `bad`.
+    fn qa_answer_calling(names: &[&str], arg: &str, refusal: Option<(&str, &str)>) -> String {
+        let mut test = format!(
+            "import unittest\nfrom shortener.core import {}\n\n\nclass T(unittest.TestCase):\n    def test_api(self):\n",
+            names.join(", ")
+        );
+        for name in names {
+            test.push_str(&format!("        self.assertTrue({name}({arg}))\n"));
+        }
+        if let Some((error, bad)) = refusal {
+            test.push_str(&format!(
+                "\n    def test_refuses(self):\n        with self.assertRaises({error}):\n            {}({bad})\n",
+                names[0]
+            ));
+        }
+        json!({"test_plan": "plan", "focus": ["resolve"],
+            "test_files": [{"path": "tests/acceptance/test_api.py", "content": test}]})
+        .to_string()
+    }
+
     #[tokio::test]
     async fn compact_agents_get_short_prompts_no_tools_and_the_code() {
         let kit = Kit::new();
@@ -352,7 +374,11 @@ mod tests {
             .run(kit.ctx(AgentRole::Developer, 0))
             .await
             .unwrap();
-        kit.llm.push_all(vec![answer(&qa_answer())]);
+        kit.llm.push_all(vec![answer(&qa_answer_calling(
+            &["shorten"],
+            "'https://example.org'",
+            None,
+        ))]);
         kit.runner_with(compact)
             .run(kit.ctx(AgentRole::Qa, 0))
             .await
@@ -502,7 +528,11 @@ mod tests {
         ] {
             state.shared_context.insert(key.to_string(), value);
         }
-        kit.llm.push_all(vec![answer(&qa_answer())]);
+        kit.llm.push_all(vec![answer(&qa_answer_calling(
+            &["shorten"],
+            "'https://example.org'",
+            None,
+        ))]);
         let qa = kit
             .runner_with(compact)
             .run(kit.ctx_with(AgentRole::Qa, 1, state))
@@ -619,7 +649,11 @@ mod tests {
         *kit.sandbox.result.lock().unwrap() = Ok(run);
         // QA's suite, then the two independent implementations.
         kit.llm.push_all(vec![
-            answer(&qa_answer()),
+            answer(&qa_answer_calling(
+                &["close"],
+                "0",
+                Some(("ValueError", "5")),
+            )),
             implementation.clone(),
             implementation,
         ]);

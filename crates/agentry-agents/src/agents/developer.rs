@@ -355,6 +355,7 @@ async fn lost_imports(
             tree,
             check: check.clone(),
             package: Some(package.to_string()),
+            coverage_of: None,
         };
         async move {
             let report = crate::pycheck::check_python(&input, CHECK_TIMEOUT)
@@ -533,6 +534,7 @@ async fn static_check(
         tree,
         check,
         package: Some(package.to_string()),
+        coverage_of: None,
     };
     match crate::pycheck::check_python(&input, CHECK_TIMEOUT).await {
         Ok(report) => Some(report),

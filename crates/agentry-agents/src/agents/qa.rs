@@ -386,7 +386,7 @@ async fn write_suite(
     for file in &mut suite {
         file.content = crate::output::file_text(&file.path, &file.content);
     }
-    let checked = check_suite(code, &suite).await;
+    let checked = check_suite(code, &suite, None).await;
     let mut flags = Vec::new();
     let mut rewrites = Vec::new();
     if let Some(checked) = checked {
@@ -400,7 +400,7 @@ async fn write_suite(
         }
         rewrites = checked.rewrites;
         if !previous.is_empty() {
-            let before = check_suite(code, previous)
+            let before = check_suite(code, previous, None)
                 .await
                 .map(|c| c.assertions.values().sum::<u32>());
             let after: u32 = checked.assertions.values().sum();
@@ -474,10 +474,12 @@ const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 const INTERFACE_LIMIT: usize = 8 * 1024;
 
 /// The static checks of a suite against the code: the tree is the code
-/// plus the suite, and the suite's files are checked.
+/// plus the suite, and the suite's files are checked (with `requirement`,
+/// also what of the interface it names the suite leaves untested).
 async fn check_suite(
     code: &BTreeMap<String, String>,
     suite: &[FileSpec],
+    requirement: Option<&str>,
 ) -> Option<crate::pycheck::PyCheckReport> {
     let mut tree = code.clone();
     let mut check = Vec::new();
@@ -495,6 +497,7 @@ async fn check_suite(
         tree,
         check,
         package: None,
+        coverage_of: requirement.map(str::to_string),
     };
     match crate::pycheck::check_python(&input, CHECK_TIMEOUT).await {
         Ok(report) => Some(report),
@@ -516,7 +519,7 @@ async fn static_problems(
     use crate::pycheck::rules;
     let mut loud = Vec::new();
     let mut guards = Vec::new();
-    if let Some(report) = check_suite(code, suite).await {
+    if let Some(report) = check_suite(code, suite, Some(requirement)).await {
         for p in &report.problems {
             // A method the requirement names and the code lacks: the test
             // is right to call it, and its failure goes to the developer.
@@ -536,6 +539,7 @@ async fn static_problems(
                     | rules::UNRESOLVED_IMPORT
                     | rules::WRONG_ARGUMENTS
                     | rules::MISSING_METHOD
+                    | rules::UNTESTED
                     | rules::DISCONNECTED
             ) {
                 loud.push(line);

@@ -1,7 +1,7 @@
 """Mutation score of an acceptance suite, run inside the sandbox.
 
 Usage: python3 -B .agentry/mutation_run.py --suite tests/acceptance
-           [--max 20] [--budget-s 90]
+           [--max 20] [--budget-s 90] [--exclude TEST_ID ...]
 
 Lists the mutants of the repository's code (`mutate.py`, beside this
 file: every `.py` file outside test directories), takes at most `--max` of
@@ -10,7 +10,9 @@ a time, restoring the file after each. A mutant is killed when the suite
 fails, errs or hangs (past five times the unmutated run's time, at least 5
 seconds). Stops early when `--budget-s` runs out. Prints one line,
 `AGENTRY-MUTATION {json}`: the mutants found, run and killed, and up to 10
-that survived (where, and what changed).
+that survived (where, and what changed). Tests named by `--exclude`
+(unittest ids: tests a dispute set aside, which no longer decide) are left
+out of every run.
 """
 
 import argparse
@@ -27,7 +29,18 @@ import mutate  # noqa: E402
 EXCLUDE = ("tests", "test", "hidden_tests", ".agentry")
 
 
-def run_suite(suite, timeout):
+def without(tests, exclude):
+    """`tests` (a loaded suite) less the tests whose id is in `exclude`."""
+    kept = unittest.TestSuite()
+    for test in tests:
+        if isinstance(test, unittest.TestSuite):
+            kept.addTest(without(test, exclude))
+        elif test.id() not in exclude:
+            kept.addTest(test)
+    return kept
+
+
+def run_suite(suite, timeout, exclude=frozenset()):
     """(passed, seconds); a run past `timeout` did not pass.
 
     The suite runs in a forked child of this process, which has imported
@@ -44,7 +57,7 @@ def run_suite(suite, timeout):
                 os.dup2(devnull, fd)
             sys.dont_write_bytecode = True
             sys.path.insert(0, os.getcwd())
-            tests = unittest.defaultTestLoader.discover(suite, top_level_dir=".")
+            tests = without(unittest.defaultTestLoader.discover(suite, top_level_dir="."), exclude)
             result = unittest.TextTestRunner(stream=open(os.devnull, "w"), verbosity=0).run(tests)
             code = 0 if result.wasSuccessful() and result.testsRun > 0 else 1
         except BaseException:
@@ -80,7 +93,9 @@ def main():
     parser.add_argument("--suite", required=True)
     parser.add_argument("--max", type=int, default=20)
     parser.add_argument("--budget-s", type=float, default=90.0)
+    parser.add_argument("--exclude", action="append", default=[])
     args = parser.parse_args()
+    exclude = frozenset(args.exclude)
     started = time.monotonic()
     root = Path(".")
     report = {"found": 0, "run": 0, "killed": 0, "baseline_passed": False, "survived": [], "stopped_early": False}
@@ -91,7 +106,7 @@ def main():
         print("AGENTRY-MUTATION " + json.dumps(report))
         return
     report["found"] = len(mutants)
-    passed, seconds = run_suite(args.suite, timeout=max(30.0, args.budget_s / 3))
+    passed, seconds = run_suite(args.suite, timeout=max(30.0, args.budget_s / 3), exclude=exclude)
     report["baseline_passed"] = passed
     if not passed:
         print("AGENTRY-MUTATION " + json.dumps(report))
@@ -105,7 +120,7 @@ def main():
         original = target.read_text(encoding="utf-8")
         try:
             mutate.write_mutant(root, mutant)
-            survived, _ = run_suite(args.suite, timeout)
+            survived, _ = run_suite(args.suite, timeout, exclude)
         finally:
             target.write_text(original, encoding="utf-8")
         report["run"] += 1

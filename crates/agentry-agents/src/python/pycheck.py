@@ -35,6 +35,7 @@ STUB = "stub"
 SAVED_NEVER_LOADED = "saved_never_loaded"
 WRONG_ARGUMENTS = "wrong_arguments"
 MISSING_METHOD = "missing_method"
+UNTESTED = "untested"
 NO_ASSERTION = "no_assertion"
 CHECKS_ONLY_NONE = "checks_only_none"
 TAUTOLOGY = "tautology"
@@ -1329,6 +1330,110 @@ def arity_problems(repo, path, src, tree, problems):
                 visit_function(m, attrs)
 
 
+# ---------------------------------------------------------------- coverage
+
+# Exceptions a check of the code's refusals is not asked for.
+NOT_REFUSALS = {"NotImplementedError", "AssertionError", "SystemExit", "KeyboardInterrupt",
+                "StopIteration", "Exception", "BaseException", "RuntimeError"}
+
+
+def interface_names(repo):
+    """What the code offers: (callables, exceptions raised), each a dict
+    name -> module. Callables: public top-level functions (not `main`) and
+    public methods of public classes; exceptions: the classes deriving from
+    an exception that the code raises (its own or built-in ones)."""
+    callables, raised, classes = {}, {}, {}
+    for dotted in repo.code_modules(None):
+        path = repo.modules[dotted]
+        tree, error = parse(repo.tree.get(path, ""), path)
+        if error is not None:
+            continue
+        for node in tree.body:
+            if isinstance(node, FUNCTION_DEFS) and not node.name.startswith("_") and node.name != "main":
+                callables.setdefault(node.name, dotted)
+            elif isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                classes[node.name] = (dotted, [dotted_tail(b) or "" for b in node.bases], node)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Raise) and node.exc is not None:
+                name = dotted_tail(node.exc)
+                if name and name[0].isupper():
+                    raised.setdefault(name, dotted)
+    exceptions = set()
+    changed = True
+    while changed:
+        changed = False
+        for name, (_, bases, _) in classes.items():
+            if name not in exceptions and any(
+                    b in exceptions or b.endswith(("Error", "Exception")) for b in bases):
+                exceptions.add(name)
+                changed = True
+    for name, (dotted, _, node) in classes.items():
+        if name in exceptions:
+            continue
+        for item in node.body:
+            if isinstance(item, FUNCTION_DEFS) and not item.name.startswith("_"):
+                callables.setdefault(item.name, dotted)
+    refusals = {name: dotted for name, dotted in raised.items()
+                if name not in NOT_REFUSALS and (name in exceptions or name in dir(builtins))}
+    return callables, refusals
+
+
+def names_word(text, word):
+    return re.search(r"(?<![A-Za-z0-9_])" + re.escape(word) + r"(?![A-Za-z0-9_])", text) is not None
+
+
+def coverage_problems(repo, paths, report, requirement):
+    """What of the code's interface that `requirement` names no test of
+    `paths` uses: a function or method no test names (in code or in a
+    string: `'/stats/'`), an exception the code raises that no test
+    expects (`assertRaises`, `pytest.raises`)."""
+    tests = [p for p in paths if is_test_file(p)]
+    if not tests:
+        return
+    callables, refusals = interface_names(repo)
+    callables = {n: m for n, m in callables.items() if names_word(requirement, n)}
+    refusals = {n: m for n, m in refusals.items() if names_word(requirement, n)}
+    used, expected = set(), set()
+    for path in tests:
+        tree, error = parse(repo.tree.get(path, ""), path)
+        if error is not None:
+            return  # reported as a syntax problem; coverage waits for it
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name):
+                used.add(node.id)
+            elif isinstance(node, ast.Attribute):
+                used.add(node.attr)
+            elif isinstance(node, ast.alias):
+                used.add((node.asname or node.name).split(".")[-1])
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                used.update(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", node.value))
+            if isinstance(node, ast.Call) and dotted_tail(node.func) in (
+                    "assertRaises", "assertRaisesRegex", "raises"):
+                for arg in node.args[:1]:
+                    for sub in ast.walk(arg):
+                        name = dotted_tail(sub) if isinstance(sub, (ast.Name, ast.Attribute)) else None
+                        if name:
+                            expected.add(name)
+    untested = sorted(n for n in callables if n not in used)
+    unexpected = sorted(n for n in refusals if n not in expected)
+    if not untested and not unexpected:
+        return
+    parts = []
+    if untested:
+        shown = ", ".join(f"`{n}`" for n in untested[:8])
+        more = f" and {len(untested) - 8} more" if len(untested) > 8 else ""
+        parts.append(f"no test calls {shown}{more}")
+    if unexpected:
+        shown = ", ".join(f"`{n}`" for n in unexpected[:8])
+        parts.append(f"no test expects {shown} (the code raises it: check the refusal with "
+                     f"`with self.assertRaises(...)` where the requirement describes it)")
+    report["problems"].append({
+        "path": sorted(tests)[0], "line": 1, "rule": UNTESTED,
+        "message": "the suite leaves part of the interface untested: " + "; ".join(parts)
+                   + ". Add a test for each, through the interface, as the requirement describes it",
+    })
+
+
 # ---------------------------------------------------------------- storage
 
 # Serializers whose `dump` writes a stream: `json.dump(data, f)`.
@@ -1924,6 +2029,8 @@ def main():
     for path in sorted(paths, key=is_test_file):
         check_file(repo, path, overridden, report, code_trees(repo))
     repair_exports(repo, report, paths)
+    if data.get("coverage_of"):
+        coverage_problems(repo, paths, report, data["coverage_of"])
     json.dump(report, sys.stdout)
     return 0
 
