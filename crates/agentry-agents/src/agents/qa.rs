@@ -432,11 +432,11 @@ struct SuiteCheck<'a> {
     /// developer's to add, not QA's to stop calling.
     requirement: &'a str,
     /// Problems of the last answer checked that would let a weak suite
-    /// pass (no test code, a copy of the developer's tests, a file outside
-    /// QA's folder, a test that checks nothing, only `None`, a tautology
-    /// or a swallowed failure), as opposed to those that make the suite
-    /// fail loudly (a syntax error, an import that does not resolve, a
-    /// data file nobody wrote).
+    /// pass (no test code, a file outside QA's folder, a test that checks
+    /// nothing, only `None`, a tautology or a swallowed failure), as
+    /// opposed to those that make the suite fail loudly (a syntax error,
+    /// an import that does not resolve, a data file nobody wrote) or are
+    /// asked about once more (a near copy of the developer's tests).
     guards_broken: std::sync::atomic::AtomicUsize,
 }
 
@@ -455,7 +455,13 @@ impl crate::conversation::AnswerCheck<QaReport> for SuiteCheck<'_> {
     async fn problems(&self, r: &QaReport, _: &crate::conversation::Staged) -> Vec<String> {
         let (mut loud, mut guards) = r.suite_problems_by_kind(self.previous);
         guards.extend(acceptance_path_problems(&r.test_files, self.on_branch));
-        guards.extend(copied_tests(&r.test_files, self.developer_tests));
+        // A near copy of the developer's tests goes back once more, but is
+        // not held as a guard: QA never sees those tests, so two samples
+        // of one model from one requirement converging is no copying (a
+        // contradictory task's workflow failed on it, three times), and
+        // the copy still answers to every other guard and the mutation
+        // score.
+        loud.extend(copied_tests(&r.test_files, self.developer_tests));
         let suite = crate::output::with_kept(self.previous, &r.test_files);
         let (static_loud, static_guards) =
             static_problems(self.code, &suite, self.requirement).await;
