@@ -50,9 +50,11 @@ pub mod rules {
     /// (def, class, assignment), gets `from that_module import name`; a
     /// repository module used as `name.attr` gets `import name`.
     pub const UNDEFINED_NAME_FROM_PACKAGE: &str = "undefined_name_from_package";
-    /// Repair: `from M import f` (absolute) where `M` does not exist or
-    /// lacks `f` is pointed at the project package when it exports `f`,
-    /// else at the one repository module that defines it.
+    /// Repair: `from M import f` where `M` does not exist or lacks `f` is
+    /// pointed at the project package when it exports `f`, else at the one
+    /// repository module that defines it (relative imports stay relative
+    /// within the file's package: `from .KeyValueStore import
+    /// KeyValueStore` becomes `from .keyvaluestore import KeyValueStore`).
     pub const UNRESOLVED_FROM_IMPORT: &str = "unresolved_from_import";
     /// Repair: `assertEqual`/`assertEquals` with a float literal (`0.3`,
     /// `-1.5`) as either operand becomes `assertAlmostEqual` (a third
@@ -697,6 +699,29 @@ def test_a_new_list_is_empty():
             &files,
             "src/shop/cli.py",
             Some(want),
+            &[rules::UNRESOLVED_FROM_IMPORT],
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_relative_import_of_a_missing_module_moves_to_the_one_defining_it() {
+        // A real run: `from .KeyValueStore import KeyValueStore` in the
+        // package's `__init__.py`, where the module is `keyvaluestore`.
+        let files = [
+            (
+                "todo_cli/__init__.py",
+                "from .KeyValueStore import KeyValueStore\nfrom .keyvaluestore import load\n",
+            ),
+            (
+                "todo_cli/keyvaluestore.py",
+                "class KeyValueStore:\n    pass\n\n\ndef load(path):\n    return path\n",
+            ),
+        ];
+        repair(
+            &files,
+            "todo_cli/__init__.py",
+            Some("from .keyvaluestore import KeyValueStore\nfrom .keyvaluestore import load\n"),
             &[rules::UNRESOLVED_FROM_IMPORT],
         )
         .await;

@@ -511,10 +511,19 @@ def repair_from_imports(repo, path, src, tree, rewrites):
     text = Text(src)
     nl = newline_of(src)
     edits = []
+    here = repo.relative(path, 1, "")  # the file's own package, for relative imports
     for node in ast.walk(tree):
-        if not isinstance(node, ast.ImportFrom) or node.level or id(node) in guarded:
+        if not isinstance(node, ast.ImportFrom) or id(node) in guarded:
             continue
-        exists, dotted, missing = from_import_status(repo, path, node)
+        if node.level:
+            dotted = repo.relative(path, node.level, node.module or "")
+            if dotted is None:
+                continue
+            exists = repo.exists(dotted)
+            missing = [a for a in node.names if a.name != "*"
+                       and (not exists or not repo.provides(dotted, a.name))]
+        else:
+            exists, dotted, missing = from_import_status(repo, path, node)
         if not missing:
             continue
         moves = {}
@@ -527,10 +536,14 @@ def repair_from_imports(repo, path, src, tree, rewrites):
                 keep.append(a)
         if not moves:
             continue
+        written = "." * node.level + (node.module or "")
         stmts = []
         if keep:
-            stmts.append(f"from {node.module} import {', '.join(alias_text(a) for a in keep)}")
+            stmts.append(f"from {written} import {', '.join(alias_text(a) for a in keep)}")
         for home, aliases in moves.items():
+            # A relative import stays relative within the file's package.
+            if node.level and here and home.startswith(here + "."):
+                home = "." + home[len(here) + 1:]
             stmts.append(f"from {home} import {', '.join(alias_text(a) for a in aliases)}")
         start = text.offset(node.lineno, node.col_offset)
         end = text.offset(node.end_lineno, node.end_col_offset)
@@ -542,7 +555,7 @@ def repair_from_imports(repo, path, src, tree, rewrites):
         rewrites.append((
             node.lineno,
             UNRESOLVED_FROM_IMPORT,
-            f"`from {node.module} import ...`: `{node.module}` {what}; now "
+            f"`from {written} import ...`: `{dotted or written}` {what}; now "
             + "; ".join(f"`{s}`" for s in stmts),
         ))
     return apply_edits(src, edits) if edits else src
