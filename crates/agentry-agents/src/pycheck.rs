@@ -70,6 +70,11 @@ pub mod rules {
     /// `tests/` moves into it, where the test runner discovers tests; its
     /// relative imports become absolute.
     pub const MOVED_TEST: &str = "moved_test";
+    /// Repair (made by the developer node before the checker runs): a
+    /// package written under one top-level directory that no `import` can
+    /// name (`number-theory/` for `numtheory`) moves to `<package>/`, when
+    /// nothing is there yet.
+    pub const MOVED_PACKAGE: &str = "moved_package";
     /// Repair: the project package's `__init__.py` (when a checked code
     /// file is in the package) gains `from .<module> import <names>` for
     /// the public top-level classes and functions (not `main`) of its
@@ -163,6 +168,7 @@ pub mod rules {
         FSTRING_QUOTES,
         PACKAGE_EXPORTS,
         MOVED_TEST,
+        MOVED_PACKAGE,
         SYNTAX,
         UNRESOLVED_IMPORT,
         WRONG_ARGUMENTS,

@@ -128,7 +128,7 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
     let usage = conversation.into_usage();
 
     let mut changes = change_set(tools.staged(), &implementation.files)?;
-    let mut rewrites = tests_where_they_run(&mut changes);
+    let mut rewrites = arrange(&mut changes, &code, &package);
     let answered = written(&changes);
     if let Some(checked) = static_check(&code, &answered, &package).await {
         // Repaired files: those of the answer, and the package's
@@ -301,7 +301,7 @@ impl crate::conversation::AnswerCheck<Implementation> for StaticCheck<'_> {
     ) -> Vec<String> {
         let files = match change_set(staged, &answer.files) {
             Ok(mut changes) => {
-                tests_where_they_run(&mut changes);
+                arrange(&mut changes, self.code, self.package);
                 written(&changes)
             }
             Err(_) => answer.files.clone(),
@@ -395,6 +395,92 @@ async fn lost_imports(
             )
         })
         .collect()
+}
+
+/// The mechanical moves of a developer's change set, before the static
+/// checks: the package into the directory its import name says
+/// ([`package_where_imported`]), then the tests where the runner looks
+/// ([`tests_where_they_run`]).
+fn arrange(
+    changes: &mut crate::conversation::Staged,
+    code: &BTreeMap<String, String>,
+    package: &str,
+) -> Vec<crate::pycheck::Rewrite> {
+    let mut rewrites = package_where_imported(changes, code, package);
+    rewrites.extend(tests_where_they_run(changes));
+    rewrites
+}
+
+/// The package written under a directory no `import` can name
+/// (`number-theory/` for `numtheory`) moved to `<package>/`: when the
+/// change writes Python files under exactly one top-level directory other
+/// than `tests/`, that one is not an import name, and neither the change
+/// nor the branch has anything under `<package>/`. Each move is a
+/// rewrite for the history (rule [`crate::pycheck::rules::MOVED_PACKAGE`]).
+fn package_where_imported(
+    changes: &mut crate::conversation::Staged,
+    code: &BTreeMap<String, String>,
+    package: &str,
+) -> Vec<crate::pycheck::Rewrite> {
+    let home = format!("{package}/");
+    let taken = changes.keys().any(|p| p.to_string().starts_with(&home))
+        || code.keys().any(|p| p.starts_with(&home));
+    if taken || package.is_empty() {
+        return Vec::new();
+    }
+    let dirs: std::collections::BTreeSet<String> = changes
+        .iter()
+        .filter(|(p, c)| c.is_some() && p.to_string().ends_with(".py"))
+        .filter_map(|(p, _)| {
+            p.to_string()
+                .split_once('/')
+                .map(|(top, _)| top.to_string())
+        })
+        .filter(|top| !matches!(top.as_str(), "tests" | "test" | "src"))
+        .collect();
+    // A directory with an import name of its own is a package the
+    // developer named (the demo's `shortener/`): only one no `import` can
+    // name moves.
+    let importable = |name: &str| {
+        name.chars()
+            .next()
+            .is_some_and(|c| c.is_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_alphanumeric() || c == '_')
+    };
+    if dirs.iter().all(|d| importable(d)) {
+        return Vec::new();
+    }
+    if dirs.len() != 1 {
+        return Vec::new();
+    }
+    let Some(dir) = dirs.into_iter().next() else {
+        return Vec::new();
+    };
+    let prefix = format!("{dir}/");
+    let moving: Vec<agentry_core::RepoPath> = changes
+        .keys()
+        .filter(|p| p.to_string().starts_with(&prefix))
+        .cloned()
+        .collect();
+    let mut rewrites = Vec::new();
+    for old in moving {
+        let rest = old.to_string()[prefix.len()..].to_string();
+        let Ok(new) = agentry_core::RepoPath::parse(&format!("{home}{rest}")) else {
+            continue;
+        };
+        if let Some(content) = changes.remove(&old) {
+            rewrites.push(crate::pycheck::Rewrite {
+                path: new.to_string(),
+                line: 1,
+                rule: crate::pycheck::rules::MOVED_PACKAGE.to_string(),
+                detail: format!(
+                    "moved from `{old}` to `{new}`: the package's import name is `{package}`"
+                ),
+            });
+            changes.insert(new, content);
+        }
+    }
+    rewrites
 }
 
 /// The developer's Python test files outside the top-level `tests/`
@@ -738,6 +824,71 @@ mod tests {
         // Not an import name: the repository's is used.
         assert_eq!(project_package("the package `my-app`", "my-app"), "my_app");
         assert_eq!(project_package("a Package `x` and", "r"), "x");
+    }
+
+    #[test]
+    fn a_package_written_under_another_name_moves_to_its_import_name() {
+        let path = |p: &str| agentry_core::RepoPath::parse(p).unwrap();
+        let staged = |files: &[(&str, &str)]| -> crate::conversation::Staged {
+            files
+                .iter()
+                .map(|(p, c)| (path(p), Some(c.to_string())))
+                .collect()
+        };
+        // A real run: `number-theory/` for the pinned package `numtheory`.
+        let mut changes = staged(&[
+            (
+                "number-theory/__init__.py",
+                "from .primes import is_prime\n",
+            ),
+            (
+                "number-theory/primes.py",
+                "def is_prime(n):\n    return n > 1\n",
+            ),
+            ("tests/test_primes.py", "import unittest\n"),
+            ("README.md", "# numtheory\n"),
+        ]);
+        let rewrites = arrange(&mut changes, &BTreeMap::new(), "numtheory");
+        let paths: Vec<String> = changes.keys().map(|p| p.to_string()).collect();
+        assert_eq!(
+            paths,
+            [
+                "README.md",
+                "numtheory/__init__.py",
+                "numtheory/primes.py",
+                "tests/test_primes.py"
+            ]
+        );
+        assert_eq!(rewrites.len(), 2);
+        assert!(rewrites[0]
+            .detail
+            .contains("from `number-theory/__init__.py` to `numtheory/__init__.py`"));
+        // The package's directory already exists (on the branch, or in the
+        // change), or two directories hold code: nothing is guessed.
+        let untouched = |files: &[(&str, &str)], code: &[(&str, &str)]| {
+            let mut changes = staged(files);
+            let before = changes.clone();
+            let code: BTreeMap<String, String> = code
+                .iter()
+                .map(|(p, c)| (p.to_string(), c.to_string()))
+                .collect();
+            assert!(arrange(&mut changes, &code, "numtheory").is_empty());
+            assert_eq!(changes, before);
+        };
+        untouched(
+            &[("number-theory/primes.py", "x = 1\n")],
+            &[("numtheory/__init__.py", "")],
+        );
+        untouched(
+            &[("numtheory/a.py", "x = 1\n"), ("extra/b.py", "y = 2\n")],
+            &[],
+        );
+        untouched(
+            &[("tools/a.py", "x = 1\n"), ("extra-b/b.py", "y = 2\n")],
+            &[],
+        );
+        // A package the developer named with an import name of its own.
+        untouched(&[("shortener/core.py", "x = 1\n")], &[]);
     }
 
     #[test]
