@@ -101,8 +101,13 @@ pub async fn run_crew(
         .wrapping_add(u64::from(task.seed.saturating_sub(1)));
     let app = App::open(Some(data_dir), config).await?;
     let choice = LlmChoice::resolve(llm, None, &app.config)?;
-    let engine = app
-        .engine(
+    // The workers are stopped when the run ends: left running (as a
+    // one-shot command may leave them), they would keep the runner and
+    // its local model alive, and a benchmark running task after task in
+    // one process grew by a model's worth of memory per task until the
+    // kernel killed it (24 GB after five tasks).
+    let (engine, workers) = app
+        .engine_with_workers(
             choice.provider(&app.config, app.llm_cache.clone())?,
             Budget::default(),
         )
@@ -125,6 +130,7 @@ pub async fn run_crew(
         .await?;
     let result = engine.run(record.id).await;
     engine.close().await;
+    workers.shutdown().await;
     let wall_s = started.elapsed().as_secs_f64();
     let record = result?;
     let summary = crate::summary::summarize(&app, record.id).await?;
