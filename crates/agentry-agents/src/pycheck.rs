@@ -84,6 +84,14 @@ pub mod rules {
     /// itself (a cycle), names defined in two modules, an `__init__.py`
     /// with a star import.
     pub const PACKAGE_EXPORTS: &str = "package_exports";
+    /// Repair (test files): a data file made with `tempfile.mkstemp()[1]`
+    /// or `tempfile.NamedTemporaryFile(delete=False).name` exists and is
+    /// empty, so code that loads its file when it exists fails on it
+    /// (`JSONDecodeError`, seen in three real runs): the path becomes
+    /// `os.path.join(tempfile.mkdtemp(), "data.json")`, where nothing
+    /// exists until the code writes it. Not done when the file removes a
+    /// file without checking it exists (a `tearDown` would then fail).
+    pub const EMPTY_TEMP_FILE: &str = "empty_temp_file";
     /// Problem: the file does not compile; no other rule runs on it.
     pub const SYNTAX: &str = "syntax";
     /// Problem: an import of a module that is neither in the repository,
@@ -167,6 +175,7 @@ pub mod rules {
         FLOAT_ASSERT_EQUAL,
         FSTRING_QUOTES,
         PACKAGE_EXPORTS,
+        EMPTY_TEMP_FILE,
         MOVED_TEST,
         MOVED_PACKAGE,
         SYNTAX,
@@ -729,6 +738,37 @@ def test_a_new_list_is_empty():
             "todo_cli/__init__.py",
             Some("from .keyvaluestore import KeyValueStore\nfrom .keyvaluestore import load\n"),
             &[rules::UNRESOLVED_FROM_IMPORT],
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn an_empty_temporary_file_becomes_a_path_nothing_is_at_yet() {
+        // A real QA suite: every test failed on `JSONDecodeError`, the
+        // code loading the empty file `mkstemp` had made.
+        let suite = "import os\nimport tempfile\nimport unittest\n\n\nclass T(unittest.TestCase):\n    def setUp(self):\n        self.path = tempfile.mkstemp()[1]\n\n    def tearDown(self):\n        if os.path.exists(self.path):\n            os.remove(self.path)\n\n    def test_a(self):\n        self.assertTrue(self.path)\n";
+        let want = suite.replace(
+            "tempfile.mkstemp()[1]",
+            "os.path.join(tempfile.mkdtemp(), \"data.json\")",
+        );
+        repair(
+            &[("tests/test_t.py", suite)],
+            "tests/test_t.py",
+            Some(&want),
+            &[rules::EMPTY_TEMP_FILE],
+        )
+        .await;
+        // A `tearDown` that removes the file unchecked would fail on a
+        // path the code never wrote: left as it is.
+        let unchecked = suite.replace(
+            "        if os.path.exists(self.path):\n            os.remove(self.path)",
+            "        os.remove(self.path)",
+        );
+        repair(
+            &[("tests/test_t.py", &unchecked)],
+            "tests/test_t.py",
+            None,
+            &[],
         )
         .await;
     }

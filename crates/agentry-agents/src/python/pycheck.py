@@ -28,6 +28,7 @@ UNRESOLVED_FROM_IMPORT = "unresolved_from_import"
 FLOAT_ASSERT_EQUAL = "float_assert_equal"
 FSTRING_QUOTES = "fstring_quotes"
 PACKAGE_EXPORTS = "package_exports"
+EMPTY_TEMP_FILE = "empty_temp_file"
 # Problems.
 SYNTAX = "syntax"
 UNRESOLVED_IMPORT = "unresolved_import"
@@ -847,6 +848,79 @@ def repair_exports(repo, report, checked):
             "path": init, "line": at + 1 + k, "rule": PACKAGE_EXPORTS,
             "detail": f"added `{stmt}`: the package exports what its modules define",
         })
+
+
+# ---------------------------------------------------------------- temporary files
+
+
+def empty_temp_file(node):
+    """`tempfile.mkstemp()[1]` or `tempfile.NamedTemporaryFile(delete=False).name`:
+    a path to a file that already exists, empty."""
+    if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) \
+            and node.slice.value == 1 and isinstance(node.value, ast.Call) \
+            and dotted_tail(node.value.func) == "mkstemp" and not node.value.args \
+            and not node.value.keywords:
+        return "mkstemp()[1]"
+    if isinstance(node, ast.Attribute) and node.attr == "name" and isinstance(node.value, ast.Call) \
+            and dotted_tail(node.value.func) == "NamedTemporaryFile" and not node.value.args \
+            and any(k.arg == "delete" and isinstance(k.value, ast.Constant) and k.value.value is False
+                    for k in node.value.keywords) \
+            and all(k.arg in ("delete", "mode") for k in node.value.keywords):
+        return "NamedTemporaryFile(delete=False).name"
+    return None
+
+
+def unguarded_removal(tree):
+    """Whether the file removes a file (`os.remove`, `os.unlink`,
+    `.unlink()` without `missing_ok`) outside an `if ...exists(...)` and a
+    `try`."""
+    parents = {}
+    for node in ast.walk(tree):
+        for child in ast.iter_child_nodes(node):
+            parents[child] = node
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or dotted_tail(node.func) not in ("remove", "unlink"):
+            continue
+        if any(k.arg == "missing_ok" for k in node.keywords):
+            continue
+        if dotted_tail(node.func) == "remove" and not (
+                isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "os"):
+            continue  # `list.remove(x)`
+        up, guarded = parents.get(node), False
+        while up is not None and not guarded:
+            if isinstance(up, ast.If) and any(
+                    isinstance(n, ast.Call) and dotted_tail(n.func) in ("exists", "isfile")
+                    for n in ast.walk(up.test)):
+                guarded = True
+            if isinstance(up, (ast.Try, getattr(ast, "TryStar", ast.Try))):
+                guarded = True
+            up = parents.get(up)
+        if not guarded:
+            return True
+    return False
+
+
+def repair_empty_temp_file(src, tree, rewrites):
+    """A test's data file made with `tempfile.mkstemp()[1]` exists and is
+    empty, so code that loads a file when it exists reads nothing valid
+    (`JSONDecodeError`): the path becomes one in a fresh temporary
+    directory, where no file exists until the code writes it."""
+    if unguarded_removal(tree):
+        return src  # a `tearDown` removing the file would fail where the code never wrote it
+    text = Text(src)
+    edits = []
+    for node in ast.walk(tree):
+        what = empty_temp_file(node)
+        if what is None:
+            continue
+        start = text.offset(node.lineno, node.col_offset)
+        end = text.offset(node.end_lineno, node.end_col_offset)
+        edits.append((start, end, 'os.path.join(tempfile.mkdtemp(), "data.json")'))
+        rewrites.append((node.lineno, EMPTY_TEMP_FILE,
+                         f"`{what}` (an existing, empty file) became a path in a fresh "
+                         f"temporary directory: `{segment(src, node)}`"))
+    return apply_edits(src, edits) if edits else src
 
 
 # ---------------------------------------------------------------- float equality
@@ -2001,6 +2075,7 @@ def check_file(repo, path, overridden, report, parsed):
     else:
         for repair in (
             lambda s, t, r: repair_from_imports(repo, path, s, t, r),
+            (lambda s, t, r: repair_empty_temp_file(s, t, r)) if test else (lambda s, t, r: s),
             lambda s, t, r: repair_undefined(repo, path, s, t, r),
             repair_float_equal,
         ):
