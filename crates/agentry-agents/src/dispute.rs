@@ -126,9 +126,13 @@ fn checks_failed<'a>(triage: &'a Triage, disputes: &Disputes) -> Vec<&'a Finding
 
 /// Applies what earlier disputes decided to a new triage: a test that lost
 /// a dispute and fails the same way again (QA kept it) is set aside and
-/// taken out of the verdict. Returns the ids set aside now.
+/// taken out of the verdict. Returns the ids set aside now. When that
+/// would leave no test deciding, nothing is set aside: the failures go
+/// back to QA, whose suite is then written again (a real run set aside
+/// all six of its tests, and the developer got the rounds).
 pub fn apply_set_aside(triage: &mut Triage, disputes: &mut Disputes) -> Vec<String> {
     let mut now = Vec::new();
+    let mut removed = Vec::new();
     triage.acceptance.retain(|f| {
         let again = disputes
             .lost
@@ -138,6 +142,7 @@ pub fn apply_set_aside(triage: &mut Triage, disputes: &mut Disputes) -> Vec<Stri
             if disputes.set_aside.insert(f.test.clone()) {
                 now.push(f.test.clone());
             }
+            removed.push(f.clone());
             return false;
         }
         true
@@ -146,6 +151,21 @@ pub fn apply_set_aside(triage: &mut Triage, disputes: &mut Disputes) -> Vec<Stri
         let decided = triage
             .acceptance_total
             .saturating_sub(u32::try_from(disputes.set_aside.len()).unwrap_or(u32::MAX));
+        if decided == 0 && !removed.is_empty() {
+            for test in &now {
+                disputes.set_aside.remove(test);
+            }
+            triage.acceptance = removed
+                .into_iter()
+                .map(|mut f| {
+                    f.owner = Owner::Qa;
+                    f.reason = "every test of the suite lost a dispute and fails the same way again: write the suite again from the requirement".to_string();
+                    f
+                })
+                .collect();
+            triage.acceptance_passed = false;
+            return Vec::new();
+        }
         triage.acceptance_passed = decided > 0;
     }
     now
@@ -546,12 +566,18 @@ mod tests {
         let mut t = triage(vec![finding("a.T.test_1", "AssertionError: 99 != 100")], 5);
         assert!(apply_set_aside(&mut t, &mut d).is_empty());
         assert!(!t.acceptance_passed);
-        // A suite whose only tests were set aside does not pass.
+        // A suite whose every test would be set aside does not pass, and
+        // goes back to QA rather than to the developer.
         let mut d = Disputes::default();
-        d.set_aside.insert("a.T.test_1".into());
+        d.lost
+            .insert("a.T.test_1".into(), "AssertionError: x".into());
         let mut t = triage(vec![finding("a.T.test_1", "AssertionError: x")], 1);
-        apply_set_aside(&mut t, &mut d);
+        assert!(apply_set_aside(&mut t, &mut d).is_empty());
         assert!(!t.acceptance_passed);
+        assert_eq!(t.acceptance.len(), 1);
+        assert_eq!(t.acceptance[0].owner, Owner::Qa);
+        assert_eq!(t.next_fix(), crate::triage::NextFix::Tests);
+        assert!(d.set_aside.is_empty());
     }
 
     #[test]
