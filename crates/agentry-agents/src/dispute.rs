@@ -404,7 +404,7 @@ async fn repaired(mut files: Vec<FileSpec>, package: &str) -> Vec<FileSpec> {
             .collect(),
         check: files.iter().map(|f| f.path.clone()).collect(),
         package: Some(package.to_string()),
-        coverage_of: None,
+        requirement: None,
     };
     match crate::pycheck::check_python(&input, std::time::Duration::from_secs(30)).await {
         Ok(report) => {

@@ -117,9 +117,10 @@ pub mod rules {
     /// have: not a method, class attribute or `self.<name>` assignment of
     /// its body. Only for classes whose body says everything: no base, no
     /// decorator, no `__getattr__`, no `setattr`/`__dict__`. The message
-    /// lists the methods it has.
+    /// lists the methods it has. Not reported for a method
+    /// [`PyCheckInput::requirement`] names.
     pub const MISSING_METHOD: &str = "missing_method";
-    /// Problem (only with [`PyCheckInput::coverage_of`]: an acceptance
+    /// Problem (only with [`PyCheckInput::requirement`]: an acceptance
     /// suite and its requirement): the checked test files, together, never
     /// name (in code or in a string) a public function or method of the
     /// code that the requirement names, or never expect an exception the
@@ -205,11 +206,13 @@ pub struct PyCheckInput {
     pub check: Vec<String>,
     /// The project's own package import name (e.g. `todo_cli`), if any.
     pub package: Option<String>,
-    /// For an acceptance suite: the requirement, whose names of the
-    /// code's interface the checked test files must, together, exercise
-    /// ([`rules::UNTESTED`]). None: no such check.
+    /// For an acceptance suite: the requirement it answers to. The names
+    /// of the code's interface it gives, the checked test files must
+    /// together exercise ([`rules::UNTESTED`]), and a method it names that
+    /// the code lacks is the code's to add, not the test's problem
+    /// ([`rules::MISSING_METHOD`] is not reported for it). None: neither.
     #[serde(default)]
-    pub coverage_of: Option<String>,
+    pub requirement: Option<String>,
 }
 
 /// One mechanical rewrite of a checked file.
@@ -395,7 +398,7 @@ mod tests {
                 .collect(),
             check: files.iter().map(|(p, _)| p.to_string()).collect(),
             package: Some("todo_cli".into()),
-            coverage_of: None,
+            requirement: None,
         };
         check_python(&input, TIMEOUT).await.unwrap()
     }
@@ -617,7 +620,7 @@ def test_a_new_list_is_empty():
             tree: BTreeMap::from([("README.md".to_string(), "def (".to_string())]),
             check: vec!["README.md".into()],
             package: None,
-            coverage_of: None,
+            requirement: None,
         };
         let report = check_python(&input, TIMEOUT).await.unwrap();
         assert_eq!(report, PyCheckReport::default());
@@ -945,7 +948,7 @@ def test_a_new_list_is_empty():
                 .collect(),
                 check: vec!["tests/acceptance/test_a.py".into()],
                 package: None,
-                coverage_of: Some(REQUIREMENT.into()),
+                requirement: Some(REQUIREMENT.into()),
             };
             check_python(&input, TIMEOUT).await.unwrap()
         };
@@ -1016,6 +1019,29 @@ def test_a_new_list_is_empty():
             &["`t.close_account(1)` at line 7: `Todo` in `todo.core` has no method `close_account`. It has: add, norm."],
         )
         .await;
+        // Unless the requirement names it: then the code is to add it (a
+        // real rewrite dropped `close_account`), and the call stays.
+        let input = PyCheckInput {
+            tree: [
+                ("todo/__init__.py", init),
+                ("todo/core.py", core),
+                ("use.py", calls),
+            ]
+            .into_iter()
+            .map(|(p, c)| (p.to_string(), c.to_string()))
+            .collect(),
+            check: vec!["use.py".into()],
+            package: Some("todo".into()),
+            requirement: Some("`close_account(id)` closes an account.".into()),
+        };
+        let report = check_python(&input, TIMEOUT).await.unwrap();
+        assert!(
+            report
+                .problems
+                .iter()
+                .all(|p| p.rule != rules::MISSING_METHOD),
+            "{report:#?}"
+        );
         // What is not known is not checked: a decorated function, a class
         // with a base and no `__init__`, a name rebound in the file.
         let code = "import functools\n\n\ndef deco(f):\n    @functools.wraps(f)\n    def inner(*a, **k):\n        return f(*a, **k)\n    return inner\n\n\n@deco\ndef wrapped(a):\n    return a\n\n\nclass Base:\n    def __init__(self, a, b):\n        self.a = a\n\n\nclass Child(Base):\n    pass\n\n\ndef one(a):\n    return a\n\n\ndef use(flag):\n    first = one\n    if flag:\n        one = print\n    return wrapped(1, 2), Child(1, 2), first, one(1, 2, 3)\n";
@@ -1226,7 +1252,7 @@ def test_a_new_list_is_empty():
             tree: BTreeMap::from([("a.py".to_string(), "x = 1\n".to_string())]),
             check: vec!["a.py".into()],
             package: None,
-            coverage_of: None,
+            requirement: None,
         };
         let error = check_python(&input, Duration::from_millis(1))
             .await

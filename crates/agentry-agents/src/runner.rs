@@ -329,6 +329,23 @@ mod tests {
         }
     }
 
+    /// The workflow's state after a first compact developer round that
+    /// answered `implementation`.
+    async fn after_developer(
+        kit: &Kit,
+        implementation: agentry_core::ChatResponse,
+    ) -> agentry_core::WorkflowState {
+        kit.llm.push_all(vec![implementation]);
+        let first = kit
+            .runner_with(compact())
+            .run(kit.ctx(AgentRole::Developer, 0))
+            .await
+            .unwrap();
+        let mut state = kit.state_after_business();
+        state.apply(&first.delta);
+        state
+    }
+
     /// The JSON line of a compact developer answer, before its files.
     const IMPLEMENTATION_HEADER: &str =
         r#"{"summary": "s", "design": "d", "language": "python", "commit_message": "m"}"#;
@@ -405,21 +422,13 @@ mod tests {
     #[tokio::test]
     async fn code_that_fails_the_same_way_after_a_fix_is_written_again_from_scratch() {
         let kit = Kit::new();
-        let compact = compact();
         let implementation = |body: &str| {
             answer(&format!(
                 "{}\nFILE shortener/core.py\n```python\ndef shorten(url):\n    return {body}\n```\n",
                 IMPLEMENTATION_HEADER
             ))
         };
-        kit.llm.push_all(vec![implementation("url")]);
-        let first = kit
-            .runner_with(compact.clone())
-            .run(kit.ctx(AgentRole::Developer, 0))
-            .await
-            .unwrap();
-        let mut state = kit.state_after_business();
-        state.apply(&first.delta);
+        let mut state = after_developer(&kit, implementation("url")).await;
         let failing = json!({"acceptance_passed": false, "acceptance_total": 1, "per_test": true,
             "unit": [], "acceptance": [{"test": "tests.acceptance.test_a.T.test_short", "owner": "developer",
             "reason": "raised in the code", "error": "ValueError: bad", "at": "shortener/core.py:2"}]});
@@ -431,7 +440,7 @@ mod tests {
         }
         kit.llm.push_all(vec![implementation("url[:8]")]);
         let second = kit
-            .runner_with(compact)
+            .runner_with(compact())
             .run(kit.ctx_with(AgentRole::Developer, 1, state))
             .await
             .unwrap();
@@ -459,21 +468,13 @@ mod tests {
     #[tokio::test]
     async fn a_fix_that_takes_away_what_qa_imports_goes_back_to_the_developer() {
         let kit = Kit::new();
-        let compact = compact();
         let implementation = |name: &str| {
             answer(&format!(
                 "{}\nFILE shortener/core.py\n```python\ndef {name}(url):\n    return url[:8]\n```",
                 IMPLEMENTATION_HEADER
             ))
         };
-        kit.llm.push_all(vec![implementation("shorten")]);
-        let first = kit
-            .runner_with(compact.clone())
-            .run(kit.ctx(AgentRole::Developer, 0))
-            .await
-            .unwrap();
-        let mut state = kit.state_after_business();
-        state.apply(&first.delta);
+        let mut state = after_developer(&kit, implementation("shorten")).await;
         state.shared_context.insert(
             context::QA_TEST_FILES.to_string(),
             json!([{"path": "tests/acceptance/test_acceptance.py",
@@ -483,7 +484,7 @@ mod tests {
             implementation("make_short"),
             implementation("shorten"),
         ]);
-        kit.runner_with(compact)
+        kit.runner_with(compact())
             .run(kit.ctx_with(AgentRole::Developer, 1, state))
             .await
             .unwrap();
@@ -499,18 +500,14 @@ mod tests {
     #[tokio::test]
     async fn tests_that_fail_the_same_way_after_qa_fixed_them_are_written_again_from_scratch() {
         let kit = Kit::new();
-        let compact = compact();
-        kit.llm.push_all(vec![answer(&format!(
-            "{}\nFILE shortener/core.py\n```python\ndef shorten(url):\n    return url\n```",
-            IMPLEMENTATION_HEADER
-        ))]);
-        let developer = kit
-            .runner_with(compact.clone())
-            .run(kit.ctx(AgentRole::Developer, 0))
-            .await
-            .unwrap();
-        let mut state = kit.state_after_business();
-        state.apply(&developer.delta);
+        let mut state = after_developer(
+            &kit,
+            answer(&format!(
+                "{}\nFILE shortener/core.py\n```python\ndef shorten(url):\n    return url\n```",
+                IMPLEMENTATION_HEADER
+            )),
+        )
+        .await;
         let old_test = "import unittest\nfrom shortener.core import shorten\n\nclass T(unittest.TestCase):\n    def test_short(self):\n        self.assertEqual(shorten('u', 3), 'u')\n";
         let broken = json!({"acceptance_passed": false, "acceptance_total": 1, "per_test": true,
             "unit": [], "acceptance": [{"test": "tests.acceptance.test_acceptance.T.test_short", "owner": "qa",
@@ -534,7 +531,7 @@ mod tests {
             None,
         ))]);
         let qa = kit
-            .runner_with(compact)
+            .runner_with(compact())
             .run(kit.ctx_with(AgentRole::Qa, 1, state))
             .await
             .unwrap();
@@ -621,19 +618,11 @@ mod tests {
         // same error move it to QA.
         use agentry_core::{SourceLocation, TestCaseResult, TestOutcome};
         let kit = Kit::new();
-        let compact = compact();
         let code = "def close(balance):\n    if balance:\n        raise ValueError('balance must be zero to close')\n    return True\n";
         let implementation = answer(&format!(
             "{IMPLEMENTATION_HEADER}\nFILE shortener/core.py\n```python\n{code}```\n"
         ));
-        kit.llm.push_all(vec![implementation.clone()]);
-        let first = kit
-            .runner_with(compact.clone())
-            .run(kit.ctx(AgentRole::Developer, 0))
-            .await
-            .unwrap();
-        let mut state = kit.state_after_business();
-        state.apply(&first.delta);
+        let state = after_developer(&kit, implementation.clone()).await;
         let mut run = test_run(false);
         run.cases = vec![TestCaseResult {
             id: "tests.acceptance.test_api.T.test_api".into(),
@@ -658,7 +647,7 @@ mod tests {
             implementation,
         ]);
         let out = kit
-            .runner_with(compact)
+            .runner_with(compact())
             .run(kit.ctx_with(AgentRole::Qa, 0, state))
             .await
             .unwrap();
@@ -696,6 +685,43 @@ mod tests {
             requests[2].command.as_ref().unwrap().last().unwrap(),
             "tests.acceptance.test_api.T.test_api"
         );
+    }
+
+    #[tokio::test]
+    async fn the_mutation_check_leaves_out_the_tests_a_dispute_set_aside() {
+        let kit = Kit::new();
+        let mut state = after_developer(
+            &kit,
+            answer(&format!(
+                "{IMPLEMENTATION_HEADER}\nFILE shortener/core.py\n```python\ndef shorten(url):\n    return url\n```\n"
+            )),
+        )
+        .await;
+        let aside = "tests.acceptance.test_api.T.test_wrong";
+        state.shared_context.insert(
+            context::QA_TEST_FILES.to_string(),
+            json!([{"path": "tests/acceptance/test_api.py", "content": "import unittest\n"}]),
+        );
+        state.shared_context.insert(
+            context::QA_DISPUTES.to_string(),
+            json!({"held": 1, "lost": {aside: "AssertionError: x"}, "set_aside": [aside]}),
+        );
+        let mut run = test_run(true);
+        run.stdout = "AGENTRY-MUTATION {\"found\": 4, \"run\": 4, \"killed\": 3, \"baseline_passed\": true}\n".into();
+        *kit.sandbox.result.lock().unwrap() = Ok(run);
+        let mut ctx = kit.ctx_with(AgentRole::Qa, 0, state);
+        ctx.role = None;
+        ctx.check = Some("mutation_score".into());
+        let out = kit.runner().run(ctx).await.unwrap();
+        let command = kit.sandbox.requests.lock().unwrap()[0]
+            .command
+            .clone()
+            .unwrap();
+        let at = command.iter().position(|w| w == "--exclude").unwrap();
+        assert_eq!(command[at + 1], aside);
+        let quality = &out.delta.shared_context[context::QUALITY];
+        assert_eq!(quality["set_aside"], json!([aside]));
+        assert_eq!(quality["verdict"], json!("ok"));
     }
 
     #[tokio::test]

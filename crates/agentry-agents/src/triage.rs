@@ -241,15 +241,6 @@ fn missing_attribute(case: &TestCaseResult) -> Option<&str> {
     rest.split('\'').next().filter(|a| !a.is_empty())
 }
 
-/// Whether the method a `missing_method` problem names (`... has no method
-/// `close_account`.`) is one `requirement` names.
-pub(crate) fn missing_method_named(message: &str, requirement: &str) -> bool {
-    message
-        .split_once("has no method `")
-        .and_then(|(_, rest)| rest.split('`').next())
-        .is_some_and(|m| !m.is_empty() && names(requirement, m))
-}
-
 /// Whether `text` holds `word` as a whole identifier (`close_account`,
 /// not inside `reclose_accounts`).
 fn names(text: &str, word: &str) -> bool {
@@ -695,15 +686,6 @@ mod tests {
         assert_eq!(t.next_fix(), NextFix::Tests);
         let t = triage(&run_of(vec![wrong]), &qa_suite(), "");
         assert_eq!(t.next_fix(), NextFix::Code);
-    }
-
-    #[test]
-    fn a_missing_method_the_requirement_names_is_the_codes_to_add() {
-        let message = "`self.bank.close_account(a)` at line 9: `Bank` in `bank.core` has no method `close_account`. It has: deposit.";
-        assert!(missing_method_named(message, REQUIREMENT));
-        let invented = "`b.reopen(a)` at line 9: `Bank` in `bank.core` has no method `reopen`.";
-        assert!(!missing_method_named(invented, REQUIREMENT));
-        assert!(!missing_method_named("no such shape", REQUIREMENT));
     }
 
     #[test]

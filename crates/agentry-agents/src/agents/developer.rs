@@ -122,6 +122,7 @@ pub(crate) async fn run(env: &AgentEnv<'_>) -> Result<StateDelta> {
                 code: &code,
                 package: &package,
                 acceptance: &qa_tests,
+                qa_breaks: qa_breaks(&code, &[], &qa_tests, &package).await,
             },
         )
         .await?;
@@ -283,6 +284,9 @@ struct StaticCheck<'a> {
     package: &'a str,
     /// QA's acceptance tests on the branch: what they import must stay.
     acceptance: &'a [FileSpec],
+    /// Where those tests break against the branch as it is, checked once
+    /// per node run ([`qa_breaks`]).
+    qa_breaks: Option<std::collections::BTreeSet<(String, u32, String)>>,
 }
 
 #[async_trait::async_trait]
@@ -315,80 +319,99 @@ impl crate::conversation::AnswerCheck<Implementation> for StaticCheck<'_> {
                     .collect()
             })
             .unwrap_or_default();
-        problems.extend(lost_imports(self.code, &files, self.acceptance, self.package).await);
+        problems.extend(
+            lost_imports(
+                self.code,
+                &files,
+                self.acceptance,
+                self.package,
+                self.qa_breaks.as_ref(),
+            )
+            .await,
+        );
         problems
     }
 }
 
-/// What QA's acceptance tests import that the branch's code provides and
-/// `files` would take away (a module or name renamed or dropped in a
-/// rewrite), as problems for the developer: the tests are QA's and stay,
-/// so a test run would only fail on the import, and triage would send it
-/// to QA, whose tests did nothing wrong.
+/// Where QA's acceptance tests would break against the branch's `code`
+/// with `files` written over it (none: the branch as it is): the imports,
+/// calls and methods in them that do not resolve, and the imports the
+/// checker would have to point elsewhere. None when the check did not run
+/// or there is no Python test.
+async fn qa_breaks(
+    code: &BTreeMap<String, String>,
+    files: &[FileSpec],
+    acceptance: &[FileSpec],
+    package: &str,
+) -> Option<std::collections::BTreeSet<(String, u32, String)>> {
+    use crate::pycheck::rules;
+    let tests: Vec<&FileSpec> = acceptance
+        .iter()
+        .filter(|f| f.path.ends_with(".py"))
+        .collect();
+    if tests.is_empty() {
+        return None;
+    }
+    let mut tree = code.clone();
+    for file in files {
+        let path = file.path.trim_start_matches("./").to_string();
+        if !path.starts_with(context::ACCEPTANCE_DIR) {
+            tree.insert(path, crate::output::file_text(&file.path, &file.content));
+        }
+    }
+    for test in &tests {
+        tree.insert(test.path.clone(), test.content.clone());
+    }
+    let input = crate::pycheck::PyCheckInput {
+        tree,
+        check: tests.iter().map(|t| t.path.clone()).collect(),
+        package: Some(package.to_string()),
+        requirement: None,
+    };
+    let report = crate::pycheck::check_python(&input, CHECK_TIMEOUT)
+        .await
+        .ok()?;
+    let problems = report
+        .problems
+        .into_iter()
+        .filter(|p| {
+            matches!(
+                p.rule.as_str(),
+                rules::UNRESOLVED_IMPORT | rules::WRONG_ARGUMENTS | rules::MISSING_METHOD
+            )
+        })
+        .map(|p| (p.path, p.line, p.message));
+    let moved = report
+        .rewrites
+        .into_iter()
+        .filter(|r| r.rule == rules::UNRESOLVED_FROM_IMPORT)
+        .map(|r| (r.path, r.line, r.detail));
+    Some(problems.chain(moved).collect())
+}
+
+/// What QA's acceptance tests use of the code that `files` would take
+/// away (a module, name, signature or method renamed or dropped in a
+/// rewrite), against `before` (the branch's own breaks, [`qa_breaks`]
+/// once per node run), as problems for the developer: the tests are QA's
+/// and stay, so a test run would only fail in QA's test code, and triage
+/// would send it to QA, whose tests did nothing wrong.
 async fn lost_imports(
     code: &BTreeMap<String, String>,
     files: &[FileSpec],
     acceptance: &[FileSpec],
     package: &str,
+    before: Option<&std::collections::BTreeSet<(String, u32, String)>>,
 ) -> Vec<String> {
-    let tests: Vec<&FileSpec> = acceptance
-        .iter()
-        .filter(|f| f.path.ends_with(".py"))
-        .collect();
-    if tests.is_empty() || files.is_empty() {
-        return Vec::new();
-    }
-    let mut before = code.clone();
-    for test in &tests {
-        before.insert(test.path.clone(), test.content.clone());
-    }
-    let mut after = before.clone();
-    for file in files {
-        let path = file.path.trim_start_matches("./").to_string();
-        if !path.starts_with(context::ACCEPTANCE_DIR) {
-            after.insert(path, crate::output::file_text(&file.path, &file.content));
-        }
-    }
-    let check: Vec<String> = tests.iter().map(|t| t.path.clone()).collect();
-    let unresolved = |tree: BTreeMap<String, String>| {
-        let input = crate::pycheck::PyCheckInput {
-            tree,
-            check: check.clone(),
-            package: Some(package.to_string()),
-            coverage_of: None,
-        };
-        async move {
-            let report = crate::pycheck::check_python(&input, CHECK_TIMEOUT)
-                .await
-                .ok()?;
-            let problems = report
-                .problems
-                .into_iter()
-                .filter(|p| {
-                    matches!(
-                        p.rule.as_str(),
-                        crate::pycheck::rules::UNRESOLVED_IMPORT
-                            | crate::pycheck::rules::WRONG_ARGUMENTS
-                            | crate::pycheck::rules::MISSING_METHOD
-                    )
-                })
-                .map(|p| (p.path, p.line, p.message));
-            let moved = report
-                .rewrites
-                .into_iter()
-                .filter(|r| r.rule == "unresolved_from_import")
-                .map(|r| (r.path, r.line, r.detail));
-            Some(
-                problems
-                    .chain(moved)
-                    .collect::<std::collections::BTreeSet<_>>(),
-            )
-        }
-    };
-    let (Some(was), Some(now)) = (unresolved(before).await, unresolved(after).await) else {
+    let Some(was) = before else {
         return Vec::new();
     };
-    now.difference(&was)
+    if files.is_empty() {
+        return Vec::new();
+    }
+    let Some(now) = qa_breaks(code, files, acceptance, package).await else {
+        return Vec::new();
+    };
+    now.difference(was)
         .map(|(path, line, what)| {
             format!(
                 "QA's acceptance test `{path}` line {line} would no longer import or call the code as it does: {what}. Keep every module, name and signature QA's tests use (they stay as they are)"
@@ -620,7 +643,7 @@ async fn static_check(
         tree,
         check,
         package: Some(package.to_string()),
-        coverage_of: None,
+        requirement: None,
     };
     match crate::pycheck::check_python(&input, CHECK_TIMEOUT).await {
         Ok(report) => Some(report),

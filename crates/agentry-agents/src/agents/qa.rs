@@ -503,7 +503,7 @@ async fn check_suite(
         tree,
         check,
         package: None,
-        coverage_of: requirement.map(str::to_string),
+        requirement: requirement.map(str::to_string),
     };
     match crate::pycheck::check_python(&input, CHECK_TIMEOUT).await {
         Ok(report) => Some(report),
@@ -527,13 +527,6 @@ async fn static_problems(
     let mut guards = Vec::new();
     if let Some(report) = check_suite(code, suite, Some(requirement)).await {
         for p in &report.problems {
-            // A method the requirement names and the code lacks: the test
-            // is right to call it, and its failure goes to the developer.
-            if p.rule == rules::MISSING_METHOD
-                && crate::triage::missing_method_named(&p.message, requirement)
-            {
-                continue;
-            }
             let line = format!("`{}` line {}: {}", p.path, p.line, p.message);
             // A test checking only its own values goes back for repair, but
             // is not held as a guard: once the repairs are spent it runs,

@@ -301,9 +301,11 @@ class Repo:
     def __init__(self, tree, package):
         self.tree = tree
         self.package = package
+        self.requirement = ""  # the requirement a suite answers to, when given
         self.modules = {}  # dotted -> path of its .py (a package's __init__.py)
         self.packages = set()  # dotted names of directories
         self._info = {}
+        self._trees = {}
         self._installed = {}
         for src_pass in (False, True):
             for path in sorted(tree):
@@ -326,6 +328,25 @@ class Repo:
     def update(self, path, src):
         self.tree[path] = src
         self._info.pop(path, None)
+        self._trees.pop(path, None)
+
+    def parsed(self, path):
+        """The file's syntax tree, parsed once per content; None when it
+        does not compile (or is not in the tree)."""
+        if path not in self._trees:
+            tree, error = parse(self.tree.get(path, ""), path)
+            self._trees[path] = tree if error is None else None
+        return self._trees[path]
+
+    def code_trees(self):
+        """Every code file that compiles, as (path, tree)."""
+        out = []
+        for path in sorted(self.tree):
+            if path.endswith(".py") and not is_test_file(path):
+                tree = self.parsed(path)
+                if tree is not None:
+                    out.append((path, tree))
+        return out
 
     def info(self, dotted):
         path = self.modules.get(dotted)
@@ -816,8 +837,8 @@ def repair_exports(repo, report, checked):
         leaf = dotted.rsplit(".", 1)[1]
         if is_test_file(path) or leaf.startswith("_") or leaf in ("setup", "conftest"):
             continue
-        mtree, merror = parse(repo.tree.get(path, ""), path)
-        if merror is not None or not quiet_module(mtree) or imports_package(mtree, pkg) \
+        mtree = repo.parsed(path)
+        if mtree is None or not quiet_module(mtree) or imports_package(mtree, pkg) \
                 or not imports_resolve(repo, path, mtree):
             continue
         for node in mtree.body:
@@ -1105,16 +1126,10 @@ class Defs:
 
     def __init__(self, repo):
         self.repo = repo
-        self._trees = {}
 
     def tree(self, dotted):
         path = self.repo.modules.get(dotted)
-        if path is None:
-            return None
-        if path not in self._trees:
-            tree, error = parse(self.repo.tree.get(path, ""), path)
-            self._trees[path] = tree if error is None else None
-        return self._trees[path]
+        return None if path is None else self.repo.parsed(path)
 
     def find(self, dotted, name, depth=0):
         """(module, node): the def or class `from dotted import name` binds."""
@@ -1395,7 +1410,10 @@ def arity_problems(repo, path, src, tree, problems):
                 method = method_of(cls[1], f.attr)
                 if method is None:
                     has = attributes(cls[1]) if closed_class(cls[1]) else None
-                    if has is not None and f.attr not in has and not f.attr.startswith("__"):
+                    # A method the requirement names is the code's to add:
+                    # the test is right to call it.
+                    if has is not None and f.attr not in has and not f.attr.startswith("__") \
+                            and not names_word(repo.requirement, f.attr):
                         methods = sorted(n.name for n in cls[1].body
                                          if isinstance(n, FUNCTION_DEFS) and not n.name.startswith("_"))
                         shown = f" It has: {', '.join(methods)}." if methods else ""
@@ -1431,9 +1449,8 @@ def interface_names(repo):
     an exception that the code raises (its own or built-in ones)."""
     callables, raised, classes = {}, {}, {}
     for dotted in repo.code_modules(None):
-        path = repo.modules[dotted]
-        tree, error = parse(repo.tree.get(path, ""), path)
-        if error is not None:
+        tree = repo.parsed(repo.modules[dotted])
+        if tree is None:
             continue
         for node in tree.body:
             if isinstance(node, FUNCTION_DEFS) and not node.name.startswith("_") and node.name != "main":
@@ -1482,8 +1499,8 @@ def coverage_problems(repo, paths, report, requirement):
     refusals = {n: m for n, m in refusals.items() if names_word(requirement, n)}
     used, expected = set(), set()
     for path in tests:
-        tree, error = parse(repo.tree.get(path, ""), path)
-        if error is not None:
+        tree = repo.parsed(path)
+        if tree is None:
             return  # reported as a syntax problem; coverage waits for it
         for node in ast.walk(tree):
             if isinstance(node, ast.Name):
@@ -1575,7 +1592,7 @@ def reads(node):
     return mode is None or "r" in mode or "+" in mode
 
 
-def storage_problems(repo, path, tree, problems, parsed):
+def storage_problems(repo, tree, problems):
     """Data saved in `path` that no code file of the repository ever reads
     back: every new run (each invocation, each new instance) starts empty."""
     saved = []
@@ -1586,7 +1603,7 @@ def storage_problems(repo, path, tree, problems, parsed):
                 saved.append((node.lineno, how))
     if not saved:
         return
-    for other, other_tree in parsed():
+    for _, other_tree in repo.code_trees():
         if any(isinstance(n, ast.Call) and reads(n) for n in ast.walk(other_tree)):
             return
     line, how = min(saved)
@@ -2034,23 +2051,7 @@ def requote_fstrings(src):
     return "".join(out)
 
 
-def code_trees(repo):
-    """Every code file of the tree, parsed once, lazily: [(path, tree)]."""
-    cache = []
-
-    def parsed():
-        if not cache:
-            for p, src in sorted(repo.tree.items()):
-                if p.endswith(".py") and not is_test_file(p):
-                    t, error = parse(src, p)
-                    if error is None:
-                        cache.append((p, t))
-            cache.append(None)
-        return [c for c in cache if c is not None]
-    return parsed
-
-
-def check_file(repo, path, overridden, report, parsed):
+def check_file(repo, path, overridden, report):
     src = repo.tree.get(path)
     if src is None:
         return
@@ -2095,7 +2096,7 @@ def check_file(repo, path, overridden, report, parsed):
             report["assertions"][path] = test_problems(src, tree, problems)
         else:
             stub_problems(repo, tree, problems, overridden)
-            storage_problems(repo, path, tree, problems, parsed)
+            storage_problems(repo, tree, problems)
     if src != original:
         report["files"][path] = src
     for line, rule, detail in rewrites:
@@ -2111,14 +2112,15 @@ def main():
     data = json.load(sys.stdin)
     tree = {str(k): (v or "") for k, v in (data.get("tree") or {}).items()}
     repo = Repo(tree, data.get("package") or None)
+    repo.requirement = data.get("requirement") or ""
     report = {"files": {}, "rewrites": [], "problems": [], "assertions": {}}
     paths = [p for p in dict.fromkeys(data.get("check") or []) if p.endswith(".py") and p in tree]
     overridden = overridden_methods(repo)
     for path in sorted(paths, key=is_test_file):
-        check_file(repo, path, overridden, report, code_trees(repo))
+        check_file(repo, path, overridden, report)
     repair_exports(repo, report, paths)
-    if data.get("coverage_of"):
-        coverage_problems(repo, paths, report, data["coverage_of"])
+    if repo.requirement:
+        coverage_problems(repo, paths, report, repo.requirement)
     json.dump(report, sys.stdout)
     return 0
 
